@@ -1,0 +1,66 @@
+# markethub-rollout: every entry point. `make test` and `make demo` install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TOOLS_BIN := $(shell bash tools/toolchain.sh bin)
+export PATH := $(CURDIR)/$(VENV)/bin:$(TOOLS_BIN):$(PATH)
+export PULUMI_SKIP_UPDATE_CHECK := true
+export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION := true
+PYTEST_ARGS ?=
+
+.PHONY: help venv tools lint test test-fast demo env-up env-down env-status bench bench-gates clean
+
+help:
+	@echo "make test       install everything, lint, run every test"
+	@echo "make demo       bring up the local two-region environment and run a rollout on it"
+	@echo "make tools      build or fetch the Pulumi CLI, provider, Kubernetes, etcd, kwok (cached)"
+	@echo "make env-up     start the local environment (prints kubeconfig paths); make env-down stops it"
+	@echo "make lint       ruff, mypy on the decision core, import layering, workflow lint"
+	@echo "make bench      every benchmark; make bench-gates the canary statistics benchmark"
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "[venv] installing Python packages into $(VENV)"
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+venv: $(VENV)/.installed
+
+tools:
+	@bash tools/toolchain.sh install
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check rollout_policies/core rollout_policies/plan
+	$(VENV)/bin/mypy rollout_policies/core rollout_policies/plan rollout_policies/state.py
+	$(VENV)/bin/lint-imports
+
+test: venv tools lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Unit tests only: no Kubernetes control plane, no Pulumi CLI.
+test-fast: venv
+	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
+
+demo: venv tools
+	$(VENV)/bin/rollout env up
+	$(PY) -m rollout_policies.demo
+
+env-up: venv tools
+	$(VENV)/bin/rollout env up
+
+env-down: venv
+	$(VENV)/bin/rollout env down
+
+env-status: venv
+	$(VENV)/bin/rollout env status
+
+bench: bench-gates
+
+bench-gates: venv
+	$(PY) -m bench.gates
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,324 @@
+"""The typed rollout plan: stages, traffic steps, gates, go/no-go criteria, triggers and objectives.
+
+Every model is immutable and validated when built. The loader (``plan.loader``) turns a YAML file
+into a ``Plan`` and maps validation errors to ``file:line: field.path: problem``.
+
+Vocabulary (from the seed plan):
+- a *stage* is a release phase (beta, limited, medium, majority, full) with an audience, traffic
+  *steps*, a minimum duration, a feature set, metric *gates* and go/no-go *criteria*;
+- a *gate* compares one metric with a *target* and an *alert* threshold; a monitor-only gate is
+  reported but never decides;
+- a *trigger* rolls back automatically when its condition holds for its window.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str | int | float | timedelta) -> timedelta:
+    """``"90s"``, ``"5m"``, ``"48h"``, ``"4d"``, ``"2w"`` (or seconds as a number) to a timedelta."""
+    if isinstance(text, timedelta):
+        return text
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return timedelta(seconds=float(text))
+    if isinstance(text, str):
+        match = _DURATION.match(text)
+        if match:
+            return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    raise ValueError(f"not a duration: {text!r} (use a number with s, m, h, d or w, such as 48h)")
+
+
+def format_duration(value: timedelta) -> str:
+    seconds = int(value.total_seconds())
+    for suffix, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{suffix}"
+    return f"{seconds}s"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class Direction(StrEnum):
+    """Which way is good for a metric."""
+
+    LOWER_IS_BETTER = "lower"
+    HIGHER_IS_BETTER = "higher"
+
+
+class Op(StrEnum):
+    LT = "<"
+    LE = "<="
+    GT = ">"
+    GE = ">="
+    EQ = "=="
+
+    def holds(self, value: float, bound: float) -> bool:
+        return {
+            Op.LT: value < bound,
+            Op.LE: value <= bound,
+            Op.GT: value > bound,
+            Op.GE: value >= bound,
+            Op.EQ: value == bound,
+        }[self]
+
+
+_THRESHOLD = re.compile(r"^\s*(<=|>=|==|<|>)\s*(-?\d+(?:\.\d+)?)\s*$")
+
+
+class Threshold(_Frozen):
+    """A comparison such as ``< 1`` (value in the metric's unit)."""
+
+    op: Op
+    value: float
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            match = _THRESHOLD.match(data)
+            if not match:
+                raise ValueError(f"not a threshold: {data!r} (write it as an operator and a number, such as '< 1')")
+            return {"op": match.group(1), "value": float(match.group(2))}
+        return data
+
+    def holds(self, value: float) -> bool:
+        return self.op.holds(value, self.value)
+
+    def __str__(self) -> str:
+        return f"{self.op.value} {self.value:g}"
+
+
+Duration = Annotated[timedelta, Field(description="a duration such as 48h")]
+
+
+class MetricSource(_Frozen):
+    """Where a metric's value comes from: a provider type and its query."""
+
+    provider: str  # a name in the provider registry: prometheus, cloudwatch, sql, json_http, manual
+    query: str = ""
+    # Provider-specific settings (CloudWatch namespace and dimensions, JSON field path, ...).
+    options: dict[str, Any] = Field(default_factory=dict)
+    # Older data than this counts as no data.
+    max_age: Duration = timedelta(minutes=15)
+
+    @field_validator("max_age", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> timedelta:
+        return parse_duration(value)
+
+
+class Metric(_Frozen):
+    """A metric the plan measures, defined once and used by gates in any stage."""
+
+    id: str
+    name: str  # as the seed writes it, e.g. "Crashes/Exceptions"
+    unit: str = ""  # "%", "s", "ms", "MB", "%/hr", "min", "score"
+    direction: Direction | None = None  # None for monitor-only metrics with no good direction
+    source: MetricSource
+    # The metric says nothing before this much time has passed in the stage (retention needs days).
+    evaluable_after: Duration = timedelta(0)
+    description: str = ""
+
+    @field_validator("evaluable_after", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> timedelta:
+        return parse_duration(value)
+
+
+class Gate(_Frozen):
+    """One row of a seed metric table, in one stage."""
+
+    metric: str  # a Metric id
+    target: Threshold | None = None
+    alert: Threshold | None = None
+    # Reported, never decides (the seed's "Monitor:" and "Track:" rows).
+    monitor_only: bool = False
+    note: str = ""  # the seed's words for monitor-only rows, e.g. "Growth trend"
+
+
+class GateTable(_Frozen):
+    """A named table of gates, as the seed groups them (Technical Metrics, Cohort Analysis, ...)."""
+
+    name: str
+    gates: tuple[Gate, ...]
+
+
+class TrafficStep(_Frozen):
+    """One traffic weight within a stage, held for at least ``bake`` before the next step."""
+
+    weight: float = Field(ge=0, le=100)  # percent of traffic to the candidate
+    bake: Duration = timedelta(0)
+
+    @field_validator("bake", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> timedelta:
+        return parse_duration(value)
+
+
+class Split(_Frozen):
+    ios: float = Field(ge=0, le=100)
+    android: float = Field(ge=0, le=100)
+
+
+class Audience(_Frozen):
+    """Who is in a stage: a selected cohort or a share of users."""
+
+    kind: Literal["cohort", "percentage"]
+    size: int | None = None  # users, as the seed estimates them
+    criteria: tuple[str, ...] = ()  # cohort selection criteria
+    profile: tuple[str, ...] = ()
+    include_segments: tuple[str, ...] = ()
+    exclude_segments: tuple[str, ...] = ()
+    platform_split: Split | None = None
+    new_vs_existing: tuple[float, float] | None = None  # percent new, percent existing
+
+
+class FeatureState(StrEnum):
+    ENABLED = "enabled"
+    LIMITED = "limited"  # on, in a reduced form (social sharing logging-only in beta)
+    DISABLED = "disabled"
+
+
+class Feature(_Frozen):
+    state: FeatureState
+    note: str = ""
+
+
+class CriterionKind(StrEnum):
+    METRICS = "metrics"  # judged from gate verdicts
+    WINDOW = "window"  # "no critical issues for 48 hours": a clean window of an event metric
+    COUNT = "count"  # "<5 critical bugs reported"
+    MANUAL = "manual"  # a person signs off (positive feedback, support volume manageable)
+
+
+class Criterion(_Frozen):
+    """A go/no-go criterion."""
+
+    id: str
+    text: str  # the seed's words
+    kind: CriterionKind
+    # METRICS: the gate tables (by name) whose gates must all meet target.
+    tables: tuple[str, ...] = ()
+    # WINDOW / COUNT: the metric counted, the bound, and the window.
+    metric: str | None = None
+    threshold: Threshold | None = None
+    window: Duration | None = None
+    # MANUAL: who signs off.
+    owners: tuple[str, ...] = ()
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> timedelta | None:
+        return None if value is None else parse_duration(value)
+
+
+class Stage(_Frozen):
+    id: str  # beta, limited, medium, majority, full
+    name: str
+    audience: Audience
+    steps: tuple[TrafficStep, ...]
+    min_duration: Duration
+    features: dict[str, Feature] = Field(default_factory=dict)
+    tables: tuple[GateTable, ...] = ()
+    go: tuple[Criterion, ...] = ()
+    no_go: tuple[Criterion, ...] = ()
+    # Time allowed to get back to the stable version from this stage.
+    rollback_objective: Duration
+
+    @field_validator("min_duration", "rollback_objective", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> timedelta:
+        return parse_duration(value)
+
+    @property
+    def gates(self) -> tuple[Gate, ...]:
+        return tuple(gate for table in self.tables for gate in table.gates)
+
+
+class Trigger(_Frozen):
+    """An automatic rollback trigger: the condition, held for ``window``, rolls back."""
+
+    id: str
+    text: str  # the seed's words
+    metric: str
+    threshold: Threshold
+    window: Duration  # zero means immediately
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> timedelta:
+        return parse_duration(value)
+
+
+class BackupObjective(_Frozen):
+    kind: Literal["incremental", "full"]
+    every: Duration
+    retention: Duration
+
+    @field_validator("every", "retention", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> timedelta:
+        return parse_duration(value)
+
+
+class DisasterRecovery(_Frozen):
+    regions: tuple[str, ...]
+    primary: str
+    rto: Duration  # time to recover service in the secondary region
+    rpo: Duration  # data loss allowed: the newest backup's age
+    drill_every: Duration
+    verify_tables: tuple[str, ...] = ()  # tables a restore drill checks
+
+    @field_validator("rto", "rpo", "drill_every", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> timedelta:
+        return parse_duration(value)
+
+
+class Objectives(_Frozen):
+    backups: tuple[BackupObjective, ...]
+    disaster_recovery: DisasterRecovery
+
+
+class Notifications(_Frozen):
+    slack_webhook_env: str | None = None  # the variable holding the webhook URL; never the URL itself
+    pagerduty_routing_key_env: str | None = None
+
+
+class Plan(_Frozen):
+    """A whole rollout plan. ``stages`` are in rollout order."""
+
+    name: str
+    service: str
+    decision_authority: tuple[str, ...]  # who may decide manual gates and rollbacks (CODEOWNERS)
+    metrics: tuple[Metric, ...]
+    stages: tuple[Stage, ...]
+    triggers: tuple[Trigger, ...]
+    objectives: Objectives
+    notifications: Notifications = Notifications()
+
+    def metric(self, metric_id: str) -> Metric:
+        for metric in self.metrics:
+            if metric.id == metric_id:
+                return metric
+        raise KeyError(metric_id)
+
+    def stage(self, stage_id: str) -> Stage:
+        for stage in self.stages:
+            if stage.id == stage_id:
+                return stage
+        raise KeyError(stage_id)
+
+    def stage_index(self, stage_id: str) -> int:
+        return [stage.id for stage in self.stages].index(stage_id)
