@@ -1,0 +1,47 @@
+"""The pure decision core: gate verdicts, criteria, triggers, the stage decision and progression.
+
+No I/O and no clock: plan, measurements and "now" come in as values. This module is its public API.
+"""
+
+from rollout_policies.core.criteria import CriterionResult, CriterionStatus, evaluate_criterion
+from rollout_policies.core.decision import Action, Reason, ReasonCode, StageDecision, decide
+from rollout_policies.core.gates import GateVerdict, Verdict, evaluate_gate, evaluate_stage_gates
+from rollout_policies.core.measurement import Evidence, Measurement, Phase
+from rollout_policies.core.progression import (
+    Move,
+    StateNotInPlan,
+    Transition,
+    advance,
+    is_rolled_back,
+    locate,
+    rollback_target,
+)
+from rollout_policies.core.triggers import TriggerResult, TriggerStatus, evaluate_trigger
+
+__all__ = [
+    "Action",
+    "CriterionResult",
+    "CriterionStatus",
+    "Evidence",
+    "GateVerdict",
+    "Measurement",
+    "Move",
+    "Phase",
+    "Reason",
+    "ReasonCode",
+    "StageDecision",
+    "StateNotInPlan",
+    "Transition",
+    "TriggerResult",
+    "TriggerStatus",
+    "Verdict",
+    "advance",
+    "decide",
+    "evaluate_criterion",
+    "evaluate_gate",
+    "evaluate_stage_gates",
+    "evaluate_trigger",
+    "is_rolled_back",
+    "locate",
+    "rollback_target",
+]

@@ -1,0 +1,146 @@
+"""The stage state machine: where a promotion or a rollback takes a stack's rollout state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from rollout_policies.core.decision import Action
+from rollout_policies.core.measurement import require_aware
+from rollout_policies.errors import UserError
+from rollout_policies.plan.model import Plan, Stage, TrafficStep
+from rollout_policies.state import Colour, RolloutState
+
+
+class StateNotInPlan(UserError):
+    """The stack's state names a stage or step the plan does not have."""
+
+
+class Move(StrEnum):
+    NEXT_STEP = "next_step"  # the next traffic step within the stage
+    NEXT_STAGE = "next_stage"  # the first step of the next stage
+    COMPLETE = "complete"  # promoted from the last step of the last stage: the rollout is done
+    RESUME = "resume"  # promoting a rolled-back stack restores its step's traffic
+    ROLLBACK = "rollback"
+    STAY = "stay"  # hold: nothing changes
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    move: Move
+    state: RolloutState  # the state to write (for STAY and COMPLETE, the state as it was)
+    description: str
+
+    @property
+    def changed(self) -> bool:
+        return self.move not in (Move.STAY, Move.COMPLETE)
+
+
+def locate(plan: Plan, state: RolloutState) -> tuple[Stage, TrafficStep]:
+    """The stage and step a state points at, or StateNotInPlan naming what is wrong."""
+    try:
+        stage = plan.stage(state.stage)
+    except KeyError:
+        known = ", ".join(s.id for s in plan.stages)
+        raise StateNotInPlan(
+            f"rollout state: stage {state.stage!r} is not in plan {plan.name} (stages: {known})"
+        ) from None
+    if state.step >= len(stage.steps):
+        raise StateNotInPlan(
+            f"rollout state: step {state.step} is not in stage {stage.id} "
+            f"(it has steps 0..{len(stage.steps) - 1})"
+        )
+    return stage, stage.steps[state.step]
+
+
+def step_weight(step: TrafficStep) -> int:
+    """The candidate's share for a step, in the whole percent the stack config stores."""
+    return round(step.weight)
+
+
+def is_rolled_back(plan: Plan, state: RolloutState) -> bool:
+    """A rolled-back stack sends nothing to the candidate although its step says otherwise."""
+    _, step = locate(plan, state)
+    return state.candidate_weight == 0 and step_weight(step) > 0
+
+
+def rollback_target(plan: Plan, state: RolloutState, now: datetime) -> RolloutState:
+    """Everything to stable, at step 0 of the same stage, with the stage and step clocks restarted.
+
+    The stage stays so the audit trail and the next attempt say where it failed; step 0 and fresh
+    clocks mean a fixed candidate must ramp and bake again from the stage's smallest step.
+    """
+    require_aware(now, "now")
+    locate(plan, state)
+    return _rebuilt(
+        state,
+        {
+            "step": 0,
+            "weights": _weights(state.candidate.colour, 0),
+            "stage_started_at": now,
+            "step_started_at": now,
+        },
+    )
+
+
+def advance(plan: Plan, state: RolloutState, action: Action, now: datetime) -> Transition:
+    """Apply a decision's action to a state: the one place promotion and rollback move traffic."""
+    require_aware(now, "now")
+    stage, step = locate(plan, state)
+    where = f"{stage.id} step {state.step}"
+    if action is Action.HOLD:
+        return Transition(Move.STAY, state, f"hold at {where} ({state.candidate_weight}% candidate)")
+    if action is Action.ROLLBACK:
+        target = rollback_target(plan, state, now)
+        return Transition(
+            Move.ROLLBACK,
+            target,
+            f"roll back from {where}: {state.stable.version} ({state.stable.colour.value}) gets 100%",
+        )
+    if is_rolled_back(plan, state):
+        return Transition(
+            Move.RESUME,
+            _at(state, stage, state.step, now, restart_stage=False),
+            f"resume {where} at {step_weight(step)}% candidate",
+        )
+    if state.step + 1 < len(stage.steps):
+        new = _at(state, stage, state.step + 1, now, restart_stage=False)
+        return Transition(
+            Move.NEXT_STEP,
+            new,
+            f"{stage.id}: step {state.step} -> {new.step} ({new.candidate_weight}% candidate)",
+        )
+    index = plan.stage_index(stage.id)
+    if index + 1 < len(plan.stages):
+        following = plan.stages[index + 1]
+        new = _at(state, following, 0, now, restart_stage=True)
+        return Transition(
+            Move.NEXT_STAGE, new, f"{stage.id} -> {following.id} ({new.candidate_weight}% candidate)"
+        )
+    return Transition(
+        Move.COMPLETE,
+        state,
+        f"rollout complete: {state.candidate.version} ({state.candidate.colour.value}) passed {stage.id}",
+    )
+
+
+def _at(state: RolloutState, stage: Stage, step: int, now: datetime, *, restart_stage: bool) -> RolloutState:
+    update: dict[str, object] = {
+        "stage": stage.id,
+        "step": step,
+        "weights": _weights(state.candidate.colour, step_weight(stage.steps[step])),
+        "step_started_at": now,
+    }
+    if restart_stage:
+        update["stage_started_at"] = now
+    return _rebuilt(state, update)
+
+
+def _rebuilt(state: RolloutState, update: dict[str, object]) -> RolloutState:
+    # Validate the new state (weights sum, zones) rather than copy past the model's checks.
+    return RolloutState.model_validate({**state.model_dump(), **update})
+
+
+def _weights(candidate: Colour, candidate_weight: int) -> dict[Colour, int]:
+    return {candidate: candidate_weight, candidate.other: 100 - candidate_weight}
