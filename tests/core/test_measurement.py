@@ -1,0 +1,41 @@
+"""Measurements and evidence: what the core accepts, and which value is current."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+from core_plans import at
+
+from rollout_policies.core import Evidence, Measurement, Phase
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: Measurement("crash_rate", Phase.OK, None, at()), "phase ok needs a value"),
+        (lambda: Measurement("crash_rate", Phase.OK, float("nan"), at()), "value must be a finite number"),
+        (lambda: Measurement("crash_rate", Phase.OK, True, at()), "value must be a finite number"),
+        (lambda: Measurement.ok("crash_rate", 1, datetime(2026, 11, 20)), "observed_at needs a time zone"),
+    ],
+    ids=["ok without value", "nan", "bool", "naive time"],
+)
+def test_invalid_measurement_is_rejected(build: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build()  # type: ignore[operator]
+
+
+def test_error_measurement_needs_no_value() -> None:
+    assert Measurement.error("crash_rate", at(), "refused").value is None
+
+
+def test_latest_is_the_newest_observation_whatever_the_order() -> None:
+    evidence = Evidence.of([Measurement.ok("m", 2, at(minutes=5)), Measurement.ok("m", 1, at(minutes=1))])
+    assert evidence.latest("m") == Measurement.ok("m", 2, at(minutes=5))
+
+
+def test_history_is_oldest_first_and_per_metric() -> None:
+    evidence = Evidence.of(
+        [Measurement.ok("m", 2, at(minutes=5)), Measurement.ok("n", 9, at()), Measurement.ok("m", 1, at())]
+    )
+    assert [x.value for x in evidence.history("m")] == [1.0, 2.0]
