@@ -1,0 +1,127 @@
+"""Progression: where promote, hold and rollback take a stack's rollout state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from core_plans import PLAN, T0, at
+
+from rollout_policies.core import Action, StateNotInPlan, advance, is_rolled_back, rollback_target
+from rollout_policies.state import RolloutState
+
+NOW = at(days=9)
+
+
+def state(stage: str, step: int, green: int, **times: Any) -> RolloutState:
+    return RolloutState.model_validate(
+        {
+            "stage": stage,
+            "step": step,
+            "stable": {"colour": "blue", "version": "4.12.0"},
+            "candidate": {"colour": "green", "version": "5.0.0"},
+            "weights": {"blue": 100 - green, "green": green},
+            "stageStartedAt": times.get("stage_started", T0),
+            "stepStartedAt": times.get("step_started", T0),
+        }
+    )
+
+
+def config(s: RolloutState) -> dict[str, Any]:
+    return s.to_config()
+
+
+@pytest.mark.parametrize(
+    ("before", "move", "after"),
+    [
+        (state("limited", 0, 2), "next_step", state("limited", 1, 5, step_started=NOW)),
+        (state("limited", 1, 5), "next_step", state("limited", 2, 10, step_started=NOW)),
+        (state("beta", 0, 2), "next_stage", state("limited", 0, 2, stage_started=NOW, step_started=NOW)),
+        (state("limited", 2, 10), "next_stage", state("medium", 0, 30, stage_started=NOW, step_started=NOW)),
+        (state("medium", 0, 30), "complete", state("medium", 0, 30)),
+    ],
+    ids=[
+        "first to second step",
+        "second to third step",
+        "beta to limited",
+        "limited to medium",
+        "last stage",
+    ],
+)
+def test_promote(before: RolloutState, move: str, after: RolloutState) -> None:
+    transition = advance(PLAN, before, Action.PROMOTE, NOW)
+    assert (transition.move.value, config(transition.state)) == (move, config(after))
+
+
+def test_hold_changes_nothing() -> None:
+    before = state("limited", 1, 5)
+    transition = advance(PLAN, before, Action.HOLD, NOW)
+    assert (transition.move.value, transition.changed, transition.state) == ("stay", False, before)
+
+
+def test_rollback_sends_everything_to_stable_at_step_zero_of_the_same_stage() -> None:
+    assert config(rollback_target(PLAN, state("limited", 2, 10), NOW)) == {
+        "stage": "limited",
+        "step": 0,
+        "stable": {"colour": "blue", "version": "4.12.0"},
+        "candidate": {"colour": "green", "version": "5.0.0"},
+        "weights": {"blue": 100, "green": 0},
+        "stageStartedAt": "2026-11-29T09:00:00Z",
+        "stepStartedAt": "2026-11-29T09:00:00Z",
+    }
+
+
+def test_rollback_action_uses_the_rollback_target() -> None:
+    transition = advance(PLAN, state("medium", 0, 30), Action.ROLLBACK, NOW)
+    assert (transition.move.value, transition.state.weights) == (
+        "rollback",
+        rollback_target(PLAN, state("medium", 0, 30), NOW).weights,
+    )
+
+
+def test_rollback_keeps_a_green_stable_release_at_100() -> None:
+    before = RolloutState.model_validate(
+        {
+            **state("limited", 1, 5).model_dump(),
+            "stable": {"colour": "green", "version": "5.0.0"},
+            "candidate": {"colour": "blue", "version": "5.1.0"},
+        }
+    )
+    assert config(rollback_target(PLAN, before, NOW))["weights"] == {"blue": 0, "green": 100}
+
+
+@pytest.mark.parametrize(
+    ("candidate_weight", "rolled_back"),
+    [(0, True), (5, False)],
+    ids=["no candidate traffic", "step traffic"],
+)
+def test_is_rolled_back(candidate_weight: int, rolled_back: bool) -> None:
+    assert is_rolled_back(PLAN, state("limited", 1, candidate_weight)) is rolled_back
+
+
+def test_promoting_a_rolled_back_state_resumes_its_step() -> None:
+    transition = advance(
+        PLAN, state("limited", 0, 0, stage_started=at(days=5), step_started=at(days=5)), Action.PROMOTE, NOW
+    )
+    assert (transition.move.value, config(transition.state)) == (
+        "resume",
+        config(state("limited", 0, 2, stage_started=at(days=5), step_started=NOW)),
+    )
+
+
+@pytest.mark.parametrize(
+    ("before", "message"),
+    [
+        (
+            state("gamma", 0, 2),
+            "rollout state: stage 'gamma' is not in plan test-plan (stages: beta, limited, medium)",
+        ),
+        (state("limited", 3, 10), "rollout state: step 3 is not in stage limited (it has steps 0..2)"),
+    ],
+    ids=["unknown stage", "step past the stage's last"],
+)
+@pytest.mark.parametrize("action", [Action.PROMOTE, Action.HOLD, Action.ROLLBACK], ids=str)
+def test_state_outside_the_plan_is_rejected(before: RolloutState, message: str, action: Action) -> None:
+    with pytest.raises(StateNotInPlan) as caught:
+        advance(PLAN, before, action, NOW)
+    assert str(caught.value) == message
