@@ -1,0 +1,275 @@
+"""Round-trip reads and edits of the rollout block in a stack's ``Pulumi.<stack>.yaml``.
+
+Only the keys whose values change are rewritten: comments, key order, quoting, flow style and
+indentation survive, so the pull request's diff is the few lines that moved traffic.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.error import YAMLError
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString, ScalarString
+from ruamel.yaml.util import load_yaml_guess_indent
+
+from rollout_policies.errors import UserError
+from rollout_policies.state import CONFIG_KEY, RolloutState
+
+CONFIG_PREFIX = "Pulumi."
+CONFIG_SUFFIX = ".yaml"
+
+
+def config_name(stack: str) -> str:
+    """The file name of a stack's config, relative to the Pulumi project directory."""
+    return f"{CONFIG_PREFIX}{stack}{CONFIG_SUFFIX}"
+
+
+def stacks_in(directory: Path) -> tuple[str, ...]:
+    """Stacks in a directory whose config holds a rollout block, sorted by name."""
+    found = []
+    for path in sorted(directory.glob(f"{CONFIG_PREFIX}*{CONFIG_SUFFIX}")):
+        stack = path.name[len(CONFIG_PREFIX) : -len(CONFIG_SUFFIX)]
+        if stack and CONFIG_KEY in path.read_text(encoding="utf-8"):
+            found.append(stack)
+    return tuple(found)
+
+
+def _yaml(indent: int | None = None, block_seq_indent: int | None = None) -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    yaml.width = 4096  # never re-wrap a long line the user wrote
+    if indent is not None:
+        yaml.indent(mapping=indent, sequence=indent + (block_seq_indent or 0), offset=block_seq_indent or 0)
+    return yaml
+
+
+def _load(text: str, source: str) -> Any:
+    try:
+        return _yaml().load(text)
+    except YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        raise UserError(f"{where}: not valid YAML ({getattr(err, 'problem', None) or err})") from None
+
+
+def _plain(value: Any) -> Any:
+    """ruamel's commented containers and timestamps as plain Python values for validation."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, ScalarString):
+        return str(value)
+    return value
+
+
+def _block(document: Any, source: str) -> CommentedMap:
+    config = document.get("config") if isinstance(document, Mapping) else None
+    block = config.get(CONFIG_KEY) if isinstance(config, Mapping) else None
+    if not isinstance(block, CommentedMap):
+        raise UserError(f"{source}: config.{CONFIG_KEY}: missing (the stack has no rollout state)")
+    return block
+
+
+def state_from_text(text: str, source: str) -> RolloutState:
+    """The rollout state in a stack config's text; ``source`` names the file in errors."""
+    block = _block(_load(text, source), source)
+    try:
+        return RolloutState.model_validate(_plain(block))
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        where = f"config.{CONFIG_KEY}" + (f".{field}" if field else "")
+        raise UserError(f"{source}: {where}: {first['msg']}") from None
+
+
+def read_state(path: Path) -> RolloutState:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such stack config") from None
+    return state_from_text(text, str(path))
+
+
+def _needs_quotes(text: str) -> bool:
+    """Whether a plain scalar would load as something other than this string (5.0, 2026-11-20, yes)."""
+    if not text or text != text.strip() or any(c in text for c in ",{}[]#:"):
+        return True
+    loaded = YAML(typ="safe").load(text)
+    return not isinstance(loaded, str) or loaded != text
+
+
+def _render_scalar(value: Any, style: str) -> str:
+    """A value as YAML scalar text in the given quoting style ('"', "'" or '' for plain)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise TypeError(f"cannot write {value!r} as a scalar")
+    if not isinstance(value, str):
+        return str(value)
+    if style == "'":
+        return "'" + value.replace("'", "''") + "'"
+    if style == '"' or _needs_quotes(value):
+        return json.dumps(value)
+    return value
+
+
+def _token_end(line: str, col: int, in_flow: bool) -> int:
+    """Where the scalar token starting at ``col`` ends (exclusive)."""
+    quote = line[col]
+    if quote == '"':
+        i = col + 1
+        while i < len(line):
+            if line[i] == "\\":
+                i += 2
+                continue
+            if line[i] == '"':
+                return i + 1
+            i += 1
+        raise ValueError("unterminated double-quoted scalar")
+    if quote == "'":
+        i = col + 1
+        while i < len(line):
+            if line[i] == "'":
+                if i + 1 < len(line) and line[i + 1] == "'":
+                    i += 2
+                    continue
+                return i + 1
+            i += 1
+        raise ValueError("unterminated single-quoted scalar")
+    stops = re.compile(r"\s#|[,}\]]" if in_flow else r"\s#")
+    match = stops.search(line, col)
+    end = match.start() if match else len(line)
+    return len(line[:end].rstrip())
+
+
+@dataclass(frozen=True)
+class _Edit:
+    line: int
+    col: int
+    value: Any
+    in_flow: bool
+
+
+def _edits(target: CommentedMap, wanted: Mapping[str, Any], in_flow: bool = False) -> list[_Edit] | None:
+    """The scalar edits that turn ``target`` into ``wanted``; None when a key is new or a shape changed."""
+    edits: list[_Edit] = []
+    for key, value in wanted.items():
+        if key not in target:
+            return None
+        old = target[key]
+        if isinstance(value, Mapping):
+            if not isinstance(old, CommentedMap):
+                return None
+            inner = _edits(old, value, in_flow or bool(old.fa.flow_style()))
+            if inner is None:
+                return None
+            edits.extend(inner)
+            continue
+        if isinstance(old, CommentedMap | list):
+            return None
+        same = _plain(old) == value or (isinstance(old, datetime | date) and _iso_of(old) == str(value))
+        if not same:
+            line, col = target.lc.value(key)
+            edits.append(_Edit(line, col, value, in_flow))
+    return edits
+
+
+def _iso_of(value: datetime | date) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    return value.isoformat()
+
+
+def render_state(text: str, state: RolloutState, source: str) -> str:
+    """The config text with the rollout block set to ``state``; the same text when nothing differs.
+
+    Each changed value is replaced where it stands, in its own quoting, so nothing else in the file
+    moves. Keys the block lacks are added through a ruamel dump (a one-off reformat of the file).
+    """
+    document = _load(text, source)
+    block = _block(document, source)
+    wanted = state.to_config()
+    edits = _edits(block, wanted)
+    if edits is None:
+        return _dumped(document, block, wanted, text)
+    lines = text.splitlines(keepends=True)
+    # Right to left within a line, so earlier columns stay valid.
+    for edit in sorted(edits, key=lambda e: (e.line, e.col), reverse=True):
+        line = lines[edit.line]
+        end = _token_end(line, edit.col, edit.in_flow)
+        old = line[edit.col : end]
+        style = old[0] if old[:1] in ("'", '"') else ""
+        if style == "" and isinstance(edit.value, str) and _timestamp_like(old):
+            style = '"'  # a time Pulumi must read as text, not a YAML timestamp
+        lines[edit.line] = line[: edit.col] + _render_scalar(edit.value, style) + line[end:]
+    new = "".join(lines)
+    if state_from_text(new, source) != state:  # a guard: never write text that says something else
+        raise UserError(f"{source}: config.{CONFIG_KEY}: could not rewrite the block in place")
+    return new
+
+
+def _timestamp_like(text: str) -> bool:
+    return bool(re.match(r"^\d{4}-\d{2}-\d{2}", text))
+
+
+def _dumped(document: Any, block: CommentedMap, wanted: Mapping[str, Any], text: str) -> str:
+    _merge(block, wanted)
+    _, indent, block_seq_indent = load_yaml_guess_indent(text)
+    out = io.StringIO()
+    _yaml(indent or 2, block_seq_indent).dump(document, out)
+    return out.getvalue()
+
+
+def _merge(target: CommentedMap, wanted: Mapping[str, Any]) -> None:
+    for key, value in wanted.items():
+        if key in target and isinstance(target[key], CommentedMap) and isinstance(value, Mapping):
+            _merge(target[key], value)
+        elif key not in target or _plain(target[key]) != value:
+            old = target.get(key)
+            if isinstance(value, str) and (isinstance(old, ScalarString) or _needs_quotes(value)):
+                value = type(old)(value) if isinstance(old, ScalarString) else DoubleQuotedScalarString(value)
+            target[key] = value
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Replace a file in one rename: a crash leaves the old file or the new one, never half of one."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        if path.exists():
+            os.chmod(temporary, path.stat().st_mode & 0o777)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_state(path: Path, state: RolloutState) -> bool:
+    """Write a state into a stack config in place. True when the file changed."""
+    text = path.read_text(encoding="utf-8")
+    new = render_state(text, state, str(path))
+    if new == text:
+        return False
+    write_text_atomically(path, new)
+    return True
+
+
+def changed_lines(before: str, after: str) -> Iterable[str]:
+    """The removed and added lines between two texts (for messages and tests)."""
+    import difflib
+
+    for line in difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=0):
+        if line.startswith(("+", "-")) and not line.startswith(("+++", "---")):
+            yield line
