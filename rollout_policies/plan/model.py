@@ -88,7 +88,9 @@ class Threshold(_Frozen):
         if isinstance(data, str):
             match = _THRESHOLD.match(data)
             if not match:
-                raise ValueError(f"not a threshold: {data!r} (write it as an operator and a number, such as '< 1')")
+                raise ValueError(
+                    f"not a threshold: {data!r} (write it as an operator and a number, such as '< 1')"
+                )
             return {"op": match.group(1), "value": float(match.group(2))}
         return data
 
