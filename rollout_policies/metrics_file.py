@@ -1,0 +1,219 @@
+"""A metrics file: measurements, sign-offs and stage times in YAML or JSON, standing in for live providers.
+
+    # every key but ``metrics`` is optional
+    observed_at: 2026-11-20T09:00:00Z       # when entries without their own observed_at were observed
+    stage_started_at: 2026-11-13T09:00:00Z  # stands in for --stage-started
+    step_started_at: 2026-11-19T09:00:00Z   # stands in for --step-started
+    metrics:
+      crash_rate: 0.4                                            # a bare number: phase ok
+      app_load_time: {value: 2.1, observed_at: 2026-11-20T08:58:00Z}
+      nps: {phase: error, message: "survey API returned 503"}    # phase ok | no_data | error
+      daily_active_users: {phase: no_data}
+      critical_issues:                                           # a list: the metric's history,
+        - {value: 0, observed_at: 2026-11-18T09:00:00Z}          # read by windows and triggers
+        - {value: 0, observed_at: 2026-11-20T09:00:00Z}
+    signoffs: [beta-core-feedback]                               # manual criteria signed off
+
+Event counts (critical bugs, critical issues) are metrics like any other. Bad content raises
+``UserError`` with one line naming the file, the line and the field.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from rollout_policies.core.measurement import Evidence, Measurement, Phase
+from rollout_policies.errors import UserError
+from rollout_policies.plan.model import CriterionKind, Plan
+
+_TOP_KEYS = {"observed_at", "stage_started_at", "step_started_at", "metrics", "signoffs"}
+_ENTRY_KEYS = {"value", "observed_at", "phase", "message"}
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsFile:
+    """What a metrics file holds, as core values."""
+
+    path: str
+    measurements: tuple[Measurement, ...]
+    signoffs: frozenset[str]
+    stage_started_at: datetime | None = None
+    step_started_at: datetime | None = None
+
+    def evidence(self) -> Evidence:
+        return Evidence(self.measurements, self.signoffs)
+
+    def check_against(self, plan: Plan) -> None:
+        """Every metric and sign-off must be the plan's: a typo would otherwise read as no data."""
+        known_metrics = {m.id for m in plan.metrics}
+        for metric in sorted({m.metric for m in self.measurements} - known_metrics):
+            raise UserError(f"{self.path}: metrics.{metric}: not a metric of plan {plan.name}")
+        manual = {
+            c.id for stage in plan.stages for c in (*stage.go, *stage.no_go) if c.kind is CriterionKind.MANUAL
+        }
+        for signoff in sorted(self.signoffs - manual):
+            raise UserError(
+                f"{self.path}: signoffs: {signoff!r} is not a manual criterion of plan {plan.name}"
+            )
+
+
+def load_metrics_file(path: str | Path, *, now: datetime) -> MetricsFile:
+    """Read and check a metrics file; ``now`` is the observed_at of entries that give none."""
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{name}: metrics file not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"{name}: cannot read the metrics file: {err}") from None
+    try:
+        data = YAML(typ="rt").load(text)
+    except MarkedYAMLError as err:
+        mark = err.problem_mark
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise UserError(f"{name}{where}: not valid YAML or JSON: {err.problem}") from None
+    except YAMLError as err:
+        raise UserError(f"{name}: not valid YAML or JSON: {err}") from None
+    if data is None:
+        raise UserError(f"{name}: the metrics file is empty")
+    return parse_metrics(data, source=name, now=now)
+
+
+def parse_metrics(data: Any, *, source: str, now: datetime) -> MetricsFile:
+    """Turn loaded YAML/JSON content into a MetricsFile, or a UserError naming the field."""
+    reader = _Reader(source)
+    if not isinstance(data, dict):
+        raise reader.error(data, None, "", "the top level must be a mapping with a 'metrics' key")
+    reader.no_unknown_keys(data, "", _TOP_KEYS)
+    if "metrics" not in data:
+        raise reader.error(data, None, "", "'metrics' is missing")
+    default_at = reader.time(data, "observed_at", "observed_at") if "observed_at" in data else now
+    stage_started = (
+        reader.time(data, "stage_started_at", "stage_started_at") if "stage_started_at" in data else None
+    )
+    step_started = (
+        reader.time(data, "step_started_at", "step_started_at") if "step_started_at" in data else None
+    )
+
+    metrics = data["metrics"]
+    if not isinstance(metrics, dict):
+        raise reader.error(data, "metrics", "metrics", "must be a mapping of metric id to a value")
+    measurements: list[Measurement] = []
+    for metric_id, entry in metrics.items():
+        field = f"metrics.{metric_id}"
+        if isinstance(entry, list):
+            if not entry:
+                raise reader.error(metrics, metric_id, field, "an empty list: give at least one measurement")
+            for index, item in enumerate(entry):
+                measurements.append(
+                    reader.entry(str(metric_id), item, entry, index, f"{field}[{index}]", default_at)
+                )
+        else:
+            measurements.append(reader.entry(str(metric_id), entry, metrics, metric_id, field, default_at))
+
+    signoffs = data.get("signoffs", [])
+    if signoffs is None:
+        signoffs = []
+    if not isinstance(signoffs, list) or not all(isinstance(s, str) for s in signoffs):
+        raise reader.error(data, "signoffs", "signoffs", "must be a list of criterion ids")
+    return MetricsFile(source, tuple(measurements), frozenset(signoffs), stage_started, step_started)
+
+
+class _Reader:
+    """Field readers that know where each value sits in the file, for one-line errors."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def error(self, parent: Any, key: Any, field: str, problem: str) -> UserError:
+        line = _line(parent, key)
+        where = f":{line}" if line else ""
+        prefix = f" {field}:" if field else ""
+        return UserError(f"{self.source}{where}:{prefix} {problem}")
+
+    def no_unknown_keys(self, mapping: dict[Any, Any], field: str, allowed: Iterable[str]) -> None:
+        for key in mapping:
+            if key not in allowed:
+                path = f"{field}.{key}" if field else str(key)
+                raise self.error(
+                    mapping, key, path, f"unknown key (expected one of: {', '.join(sorted(allowed))})"
+                )
+
+    def time(self, parent: Any, key: Any, field: str) -> datetime:
+        value = parent[key]
+        if isinstance(value, datetime):
+            moment = datetime.fromisoformat(value.isoformat())
+        elif isinstance(value, date):
+            raise self.error(parent, key, field, f"{value} is a date; give a time such as {value}T09:00:00Z")
+        elif isinstance(value, str):
+            try:
+                moment = datetime.fromisoformat(value.strip())
+            except ValueError:
+                raise self.error(
+                    parent, key, field, f"not a time: {value!r} (write 2026-11-20T09:00:00Z)"
+                ) from None
+        else:
+            raise self.error(parent, key, field, f"not a time: {value!r} (write 2026-11-20T09:00:00Z)")
+        if moment.tzinfo is None:
+            raise self.error(parent, key, field, f"{value} needs a time zone (write it as ...Z)")
+        return moment
+
+    def number(self, parent: Any, key: Any, field: str) -> float:
+        value = parent[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise self.error(parent, key, field, f"not a finite number: {value!r}")
+        return float(value)
+
+    def entry(
+        self, metric_id: str, entry: Any, parent: Any, key: Any, field: str, default_at: datetime
+    ) -> Measurement:
+        if not isinstance(entry, dict):
+            self.number(parent, key, field)  # a bare value must be a number
+            return Measurement.ok(metric_id, float(entry), default_at)
+        self.no_unknown_keys(entry, field, _ENTRY_KEYS)
+        raw_phase = entry.get("phase", "ok")
+        try:
+            phase = Phase(raw_phase)
+        except ValueError:
+            choices = ", ".join(p.value for p in Phase)
+            raise self.error(
+                entry, "phase", f"{field}.phase", f"{raw_phase!r} is not one of {choices}"
+            ) from None
+        observed_at = (
+            self.time(entry, "observed_at", f"{field}.observed_at") if "observed_at" in entry else default_at
+        )
+        message = entry.get("message", "")
+        if not isinstance(message, str):
+            raise self.error(entry, "message", f"{field}.message", "must be text")
+        if phase is Phase.OK:
+            if "value" not in entry:
+                raise self.error(entry, None, field, "phase ok needs a value")
+            return Measurement.ok(
+                metric_id, self.number(entry, "value", f"{field}.value"), observed_at, message
+            )
+        if entry.get("value") is not None:
+            raise self.error(entry, "value", f"{field}.value", f"phase {phase.value} carries no value")
+        return Measurement(metric_id, phase, None, observed_at, message)
+
+
+def _line(parent: Any, key: Any) -> int | None:
+    """1-based line of ``parent[key]`` (or of ``parent`` itself), when the YAML loader recorded it."""
+    lc = getattr(parent, "lc", None)
+    if lc is None:
+        return None
+    try:
+        if key is None:
+            return int(lc.line) + 1
+        if isinstance(parent, list):
+            return int(lc.item(key)[0]) + 1
+        return int(lc.key(key)[0]) + 1
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return int(lc.line) + 1
