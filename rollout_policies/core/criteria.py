@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from itertools import pairwise
 
 from rollout_policies.core.gates import GateVerdict, Verdict
 from rollout_policies.core.measurement import Evidence, Measurement, Phase, require_aware
@@ -155,8 +154,9 @@ def _window(
 ) -> tuple[CriterionStatus, str]:
     """The threshold must hold at every sample across the whole window, with no gap in the samples.
 
-    A gap longer than the source's max_age means nobody was looking for that long: the window is
-    not known to be clean, so the criterion is UNKNOWN rather than MET.
+    A point sample covers its moment; a sample with ``since`` covers its whole span. A stretch longer
+    than the source's max_age that no sample covers means nobody was looking: the window is not known
+    to be clean, so the criterion is UNKNOWN rather than MET.
     """
     assert criterion.threshold is not None
     window = criterion.window if criterion.window is not None else timedelta(0)
@@ -175,7 +175,7 @@ def _window(
                 CriterionStatus.NOT_MET,
                 f"{metric.id} = {sample.value:g} at {_iso(sample.observed_at)} breaks {criterion.threshold}",
             )
-    gap = _longest_gap([start, *(s.observed_at for s in samples), now])
+    gap = _longest_gap(start, now, [(s.since or s.observed_at, s.observed_at) for s in samples])
     if not samples or gap > metric.source.max_age:
         return (
             CriterionStatus.UNKNOWN,
@@ -188,8 +188,14 @@ def _window(
     )
 
 
-def _longest_gap(moments: Sequence[datetime]) -> timedelta:
-    return max((b - a for a, b in pairwise(moments)), default=timedelta(0))
+def _longest_gap(start: datetime, end: datetime, spans: Sequence[tuple[datetime, datetime]]) -> timedelta:
+    """The longest stretch of ``start``..``end`` that no span covers."""
+    longest = timedelta(0)
+    covered_to = start
+    for begin, finish in sorted(spans):
+        longest = max(longest, begin - covered_to)
+        covered_to = max(covered_to, finish)
+    return max(longest, end - covered_to)
 
 
 def _iso(moment: datetime) -> str:

@@ -34,6 +34,8 @@ class Measurement:
     """One observation of one metric: phase, value (when ok), when it was observed, and why not.
 
     ``observed_at`` is when the value was true (for ``no_data``/``error``: when the source was asked).
+    ``since``, when set, says the value sums up the whole span ``since``..``observed_at`` (a count of
+    critical issues over the last 48 hours): one such measurement can cover a clean-window criterion.
     """
 
     metric: str
@@ -41,9 +43,14 @@ class Measurement:
     value: float | None
     observed_at: datetime
     message: str = ""
+    since: datetime | None = None
 
     def __post_init__(self) -> None:
         require_aware(self.observed_at, f"measurement of {self.metric}: observed_at")
+        if self.since is not None:
+            require_aware(self.since, f"measurement of {self.metric}: since")
+            if self.since > self.observed_at:
+                raise ValueError(f"measurement of {self.metric}: since is after observed_at")
         if self.phase is Phase.OK:
             if self.value is None:
                 raise ValueError(f"measurement of {self.metric}: phase ok needs a value")
@@ -51,8 +58,16 @@ class Measurement:
                 raise ValueError(f"measurement of {self.metric}: value must be a finite number")
 
     @classmethod
-    def ok(cls, metric: str, value: float, observed_at: datetime, message: str = "") -> Measurement:
-        return cls(metric, Phase.OK, float(value), observed_at, message)
+    def ok(
+        cls,
+        metric: str,
+        value: float,
+        observed_at: datetime,
+        message: str = "",
+        *,
+        since: datetime | None = None,
+    ) -> Measurement:
+        return cls(metric, Phase.OK, float(value), observed_at, message, since)
 
     @classmethod
     def no_data(cls, metric: str, observed_at: datetime, message: str = "") -> Measurement:

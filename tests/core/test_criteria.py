@@ -160,6 +160,16 @@ HOURLY_50H = clean(*range(0, 51))
             at(hours=50),
             ("unknown", "critical_issues: window 2d not covered (gap of 2d, max age 1h)"),
         ),
+        (
+            (Measurement.ok("critical_issues", 0, at(hours=50), since=at(hours=2)),),
+            at(hours=50),
+            ("met", "critical_issues == 0 for the whole 2d (1 samples)"),
+        ),
+        (
+            (Measurement.ok("critical_issues", 0, at(hours=50), since=at(hours=26)),),
+            at(hours=50),
+            ("unknown", "critical_issues: window 2d not covered (gap of 1d, max age 1h)"),
+        ),
     ],
     ids=[
         "clean for the whole window",
@@ -169,6 +179,8 @@ HOURLY_50H = clean(*range(0, 51))
         "gap in the samples",
         "no samples",
         "only errors",
+        "one count covering the whole window",
+        "one count covering part of the window",
     ],
 )
 def test_window_criterion(

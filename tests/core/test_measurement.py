@@ -17,8 +17,9 @@ from rollout_policies.core import Evidence, Measurement, Phase
         (lambda: Measurement("crash_rate", Phase.OK, float("nan"), at()), "value must be a finite number"),
         (lambda: Measurement("crash_rate", Phase.OK, True, at()), "value must be a finite number"),
         (lambda: Measurement.ok("crash_rate", 1, datetime(2026, 11, 20)), "observed_at needs a time zone"),
+        (lambda: Measurement.ok("m", 0, at(), since=at(hours=1)), "since is after observed_at"),
     ],
-    ids=["ok without value", "nan", "bool", "naive time"],
+    ids=["ok without value", "nan", "bool", "naive time", "since after observed_at"],
 )
 def test_invalid_measurement_is_rejected(build: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
