@@ -9,9 +9,10 @@
       app_load_time: {value: 2.1, observed_at: 2026-11-20T08:58:00Z}
       nps: {phase: error, message: "survey API returned 503"}    # phase ok | no_data | error
       daily_active_users: {phase: no_data}
-      critical_issues:                                           # a list: the metric's history,
-        - {value: 0, observed_at: 2026-11-18T09:00:00Z}          # read by windows and triggers
-        - {value: 0, observed_at: 2026-11-20T09:00:00Z}
+      api_error_rate:                                            # a list: the metric's history,
+        - {value: 0.1, observed_at: 2026-11-20T08:55:00Z}        # read by rollback triggers
+        - {value: 0.2, observed_at: 2026-11-20T09:00:00Z}
+      critical_issues: {value: 0, since: 2026-11-18T09:00:00Z}   # a count over since..observed_at
     signoffs: [beta-core-feedback]                               # manual criteria signed off
 
 Event counts (critical bugs, critical issues) are metrics like any other. Bad content raises
@@ -35,7 +36,7 @@ from rollout_policies.errors import UserError
 from rollout_policies.plan.model import CriterionKind, Plan
 
 _TOP_KEYS = {"observed_at", "stage_started_at", "step_started_at", "metrics", "signoffs"}
-_ENTRY_KEYS = {"value", "observed_at", "phase", "message"}
+_ENTRY_KEYS = {"value", "observed_at", "since", "phase", "message"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,15 +194,17 @@ class _Reader:
         message = entry.get("message", "")
         if not isinstance(message, str):
             raise self.error(entry, "message", f"{field}.message", "must be text")
+        since = self.time(entry, "since", f"{field}.since") if "since" in entry else None
+        if since is not None and since > observed_at:
+            raise self.error(entry, "since", f"{field}.since", "is after observed_at")
         if phase is Phase.OK:
             if "value" not in entry:
                 raise self.error(entry, None, field, "phase ok needs a value")
-            return Measurement.ok(
-                metric_id, self.number(entry, "value", f"{field}.value"), observed_at, message
-            )
+            value = self.number(entry, "value", f"{field}.value")
+            return Measurement.ok(metric_id, value, observed_at, message, since=since)
         if entry.get("value") is not None:
             raise self.error(entry, "value", f"{field}.value", f"phase {phase.value} carries no value")
-        return Measurement(metric_id, phase, None, observed_at, message)
+        return Measurement(metric_id, phase, None, observed_at, message, since)
 
 
 def _line(parent: Any, key: Any) -> int | None:
