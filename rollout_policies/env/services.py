@@ -22,8 +22,8 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Self
+from types import MappingProxyType, TracebackType
+from typing import Any, Self
 
 import httpx
 
@@ -485,6 +485,17 @@ class MotoServer(Service):
 
     def is_ready(self) -> bool:
         return http_ok(f"{self.endpoint_url}/moto-api/data.json")
+
+    # moto accepts any keys; explicit ones keep boto3 from looking for real credentials.
+    credentials = MappingProxyType(
+        {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
+    )
+
+    def client(self, service: str, **kwargs: Any) -> Any:
+        """A boto3 client for ``service`` pointed at this server."""
+        import boto3
+
+        return boto3.client(service, endpoint_url=self.endpoint_url, **{**self.credentials, **kwargs})
 
     def reset(self) -> None:
         """Forget every resource (moto's reset API), so tests sharing one server start clean."""
