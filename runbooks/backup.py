@@ -97,7 +97,8 @@ def make_backup(
     """Dump the database at ``dsn`` and upload the dump and its manifest; returns the dump's location."""
     tables = tuple(tables)
     dbname = conninfo_to_dict(dsn).get("dbname") or "postgres"
-    stamp = now.astimezone(UTC).strftime(STAMP_FORMAT)
+    taken_at = now.astimezone(UTC).replace(microsecond=0)  # the folder name keeps whole seconds
+    stamp = taken_at.strftime(STAMP_FORMAT)
     folder = f"{prefix.strip('/')}/{stamp}".lstrip("/")
     key = f"{folder}/{dbname}{DUMP_SUFFIX}"
     with tempfile.TemporaryDirectory(prefix="markethub-backup-") as tmp:
@@ -121,7 +122,7 @@ def make_backup(
                 )
         manifest = {
             "database": dbname,
-            "taken_at": now.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "taken_at": taken_at.isoformat().replace("+00:00", "Z"),
             "format": "pg_dump custom",
             "dump_key": key,
             "dump_sha256": _sha256(dump_path),
@@ -132,7 +133,7 @@ def make_backup(
         s3.put_object(
             Bucket=bucket, Key=f"{folder}/{MANIFEST_NAME}", Body=json.dumps(manifest, indent=2).encode()
         )
-    return BackupObject(bucket=bucket, key=key, taken_at=now.astimezone(UTC))
+    return BackupObject(bucket=bucket, key=key, taken_at=taken_at)
 
 
 def latest_backup(s3: Any, bucket: str, prefix: str) -> BackupObject | None:

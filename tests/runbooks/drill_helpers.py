@@ -1,0 +1,91 @@
+"""Helpers for the drill tests: the smallest plan, AWS clients for moto, stand-in regions, clocks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import psycopg
+
+from rollout_policies.env.services import MotoServer, PostgreSQL
+from rollout_policies.plan.model import Plan
+from runbooks.region_failover import FailoverTarget, RegionTarget
+from runbooks.standin import RegionEndpoint
+
+PRIMARY, SECONDARY = "us-east-1", "us-west-2"
+BUCKET, PREFIX = "markethub-backups", "postgres"
+VERIFY_TABLES = ("orders", "public.customers")
+
+
+def make_plan(*, rto: str = "5m", rpo: str = "1h", verify_tables: tuple[str, ...] = VERIFY_TABLES) -> Plan:
+    """The smallest plan the drills read: only its objectives matter to them."""
+    return Plan.model_validate(
+        {
+            "name": "drill-test",
+            "service": "markethub",
+            "decision_authority": ["sre"],
+            "metrics": [],
+            "stages": [],
+            "triggers": [],
+            "objectives": {
+                "backups": [
+                    {"kind": "incremental", "every": "1h", "retention": "7d"},
+                    {"kind": "full", "every": "1d", "retention": "30d"},
+                ],
+                "disaster_recovery": {
+                    "regions": [PRIMARY, SECONDARY],
+                    "primary": PRIMARY,
+                    "rto": rto,
+                    "rpo": rpo,
+                    "drill_every": "30d",
+                    "verify_tables": list(verify_tables),
+                },
+            },
+        }
+    )
+
+
+def aws(service: str, moto: MotoServer) -> Any:
+    return boto3.client(
+        service,
+        endpoint_url=moto.endpoint_url,
+        region_name=PRIMARY,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def scratch_databases(pg_server: PostgreSQL) -> list[str]:
+    with psycopg.connect(pg_server.dsn) as conn:
+        rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'drill_restore_%'").fetchall()
+    return [row[0] for row in rows]
+
+
+@dataclass
+class Regions:
+    primary: RegionEndpoint
+    secondary: RegionEndpoint
+
+    def target(self, stacks_dir: Path) -> FailoverTarget:
+        return FailoverTarget(
+            zone="markethub.test.",
+            record="api.markethub.test.",
+            regions={
+                e.region: RegionTarget(host=f"{e.region}.api.markethub.test", probe_url=e.url)
+                for e in (self.primary, self.secondary)
+            },
+            bucket=BUCKET,
+            prefix=PREFIX,
+            stacks_dir=stacks_dir,
+        )
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def hours_ago(hours: float) -> datetime:
+    return now_utc() - timedelta(hours=hours)
