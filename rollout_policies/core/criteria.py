@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from rollout_policies.core.durations import span
 from rollout_policies.core.gates import GateVerdict, Verdict
 from rollout_policies.core.measurement import Evidence, Measurement, Phase, require_aware
 from rollout_policies.plan.model import Criterion, CriterionKind, Metric, format_duration
@@ -164,7 +165,7 @@ def _window(
     if in_stage < window:
         return (
             CriterionStatus.NOT_MET,
-            f"{format_duration(max(in_stage, timedelta(0)))} in stage, window is {format_duration(window)}",
+            f"{span(in_stage)} in stage, window is {format_duration(window)}",
         )
     start = now - window
     samples = [m for m in history if start <= m.observed_at <= now and m.phase is Phase.OK]
@@ -180,7 +181,7 @@ def _window(
         return (
             CriterionStatus.UNKNOWN,
             f"{metric.id}: window {format_duration(window)} not covered "
-            f"(gap of {format_duration(gap)}, max age {format_duration(metric.source.max_age)})",
+            f"(gap of {span(gap)}, max age {format_duration(metric.source.max_age)})",
         )
     return (
         CriterionStatus.MET,

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 
 from rollout_policies.core.criteria import CriterionResult, CriterionStatus, evaluate_criterion
+from rollout_policies.core.durations import span
 from rollout_policies.core.gates import GateVerdict, Verdict, evaluate_stage_gates
 from rollout_policies.core.measurement import Evidence, require_aware
 from rollout_policies.core.triggers import TriggerResult, TriggerStatus, evaluate_trigger
@@ -162,7 +163,7 @@ def decide(
             Reason(
                 ReasonCode.BAKE_PENDING,
                 f"{stage.id}/step {step}",
-                f"baked {_span(baked)} of {format_duration(bake)}",
+                f"baked {span(baked)} of {format_duration(bake)}",
             )
         )
     in_stage = now - stage_started_at
@@ -171,10 +172,12 @@ def decide(
             Reason(
                 ReasonCode.MIN_DURATION_PENDING,
                 stage.id,
-                f"in stage {_span(in_stage)} of minimum {format_duration(stage.min_duration)}",
+                f"in stage {span(in_stage)} of minimum {format_duration(stage.min_duration)}",
             )
         )
 
+    # A metric in two tables gives the same reason twice; keep the first.
+    reasons = list(dict.fromkeys(reasons))
     # Roll-back reasons first: they are what a reader must see first.
     reasons.sort(key=lambda r: r.code not in ROLLBACK_CODES)
     if any(r.code in ROLLBACK_CODES for r in reasons):
@@ -242,7 +245,3 @@ def _stage(plan: Plan, stage_id: str) -> Stage:
 
 def _metric_map(plan: Plan) -> dict[str, Metric]:
     return {metric.id: metric for metric in plan.metrics}
-
-
-def _span(value: timedelta) -> str:
-    return format_duration(max(value, timedelta(0)))

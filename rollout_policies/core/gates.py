@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 
+from rollout_policies.core.durations import span
 from rollout_policies.core.measurement import Evidence, Measurement, Phase, require_aware
 from rollout_policies.plan.model import Gate, Metric, Stage, Threshold, format_duration
 
@@ -83,8 +84,7 @@ def evaluate_gate(
     if in_stage < metric.evaluable_after:
         return verdict(
             Verdict.NOT_YET_EVALUABLE,
-            f"evaluable {format_duration(metric.evaluable_after)} into the stage; "
-            f"{format_duration(max(in_stage, timedelta(0)))} so far",
+            f"evaluable {format_duration(metric.evaluable_after)} into the stage; {span(in_stage)} so far",
         )
     if measurement is None:
         return verdict(Verdict.NO_DATA, f"no measurement of {metric.id}")
@@ -101,7 +101,7 @@ def evaluate_gate(
     if age > metric.source.max_age:
         return verdict(
             Verdict.NO_DATA,
-            f"stale: observed {format_duration(age)} ago, max age {format_duration(metric.source.max_age)}",
+            f"stale: observed {span(age)} ago, max age {format_duration(metric.source.max_age)}",
         )
 
     assert ok_value is not None  # phase ok always carries a value (Measurement checks it)

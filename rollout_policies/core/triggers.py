@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from rollout_policies.core.durations import span
 from rollout_policies.core.measurement import Measurement, Phase, require_aware
 from rollout_policies.plan.model import Metric, Trigger, format_duration
 
@@ -68,12 +69,11 @@ def evaluate_trigger(
     if held >= trigger.window:
         return result(
             TriggerStatus.FIRED,
-            f"{metric.id} {trigger.threshold} for {format_duration(held)} "
-            f"(window {format_duration(trigger.window)})",
+            f"{metric.id} {trigger.threshold} for {span(held)} (window {format_duration(trigger.window)})",
             since,
         )
     return result(
         TriggerStatus.BREACHING,
-        f"{metric.id} {trigger.threshold} for {format_duration(held)} of {format_duration(trigger.window)}",
+        f"{metric.id} {trigger.threshold} for {span(held)} of {format_duration(trigger.window)}",
         since,
     )

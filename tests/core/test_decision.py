@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
-from core_plans import PLAN, PLAN_WITH_TRIGGERS, T0, at, ok
+from core_plans import BETA, PLAN, PLAN_WITH_TRIGGERS, T0, TECHNICAL, at, ok, plan
 
 from rollout_policies.core import Action, Evidence, Measurement, StageDecision, decide
 from rollout_policies.errors import UserError
@@ -39,10 +39,10 @@ def beta(
     signoffs: tuple[str, ...] = SIGNED,
     *,
     now: datetime = NOW,
-    plan: Plan = PLAN,
+    in_plan: Plan = PLAN,
 ) -> StageDecision:
     return decide(
-        plan,
+        in_plan,
         "beta",
         0,
         Evidence.of(measurements, signoffs),
@@ -235,7 +235,7 @@ def crash_series(value: float) -> tuple[Measurement, ...]:
 
 def test_fired_trigger_rolls_back() -> None:
     evidence = (*replace(GOOD_BETA, None, "crash_rate"), *crash_series(6), fresh("api_error_rate", 0))
-    decision = beta(evidence, plan=PLAN_WITH_TRIGGERS)
+    decision = beta(evidence, in_plan=PLAN_WITH_TRIGGERS)
     fired = [str(r) for r in decision.reasons if r.code.value == "trigger_fired"]
     assert (decision.action.value, fired) == (
         "rollback",
@@ -244,7 +244,7 @@ def test_fired_trigger_rolls_back() -> None:
 
 
 def test_trigger_without_fresh_data_holds() -> None:
-    assert summary(beta(plan=PLAN_WITH_TRIGGERS)) == (
+    assert summary(beta(in_plan=PLAN_WITH_TRIGGERS)) == (
         "hold",
         [
             (
@@ -268,3 +268,21 @@ def test_stage_or_step_outside_the_plan_is_a_user_error(stage: str, step: int, m
     with pytest.raises(UserError) as caught:
         decide(PLAN, stage, step, Evidence(), now=NOW, stage_started_at=T0, step_started_at=T0)
     assert str(caught.value) == message
+
+
+def test_a_metric_gated_in_two_tables_gives_one_reason() -> None:
+    twice = plan(
+        BETA.model_copy(update={"tables": (TECHNICAL, TECHNICAL.model_copy(update={"name": "Again"}))})
+    )
+    decision = decide(
+        twice,
+        "beta",
+        0,
+        Evidence.of(replace(GOOD_BETA, None, "crash_rate"), SIGNED),
+        now=NOW,
+        stage_started_at=T0,
+        step_started_at=T0,
+    )
+    assert [str(r) for r in decision.reasons if r.code.value == "gate_no_data"] == [
+        "crash_rate: no measurement of crash_rate"
+    ]

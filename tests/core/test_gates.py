@@ -108,7 +108,7 @@ def judge(g: Gate, m: Metric, measurement: Measurement | None, now: datetime = N
             gate("retention_7d", "> 60", "< 50"),
             RETENTION,
             Measurement.ok("retention_7d", 70, NOW),
-            ("not_yet_evaluable", "evaluable 1w into the stage; 30h so far"),
+            ("not_yet_evaluable", "evaluable 1w into the stage; 1d 6h so far"),
         ),
         (
             "monitor-only gate never decides, whatever its value",

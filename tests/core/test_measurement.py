@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 from core_plans import at
 
 from rollout_policies.core import Evidence, Measurement, Phase
+from rollout_policies.core.durations import span
 
 
 @pytest.mark.parametrize(
@@ -40,3 +41,18 @@ def test_history_is_oldest_first_and_per_metric() -> None:
         [Measurement.ok("m", 2, at(minutes=5)), Measurement.ok("n", 9, at()), Measurement.ok("m", 1, at())]
     )
     assert [x.value for x in evidence.history("m")] == [1.0, 2.0]
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (timedelta(days=8, minutes=5), "8d 5m"),
+        (timedelta(hours=30), "1d 6h"),
+        (timedelta(seconds=59.9), "59s"),
+        (timedelta(0), "0s"),
+        (timedelta(hours=-3), "0s"),
+    ],
+    ids=["days and minutes", "hours over a day", "fractions dropped", "zero", "negative"],
+)
+def test_span_in_words(value: timedelta, text: str) -> None:
+    assert span(value) == text

@@ -1,0 +1,128 @@
+"""``rollout evaluate``: judge a stage's gates from live providers or a metrics file, and decide."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from rollout_policies.core.decision import decide
+from rollout_policies.core.measurement import Evidence
+from rollout_policies.core.report import decision_as_dict, render_text
+from rollout_policies.errors import UserError
+from rollout_policies.metrics_file import load_metrics_file
+from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
+from rollout_policies.providers import PROVIDERS, collect
+
+
+def _time(value: str | None, flag: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise UserError(f"{flag}: not a time: {value!r} (write 2026-11-20T09:00:00Z)") from None
+    if moment.tzinfo is None:
+        raise UserError(f"{flag}: {value} needs a time zone (write it as ...Z)")
+    return moment
+
+
+@click.command("evaluate")
+@click.option(
+    "--plan",
+    "plan_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=DEFAULT_PLAN,
+    show_default="the shipped markethub-mobile plan",
+    help="Plan file.",
+)
+@click.option("--stage", "stage_id", required=True, help="Stage id to evaluate (beta, limited, ...).")
+@click.option(
+    "--step",
+    type=int,
+    default=None,
+    help="Traffic step index within the stage (default: the last step, i.e. judge leaving the stage).",
+)
+@click.option(
+    "--metrics-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="YAML/JSON measurements standing in for live providers (see docs/decisions.md).",
+)
+@click.option(
+    "--now", "now_text", default=None, help="Evaluation time, ISO 8601 with zone (default: the clock)."
+)
+@click.option(
+    "--stage-started",
+    "stage_started_text",
+    default=None,
+    help="When the stage began (default: stage_started_at in the metrics file).",
+)
+@click.option(
+    "--step-started",
+    "step_started_text",
+    default=None,
+    help="When the step began (default: step_started_at in the metrics file, else the stage start).",
+)
+@click.option(
+    "--signoff",
+    "signoffs",
+    multiple=True,
+    help="A manual criterion id that has been signed off (repeatable; adds to the metrics file's).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the verdicts and decision as JSON.")
+def evaluate(
+    plan_path: Path,
+    stage_id: str,
+    step: int | None,
+    metrics_file: Path | None,
+    now_text: str | None,
+    stage_started_text: str | None,
+    step_started_text: str | None,
+    signoffs: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Print each gate's verdict and the stage decision (promote, hold or rollback) with its reasons.
+
+    The exit status is 0 whatever the decision (read it from the output); 2 for bad input.
+    """
+    plan = load_plan(plan_path, providers=tuple(PROVIDERS))
+    try:
+        stage = plan.stage(stage_id)
+    except KeyError:
+        known = ", ".join(s.id for s in plan.stages)
+        raise UserError(f"--stage: {stage_id!r} is not a stage of {plan_path} (stages: {known})") from None
+    if step is None:
+        step = len(stage.steps) - 1
+    elif not 0 <= step < len(stage.steps):
+        raise UserError(f"--step: stage {stage.id} has steps 0..{len(stage.steps) - 1}, not {step}")
+    now = _time(now_text, "--now") or datetime.now(UTC)
+
+    if metrics_file is not None:
+        loaded = load_metrics_file(metrics_file, now=now)
+        loaded.check_against(plan)
+        evidence = Evidence.of(loaded.measurements, loaded.signoffs | set(signoffs))
+        stage_started = _time(stage_started_text, "--stage-started") or loaded.stage_started_at
+        step_started = _time(step_started_text, "--step-started") or loaded.step_started_at
+    else:
+        evidence = Evidence.of(collect(plan, stage.id, now), signoffs)
+        stage_started = _time(stage_started_text, "--stage-started")
+        step_started = _time(step_started_text, "--step-started")
+    if stage_started is None:
+        raise UserError("--stage-started: required (or stage_started_at in the metrics file)")
+
+    decision = decide(
+        plan,
+        stage.id,
+        step,
+        evidence,
+        now=now,
+        stage_started_at=stage_started,
+        step_started_at=step_started or stage_started,
+    )
+    if as_json:
+        click.echo(json.dumps(decision_as_dict(decision, plan=plan.name), indent=2))
+    else:
+        click.echo(render_text(decision, plan=plan.name), nl=False)

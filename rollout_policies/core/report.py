@@ -1,0 +1,120 @@
+"""A stage decision as plain data (JSON) and as a readable text report: the same content in both."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from rollout_policies.core.decision import StageDecision
+from rollout_policies.plan.model import Threshold
+
+
+def decision_as_dict(decision: StageDecision, *, plan: str = "") -> dict[str, Any]:
+    """Everything in a decision as JSON-ready values (enums as their strings, times as ISO 8601)."""
+    return {
+        "plan": plan,
+        "stage": decision.stage,
+        "step": decision.step,
+        "last_step": decision.last_step,
+        "now": _iso(decision.now),
+        "decision": decision.action.value,
+        "reasons": [
+            {"code": r.code.value, "subject": r.subject, "message": r.message} for r in decision.reasons
+        ],
+        "gates": [
+            {
+                "table": g.table,
+                "metric": g.metric,
+                "name": g.name,
+                "value": g.value,
+                "unit": g.unit,
+                "target": _threshold(g.target),
+                "alert": _threshold(g.alert),
+                "verdict": g.verdict.value,
+                "gating": g.gating,
+                "reason": g.reason,
+                "observed_at": _iso(g.observed_at),
+            }
+            for g in decision.gates
+        ],
+        "criteria": [
+            {
+                "id": c.id,
+                "text": c.text,
+                "kind": c.kind.value,
+                "no_go": c.no_go,
+                "status": c.status.value,
+                "reason": c.reason,
+                "owners": list(c.owners),
+            }
+            for c in decision.criteria
+        ],
+        "triggers": [
+            {
+                "id": t.id,
+                "text": t.text,
+                "metric": t.metric,
+                "status": t.status.value,
+                "reason": t.reason,
+                "since": _iso(t.since),
+            }
+            for t in decision.triggers
+        ],
+        "checklist": [c.id for c in decision.pending_signoffs],
+        "awaiting_signoff_only": decision.awaiting_signoff_only,
+    }
+
+
+def render_text(decision: StageDecision, *, plan: str = "") -> str:
+    """The verdict table, the criteria, the triggers, then the decision and every reason."""
+    lines = [f"plan {plan}  stage {decision.stage}  step {decision.step}  now {_iso(decision.now)}", ""]
+    gate_rows = [
+        [
+            f"{g.table}: {g.name}" if g.table else g.name,
+            "-" if g.value is None else f"{g.value:g}{g.unit if g.unit in ('%', 's', 'ms', 'MB') else ''}",
+            _threshold(g.target) or "-",
+            _threshold(g.alert) or "-",
+            g.verdict.value,
+            g.reason,
+        ]
+        for g in decision.gates
+    ]
+    lines += _table(["gate", "value", "target", "alert", "verdict", "reason"], gate_rows)
+    if decision.criteria:
+        lines.append("")
+        rows = [
+            [f"{'no-go' if c.no_go else 'go'}: {c.id}", c.kind.value, c.status.value, c.reason]
+            for c in decision.criteria
+        ]
+        lines += _table(["criterion", "kind", "status", "reason"], rows)
+    if decision.triggers:
+        lines.append("")
+        lines += _table(
+            ["trigger", "status", "reason"], [[t.id, t.status.value, t.reason] for t in decision.triggers]
+        )
+    lines += ["", f"decision: {decision.action.value.upper()}"]
+    lines += [f"  - [{r.code.value}] {r}" for r in decision.reasons]
+    if decision.pending_signoffs:
+        lines += ["", "sign-off checklist:"]
+        lines += [
+            f"  [ ] {c.id}: {c.text} ({', '.join(c.owners) or 'decision authority'})"
+            for c in decision.pending_signoffs
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
+
+    return [line(header), line(["-" * w for w in widths]), *(line(row) for row in rows)]
+
+
+def _threshold(value: Threshold | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
