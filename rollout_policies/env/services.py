@@ -491,6 +491,15 @@ class MotoServer(Service):
         {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
     )
 
+    @property
+    def credentials_for_provider(self) -> dict[str, str]:
+        """The same keys as settings for the CloudWatch metric provider (``region`` not ``region_name``)."""
+        return {
+            "aws_access_key_id": self.credentials["aws_access_key_id"],
+            "aws_secret_access_key": self.credentials["aws_secret_access_key"],
+            "region": self.credentials["region_name"],
+        }
+
     def client(self, service: str, **kwargs: Any) -> Any:
         """A boto3 client for ``service`` pointed at this server."""
         import boto3

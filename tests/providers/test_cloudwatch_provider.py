@@ -1,0 +1,109 @@
+"""The CloudWatch provider against a moto server (the only stand-in allowed for AWS: no account here)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from rollout_policies.core.measurement import Phase
+from rollout_policies.env.services import free_port
+from rollout_policies.plan.model import MetricSource
+from rollout_policies.providers.cloudwatch import CloudWatchProvider
+
+pytestmark = pytest.mark.services
+
+NAMESPACE = "markethub/loadbalancer"
+
+
+def source(metric_name: str, **options) -> MetricSource:
+    return MetricSource(
+        provider="cloudwatch",
+        query=metric_name,
+        options={"namespace": NAMESPACE, **options},
+        max_age=timedelta(minutes=10),
+    )
+
+
+@pytest.fixture(scope="module")
+def cloudwatch(moto_server):
+    now = datetime.now(UTC).replace(microsecond=0)
+    client = moto_server.client("cloudwatch")
+    client.put_metric_data(
+        Namespace=NAMESPACE,
+        MetricData=[
+            {
+                "MetricName": "UnhealthyHostCount",
+                "Dimensions": [{"Name": "Region", "Value": "us-east-1"}],
+                "Timestamp": now - timedelta(seconds=30),
+                "Value": 2.0,
+            },
+            {
+                "MetricName": "UnhealthyHostCount",
+                "Dimensions": [{"Name": "Region", "Value": "eu-west-1"}],
+                "Timestamp": now - timedelta(seconds=30),
+                "Value": 0.0,
+            },
+            {"MetricName": "OldLatency", "Timestamp": now - timedelta(hours=2), "Value": 900.0},
+        ],
+    )
+    return CloudWatchProvider(endpoint_url=moto_server.endpoint_url, **moto_server.credentials_for_provider)
+
+
+def test_get_metric_data_returns_the_put_value(cloudwatch):
+    measurement = cloudwatch.query(
+        source("UnhealthyHostCount", dimensions={"Region": "us-east-1"}, stat="Maximum"),
+        datetime.now(UTC),
+        metric="lb_failures",
+    )
+
+    assert (measurement.metric, measurement.phase, measurement.value) == ("lb_failures", Phase.OK, 2.0)
+
+
+def test_dimensions_select_the_series(cloudwatch):
+    measurement = cloudwatch.query(
+        source("UnhealthyHostCount", dimensions={"Region": "eu-west-1"}, stat="Maximum"), datetime.now(UTC)
+    )
+
+    assert (measurement.phase, measurement.value) == (Phase.OK, 0.0)
+
+
+def test_metric_with_no_points_is_no_data(cloudwatch):
+    measurement = cloudwatch.query(source("MetricNobodyPuts"), datetime.now(UTC))
+
+    assert measurement.phase is Phase.NO_DATA
+    assert "no data points" in measurement.message
+
+
+def test_points_older_than_max_age_are_no_data(cloudwatch):
+    measurement = cloudwatch.query(source("OldLatency"), datetime.now(UTC))
+
+    assert measurement.phase is Phase.NO_DATA
+
+
+def test_missing_namespace_is_an_error(cloudwatch):
+    bare = MetricSource(provider="cloudwatch", query="UnhealthyHostCount")
+
+    measurement = cloudwatch.query(bare, datetime.now(UTC))
+
+    assert measurement.phase is Phase.ERROR
+    assert "options.namespace" in measurement.message
+
+
+def test_unreachable_endpoint_is_an_error_not_a_pass():
+    provider = CloudWatchProvider(
+        endpoint_url=f"http://127.0.0.1:{free_port()}",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        timeout=1.0,
+        attempts=2,
+    )
+
+    measurement = provider.query(source("UnhealthyHostCount"), datetime.now(UTC))
+
+    assert measurement.phase is Phase.ERROR
+    assert "after 2 tries" in measurement.message
+
+
+def test_is_online_against_moto(cloudwatch):
+    assert cloudwatch.is_online() is True
