@@ -1,0 +1,305 @@
+"""RollbackAlerts: PrometheusRules from the plan's rollback triggers and alert thresholds, routed to
+the tool's webhook, and a Grafana dashboard of the stage's metrics against their thresholds.
+
+Two rule objects, so each changes only when it must: the trigger rules are plan-wide (a promotion
+never touches them); the gate alerts follow the current stage's tables. A trigger's ``for:`` is its
+window from the plan ("crash rate > 5% for 5 minutes"; "immediately" is ``0s``). Only metrics whose
+source is Prometheus can become rules; the others are listed in the component's ``unruled`` output
+and left to ``rollout watch``, which polls every provider.
+
+The dashboard shows the live traffic split from a PromQL query rather than the configured weights,
+so a step (a weight change) updates the route alone; the stage, its planned steps and its
+thresholds are written into the dashboard and change with the stage.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+
+from infra import kube, naming
+from infra.kube import Manifest
+from infra.settings import Alerts
+from rollout_policies.plan.model import Direction, Gate, Metric, Plan, Stage, Threshold, format_duration
+
+COMPONENT = "alerts"
+PROMETHEUS = "prometheus"
+RECEIVER = "rollout-webhook"
+DASHBOARD_LABEL = "grafana_dashboard"
+GATE_FOR = "5m"  # an alert threshold must hold this long before it pages: one scrape blip is noise
+
+
+@dataclass(frozen=True)
+class AlertsArgs:
+    service: str
+    namespace: str
+    plan: Plan
+    stage: Stage
+    stack: str
+    region: str
+    alerts: Alerts = field(default_factory=Alerts)
+
+
+def prometheus_duration(value: Any) -> str:
+    """A plan duration as Prometheus writes it: ``5m``, ``1h``, ``0s`` for "immediately"."""
+    return format_duration(value)
+
+
+def _camel(identifier: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in identifier.replace("-", "_").split("_") if part)
+
+
+def _expr(metric: Metric, threshold: Threshold) -> str | None:
+    if metric.source.provider != PROMETHEUS or not metric.source.query.strip():
+        return None
+    return f"({metric.source.query.strip()}) {threshold.op.value} {threshold.value:g}"
+
+
+def routing_labels(args: AlertsArgs) -> dict[str, str]:
+    """Labels on every alert: the AlertmanagerConfig routes on them, and ``rollout serve`` reads them."""
+    return {"rollout_service": args.service, "rollout_stack": args.stack, "rollout_region": args.region}
+
+
+def trigger_rules(args: AlertsArgs) -> list[Manifest]:
+    rules = []
+    for trigger in args.plan.triggers:
+        expr = _expr(args.plan.metric(trigger.metric), trigger.threshold)
+        if expr is None:
+            continue
+        rules.append(
+            {
+                "alert": f"Rollback{_camel(trigger.id)}",
+                "expr": expr,
+                "for": prometheus_duration(trigger.window),
+                "labels": {
+                    **routing_labels(args),
+                    "severity": "critical",
+                    "rollout_action": "rollback",
+                    "rollout_trigger": trigger.id,
+                    "rollout_metric": trigger.metric,
+                },
+                "annotations": {
+                    "summary": trigger.text,
+                    "threshold": str(trigger.threshold),
+                    "window": prometheus_duration(trigger.window),
+                },
+            }
+        )
+    return rules
+
+
+def _alertable(gate: Gate) -> bool:
+    return gate.alert is not None and not gate.monitor_only
+
+
+def gate_rules(args: AlertsArgs) -> list[Manifest]:
+    rules = []
+    for gate in args.stage.gates:
+        if not _alertable(gate) or gate.alert is None:
+            continue
+        metric = args.plan.metric(gate.metric)
+        expr = _expr(metric, gate.alert)
+        if expr is None:
+            continue
+        rules.append(
+            {
+                "alert": f"GateAlert{_camel(gate.metric)}",
+                "expr": expr,
+                "for": GATE_FOR,
+                "labels": {
+                    **routing_labels(args),
+                    "severity": "warning",
+                    "rollout_action": "alert",
+                    "rollout_stage": args.stage.id,
+                    "rollout_metric": gate.metric,
+                },
+                "annotations": {
+                    "summary": f"{metric.name} beyond its alert threshold ({gate.alert})"
+                    f" at stage {args.stage.id}",
+                    "threshold": str(gate.alert),
+                    "target": str(gate.target) if gate.target else "",
+                },
+            }
+        )
+    return rules
+
+
+def unruled_metrics(args: AlertsArgs) -> list[str]:
+    """Trigger and gate metrics that no PrometheusRule can watch (their source is not Prometheus)."""
+    ids = [t.metric for t in args.plan.triggers] + [g.metric for g in args.stage.gates if _alertable(g)]
+    missing = [m for m in ids if _expr(args.plan.metric(m), Threshold(op="<", value=0)) is None]
+    return sorted(set(missing))
+
+
+def _rule_manifest(args: AlertsArgs, name: str, group: str, rules: list[Manifest]) -> Manifest:
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {
+            "name": name,
+            "namespace": args.namespace,
+            "labels": {**naming.base_labels(args.service, COMPONENT), **args.alerts.rule_labels},
+        },
+        "spec": {"groups": [{"name": group, "interval": "30s", "rules": rules}]},
+    }
+
+
+def trigger_rule_manifest(args: AlertsArgs) -> Manifest:
+    return _rule_manifest(
+        args, f"{args.service}-rollback-triggers", f"{args.service}.rollback-triggers", trigger_rules(args)
+    )
+
+
+def gate_rule_manifest(args: AlertsArgs) -> Manifest:
+    return _rule_manifest(
+        args, f"{args.service}-stage-alerts", f"{args.service}.stage-alerts", gate_rules(args)
+    )
+
+
+def alertmanager_config_manifest(args: AlertsArgs) -> Manifest:
+    """Routes this service's alerts to the tool's webhook (``rollout serve``) right away."""
+    return {
+        "apiVersion": "monitoring.coreos.com/v1alpha1",
+        "kind": "AlertmanagerConfig",
+        "metadata": {
+            "name": f"{args.service}-rollout",
+            "namespace": args.namespace,
+            "labels": {**naming.base_labels(args.service, COMPONENT), **args.alerts.rule_labels},
+        },
+        "spec": {
+            "route": {
+                "receiver": RECEIVER,
+                "groupBy": ["alertname", "rollout_stack"],
+                # A rollback trigger's window already elapsed in Prometheus: send at once.
+                "groupWait": "0s",
+                "groupInterval": "1m",
+                "repeatInterval": "1h",
+                "matchers": [{"name": "rollout_service", "value": args.service, "matchType": "="}],
+            },
+            "receivers": [
+                {"name": RECEIVER, "webhookConfigs": [{"url": args.alerts.webhook_url, "sendResolved": True}]}
+            ],
+        },
+    }
+
+
+def _threshold_steps(gate: Gate, direction: Direction | None) -> list[dict[str, Any]]:
+    """Grafana threshold colours: green where the target holds, red beyond the alert threshold."""
+    target = gate.target.value if gate.target else None
+    alert = gate.alert.value if gate.alert else None
+    if direction is Direction.HIGHER_IS_BETTER:
+        steps: list[dict[str, Any]] = [{"color": "red", "value": None}]
+        if alert is not None:
+            steps.append({"color": "yellow", "value": alert})
+        if target is not None:
+            steps.append({"color": "green", "value": target})
+        return steps
+    steps = [{"color": "green", "value": None}]
+    if target is not None:
+        steps.append({"color": "yellow", "value": target})
+    if alert is not None:
+        steps.append({"color": "red", "value": alert})
+    return steps
+
+
+def traffic_query(args: AlertsArgs) -> str:
+    return (
+        args.alerts.traffic_query
+        or f'sum by (colour) (rate(http_requests_total{{service="{args.service}"}}[5m]))'
+    )
+
+
+def dashboard(args: AlertsArgs) -> dict[str, Any]:
+    """The Grafana dashboard model (pure): stage header, live split, one panel per gate, triggers."""
+    stage = args.stage
+    steps = " → ".join(f"{step.weight:g}%" for step in stage.steps)
+    panels: list[dict[str, Any]] = [
+        {
+            "type": "text",
+            "title": "Stage",
+            "gridPos": {"x": 0, "y": 0, "w": 12, "h": 5},
+            "options": {
+                "mode": "markdown",
+                "content": f"## {stage.name} (`{stage.id}`)\n\nPlanned steps: {steps}\n\n"
+                f"Minimum duration: {format_duration(stage.min_duration)}; "
+                f"rollback objective: {format_duration(stage.rollback_objective)}",
+            },
+        },
+        {
+            "type": "timeseries",
+            "title": "Live traffic split by colour",
+            "gridPos": {"x": 12, "y": 0, "w": 12, "h": 5},
+            "targets": [{"refId": "A", "expr": traffic_query(args), "legendFormat": "{{colour}}"}],
+            "fieldConfig": {"defaults": {"unit": "percentunit", "custom": {"stacking": {"mode": "percent"}}}},
+        },
+    ]
+    y = 5
+    for index, gate in enumerate(stage.gates):
+        metric = args.plan.metric(gate.metric)
+        panel: dict[str, Any] = {
+            "type": "timeseries",
+            "title": f"{metric.name}  target {gate.target or '-'}  alert {gate.alert or '-'}",
+            "description": gate.note or metric.description,
+            "gridPos": {"x": (index % 3) * 8, "y": y + (index // 3) * 6, "w": 8, "h": 6},
+            "fieldConfig": {
+                "defaults": {
+                    "unit": metric.unit,
+                    "thresholds": {"mode": "absolute", "steps": _threshold_steps(gate, metric.direction)},
+                    "custom": {"thresholdsStyle": {"mode": "line"}},
+                }
+            },
+        }
+        if metric.source.provider == PROMETHEUS and metric.source.query:
+            panel["targets"] = [{"refId": "A", "expr": metric.source.query}]
+        else:
+            panel["description"] = f"measured by the {metric.source.provider} provider, not Prometheus"
+        panels.append(panel)
+    for number, panel in enumerate(panels, start=1):
+        panel["id"] = number
+    return {
+        "uid": f"{args.service}-rollout"[:40],
+        "title": f"{args.plan.name}: {args.service} rollout ({args.region})",
+        "tags": ["markethub-rollout", args.service],
+        "schemaVersion": 39,
+        "time": {"from": "now-6h", "to": "now"},
+        "refresh": "30s",
+        "panels": panels,
+        "annotations": {
+            "list": [
+                {
+                    "name": "Rollback triggers",
+                    "expr": 'ALERTS{rollout_action="rollback",rollout_service="' + args.service + '"}',
+                    "enable": True,
+                }
+            ]
+        },
+    }
+
+
+def dashboard_manifest(args: AlertsArgs) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": f"{args.service}-rollout-dashboard",
+            "namespace": args.alerts.dashboard_namespace or args.namespace,
+            "labels": {**naming.base_labels(args.service, COMPONENT), DASHBOARD_LABEL: "1"},
+        },
+        "data": {f"{args.service}-rollout.json": json.dumps(dashboard(args), indent=1, sort_keys=True)},
+    }
+
+
+class RollbackAlerts(pulumi.ComponentResource):
+    """Alert rules for the rollback triggers and the stage's gates, their route, and the dashboard."""
+
+    def __init__(self, name: str, args: AlertsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("markethub:infra:RollbackAlerts", name, None, opts)
+        child = kube.child_options(self, opts)
+        self.trigger_rules = kube.apply(f"{name}-triggers", trigger_rule_manifest(args), child)
+        self.gate_rules = kube.apply(f"{name}-gates", gate_rule_manifest(args), child)
+        self.route = kube.apply(f"{name}-route", alertmanager_config_manifest(args), child)
+        self.dashboard = kube.apply(f"{name}-dashboard", dashboard_manifest(args), child)
+        self.register_outputs({"unruled": unruled_metrics(args), "webhook": args.alerts.webhook_url})

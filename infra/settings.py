@@ -1,0 +1,215 @@
+"""A stack's settings: every ``markethub-rollout:*`` config key the Pulumi program reads, typed.
+
+``read_settings`` turns the raw config mapping (keys without the ``markethub-rollout:`` prefix,
+values as Pulumi hands them: strings, or JSON text for structured values) into ``StackSettings``.
+Bad values raise ``UserError`` naming the stack file and the key, so ``pulumi preview`` fails with
+one line instead of a traceback deep inside a component.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+
+from rollout_policies.errors import UserError
+from rollout_policies.state import RolloutState
+
+NAMESPACE = "markethub-rollout"
+DEFAULT_PLAN = "rollout_policies/plans/markethub-mobile.yaml"
+# RFC 7230 token characters: what Gateway API accepts as a header name.
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+class RegionRole(StrEnum):
+    PRIMARY = "primary"
+    SECONDARY = "secondary"
+
+    @property
+    def failover(self) -> str:
+        """The Route 53 failover value external-dns writes for this role."""
+        return self.value.upper()
+
+
+class Environment(StrEnum):
+    PRODUCTION = "production"
+    LOCAL = "local"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+
+class GatewayRef(_Section):
+    """The Gateway the HTTPRoute attaches to (run by the platform team, not by this program)."""
+
+    name: str = "public"
+    namespace: str = "gateway"
+    section_name: str | None = None
+
+
+class CustomMetric(_Section):
+    """A per-pod metric the HPA also scales on (served by a metrics adapter such as prometheus-adapter)."""
+
+    name: str = "http_requests_per_second"
+    average_value: str = "50"
+
+
+class Resources(_Section):
+    requests: dict[str, str] = Field(default_factory=lambda: {"cpu": "250m", "memory": "256Mi"})
+    limits: dict[str, str] = Field(default_factory=lambda: {"cpu": "1", "memory": "512Mi"})
+
+
+class Probes(_Section):
+    readiness_path: str = "/healthz/ready"
+    liveness_path: str = "/healthz/live"
+    initial_delay_seconds: int = Field(default=5, ge=0)
+    period_seconds: int = Field(default=10, ge=1)
+
+
+class Backup(_Section):
+    """Velero schedules and the hourly pg_dump CronJob."""
+
+    enabled: bool = True
+    velero_namespace: str = "velero"
+    storage_location: str = "default"
+    bucket: str = ""
+    prefix: str = "pg-dumps"
+    # A Secret in the service's namespace whose key ``url`` is the libpq connection URL.
+    database_secret: str = "markethub-db"
+    dump_image: str = "ghcr.io/markethub/pg-dump-s3:15"
+    # Set for an S3-compatible endpoint (moto in tests); empty means AWS itself.
+    s3_endpoint: str = ""
+
+
+class Failover(_Section):
+    """Route 53 failover records written by external-dns from the public Service's annotations."""
+
+    hostname: str = ""
+    health_check_id: str = ""
+    # Where the record points: the Gateway's load-balancer name. Empty: the Service's own address.
+    target: str = ""
+    ttl: int = Field(default=60, ge=1)
+    service_type: str = "ClusterIP"
+
+    @field_validator("service_type")
+    @classmethod
+    def _type(cls, value: str) -> str:
+        if value not in ("ClusterIP", "LoadBalancer"):
+            raise ValueError("must be ClusterIP or LoadBalancer")
+        return value
+
+
+class Alerts(_Section):
+    """Where rollback alerts go: the tool's Alertmanager webhook receiver (``rollout serve``)."""
+
+    webhook_url: str = "http://rollout-webhook.markethub-rollout.svc:8080/alerts"
+    # Labels the Prometheus operator's ruleSelector and the Grafana sidecar look for.
+    rule_labels: dict[str, str] = Field(default_factory=lambda: {"release": "prometheus"})
+    dashboard_namespace: str = ""
+    # PromQL giving requests per second by colour: the dashboard's live traffic split.
+    traffic_query: str = ""
+
+
+class Drills(_Section):
+    enabled: bool = True
+    image: str = "ghcr.io/markethub/markethub-rollout:latest"
+    # A cron expression; empty derives it from the plan's disaster_recovery.drill_every.
+    schedule: str = ""
+
+
+class StackSettings(_Section):
+    """Everything a stack's config says, validated. Field names are the config keys in camelCase."""
+
+    stack: str = Field(default="dev", exclude=True)
+    rollout: RolloutState
+    plan: str = DEFAULT_PLAN
+    environment: Environment = Environment.LOCAL
+    region: str
+    region_role: RegionRole
+    namespace: str = "markethub"
+    create_namespace: bool = True
+    service_name: str = ""  # empty: the plan's service name
+    image: str = Field(min_length=1)
+    port: int = Field(default=8080, ge=1, le=65535)
+    router: str = "gateway-api"
+    gateway: GatewayRef = GatewayRef()
+    hostnames: tuple[str, ...] = ()
+    cohort_header: str = "x-markethub-cohort"
+    cohort_value: str = "beta"
+    min_replicas: int = Field(default=4, ge=1)
+    max_replicas: int = Field(default=20, ge=1)
+    headroom: float = Field(default=2.0, ge=1.0)
+    cpu_utilization: int = Field(default=70, ge=1, le=100)
+    custom_metric: CustomMetric = CustomMetric()
+    resources: Resources = Resources()
+    probes: Probes = Probes()
+    disruption_max_unavailable: int = Field(default=1, ge=1)
+    backup: Backup = Backup()
+    failover: Failover = Failover()
+    alerts: Alerts = Alerts()
+    drills: Drills = Drills()
+
+    @field_validator("cohort_header")
+    @classmethod
+    def _header(cls, value: str) -> str:
+        if not _HEADER_NAME.match(value):
+            raise ValueError(f"not an HTTP header name: {value!r}")
+        return value
+
+    @field_validator("namespace", "service_name")
+    @classmethod
+    def _dns_label(cls, value: str) -> str:
+        if value and not _DNS_LABEL.match(value):
+            raise ValueError(f"not a Kubernetes name (lower-case letters, digits and '-'): {value!r}")
+        return value
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment is Environment.PRODUCTION
+
+
+# The keys read from config, in camelCase as they appear in Pulumi.<stack>.yaml.
+KEYS: tuple[str, ...] = tuple(
+    (field.alias or name) for name, field in StackSettings.model_fields.items() if name != "stack"
+)
+
+
+def read_settings(raw: Mapping[str, Any], *, stack: str) -> StackSettings:
+    """Validate one stack's ``markethub-rollout:*`` config (``raw`` keys carry no prefix)."""
+    where = f"Pulumi.{stack}.yaml"
+    data: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in KEYS:
+            raise UserError(f"{where}: {NAMESPACE}:{key}: unknown key (known: {', '.join(sorted(KEYS))})")
+        data[key] = _decode(value)
+    if "rollout" not in data:
+        raise UserError(f"{where}: {NAMESPACE}:rollout: missing (the stack's rollout state)")
+    if "environment" not in data:
+        # A stack named prod-* is production unless it says otherwise: backups can't be forgotten.
+        data["environment"] = "production" if stack.startswith("prod") else "local"
+    try:
+        settings = StackSettings.model_validate({**data, "stack": stack})
+    except ValidationError as err:
+        first = err.errors()[0]
+        path = ".".join(str(part) for part in first["loc"])
+        raise UserError(f"{where}: {NAMESPACE}:{path}: {first['msg']}") from None
+    if settings.min_replicas > settings.max_replicas:
+        raise UserError(f"{where}: {NAMESPACE}:minReplicas: {settings.min_replicas} exceeds maxReplicas")
+    return settings
+
+
+def _decode(value: Any) -> Any:
+    """Pulumi hands structured config over as JSON text; plain strings stay strings."""
+    if isinstance(value, str) and (value[:1] in ("{", "[") or value in ("true", "false")):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value

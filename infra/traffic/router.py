@@ -1,0 +1,76 @@
+"""The router interface: what every traffic router renders, and the registry that picks one by name.
+
+A router turns a ``RouteSpec`` (weights, the cohort rule, the backends) into the manifests of its
+own API: Gateway API HTTPRoute here; an Istio VirtualService or NGINX canary Ingress would each be a
+new module with a class implementing ``Router`` and one line in ``ROUTERS``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from infra import naming
+from infra.kube import Manifest
+from infra.settings import GatewayRef
+from rollout_policies.errors import UserError
+from rollout_policies.state import Colour
+
+# router name -> "module:class". Adding a router is a module and a line here.
+ROUTERS: dict[str, str] = {
+    "gateway-api": "infra.traffic.gateway_api:GatewayApiRouter",
+}
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    """Everything a router needs to send traffic: independent of any one router's API."""
+
+    service: str
+    namespace: str
+    port: int
+    weights: dict[Colour, int]
+    candidate: Colour
+    backends: dict[Colour, str]  # the per-colour Service names
+    cohort_header: str
+    cohort_value: str
+    hostnames: tuple[str, ...] = ()
+    gateway: GatewayRef = field(default_factory=GatewayRef)
+    labels: dict[str, str] = field(default_factory=dict)
+    # Stamped on the route so the policy pack can check any router: stage, step, weights, plan.
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+class Router(Protocol):
+    name: str
+
+    def manifests(self, spec: RouteSpec) -> list[Manifest]:
+        """The route objects for ``spec``, named explicitly so a new weight is an in-place update."""
+        ...
+
+
+def router_for(name: str) -> Router:
+    """The router registered as ``name``; an unknown name is a UserError, never a silent default."""
+    target = ROUTERS.get(name)
+    if target is None:
+        raise UserError(
+            f"markethub-rollout:router: unknown router {name!r} (known: {', '.join(sorted(ROUTERS))})"
+        )
+    module_name, class_name = target.split(":")
+    router: Router = getattr(importlib.import_module(module_name), class_name)()
+    return router
+
+
+def rollout_annotations(
+    *, stage: str, step: int, weights: dict[Colour, int], candidate: Colour, plan: str
+) -> dict[str, str]:
+    """The annotations every route carries (values are strings, as Kubernetes requires)."""
+    return {
+        naming.ANN_STAGE: stage,
+        naming.ANN_STEP: str(step),
+        naming.ANN_WEIGHTS: json.dumps({c.value: weights[c] for c in (Colour.BLUE, Colour.GREEN)}),
+        naming.ANN_CANDIDATE: candidate.value,
+        naming.ANN_PLAN: plan,
+    }
