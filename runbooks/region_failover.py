@@ -431,6 +431,7 @@ class FailoverDrill:
             rec.objective("time to recovery (RTO)", rto, recovery)
             if stay:
                 rec.notes.append(f"--stay: traffic stays on {self.secondary}; fail back with the runbook")
+                touched = False  # asked for: the only way the drill ends with traffic moved
                 return rec.finish()
             with rec.step("dns-failback", changes["dns-failback"]) as step:
                 self._retry(lambda: dns.make_primary(self.primary))
