@@ -1,0 +1,493 @@
+"""Promotion, rollback and status as git operations: decide, edit the stack config, commit, push, PR.
+
+Every run starts from the remote's main branch (fetched), computes the new state, and writes it once.
+Nothing is checked out and no local branch is made, so a run that stops half-way leaves either
+nothing or a pushed commit that the next run recognises and finishes (the PR, the apply).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from rollout_policies.core import Action, Evidence, StageDecision, advance, decide, rollback_target
+from rollout_policies.core.progression import Move, Transition
+from rollout_policies.errors import UserError
+from rollout_policies.gitops.forge import Forge, PullRequest
+from rollout_policies.gitops.notify import DecisionNotice, Notifier
+from rollout_policies.gitops.repo import Commit, GitRepo, PushRejected, commit_message
+from rollout_policies.gitops.report import pull_body
+from rollout_policies.gitops.seams import Applier, LiveState, NoLiveState
+from rollout_policies.gitops.stack_config import changed_lines, config_name, render_state, state_from_text
+from rollout_policies.plan.model import Plan
+from rollout_policies.state import RolloutState
+
+TRAILER_PREFIX = "Rollout-"
+# A race loser re-reads the remote and decides again; more rounds than this means something is wrong.
+MAX_ROUNDS = 4
+
+
+def default_actor() -> str:
+    """Who runs this: the CI actor, else the login, with the host (for the audit trail)."""
+    who = os.environ.get("GITHUB_ACTOR") or getpass.getuser()
+    return f"{who}@{socket.gethostname()}"
+
+
+def branch_for(stack: str, state: RolloutState) -> str:
+    """The promotion branch for a target state: ``rollout/<stack>/<stage>-step-<n>``."""
+    return f"rollout/{stack}/{state.stage}-step-{state.step}"
+
+
+def _same_target(a: RolloutState, b: RolloutState) -> bool:
+    """Two proposals move traffic the same way (their clocks may differ by who ran first)."""
+    keys = ("stage", "step", "stable", "candidate", "weights")
+    return all(getattr(a, k) == getattr(b, k) for k in keys)
+
+
+@dataclass(frozen=True)
+class PromotionOutcome:
+    """What ``promote`` did for one stack. ``result`` is one word a script can branch on."""
+
+    stack: str
+    decision: StageDecision
+    result: str  # proposed | already-proposed | lost-race | held | rollback-needed | complete | dry-run
+    message: str
+    branch: str | None = None
+    commit: str | None = None
+    pull: PullRequest | None = None
+    diff: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RollbackOutcome:
+    stacks: tuple[str, ...]
+    result: str  # rolled-back | already-rolled-back | dry-run
+    message: str
+    commit: str | None
+    applied: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StackStatus:
+    stack: str
+    state: RolloutState
+    commit: str | None  # the main-branch commit that last changed the stack config
+    last_decision: str | None
+    last_decision_commit: str | None
+    last_decision_at: str | None
+    last_decision_by: str | None
+    pending: tuple[str, ...]  # promotion branches waiting on the remote
+    live: dict[str, int] | None
+    drift: str  # in-sync | drift | unknown
+
+
+@dataclass
+class GitOps:
+    """The git side of the rollout for one repository and plan."""
+
+    repo: GitRepo
+    plan: Plan
+    config_dir: str = ""  # where the Pulumi.<stack>.yaml files are, relative to the repository root
+    forge: Forge | None = None
+    reviewers: tuple[str, ...] = ()
+    notifier: Notifier | None = None
+    actor: str = field(default_factory=default_actor)
+
+    def path(self, stack: str) -> str:
+        return f"{self.config_dir.strip('/')}/{config_name(stack)}".lstrip("/")
+
+    @property
+    def main_ref(self) -> str:
+        return self.repo.remote_ref(self.repo.main)
+
+    def _base(self) -> str:
+        base = self.repo.sha(self.main_ref)
+        if base is None:
+            raise UserError(
+                f"--repo {self.repo.path}: remote {self.repo.remote} has no branch {self.repo.main}"
+            )
+        return base
+
+    def _state_at(self, ref: str, stack: str) -> tuple[str, RolloutState]:
+        path = self.path(stack)
+        text = self.repo.show(ref, path)
+        if text is None:
+            raise UserError(f"--stack {stack}: {path} is not on {self.repo.remote}/{self.repo.main}")
+        return text, state_from_text(text, path)
+
+    def _notify(self, notice: DecisionNotice) -> tuple[str, ...]:
+        return tuple(self.notifier.notify(notice)) if self.notifier is not None else ()
+
+    # -- promote -----------------------------------------------------------------------------------
+
+    def promote(
+        self,
+        stack: str,
+        evidence_for: Callable[[RolloutState], Evidence],
+        *,
+        now: datetime,
+        dry_run: bool = False,
+        open_pull: bool = True,
+    ) -> PromotionOutcome:
+        """Decide for a stack; on promote propose the next step as a branch and a pull request."""
+        lost = False
+        for _ in range(MAX_ROUNDS):
+            self.repo.fetch()
+            try:
+                outcome = self._promote_once(stack, evidence_for, now=now, dry_run=dry_run, lost=lost)
+            except PushRejected:
+                # Another run pushed the same branch (or main moved) between our read and our push:
+                # read the remote again and decide again from what it now says.
+                lost = True
+                continue
+            if outcome.result in ("proposed", "already-proposed", "lost-race") and open_pull:
+                outcome = self._ensure_pull(outcome)
+            if not dry_run:
+                outcome = self._notify_promotion(outcome)
+            return outcome
+        raise UserError(f"--stack {stack}: the remote kept changing; gave up after {MAX_ROUNDS} rounds")
+
+    def _promote_once(
+        self,
+        stack: str,
+        evidence_for: Callable[[RolloutState], Evidence],
+        *,
+        now: datetime,
+        dry_run: bool,
+        lost: bool,
+    ) -> PromotionOutcome:
+        base = self._base()
+        text, state = self._state_at(base, stack)
+        decision = decide(
+            self.plan,
+            state.stage,
+            state.step,
+            evidence_for(state),
+            now=now,
+            stage_started_at=state.stage_started_at,
+            step_started_at=state.step_started_at,
+        )
+        where = f"{state.stage} step {state.step}"
+        if decision.action is Action.ROLLBACK:
+            return PromotionOutcome(
+                stack, decision, "rollback-needed", f"{stack}: rollback needed at {where}; nothing proposed"
+            )
+        if decision.action is Action.HOLD and not decision.awaiting_signoff_only:
+            return PromotionOutcome(stack, decision, "held", f"{stack}: hold at {where}; no branch made")
+        transition = advance(self.plan, state, Action.PROMOTE, now)
+        if transition.move is Move.COMPLETE:
+            return PromotionOutcome(stack, decision, "complete", f"{stack}: {transition.description}")
+        branch = branch_for(stack, transition.state)
+        path = self.path(stack)
+        new_text = render_state(text, transition.state, path)
+        diff = tuple(changed_lines(text, new_text))
+        signoff = " (awaiting sign-off)" if decision.awaiting_signoff_only else ""
+
+        existing = self.repo.sha(self.repo.remote_ref(branch))
+        if existing is not None:
+            theirs = self.repo.show(existing, path)
+            if theirs is None or not _same_target(
+                state_from_text(theirs, f"{branch}:{path}"), transition.state
+            ):
+                raise UserError(
+                    f"--stack {stack}: branch {branch} on {self.repo.remote} holds a different change "
+                    f"({existing[:12]}); merge or delete it first"
+                )
+            result = "lost-race" if lost else "already-proposed"
+            return PromotionOutcome(
+                stack,
+                decision,
+                result,
+                f"{stack}: {transition.description} already proposed in {existing[:12]} on {branch}{signoff}",
+                branch=branch,
+                commit=existing,
+                diff=diff,
+            )
+        if dry_run:
+            return PromotionOutcome(
+                stack,
+                decision,
+                "dry-run",
+                f"{stack}: would propose {transition.description} on {branch}{signoff}",
+                branch=branch,
+                diff=diff,
+            )
+        message = self._promotion_message(stack, state, transition, decision)
+        sha = self.repo.commit_files(base, {path: new_text}, message, when=now.isoformat())
+        self.repo.push(sha, branch, expect=None)
+        return PromotionOutcome(
+            stack,
+            decision,
+            "proposed",
+            f"{stack}: proposed {transition.description} as {sha[:12]} on {branch}{signoff}",
+            branch=branch,
+            commit=sha,
+            diff=diff,
+        )
+
+    def _promotion_message(
+        self, stack: str, before: RolloutState, transition: Transition, decision: StageDecision
+    ) -> str:
+        after = transition.state
+        body = [
+            f"Plan {self.plan.name} decided {decision.action.value} for stack {stack} at "
+            f"{before.stage} step {before.step}; this moves it to {after.stage} step {after.step} "
+            f"({after.candidate.version} on {after.candidate.colour.value} gets {after.candidate_weight}%).",
+            "",
+            "Reasons:",
+            *[f"- {reason}" for reason in decision.reasons],
+        ]
+        trailers = [
+            ("Rollout-Plan", self.plan.name),
+            ("Rollout-Stack", stack),
+            ("Rollout-Stage", after.stage),
+            ("Rollout-Step", str(after.step)),
+            ("Rollout-Weights", _weights_text(after)),
+            ("Rollout-Decision", "promote"),
+            ("Rollout-Reasons", "; ".join(r.code.value for r in decision.reasons)),
+            ("Rollout-Actor", self.actor),
+            ("Rollout-At", decision.now.isoformat()),
+            ("Rollout-Run", uuid.uuid4().hex[:12]),
+        ]
+        return commit_message(f"rollout({stack}): promote to {transition.description}", body, trailers)
+
+    def _ensure_pull(self, outcome: PromotionOutcome) -> PromotionOutcome:
+        if self.forge is None or outcome.branch is None:
+            return outcome
+        _, state = self._state_at(self.main_ref, outcome.stack)
+        target = advance(self.plan, state, Action.PROMOTE, outcome.decision.now)
+        body = pull_body(
+            plan=self.plan.name,
+            stack=outcome.stack,
+            before=state,
+            transition=target,
+            decision=outcome.decision,
+            reviewers=self.reviewers,
+            config_path=self.path(outcome.stack),
+        )
+        pull = self.forge.open_pull(
+            title=f"rollout({outcome.stack}): {target.description}",
+            body=body,
+            head=outcome.branch,
+            base=self.repo.main,
+            reviewers=self.reviewers,
+        )
+        self.repo.hook("pr_opened")
+        return _replace(
+            outcome, pull=pull, message=f"{outcome.message}; pull request #{pull.number} {pull.url}"
+        )
+
+    def _notify_promotion(self, outcome: PromotionOutcome) -> PromotionOutcome:
+        decision = outcome.decision
+        warnings = self._notify(
+            DecisionNotice(
+                plan=self.plan.name,
+                stacks=(outcome.stack,),
+                decision=decision.action.value,
+                stage=decision.stage,
+                step=decision.step,
+                summary=outcome.message,
+                reasons=tuple(str(r) for r in decision.reasons),
+                actor=self.actor,
+                at=decision.now,
+                commit=outcome.commit,
+                link=outcome.pull.url if outcome.pull else None,
+            )
+        )
+        return _replace(outcome, warnings=outcome.warnings + warnings)
+
+    # -- rollback ----------------------------------------------------------------------------------
+
+    def rollback(
+        self,
+        stacks: Sequence[str],
+        *,
+        reason: str,
+        now: datetime,
+        evidence: Sequence[str] = (),
+        applier: Applier | None = None,
+        dry_run: bool = False,
+    ) -> RollbackOutcome:
+        """Stable weights for every stack in ONE commit straight to main; then apply when asked.
+
+        A stack already at 0% candidate is left alone; when all are, git gets no commit (the apply
+        still runs, so a crash after the push is finished by running the same command again).
+        """
+        if not reason.strip():
+            raise UserError("--reason: say why (it goes into the commit and the page)")
+        stacks = tuple(dict.fromkeys(stacks))
+        sha: str | None = None
+        changed: tuple[str, ...] = ()
+        first_stage, first_step = "", 0
+        for _ in range(MAX_ROUNDS):
+            self.repo.fetch()
+            base = self._base()
+            files: dict[str, str] = {}
+            befores: dict[str, RolloutState] = {}
+            for stack in stacks:
+                text, state = self._state_at(base, stack)
+                befores[stack] = state
+                if state.candidate_weight == 0:
+                    continue
+                target = rollback_target(self.plan, state, now)
+                files[self.path(stack)] = render_state(text, target, self.path(stack))
+            first = befores[stacks[0]]
+            first_stage, first_step = first.stage, first.step
+            changed = tuple(s for s in stacks if self.path(s) in files)
+            if not files or dry_run:
+                break
+            message = self._rollback_message(changed, befores, reason, evidence, now)
+            candidate = self.repo.commit_files(base, files, message, when=now.isoformat())
+            try:
+                self.repo.push(candidate, self.repo.main, expect=base)
+            except PushRejected:
+                continue  # main moved: re-read it; the stacks may already be rolled back by the winner
+            sha = candidate
+            break
+        else:
+            raise UserError(f"rollback: {self.repo.main} kept moving; gave up after {MAX_ROUNDS} rounds")
+
+        if dry_run:
+            what = ", ".join(changed) or "nothing"
+            return RollbackOutcome(stacks, "dry-run", f"would roll back {what}", None)
+        if sha is not None:
+            self.repo.fetch()
+        # The working tree an applier reads must hold the rollback before the apply.
+        self.repo.fast_forward_checkout(self.repo.main)
+        if sha is None:
+            last = self.last_decision(stacks[0])
+            where = f" by {last.sha[:12]}" if last is not None and last.trailer("Rollout-Decision") else ""
+            result, message = (
+                "already-rolled-back",
+                f"already rolled back{where}: {', '.join(stacks)} at 0% candidate",
+            )
+        else:
+            result, message = (
+                "rolled-back",
+                f"rolled back {', '.join(changed)} in {sha[:12]} on {self.repo.main}",
+            )
+        applied: list[str] = []
+        if applier is not None:
+            for stack in stacks:
+                applier.apply_traffic(stack)
+                applied.append(stack)
+            self.repo.hook("applied")
+            message += f"; traffic applied to {', '.join(applied)}"
+        warnings: tuple[str, ...] = ()
+        if sha is not None:
+            warnings = self._notify(
+                DecisionNotice(
+                    plan=self.plan.name,
+                    stacks=changed,
+                    decision="rollback",
+                    stage=first_stage,
+                    step=first_step,
+                    summary=reason,
+                    reasons=(reason, *evidence),
+                    actor=self.actor,
+                    at=now,
+                    commit=sha,
+                    details={"applied": applied},
+                )
+            )
+        return RollbackOutcome(stacks, result, message, sha, tuple(applied), warnings)
+
+    def _rollback_message(
+        self,
+        stacks: Sequence[str],
+        befores: dict[str, RolloutState],
+        reason: str,
+        evidence: Sequence[str],
+        now: datetime,
+    ) -> str:
+        body = [
+            f"Break-glass rollback by {self.actor} at {now.isoformat()}: stable gets 100% on "
+            f"{', '.join(stacks)}.",
+            "",
+            f"Why: {reason}",
+        ]
+        for stack in stacks:
+            state = befores[stack]
+            body.append(
+                f"- {stack}: was {state.stage} step {state.step} with {state.candidate.version} "
+                f"({state.candidate.colour.value}) at {state.candidate_weight}%; now "
+                f"{state.stable.version} ({state.stable.colour.value}) at 100%"
+            )
+        if evidence:
+            body += ["", "Evidence:", *[f"- {item}" for item in evidence]]
+        trailers = [("Rollout-Plan", self.plan.name)]
+        trailers += [("Rollout-Stack", stack) for stack in stacks]
+        first = befores[stacks[0]]
+        trailers += [
+            ("Rollout-Stage", first.stage),
+            ("Rollout-Step", "0"),
+            ("Rollout-Decision", "rollback"),
+            ("Rollout-Reason", reason),
+            *[("Rollout-Evidence", item) for item in evidence],
+            ("Rollout-Actor", self.actor),
+            ("Rollout-At", now.isoformat()),
+        ]
+        subject = f"rollout({','.join(stacks)}): roll back to {first.stable.version} (break-glass)"
+        return commit_message(subject, body, trailers)
+
+    # -- status ------------------------------------------------------------------------------------
+
+    def last_decision(self, stack: str, ref: str | None = None) -> Commit | None:
+        """The newest commit on main that changed this stack's config with a rollout decision."""
+        for commit in self.repo.trailers(ref or self.main_ref, self.path(stack)):
+            if commit.trailer("Rollout-Decision") and stack in commit.trailer_values("Rollout-Stack"):
+                return commit
+        return None
+
+    def status(self, stacks: Sequence[str], live: LiveState | None = None) -> list[StackStatus]:
+        live = live or NoLiveState()
+        try:
+            self.repo.fetch()
+            ref = self.main_ref
+        except UserError:
+            ref = "HEAD"  # offline: report what this clone knows
+        if self.repo.sha(ref) is None:
+            ref = "HEAD"
+        found = []
+        for stack in stacks:
+            _, state = self._state_at(ref, stack)
+            changes = self.repo.trailers(ref, self.path(stack), limit=1)
+            decision = self.last_decision(stack, ref)
+            pending = tuple(sorted(self.repo.remote_branches(f"rollout/{stack}/")))
+            weights = live.live_weights(stack)
+            if weights is None:
+                drift = "unknown"
+            else:
+                drift = "in-sync" if dict(weights) == dict(state.weights) else "drift"
+            found.append(
+                StackStatus(
+                    stack=stack,
+                    state=state,
+                    commit=changes[0].sha if changes else None,
+                    last_decision=decision.trailer("Rollout-Decision") if decision else None,
+                    last_decision_commit=decision.sha if decision else None,
+                    last_decision_at=decision.committed_at if decision else None,
+                    last_decision_by=decision.trailer("Rollout-Actor") if decision else None,
+                    pending=pending,
+                    live={c.value: w for c, w in weights.items()} if weights is not None else None,
+                    drift=drift,
+                )
+            )
+        return found
+
+
+def _weights_text(state: RolloutState) -> str:
+    return ",".join(f"{colour.value}={weight}" for colour, weight in sorted(state.weights.items()))
+
+
+def _replace(outcome: PromotionOutcome, **changes: object) -> PromotionOutcome:
+    from dataclasses import replace
+
+    return replace(outcome, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,131 @@
+"""Decision notifications: every decision to Slack (incoming webhook), rollbacks to PagerDuty (Events v2).
+
+Where to send comes from environment variables the plan names (``notifications.slack_webhook_env``,
+``notifications.pagerduty_routing_key_env``): the plan holds names, never secrets, and neither the
+webhook URL nor the routing key is ever logged or put in a message. A notification that fails is
+reported back as a warning; it never undoes or blocks the decision it reports.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from rollout_policies.plan.model import Notifications
+
+PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
+# Overrides the Events API address (a local receiver in tests); not a secret.
+PAGERDUTY_URL_ENV = "PAGERDUTY_EVENTS_URL"
+
+
+@dataclass(frozen=True)
+class DecisionNotice:
+    """What happened, in the words a person on call reads first."""
+
+    plan: str
+    stacks: tuple[str, ...]
+    decision: str  # promote | hold | rollback
+    stage: str
+    step: int
+    summary: str
+    reasons: tuple[str, ...]
+    actor: str
+    at: datetime
+    commit: str | None = None
+    link: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Notifier:
+    """Sends notices where the plan says; ``environ`` and ``client`` are injectable for tests."""
+
+    config: Notifications
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10.0))
+
+    def _secret(self, variable: str | None) -> str | None:
+        return self.environ.get(variable) or None if variable else None
+
+    def notify(self, notice: DecisionNotice) -> list[str]:
+        """Send a notice; returns warnings (empty when everything configured was delivered)."""
+        warnings: list[str] = []
+        webhook = self._secret(self.config.slack_webhook_env)
+        if webhook:
+            warnings += self._post("Slack", webhook, slack_message(notice))
+        if notice.decision == "rollback":
+            key = self._secret(self.config.pagerduty_routing_key_env)
+            if key:
+                url = self.environ.get(PAGERDUTY_URL_ENV) or PAGERDUTY_EVENTS_URL
+                warnings += self._post("PagerDuty", url, pagerduty_event(notice, key), expect=202)
+        return warnings
+
+    def _post(
+        self, service: str, url: str, payload: Mapping[str, Any], expect: int | None = None
+    ) -> list[str]:
+        try:
+            response = self.client.post(url, json=payload)
+        except httpx.HTTPError as err:
+            # The error's text can hold the URL (a secret for Slack): name only its kind.
+            return [f"{service} notification failed: {type(err).__name__}"]
+        ok = response.status_code == expect if expect else response.is_success
+        return [] if ok else [f"{service} notification failed: HTTP {response.status_code}"]
+
+
+def slack_message(notice: DecisionNotice) -> dict[str, Any]:
+    """A Slack incoming-webhook payload: a text fallback and a few blocks."""
+    icon = {
+        "promote": ":large_green_circle:",
+        "hold": ":double_vertical_bar:",
+        "rollback": ":rotating_light:",
+    }
+    head = (
+        f"{icon.get(notice.decision, '')} *{notice.decision.upper()}* {notice.plan} "
+        f"on {', '.join(notice.stacks)} at {notice.stage} step {notice.step}: {notice.summary}"
+    ).strip()
+    lines = [f"• {reason}" for reason in notice.reasons[:10]]
+    context = f"by {notice.actor} at {notice.at.isoformat()}"
+    if notice.commit:
+        context += f", commit {notice.commit[:12]}"
+    if notice.link:
+        context += f", {notice.link}"
+    blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": head}}]
+    if lines:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)}})
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context}]})
+    return {"text": head, "blocks": blocks}
+
+
+def pagerduty_event(notice: DecisionNotice, routing_key: str) -> dict[str, Any]:
+    """A PagerDuty Events API v2 trigger; the dedup key makes a repeated rollback one incident."""
+    return {
+        "routing_key": routing_key,
+        "event_action": "trigger",
+        "dedup_key": f"rollout/{notice.plan}/{'+'.join(notice.stacks)}/rollback/{notice.stage}",
+        "payload": {
+            "summary": f"Rollback of {notice.plan} on {', '.join(notice.stacks)}: {notice.summary}"[:1024],
+            "source": "markethub-rollout",
+            "severity": "critical",
+            "timestamp": notice.at.isoformat(),
+            "component": ", ".join(notice.stacks),
+            "group": notice.plan,
+            "class": "rollback",
+            "custom_details": {
+                "stage": notice.stage,
+                "step": notice.step,
+                "reasons": list(notice.reasons),
+                "actor": notice.actor,
+                "commit": notice.commit,
+                **dict(notice.details),
+            },
+        },
+    }
+
+
+def reasons_text(reasons: Sequence[object]) -> tuple[str, ...]:
+    return tuple(str(reason) for reason in reasons)
