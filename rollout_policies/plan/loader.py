@@ -77,7 +77,11 @@ def load_plan(path: str | Path, *, providers: Collection[str] = KNOWN_PROVIDERS)
 
 def parse_plan(text: str, *, source: str = "<plan>", providers: Collection[str] = KNOWN_PROVIDERS) -> Plan:
     """Validate plan text; ``source`` names it in error messages (normally the file path)."""
-    data = _parse_yaml(text, source)
+    return build_plan(_parse_yaml(text, source), source=source, providers=providers)
+
+
+def build_plan(data: Any, *, source: str = "<plan>", providers: Collection[str] = KNOWN_PROVIDERS) -> Plan:
+    """Validate already-parsed YAML (ruamel round-trip data keeps the line numbers for errors)."""
     if data is None:
         raise PlanError(f"{source}: the plan file is empty")
     if not isinstance(data, Mapping):
