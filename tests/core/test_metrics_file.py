@@ -1,0 +1,95 @@
+"""The metrics file format: what each form of entry becomes as core measurements."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from rollout_policies.core import Measurement
+from rollout_policies.errors import UserError
+from rollout_policies.metrics_file import load_metrics_file
+
+NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+
+
+def t(hour: int, minute: int = 0) -> datetime:
+    return datetime(2026, 11, 28, hour, minute, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ("0.4", [Measurement.ok("m", 0.4, NOW)]),
+        ("{value: 2, observed_at: 2026-11-28T08:30:00Z}", [Measurement.ok("m", 2, t(8, 30))]),
+        ("{value: 2, observed_at: '2026-11-28T10:30:00+02:00'}", [Measurement.ok("m", 2, t(8, 30))]),
+        ("{phase: error, message: refused}", [Measurement.error("m", NOW, "refused")]),
+        ("{phase: no_data}", [Measurement.no_data("m", NOW)]),
+        (
+            "{value: 0, since: 2026-11-26T09:00:00Z}",
+            [Measurement.ok("m", 0, NOW, since=datetime(2026, 11, 26, 9, tzinfo=UTC))],
+        ),
+        (
+            "[{value: 1, observed_at: 2026-11-28T08:00:00Z}, {value: 3, observed_at: 2026-11-28T08:05:00Z}]",
+            [Measurement.ok("m", 1, t(8)), Measurement.ok("m", 3, t(8, 5))],
+        ),
+    ],
+    ids=["bare number", "value and time", "offset time", "error", "no data", "count over a span", "history"],
+)
+def test_entry_becomes_measurements(tmp_path: Path, entry: str, expected: list[Measurement]) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(f"metrics:\n  m: {entry}\n")
+    assert list(load_metrics_file(path, now=NOW).measurements) == expected
+
+
+def test_file_observed_at_is_the_default_time(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text("observed_at: 2026-11-28T07:00:00Z\nmetrics: {m: 1}\n")
+    assert load_metrics_file(path, now=NOW).measurements == (Measurement.ok("m", 1, t(7)),)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "metrics: {m: {phase: error, value: 3}}\n",
+            "m.yaml:1: metrics.m.value: phase error carries no value",
+        ),
+        ("metrics: {m: {phase: ok}}\n", "m.yaml:1: metrics.m: phase ok needs a value"),
+        ("metrics: {m: true}\n", "m.yaml:1: metrics.m: not a finite number: True"),
+        ("metrics: {m: []}\n", "m.yaml:1: metrics.m: an empty list: give at least one measurement"),
+        (
+            "metrics:\n  m: {value: 1, observed_at: 2026-11-28}\n",
+            "m.yaml:2: metrics.m.observed_at: 2026-11-28 is a date; give a time such as 2026-11-28T09:00:00Z",
+        ),
+        (
+            "metrics:\n  m: {value: 1, since: 2026-11-29T00:00:00Z}\n",
+            "m.yaml:2: metrics.m.since: is after observed_at",
+        ),
+        (
+            "metrics: {m: 1}\nextra: 1\n",
+            "m.yaml:2: extra: unknown key "
+            "(expected one of: metrics, observed_at, signoffs, stage_started_at, step_started_at)",
+        ),
+        ("observed_at: 1\n", "m.yaml:1: 'metrics' is missing"),
+        ("- 1\n", "m.yaml:1: the top level must be a mapping with a 'metrics' key"),
+    ],
+    ids=[
+        "value with error phase",
+        "ok without value",
+        "boolean value",
+        "empty history",
+        "date without time",
+        "since after observed_at",
+        "unknown top-level key",
+        "no metrics",
+        "not a mapping",
+    ],
+)
+def test_bad_file_is_one_line_user_error(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError) as caught:
+        load_metrics_file(path, now=NOW)
+    assert str(caught.value) == f"{tmp_path}/{message}"
