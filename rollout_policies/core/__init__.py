@@ -16,7 +16,8 @@ from rollout_policies.core.progression import (
     locate,
     rollback_target,
 )
-from rollout_policies.core.triggers import TriggerResult, TriggerStatus, evaluate_trigger
+from rollout_policies.core.report import decision_as_dict, render_text
+from rollout_policies.core.triggers import TriggerResult, TriggerStatus, evaluate_trigger, evaluate_triggers
 
 __all__ = [
     "Action",
@@ -37,11 +38,14 @@ __all__ = [
     "Verdict",
     "advance",
     "decide",
+    "decision_as_dict",
     "evaluate_criterion",
     "evaluate_gate",
     "evaluate_stage_gates",
     "evaluate_trigger",
+    "evaluate_triggers",
     "is_rolled_back",
     "locate",
+    "render_text",
     "rollback_target",
 ]

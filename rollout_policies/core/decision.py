@@ -10,7 +10,7 @@ from rollout_policies.core.criteria import CriterionResult, CriterionStatus, eva
 from rollout_policies.core.durations import span
 from rollout_policies.core.gates import GateVerdict, Verdict, evaluate_stage_gates
 from rollout_policies.core.measurement import Evidence, require_aware
-from rollout_policies.core.triggers import TriggerResult, TriggerStatus, evaluate_trigger
+from rollout_policies.core.triggers import TriggerResult, TriggerStatus, evaluate_triggers
 from rollout_policies.errors import UserError
 from rollout_policies.plan.model import CriterionKind, Metric, Plan, Stage, format_duration
 
@@ -139,10 +139,7 @@ def decide(
         for no_go, group in ((False, stage.go), (True, stage.no_go))
         for criterion in group
     )
-    triggers = tuple(
-        evaluate_trigger(trigger, metrics[trigger.metric], evidence.history(trigger.metric), now=now)
-        for trigger in plan.triggers
-    )
+    triggers = evaluate_triggers(plan, evidence, now=now)
 
     reasons: list[Reason] = []
     for gate in gates:

@@ -8,8 +8,8 @@ from datetime import datetime
 from enum import StrEnum
 
 from rollout_policies.core.durations import span
-from rollout_policies.core.measurement import Measurement, Phase, require_aware
-from rollout_policies.plan.model import Metric, Trigger, format_duration
+from rollout_policies.core.measurement import Evidence, Measurement, Phase, require_aware
+from rollout_policies.plan.model import Metric, Plan, Trigger, format_duration
 
 
 class TriggerStatus(StrEnum):
@@ -76,4 +76,13 @@ def evaluate_trigger(
         TriggerStatus.BREACHING,
         f"{metric.id} {trigger.threshold} for {span(held)} of {format_duration(trigger.window)}",
         since,
+    )
+
+
+def evaluate_triggers(plan: Plan, evidence: Evidence, *, now: datetime) -> tuple[TriggerResult, ...]:
+    """Every rollback trigger of the plan, in plan order (what ``rollout watch`` checks each tick)."""
+    metrics = {metric.id: metric for metric in plan.metrics}
+    return tuple(
+        evaluate_trigger(trigger, metrics[trigger.metric], evidence.history(trigger.metric), now=now)
+        for trigger in plan.triggers
     )

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
-from core_plans import CRASH_TRIGGER, METRICS, at, ok
+from core_plans import CRASH_TRIGGER, METRICS, PLAN_WITH_TRIGGERS, at, ok
 
-from rollout_policies.core import Measurement, evaluate_trigger
+from rollout_policies.core import Evidence, Measurement, evaluate_trigger, evaluate_triggers
 from rollout_policies.plan.model import Threshold, Trigger
 
 CRASH = {m.id: m for m in METRICS}["crash_rate"]  # max age 15m
@@ -88,3 +88,9 @@ def test_zero_window_fires_on_first_breaching_sample() -> None:
 def test_fired_trigger_reports_when_the_breach_began() -> None:
     result = evaluate_trigger(CRASH_TRIGGER, CRASH, crash((0, 1), (1, 6), (7, 7)), now=at(minutes=7))
     assert (result.status.value, result.since) == ("fired", at(minutes=1))
+
+
+def test_every_plan_trigger_is_evaluated_in_plan_order() -> None:
+    evidence = Evidence.of([*crash((0, 6), (5, 6)), ok("api_error_rate", 1, at(minutes=5))])
+    results = evaluate_triggers(PLAN_WITH_TRIGGERS, evidence, now=at(minutes=5))
+    assert [(r.id, r.status.value) for r in results] == [("crash-rate", "fired"), ("api-error-rate", "clear")]
