@@ -3,9 +3,13 @@ the tool's webhook, and a Grafana dashboard of the stage's metrics against their
 
 Two rule objects, so each changes only when it must: the trigger rules are plan-wide (a promotion
 never touches them); the gate alerts follow the current stage's tables. A trigger's ``for:`` is its
-window from the plan ("crash rate > 5% for 5 minutes"; "immediately" is ``0s``). Only metrics whose
-source is Prometheus can become rules; the others are listed in the component's ``unruled`` output
-and left to ``rollout watch``, which polls every provider.
+window from the plan ("crash rate > 5% for 5 minutes"; "immediately" is ``0s``). A metric whose
+source is Prometheus is watched with its own query. A metric from another provider (CloudWatch, SQL,
+a JSON API) is watched through a bridge gauge, ``markethub_rollout_measurement{metric, service}``
+by default (``alerts.bridgeMetric``), which whatever carries those measurements into Prometheus
+publishes (a cloudwatch exporter, or the tool's own poller); until something publishes it, those
+rules see no data and never fire, and ``rollout watch`` still polls the providers directly. Manual
+metrics get no rule (``unruled`` output).
 
 The dashboard shows the live traffic split from a PromQL query rather than the configured weights,
 so a step (a weight change) updates the route alone; the stage, its planned steps and its
@@ -27,6 +31,7 @@ from rollout_policies.plan.model import Direction, Gate, Metric, Plan, Stage, Th
 
 COMPONENT = "alerts"
 PROMETHEUS = "prometheus"
+MANUAL = "manual"
 RECEIVER = "rollout-webhook"
 DASHBOARD_LABEL = "grafana_dashboard"
 GATE_FOR = "5m"  # an alert threshold must hold this long before it pages: one scrape blip is noise
@@ -52,10 +57,20 @@ def _camel(identifier: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in identifier.replace("-", "_").split("_") if part)
 
 
-def _expr(metric: Metric, threshold: Threshold) -> str | None:
-    if metric.source.provider != PROMETHEUS or not metric.source.query.strip():
+def metric_query(args: AlertsArgs, metric: Metric) -> str | None:
+    """The PromQL giving ``metric``: its own query when Prometheus is its source; otherwise the
+    bridge gauge that carries other providers' measurements into Prometheus (see the module doc);
+    ``None`` for metrics a person reports (manual)."""
+    if metric.source.provider == PROMETHEUS and metric.source.query.strip():
+        return metric.source.query.strip()
+    if metric.source.provider == MANUAL:
         return None
-    return f"({metric.source.query.strip()}) {threshold.op.value} {threshold.value:g}"
+    return f'max({args.alerts.bridge_metric}{{metric="{metric.id}",service="{args.service}"}})'
+
+
+def _expr(args: AlertsArgs, metric: Metric, threshold: Threshold) -> str | None:
+    query = metric_query(args, metric)
+    return None if query is None else f"({query}) {threshold.op.value} {threshold.value:g}"
 
 
 def routing_labels(args: AlertsArgs) -> dict[str, str]:
@@ -66,7 +81,7 @@ def routing_labels(args: AlertsArgs) -> dict[str, str]:
 def trigger_rules(args: AlertsArgs) -> list[Manifest]:
     rules = []
     for trigger in args.plan.triggers:
-        expr = _expr(args.plan.metric(trigger.metric), trigger.threshold)
+        expr = _expr(args, args.plan.metric(trigger.metric), trigger.threshold)
         if expr is None:
             continue
         rules.append(
@@ -101,7 +116,7 @@ def gate_rules(args: AlertsArgs) -> list[Manifest]:
         if not _alertable(gate) or gate.alert is None:
             continue
         metric = args.plan.metric(gate.metric)
-        expr = _expr(metric, gate.alert)
+        expr = _expr(args, metric, gate.alert)
         if expr is None:
             continue
         rules.append(
@@ -127,11 +142,20 @@ def gate_rules(args: AlertsArgs) -> list[Manifest]:
     return rules
 
 
+def _watched(args: AlertsArgs) -> list[str]:
+    return [t.metric for t in args.plan.triggers] + [g.metric for g in args.stage.gates if _alertable(g)]
+
+
 def unruled_metrics(args: AlertsArgs) -> list[str]:
-    """Trigger and gate metrics that no PrometheusRule can watch (their source is not Prometheus)."""
-    ids = [t.metric for t in args.plan.triggers] + [g.metric for g in args.stage.gates if _alertable(g)]
-    missing = [m for m in ids if _expr(args.plan.metric(m), Threshold(op="<", value=0)) is None]
-    return sorted(set(missing))
+    """Trigger and gate metrics no rule can watch: a person reports them (manual source)."""
+    return sorted({m for m in _watched(args) if metric_query(args, args.plan.metric(m)) is None})
+
+
+def bridged_metrics(args: AlertsArgs) -> list[str]:
+    """Trigger and gate metrics whose rules read the bridge gauge (their source is not Prometheus)."""
+    return sorted(
+        {m for m in _watched(args) if args.plan.metric(m).source.provider not in (PROMETHEUS, MANUAL)}
+    )
 
 
 def _rule_manifest(args: AlertsArgs, name: str, group: str, rules: list[Manifest]) -> Manifest:
@@ -252,10 +276,11 @@ def dashboard(args: AlertsArgs) -> dict[str, Any]:
                 }
             },
         }
-        if metric.source.provider == PROMETHEUS and metric.source.query:
-            panel["targets"] = [{"refId": "A", "expr": metric.source.query}]
+        query = metric_query(args, metric)
+        if query is not None:
+            panel["targets"] = [{"refId": "A", "expr": query}]
         else:
-            panel["description"] = f"measured by the {metric.source.provider} provider, not Prometheus"
+            panel["description"] = "reported by a person (manual gate): see the promotion pull request"
         panels.append(panel)
     for number, panel in enumerate(panels, start=1):
         panel["id"] = number
@@ -302,4 +327,10 @@ class RollbackAlerts(pulumi.ComponentResource):
         self.gate_rules = kube.apply(f"{name}-gates", gate_rule_manifest(args), child)
         self.route = kube.apply(f"{name}-route", alertmanager_config_manifest(args), child)
         self.dashboard = kube.apply(f"{name}-dashboard", dashboard_manifest(args), child)
-        self.register_outputs({"unruled": unruled_metrics(args), "webhook": args.alerts.webhook_url})
+        self.register_outputs(
+            {
+                "unruled": unruled_metrics(args),
+                "bridged": bridged_metrics(args),
+                "webhook": args.alerts.webhook_url,
+            }
+        )

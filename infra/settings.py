@@ -115,6 +115,8 @@ class Alerts(_Section):
     dashboard_namespace: str = ""
     # PromQL giving requests per second by colour: the dashboard's live traffic split.
     traffic_query: str = ""
+    # The gauge carrying non-Prometheus measurements into Prometheus, labelled metric and service.
+    bridge_metric: str = "markethub_rollout_measurement"
 
 
 class Drills(_Section):
