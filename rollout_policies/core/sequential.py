@@ -1,0 +1,479 @@
+"""Anytime-valid canary-versus-baseline comparisons for rate metrics and latency quantiles.
+
+A gate that is watched continuously needs a test whose false-alarm rate holds however often it is
+looked at. This module keeps an e-process (a nonnegative supermartingale under "no regression") per
+comparison; by Ville's inequality it exceeds ``1/alpha`` with probability at most ``alpha`` over the
+whole, unbounded, continuously monitored stream.
+
+The rate test conditions on the total number of events in each observation: for Poisson counts,
+given ``m = canary_events + baseline_events``, the canary's events are Binomial(m, pi) with
+``pi = rho * n_c / (rho * n_c + n_b)``, where ``rho`` is the canary-to-baseline rate ratio. Load that
+hits both versions alike (diurnal cycles, bursts) cancels out. The evidence is a mixture likelihood
+ratio over a grid of ratios (a discretised mSPRT with a half-normal prior on ``log rho``). Binomial
+counts at equal rates are less dispersed given their total (hypergeometric), so the test stays valid
+for them. Extra-binomial noise per version (overdispersion) is absorbed by a predictable quasi-
+likelihood dispersion factor estimated from the past observations.
+
+Latency is compared through exceedances: each observation's requests are split at the baseline's
+running quantile (computed from earlier observations only, so it is predictable) and the counts of
+slow requests go through the same rate test. Under "same latency distribution" the canary's share of
+slow requests is the traffic share, whatever threshold was chosen.
+
+Pure: numpy and scipy only, no I/O, no clock. ``RateComparisonBatch`` runs many independent streams
+at once (the benchmark uses it); ``RateComparison`` and ``LatencyComparison`` are the one-stream API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+# The ratios the evidence is tracked on: log-spaced from 1/32 to 32, a tenth of a doubling apart (the
+# likelihood in log rho is smooth, and any grid gives a valid mixture); exact null and tolerance
+# points are added per comparison.
+_GRID_LOG_MIN = float(np.log(1 / 32))
+_GRID_LOG_MAX = float(np.log(32))
+_GRID_POINTS = 97
+# Pseudo-observations (in expected canary events) that pull the dispersion estimate towards 1, so a
+# few early events cannot swing it.
+_DISPERSION_PRIOR_EVENTS = 30.0
+
+
+class Outcome(StrEnum):
+    """What a comparison concludes so far."""
+
+    CONTINUE = "continue"  # not enough evidence either way yet
+    REGRESSION = "regression"  # the canary is worse than the baseline: roll back
+    NO_REGRESSION = "no_regression"  # any regression is smaller than the tolerance: may pass
+
+
+_OUTCOME_CODES = (Outcome.CONTINUE, Outcome.REGRESSION, Outcome.NO_REGRESSION)
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """A comparison's verdict with its evidence.
+
+    ``log_evidence`` is the natural log of the e-value against "no regression" (REGRESSION once it
+    reaches ``log(1/alpha)``); ``log_evidence_clean`` the log e-value against "a regression of at
+    least the tolerance" (NO_REGRESSION once it reaches the same level). ``estimate`` is the
+    canary-to-baseline rate ratio of the pooled counts; ``lower`` and ``upper`` bound it by an
+    anytime-valid ``1 - alpha`` confidence sequence (``upper`` is ``inf`` while unbounded).
+    """
+
+    verdict: Outcome
+    log_evidence: float
+    log_evidence_clean: float
+    threshold: float  # log(1/alpha)
+    estimate: float | None
+    lower: float
+    upper: float
+    canary_events: float
+    canary_trials: float
+    baseline_events: float
+    baseline_trials: float
+    observations: int
+    dispersion: float
+    metric: str = "rate"  # "rate", or "latency p95" and the like
+
+    @property
+    def e_value(self) -> float:
+        """The e-value against "no regression" (may be ``inf`` when overwhelming)."""
+        return float(np.exp(min(self.log_evidence, 700.0)))
+
+
+def _logsumexp(a: FloatArray, axis: int) -> FloatArray:
+    """log(sum(exp(a))) along an axis; rows that are all -inf give -inf (no warnings)."""
+    peak = np.max(a, axis=axis, keepdims=True)
+    safe = np.where(np.isfinite(peak), peak, 0.0)
+    with np.errstate(divide="ignore"):
+        out: FloatArray = np.log(np.sum(np.exp(a - safe), axis=axis)) + np.squeeze(safe, axis=axis)
+    return out
+
+
+def _half_normal_weights(offsets: FloatArray, scale: float) -> FloatArray:
+    """Normalised weights of a half-normal prior on the log-ratio offsets (all positive)."""
+    log_w = -0.5 * (offsets / scale) ** 2
+    w = np.exp(log_w - log_w.max())
+    out: FloatArray = w / w.sum()
+    return out
+
+
+class RateComparisonBatch:
+    """Many independent canary-versus-baseline rate comparisons, advanced together.
+
+    Every argument of :meth:`observe` is an array with one entry per stream (or a scalar). Counts are
+    the increments since the previous call (events and trials in that interval), per version.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        *,
+        alpha: float = 0.01,
+        margin: float = 0.0,
+        tolerance: float = 1.5,
+        dispersion: float | None = None,
+        prior_scale: float = float(np.log(2.5)),
+    ) -> None:
+        if not 0 < alpha < 1:
+            raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
+        if margin < 0:
+            raise ValueError(f"margin must be at least 0, got {margin}")
+        if tolerance <= 1 + margin:
+            raise ValueError(f"tolerance must exceed 1 + margin ({1 + margin:g}), got {tolerance}")
+        if dispersion is not None and dispersion < 1:
+            raise ValueError(f"dispersion must be at least 1 (or None to estimate it), got {dispersion}")
+        if size < 1:
+            raise ValueError(f"size must be at least 1, got {size}")
+        self.size = size
+        self.alpha = alpha
+        self.margin = margin
+        self.tolerance = tolerance
+        self.fixed_dispersion = dispersion
+        self.threshold = float(np.log(1 / alpha))
+        null_log = float(np.log1p(margin))
+        tol_log = float(np.log(tolerance))
+        grid = np.linspace(_GRID_LOG_MIN, _GRID_LOG_MAX, _GRID_POINTS)
+        self.log_ratios: FloatArray = np.unique(np.concatenate([grid, [0.0, null_log, tol_log]]))
+        self._null = int(np.searchsorted(self.log_ratios, null_log))
+        self._tol = int(np.searchsorted(self.log_ratios, tol_log))
+        # Regression evidence: alternatives above the null, mixed by a half-normal prior on log rho.
+        above = self.log_ratios > null_log
+        self._reg_idx = np.flatnonzero(above)
+        self._reg_logw = np.log(_half_normal_weights(self.log_ratios[above] - null_log, prior_scale))
+        # Clean evidence: alternatives below the tolerance, centred on "no change" (rho = 1).
+        below = self.log_ratios < tol_log
+        self._clean_idx = np.flatnonzero(below)
+        self._clean_logw = np.log(_half_normal_weights(tol_log - self.log_ratios[below], max(tol_log, 0.1)))
+        self.prior_scale = prior_scale
+        g = self.log_ratios.size
+        # Cumulative (dispersion-scaled) conditional log-likelihood of every tracked ratio.
+        self.loglik: FloatArray = np.zeros((size, g))
+        self.canary_events: FloatArray = np.zeros(size)
+        self.canary_trials: FloatArray = np.zeros(size)
+        self.baseline_events: FloatArray = np.zeros(size)
+        self.baseline_trials: FloatArray = np.zeros(size)
+        self.observations = 0
+        self._sq_resid: FloatArray = np.zeros(size)
+        self._expected_var: FloatArray = np.zeros(size)
+        self.regressed: npt.NDArray[np.bool_] = np.zeros(size, dtype=bool)
+        self.cleared: npt.NDArray[np.bool_] = np.zeros(size, dtype=bool)
+        self._cs_log_weights: FloatArray | None = None
+
+    def dispersion(self) -> FloatArray:
+        """The dispersion factor the next observation will be scaled by (at least 1)."""
+        if self.fixed_dispersion is not None:
+            return np.full(self.size, float(self.fixed_dispersion))
+        est = (_DISPERSION_PRIOR_EVENTS + self._sq_resid) / (_DISPERSION_PRIOR_EVENTS + self._expected_var)
+        out: FloatArray = np.maximum(1.0, est)
+        return out
+
+    def estimate(self) -> FloatArray:
+        """The pooled canary-to-baseline rate ratio (NaN before both versions have events/trials)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rc = self.canary_events / self.canary_trials
+            rb = self.baseline_events / self.baseline_trials
+            out: FloatArray = np.where(
+                (self.canary_trials > 0) & (self.baseline_trials > 0) & (rb > 0), rc / rb, np.nan
+            )
+        return out
+
+    def observe(
+        self,
+        canary_events: npt.ArrayLike,
+        canary_trials: npt.ArrayLike,
+        baseline_events: npt.ArrayLike,
+        baseline_trials: npt.ArrayLike,
+    ) -> IntArray:
+        """Add one interval's counts per stream; return each stream's outcome code (see ``decode``)."""
+        xc = np.broadcast_to(np.asarray(canary_events, dtype=np.float64), (self.size,))
+        nc = np.broadcast_to(np.asarray(canary_trials, dtype=np.float64), (self.size,))
+        xb = np.broadcast_to(np.asarray(baseline_events, dtype=np.float64), (self.size,))
+        nb = np.broadcast_to(np.asarray(baseline_trials, dtype=np.float64), (self.size,))
+        for name, arr in (
+            ("canary_events", xc),
+            ("canary_trials", nc),
+            ("baseline_events", xb),
+            ("baseline_trials", nb),
+        ):
+            if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+                raise ValueError(f"{name} must be finite and non-negative")
+        if np.any(xc > nc) or np.any(xb > nb):
+            raise ValueError("events cannot exceed trials")
+
+        phi = self.dispersion()
+        informative = (nc > 0) & (nb > 0) & (xc + xb > 0)
+        # pi(rho) = rho n_c / (rho n_c + n_b), in logs: log pi = -log1p(n_b / (rho n_c)).
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_odds = self.log_ratios[None, :] + np.log(nc / nb)[:, None]  # log(rho n_c / n_b)
+        log_odds = np.where(informative[:, None], log_odds, 0.0)
+        log_pi = -np.logaddexp(0.0, -log_odds)
+        log_1mpi = -np.logaddexp(0.0, log_odds)
+        step = xc[:, None] * log_pi + xb[:, None] * log_1mpi
+        step = np.where(informative[:, None], step / phi[:, None], 0.0)
+
+        # The dispersion is estimated around the current ratio estimate, from past data only, so a
+        # real regression does not inflate it and the scaling stays predictable.
+        rho_hat = self.estimate()
+        rho_hat = np.where(np.isfinite(rho_hat) & (rho_hat > 0), rho_hat, np.exp(self.log_ratios[self._null]))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pi_hat = np.where(informative, rho_hat * nc / (rho_hat * nc + nb), 0.0)
+        m = xc + xb
+        expected = m * pi_hat
+        self._sq_resid += np.where(informative, (xc - expected) ** 2, 0.0)
+        self._expected_var += np.where(informative, expected * (1 - pi_hat), 0.0)
+
+        self.loglik += step
+        self.canary_events += xc
+        self.canary_trials += nc
+        self.baseline_events += xb
+        self.baseline_trials += nb
+        self.observations += 1
+
+        self.regressed |= self.log_evidence() >= self.threshold
+        self.cleared |= self.log_evidence_clean() >= self.threshold
+        return self.codes()
+
+    def log_evidence(self) -> FloatArray:
+        """Log e-value against "no regression" (rate ratio at most 1 + margin), per stream."""
+        alt = self.loglik[:, self._reg_idx] + self._reg_logw[None, :]
+        out: FloatArray = _logsumexp(alt, axis=1) - self.loglik[:, self._null]
+        return out
+
+    def log_evidence_clean(self) -> FloatArray:
+        """Log e-value against "a regression of at least the tolerance", per stream."""
+        alt = self.loglik[:, self._clean_idx] + self._clean_logw[None, :]
+        out: FloatArray = _logsumexp(alt, axis=1) - self.loglik[:, self._tol]
+        return out
+
+    def codes(self) -> IntArray:
+        """Outcome codes: 0 continue, 1 regression (latched), 2 no regression (latched)."""
+        out: IntArray = np.where(self.regressed, 1, np.where(self.cleared, 2, 0)).astype(np.int64)
+        return out
+
+    @staticmethod
+    def decode(code: int) -> Outcome:
+        return _OUTCOME_CODES[int(code)]
+
+    def interval(self, index: int = 0) -> tuple[float, float]:
+        """The anytime-valid confidence sequence for one stream's ratio, at this observation.
+
+        The set of grid ratios that a two-sided mixture e-process (half-normal each side, half the
+        weight each) has not rejected at ``alpha``. Ends at the grid's edge become 0 and inf.
+        """
+        ll = self.loglik[index]
+        lr = self.log_ratios
+        log_e = _logsumexp(self._interval_log_weights() + ll[None, :], axis=1) - ll
+        inside = np.flatnonzero(log_e < self.threshold)
+        if inside.size == 0:
+            return (float("nan"), float("nan"))
+        lo_i, hi_i = int(inside[0]), int(inside[-1])
+        lower = 0.0 if lo_i == 0 else float(np.exp(lr[lo_i]))
+        upper = float("inf") if hi_i == lr.size - 1 else float(np.exp(lr[hi_i]))
+        return (lower, upper)
+
+    def _interval_log_weights(self) -> FloatArray:
+        """Row per null ratio: log weights of the alternatives (half on each side, half-normal)."""
+        if self._cs_log_weights is None:
+            lr = self.log_ratios
+            diff = lr[None, :] - lr[:, None]
+            base = -0.5 * (diff / self.prior_scale) ** 2
+            weights = np.zeros_like(base)
+            for side in (diff > 0, diff < 0):
+                w = np.where(side, np.exp(base), 0.0)
+                total = w.sum(axis=1, keepdims=True)
+                weights += np.divide(0.5 * w, total, out=np.zeros_like(w), where=total > 0)
+            with np.errstate(divide="ignore"):
+                self._cs_log_weights = np.log(weights)
+        return self._cs_log_weights
+
+    def comparison(self, index: int = 0, *, metric: str = "rate") -> Comparison:
+        """One stream's current verdict and evidence."""
+        est = float(self.estimate()[index])
+        lower, upper = self.interval(index)
+        return Comparison(
+            verdict=self.decode(int(self.codes()[index])),
+            log_evidence=float(self.log_evidence()[index]),
+            log_evidence_clean=float(self.log_evidence_clean()[index]),
+            threshold=self.threshold,
+            estimate=None if np.isnan(est) else est,
+            lower=lower,
+            upper=upper,
+            canary_events=float(self.canary_events[index]),
+            canary_trials=float(self.canary_trials[index]),
+            baseline_events=float(self.baseline_events[index]),
+            baseline_trials=float(self.baseline_trials[index]),
+            observations=self.observations,
+            dispersion=float(self.dispersion()[index]),
+            metric=metric,
+        )
+
+
+class RateComparison:
+    """A streaming comparison of the canary's rate of bad events (errors, crashes) against the baseline.
+
+    >>> cmp = RateComparison(alpha=0.01)
+    >>> cmp.observe(canary_events=3, canary_trials=1000, baseline_events=250, baseline_trials=99000)
+    ... # doctest: +ELLIPSIS
+    Comparison(verdict=<Outcome.CONTINUE: 'continue'>, ...)
+
+    ``margin``: a canary rate up to ``baseline * (1 + margin)`` is not a regression. ``tolerance``: the
+    ratio below which a canary may be passed (NO_REGRESSION). ``dispersion``: a fixed factor >= 1 by
+    which the counts are more variable than Poisson, or None to estimate it from the stream.
+    """
+
+    def __init__(
+        self,
+        *,
+        alpha: float = 0.01,
+        margin: float = 0.0,
+        tolerance: float = 1.5,
+        dispersion: float | None = None,
+    ) -> None:
+        self._batch = RateComparisonBatch(
+            1, alpha=alpha, margin=margin, tolerance=tolerance, dispersion=dispersion
+        )
+
+    def observe(
+        self, canary_events: float, canary_trials: float, baseline_events: float, baseline_trials: float
+    ) -> Comparison:
+        """Add the counts of one interval (increments, not running totals) and return the verdict."""
+        self._batch.observe(canary_events, canary_trials, baseline_events, baseline_trials)
+        return self.verdict
+
+    @property
+    def verdict(self) -> Comparison:
+        return self._batch.comparison(0)
+
+
+def exceedance_threshold(edges: FloatArray, baseline_counts: FloatArray, quantile: float) -> float:
+    """The smallest bucket edge at or above the baseline's ``quantile`` (histogram upper bounds)."""
+    total = float(baseline_counts.sum())
+    if total <= 0:
+        return float("nan")
+    cum = np.cumsum(baseline_counts) / total
+    i = int(np.searchsorted(cum, quantile, side="left"))
+    return float(edges[min(i, edges.size - 1)])
+
+
+class LatencyComparison:
+    """A streaming comparison of the canary's latency quantile against the baseline's.
+
+    Feed each interval as histograms (bucket upper bounds and per-version counts, as Prometheus
+    ``_bucket`` series give them after differencing) or as raw samples. The canary's requests slower
+    than the baseline's running ``quantile`` (from earlier intervals) are compared with the
+    baseline's by :class:`RateComparison`: a regression means the canary has more slow requests.
+    ``estimate`` is the ratio of exceedance rates (e.g. 2.0: twice as many canary requests beyond the
+    baseline's p95).
+    """
+
+    def __init__(
+        self,
+        *,
+        quantile: float = 0.95,
+        alpha: float = 0.01,
+        margin: float = 0.0,
+        tolerance: float = 1.5,
+        dispersion: float | None = None,
+        edges: Sequence[float] | None = None,
+    ) -> None:
+        if not 0 < quantile < 1:
+            raise ValueError(f"quantile must be between 0 and 1, got {quantile}")
+        self.quantile = quantile
+        self._rates = RateComparisonBatch(
+            1, alpha=alpha, margin=margin, tolerance=tolerance, dispersion=dispersion
+        )
+        # Default buckets for raw samples (seconds): fine, log-spaced from 1 ms to 60 s.
+        self._edges: FloatArray = np.asarray(
+            edges if edges is not None else np.geomspace(1e-3, 60.0, 120), dtype=np.float64
+        )
+        if self._edges.ndim != 1 or self._edges.size < 2 or np.any(np.diff(self._edges) <= 0):
+            raise ValueError("edges must be at least two increasing bucket upper bounds")
+        self._baseline_hist: FloatArray = np.zeros(self._edges.size + 1)
+        self.threshold_seconds = float("nan")
+
+    def observe_histogram(
+        self, edges: Sequence[float], canary_counts: Sequence[float], baseline_counts: Sequence[float]
+    ) -> Comparison:
+        """Add one interval as bucket counts (non-cumulative; one more count than edges: the +Inf bucket)."""
+        e = np.asarray(edges, dtype=np.float64)
+        c = np.asarray(canary_counts, dtype=np.float64)
+        b = np.asarray(baseline_counts, dtype=np.float64)
+        if not np.array_equal(e, self._edges):
+            raise ValueError("edges must be the same bucket upper bounds on every call")
+        if c.shape != (e.size + 1,) or b.shape != (e.size + 1,):
+            raise ValueError(f"counts need {e.size + 1} buckets (the edges plus +Inf)")
+        self._observe_counts(c, b)
+        return self.verdict
+
+    def observe(self, canary_samples: Sequence[float], baseline_samples: Sequence[float]) -> Comparison:
+        """Add one interval's raw latency samples (seconds) per version."""
+        bins = np.concatenate([[-np.inf], self._edges, [np.inf]])
+        c, _ = np.histogram(np.asarray(canary_samples, dtype=np.float64), bins=bins)
+        b, _ = np.histogram(np.asarray(baseline_samples, dtype=np.float64), bins=bins)
+        self._observe_counts(c.astype(np.float64), b.astype(np.float64))
+        return self.verdict
+
+    def _observe_counts(self, c: FloatArray, b: FloatArray) -> None:
+        if np.any(c < 0) or np.any(b < 0):
+            raise ValueError("bucket counts must be non-negative")
+        # The threshold comes from earlier intervals only: it must not look at the counts it splits.
+        if self._baseline_hist.sum() > 0:
+            edges_inf = np.concatenate([self._edges, [np.inf]])
+            self.threshold_seconds = exceedance_threshold(edges_inf, self._baseline_hist, self.quantile)
+            cut = int(np.searchsorted(edges_inf, self.threshold_seconds, side="right"))
+            self._rates.observe(c[cut:].sum(), c.sum(), b[cut:].sum(), b.sum())
+        self._baseline_hist += b
+
+    @property
+    def verdict(self) -> Comparison:
+        return self._rates.comparison(0, metric=f"latency p{self.quantile * 100:g}")
+
+
+def comparison_evidence(comparison: Comparison) -> dict[str, Any]:
+    """The evidence of a comparison gate as plain values, for a report table row and its JSON.
+
+    Keys: verdict, metric, log_e_value, e_value, log_threshold, alpha, log_e_value_clean,
+    ratio (pooled estimate), ratio_lower, ratio_upper, canary/baseline events and trials,
+    observations, dispersion, and ``summary``: a one-line text for a table cell.
+    """
+    c = comparison
+    alpha = float(np.exp(-c.threshold))
+    upper = None if np.isinf(c.upper) else round(c.upper, 4)
+    ratio = None if c.estimate is None else round(c.estimate, 4)
+    shown_ratio = "n/a" if ratio is None else f"{ratio:.2f}x"
+    shown_upper = "inf" if upper is None else f"{upper:.2f}"
+    summary = (
+        f"{c.verdict.value}: {c.metric} ratio {shown_ratio} "
+        f"[{c.lower:.2f}, {shown_upper}], e={c.e_value:.3g} (rollback at {1 / alpha:g}), "
+        f"canary {c.canary_events:g}/{c.canary_trials:g} "
+        f"vs baseline {c.baseline_events:g}/{c.baseline_trials:g}"
+    )
+    return {
+        "verdict": c.verdict.value,
+        "metric": c.metric,
+        "log_e_value": round(c.log_evidence, 4),
+        "e_value": c.e_value if np.isfinite(c.e_value) else None,
+        "log_threshold": round(c.threshold, 4),
+        "alpha": round(alpha, 6),
+        "log_e_value_clean": round(c.log_evidence_clean, 4),
+        "ratio": ratio,
+        "ratio_lower": round(c.lower, 4),
+        "ratio_upper": upper,
+        "canary_events": c.canary_events,
+        "canary_trials": c.canary_trials,
+        "baseline_events": c.baseline_events,
+        "baseline_trials": c.baseline_trials,
+        "observations": c.observations,
+        "dispersion": round(c.dispersion, 4),
+        "summary": summary,
+    }
