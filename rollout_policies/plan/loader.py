@@ -360,7 +360,8 @@ def _direction_problems(
             ops = " or ".join(op.value for op in allowed[field])
             yield _Problem(
                 (*loc, field),
-                f"'{threshold}' is the wrong way round: {better} is better, so a {field} uses {ops}",
+                f"'{threshold}' is the wrong way round: {better} is better, "
+                f"so {'a target' if field == 'target' else 'an alert'} uses {ops}",
             )
             return
     if target is not None and alert is not None:

@@ -1,0 +1,418 @@
+"""The plan loader: each kind of malformed plan gives one exact line, ``file:line: field.path: problem``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rollout_policies.errors import UserError
+from rollout_policies.plan.loader import DEFAULT_PLAN, PlanError, load_plan
+from rollout_policies.plan.model import Op
+
+REPO = Path(__file__).resolve().parents[2]
+
+# A small valid plan; each test changes one thing. Line numbers in the expected messages refer to
+# this text (line 1 is "name: ...").
+VALID = """\
+name: tiny
+service: shop
+decision_authority: [DevOps lead, CTO]
+metrics:
+  - id: crash_rate
+    name: Crashes
+    unit: "%"
+    direction: lower
+    source: {provider: prometheus, query: crash_rate}
+  - id: nps
+    name: NPS
+    unit: score
+    direction: higher
+    source: {provider: json_http, query: score}
+  - id: dau
+    name: Daily Active Users
+    source: {provider: sql, query: SELECT 1}
+tables:
+  - name: Technical
+    gates:
+      - {metric: crash_rate, target: "< 1", alert: "> 2"}
+      - {metric: nps, target: "> 7", alert: "< 5"}
+      - {metric: dau, monitor_only: true, note: Growth trend}
+stages:
+  - id: beta
+    name: Beta
+    audience: {kind: cohort, size: 50, platform_split: {ios: 60, android: 40}}
+    steps:
+      - {weight: 0, bake: 1d}
+    min_duration: 2w
+    rollback_objective: 30m
+    tables: [Technical]
+    go:
+      - {id: beta-ok, text: All fine, kind: metrics, tables: [Technical]}
+      - {id: beta-feedback, text: Positive feedback, kind: manual, owners: [CTO]}
+  - id: limited
+    name: Limited
+    audience: {kind: percentage, size: 1000}
+    steps:
+      - {weight: 2, bake: 2d}
+      - {weight: 5, bake: 2d}
+      - {weight: 10}
+    min_duration: 2w
+    rollback_objective: 30m
+    tables: [Technical]
+triggers:
+  - {id: crash, text: Crash Rate > 5%, metric: crash_rate, threshold: "> 5", window: 5m}
+objectives:
+  backups:
+    - {kind: incremental, every: 1h, retention: 7d}
+  disaster_recovery: {regions: [us-east-1, us-west-2], primary: us-east-1, rto: 30m, rpo: 1h, drill_every: 7d}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "plan.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def changed(old: str, new: str) -> str:
+    assert VALID.count(old) == 1, old
+    return VALID.replace(old, new)
+
+
+def error_of(tmp_path: Path, text: str) -> str:
+    path = write(tmp_path, text)
+    with pytest.raises(PlanError) as caught:
+        load_plan(path)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message.replace(str(path), "plan.yaml")
+
+
+def test_valid_plan_loads(tmp_path: Path) -> None:
+    plan = load_plan(write(tmp_path, VALID))
+    assert [stage.id for stage in plan.stages] == ["beta", "limited"]
+    assert [gate.metric for gate in plan.stage("limited").gates] == ["crash_rate", "nps", "dau"]
+    assert plan.stage("beta").gates[0].target is not None
+    assert plan.stage("beta").gates[0].target.op is Op.LT
+
+
+def test_shipped_plan_loads() -> None:
+    plan = load_plan(DEFAULT_PLAN)
+    assert [stage.id for stage in plan.stages] == ["beta", "limited", "medium", "majority", "full"]
+
+
+def test_plan_error_is_a_user_error() -> None:
+    assert issubclass(PlanError, UserError)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    with pytest.raises(PlanError) as caught:
+        load_plan(path)
+    assert str(caught.value) == f"{path}: no such plan file"
+
+
+def test_directory_instead_of_file(tmp_path: Path) -> None:
+    with pytest.raises(PlanError) as caught:
+        load_plan(tmp_path)
+    assert str(caught.value) == f"{tmp_path}: is a directory, not a plan file"
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    assert error_of(tmp_path, "") == "plan.yaml: the plan file is empty"
+
+
+def test_comments_only_file_is_empty(tmp_path: Path) -> None:
+    assert error_of(tmp_path, "# nothing yet\n\n") == "plan.yaml: the plan file is empty"
+
+
+def test_not_a_mapping(tmp_path: Path) -> None:
+    assert error_of(tmp_path, "- beta\n- limited\n") == (
+        "plan.yaml:1: plan: expected a mapping of plan fields, got a list"
+    )
+
+
+def test_yaml_syntax_error(tmp_path: Path) -> None:
+    text = changed("    name: Limited\n", "    name: [Limited\n")
+    assert error_of(tmp_path, text).startswith("plan.yaml:38: YAML syntax error: ")
+
+
+def test_duplicate_key(tmp_path: Path) -> None:
+    text = changed("    name: Limited\n", "    name: Limited\n    name: Again\n")
+    assert error_of(tmp_path, text) == "plan.yaml:38: name: duplicate key"
+
+
+def test_wrong_type(tmp_path: Path) -> None:
+    text = changed("{kind: percentage, size: 1000}", "{kind: percentage, size: lots}")
+    assert error_of(tmp_path, text) == (
+        "plan.yaml:38: stages[1].audience.size: Input should be a valid integer, "
+        "unable to parse string as an integer"
+    )
+
+
+def test_bad_duration(tmp_path: Path) -> None:
+    text = changed(
+        "    min_duration: 2w\n    rollback_objective: 30m\n    tables: [Technical]\ntriggers",
+        "    min_duration: two weeks\n    rollback_objective: 30m\n    tables: [Technical]\ntriggers",
+    )
+    assert error_of(tmp_path, text) == (
+        "plan.yaml:43: stages[1].min_duration: not a duration: 'two weeks' "
+        "(use a number with s, m, h, d or w, such as 48h)"
+    )
+
+
+def test_bad_threshold(tmp_path: Path) -> None:
+    text = changed('target: "> 7"', 'target: "about 7"')
+    assert error_of(tmp_path, text) == (
+        "plan.yaml:22: tables[0].gates[1].target: not a threshold: 'about 7' "
+        "(write it as an operator and a number, such as '< 1')"
+    )
+
+
+def test_missing_field(tmp_path: Path) -> None:
+    text = changed(
+        "    rollback_objective: 30m\n    tables: [Technical]\n    go:", "    tables: [Technical]\n    go:"
+    )
+    assert error_of(tmp_path, text) == "plan.yaml:25: stages[0].rollback_objective: required field is missing"
+
+
+def test_unknown_field(tmp_path: Path) -> None:
+    text = changed(
+        "    min_duration: 2w\n    rollback_objective: 30m\n    tables: [Technical]\n    go:",
+        "    min_duration: 2w\n    bake_time: 2w\n"
+        "    rollback_objective: 30m\n    tables: [Technical]\n    go:",
+    )
+    assert error_of(tmp_path, text) == (
+        "plan.yaml:31: stages[0].bake_time: unknown field (misspelt, or not part of the plan format)"
+    )
+
+
+def test_unknown_metric_in_gate(tmp_path: Path) -> None:
+    text = changed("{metric: nps, target", "{metric: net_promoter, target")
+    assert error_of(tmp_path, text) == (
+        "plan.yaml:22: tables[0].gates[1].metric: unknown metric 'net_promoter' (not defined under metrics)"
+    )
+
+
+def test_unknown_metric_in_trigger(tmp_path: Path) -> None:
+    text = changed("metric: crash_rate, threshold", "metric: crashes, threshold")
+    assert error_of(tmp_path, text) == (
+        "plan.yaml:47: triggers[0].metric: unknown metric 'crashes' (not defined under metrics)"
+    )
+
+
+def test_unknown_metric_in_criterion(tmp_path: Path) -> None:
+    text = changed(
+        "      - {id: beta-feedback, text: Positive feedback, kind: manual, owners: [CTO]}\n",
+        "      - {id: beta-feedback, text: Positive feedback, kind: manual, owners: [CTO]}\n"
+        '      - {id: beta-bugs, text: <5 critical bugs, kind: count, metric: bugs, threshold: "< 5"}\n',
+    )
+    assert error_of(tmp_path, text) == (
+        "plan.yaml:36: stages[0].go[2].metric: unknown metric 'bugs' (not defined under metrics)"
+    )
+
+
+def test_unknown_provider(tmp_path: Path) -> None:
+    text = changed("{provider: json_http, query: score}", "{provider: graphite, query: score}")
+    assert error_of(tmp_path, text) == (
+        "plan.yaml:14: metrics[1].source.provider: unknown provider 'graphite' "
+        "(known: cloudwatch, json_http, manual, prometheus, sql)"
+    )
+
+
+def test_provider_names_come_from_the_caller(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID)
+    with pytest.raises(PlanError, match=r"unknown provider 'prometheus' \(known: json_http, sql\)"):
+        load_plan(path, providers=("json_http", "sql"))
+
+
+def test_target_wrong_way_round_for_lower_is_better(tmp_path: Path) -> None:
+    text = changed(
+        '{metric: crash_rate, target: "< 1", alert: "> 2"}',
+        '{metric: crash_rate, target: "> 1", alert: "> 2"}',
+    )
+    assert error_of(tmp_path, text) == (
+        "plan.yaml:21: tables[0].gates[0].target: '> 1' is the wrong way round: lower is better, "
+        "so a target uses < or <="
+    )
+
+
+def test_alert_wrong_way_round_for_higher_is_better(tmp_path: Path) -> None:
+    text = changed('target: "> 7", alert: "< 5"', 'target: "> 7", alert: "> 5"')
+    assert error_of(tmp_path, text) == (
+        "plan.yaml:22: tables[0].gates[1].alert: '> 5' is the wrong way round: higher is better, "
+        "so an alert uses < or <="
+    )
+
+
+def test_alert_on_the_good_side_of_the_target(tmp_path: Path) -> None:
+    text = changed(
+        '{metric: crash_rate, target: "< 1", alert: "> 2"}',
+        '{metric: crash_rate, target: "< 3", alert: "> 2"}',
+    )
+    assert error_of(tmp_path, text) == (
+        "plan.yaml:21: tables[0].gates[0].alert: '> 2' must sit at or above the target '< 3' "
+        "(lower is better)"
+    )
+
+
+def test_trigger_on_the_good_side(tmp_path: Path) -> None:
+    text = changed('threshold: "> 5", window: 5m', 'threshold: "< 5", window: 5m')
+    assert error_of(tmp_path, text) == (
+        "plan.yaml:47: triggers[0].threshold: '< 5' fires when 'crash_rate' is good (lower is better); "
+        "a rollback trigger fires on the bad side"
+    )
+
+
+def test_gate_on_metric_without_direction(tmp_path: Path) -> None:
+    text = changed("{metric: dau, monitor_only: true, note: Growth trend}", '{metric: dau, target: "> 10"}')
+    assert error_of(tmp_path, text) == (
+        "plan.yaml:23: tables[0].gates[2].metric: metric 'dau' has no direction, "
+        "so it can only be used by monitor-only gates"
+    )
+
+
+def test_duplicate_stage(tmp_path: Path) -> None:
+    text = changed("  - id: limited\n", "  - id: beta\n")
+    assert error_of(tmp_path, text) == "plan.yaml:36: stages[1].id: duplicate stage id 'beta'"
+
+
+def test_duplicate_metric(tmp_path: Path) -> None:
+    text = changed("  - id: nps\n", "  - id: crash_rate\n")
+    assert (
+        error_of(tmp_path, text)
+        == "plan.yaml:10: metrics[1].id: duplicate metric id 'crash_rate' (and 1 more)"
+    )
+
+
+def test_duplicate_table(tmp_path: Path) -> None:
+    text = changed(
+        "stages:\n",
+        "  - name: Technical\n    gates: []\nstages:\n",
+    )
+    assert error_of(tmp_path, text) == "plan.yaml:24: tables[1].name: duplicate table name 'Technical'"
+
+
+def test_unknown_table_in_stage(tmp_path: Path) -> None:
+    text = changed(
+        "    rollback_objective: 30m\n    tables: [Technical]\ntriggers",
+        "    rollback_objective: 30m\n    tables: [Technical, Business]\ntriggers",
+    )
+    assert error_of(tmp_path, text) == (
+        "plan.yaml:45: stages[1].tables[1]: unknown table 'Business' (tables: Technical)"
+    )
+
+
+def test_steps_must_increase(tmp_path: Path) -> None:
+    text = changed("      - {weight: 5, bake: 2d}\n", "      - {weight: 2, bake: 2d}\n")
+    assert error_of(tmp_path, text) == (
+        "plan.yaml:41: stages[1].steps[1].weight: traffic weights must increase: "
+        "2 is not above the previous step (2)"
+    )
+
+
+def test_steps_must_increase_across_stages(tmp_path: Path) -> None:
+    text = changed("      - {weight: 0, bake: 1d}\n", "      - {weight: 3, bake: 1d}\n")
+    assert error_of(tmp_path, text) == (
+        "plan.yaml:40: stages[1].steps[0].weight: traffic weights must increase: "
+        "2 is not above the previous stage's last step (3)"
+    )
+
+
+def test_weight_out_of_range(tmp_path: Path) -> None:
+    text = changed("      - {weight: 10}\n", "      - {weight: 110}\n")
+    assert error_of(tmp_path, text) == (
+        "plan.yaml:42: stages[1].steps[2].weight: Input should be less than or equal to 100"
+    )
+
+
+def test_platform_split_must_add_up(tmp_path: Path) -> None:
+    text = changed("{ios: 60, android: 40}", "{ios: 60, android: 50}")
+    assert error_of(tmp_path, text) == (
+        "plan.yaml:27: stages[0].audience.platform_split: ios and android must add up to 100, not 110"
+    )
+
+
+def test_manual_owner_outside_decision_authority(tmp_path: Path) -> None:
+    text = changed("owners: [CTO]", "owners: [Intern]")
+    assert error_of(tmp_path, text) == (
+        "plan.yaml:35: stages[0].go[1].owners[0]: owner 'Intern' is not in decision_authority "
+        "(CTO, DevOps lead)"
+    )
+
+
+def test_metrics_criterion_names_a_table_the_stage_lacks(tmp_path: Path) -> None:
+    text = changed("kind: metrics, tables: [Technical]}", "kind: metrics, tables: [Business]}")
+    assert error_of(tmp_path, text) == (
+        "plan.yaml:34: stages[0].go[0].tables[0]: table 'Business' is not one of this stage's tables"
+    )
+
+
+def test_primary_region_must_be_listed(tmp_path: Path) -> None:
+    text = changed("primary: us-east-1", "primary: eu-west-1")
+    assert error_of(tmp_path, text) == (
+        "plan.yaml:51: objectives.disaster_recovery.primary: primary region 'eu-west-1' is not one of the "
+        "regions (us-east-1, us-west-2)"
+    )
+
+
+def test_several_problems_report_the_first_and_count_the_rest(tmp_path: Path) -> None:
+    text = changed("  - id: limited\n", "  - id: beta\n").replace(
+        "{provider: json_http", "{provider: graphite"
+    )
+    message = error_of(tmp_path, text)
+    assert message.startswith("plan.yaml:14: metrics[1].source.provider: unknown provider 'graphite'")
+    assert message.endswith("(and 1 more)")
+
+
+# --- the command line -------------------------------------------------------------------------------
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rollout_policies.cli.main", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_cli_validate_bad_plan_exits_2_with_one_line(tmp_path: Path) -> None:
+    bad = write(tmp_path, changed("  - id: limited\n", "  - id: beta\n"), name="bad.yaml")
+    result = run_cli("plan", "validate", str(bad))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"rollout: error: {bad}:36: stages[1].id: duplicate stage id 'beta'"
+    ]
+
+
+def test_cli_validate_missing_file_exits_2(tmp_path: Path) -> None:
+    result = run_cli("plan", "validate", str(tmp_path / "missing.yaml"))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"rollout: error: {tmp_path / 'missing.yaml'}: no such plan file"]
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_show_bad_plan_exits_2(tmp_path: Path) -> None:
+    bad = write(tmp_path, "stages: [\n", name="bad.yaml")
+    result = run_cli("plan", "show", "--json", str(bad))
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith(f"rollout: error: {bad}:2: YAML syntax error: ")
+
+
+def test_cli_validate_shipped_plan(tmp_path: Path) -> None:
+    result = run_cli("plan", "validate")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"{DEFAULT_PLAN}: OK: plan 'markethub-mobile progressive rollout': 5 stages "
+        "(beta -> limited -> medium -> majority -> full), 61 metrics, "
+        "160 gates (120 gating, 40 monitor-only), "
+        "20 go/no-go criteria, 4 rollback triggers"
+    ]
