@@ -183,7 +183,12 @@ def decide(
         action = Action.HOLD
     else:
         action = Action.PROMOTE
-        target = "the next stage" if last_step else f"step {step + 1}"
+        if not last_step:
+            target = f"step {step + 1}"
+        elif plan.stage_index(stage.id) + 1 < len(plan.stages):
+            target = "the next stage"
+        else:
+            target = "completing the rollout"
         gating = sum(1 for g in gates if g.gating)
         reasons.append(
             Reason(

@@ -286,3 +286,24 @@ def test_a_metric_gated_in_two_tables_gives_one_reason() -> None:
     assert [str(r) for r in decision.reasons if r.code.value == "gate_no_data"] == [
         "crash_rate: no measurement of crash_rate"
     ]
+
+
+def test_promoting_from_the_last_step_of_the_last_stage_completes_the_rollout() -> None:
+    decision = decide(
+        PLAN,
+        "medium",
+        0,
+        Evidence.of([ok("retention_7d", 70, at(days=8))]),
+        now=at(days=8),
+        stage_started_at=T0,
+        step_started_at=T0,
+    )
+    assert summary(decision) == (
+        "promote",
+        [
+            (
+                "ready",
+                "medium/step 0: 1 gating gates meet target, bake 1d done; ready for completing the rollout",
+            )
+        ],
+    )
