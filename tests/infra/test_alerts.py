@@ -1,0 +1,205 @@
+"""RollbackAlerts: PrometheusRules from the plan's triggers and thresholds, their route, the dashboard."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+from infra_helpers import deploy, rollout, settings
+from ruamel.yaml import YAML
+
+from infra.alerts import RECEIVER, AlertsArgs, trigger_rule_manifest
+from infra.settings import Alerts
+
+SERVICE = "markethub-mobile"
+PROMTOOL = shutil.which("promtool")
+
+
+def _rules(deployed, name):
+    return {r["alert"]: r for r in deployed.one("PrometheusRule", name)["spec"]["groups"][0]["rules"]}
+
+
+def test_each_trigger_waits_for_its_window_before_firing(plan):
+    rules = _rules(deploy(settings(), plan), f"{SERVICE}-rollback-triggers")
+    assert {name: rule["for"] for name, rule in rules.items()} == {
+        "RollbackCrashRate": "5m",
+        "RollbackApiErrorRate": "2m",
+        "RollbackLoadBalancerFailures": "1m",
+        "RollbackDatabaseConnectionLoss": "0s",
+    }
+
+
+def test_a_trigger_compares_its_prometheus_query_with_the_threshold(plan):
+    rule = _rules(deploy(settings(), plan), f"{SERVICE}-rollback-triggers")["RollbackDatabaseConnectionLoss"]
+    assert rule["expr"] == "(min(markethub_db_connection_up)) < 1"
+
+
+def test_a_trigger_from_another_provider_reads_the_bridge_gauge(plan):
+    rule = _rules(deploy(settings(), plan), f"{SERVICE}-rollback-triggers")["RollbackLoadBalancerFailures"]
+    assert rule["expr"] == (
+        '(max(markethub_rollout_measurement{metric="lb_unhealthy_hosts",service="markethub-mobile"})) > 0'
+    )
+
+
+def test_trigger_alerts_carry_the_labels_the_webhook_routes_on(plan):
+    rule = _rules(deploy(settings(), plan), f"{SERVICE}-rollback-triggers")["RollbackCrashRate"]
+    assert rule["labels"] == {
+        "rollout_service": SERVICE,
+        "rollout_stack": "prod-us-east-1",
+        "rollout_region": "us-east-1",
+        "severity": "critical",
+        "rollout_action": "rollback",
+        "rollout_trigger": "crash-rate",
+        "rollout_metric": "crash_rate",
+    }
+
+
+def test_gate_alerts_follow_the_stage_alert_thresholds_and_skip_monitor_only_rows(plan):
+    rules = _rules(deploy(settings(state=rollout("medium", 0, 30)), plan), f"{SERVICE}-stage-alerts")
+    assert {name: rule["expr"].rsplit(") ", 1)[1] for name, rule in rules.items()} == {
+        "GateAlertCrashRate": "> 2",
+        "GateAlertApiErrorRate": "> 1",
+        "GateAlertSearchSuccess": "< 75",
+    }
+    assert rules["GateAlertSearchSuccess"]["labels"]["rollout_stage"] == "medium"
+
+
+def test_alerts_are_routed_to_the_tools_webhook(plan):
+    custom = settings(alerts={"webhookUrl": "http://127.0.0.1:9999/alerts"})
+    route = deploy(custom, plan).one("AlertmanagerConfig", f"{SERVICE}-rollout")["spec"]
+    assert route["route"]["receiver"] == RECEIVER
+    assert route["route"]["matchers"] == [{"name": "rollout_service", "value": SERVICE, "matchType": "="}]
+    assert route["receivers"][0]["webhookConfigs"] == [
+        {"url": "http://127.0.0.1:9999/alerts", "sendResolved": True}
+    ]
+
+
+def test_rules_carry_the_labels_the_prometheus_operator_selects(plan):
+    rule = deploy(settings(alerts={"ruleLabels": {"prometheus": "ops"}}), plan).one(
+        "PrometheusRule", f"{SERVICE}-rollback-triggers"
+    )
+    assert rule["metadata"]["labels"]["prometheus"] == "ops"
+
+
+def _dashboard(deployed) -> dict:
+    config_map = deployed.one("ConfigMap", f"{SERVICE}-rollout-dashboard")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    return json.loads(config_map["data"][f"{SERVICE}-rollout.json"])
+
+
+def test_dashboard_is_a_grafana_sidecar_config_map_with_the_current_stage(plan):
+    panels = _dashboard(deploy(settings(state=rollout("limited", 1, 5)), plan))["panels"]
+    assert panels[0]["title"] == "Stage"
+    assert "Limited Release (`limited`)" in panels[0]["options"]["content"]
+    assert "2% → 5% → 10%" in panels[0]["options"]["content"]
+
+
+def test_dashboard_shows_the_live_split_by_colour(plan):
+    panels = _dashboard(deploy(settings(alerts={"trafficQuery": "sum by (colour) (rate(x[1m]))"}), plan))[
+        "panels"
+    ]
+    assert panels[1]["targets"][0]["expr"] == "sum by (colour) (rate(x[1m]))"
+
+
+def test_dashboard_draws_each_gate_against_its_target_and_alert(plan):
+    panels = {p["title"]: p for p in _dashboard(deploy(settings(), plan))["panels"]}
+    crash = panels["Crash Rate  target < 1  alert > 2"]
+    assert crash["fieldConfig"]["defaults"]["thresholds"]["steps"] == [
+        {"color": "green", "value": None},
+        {"color": "yellow", "value": 1},
+        {"color": "red", "value": 2},
+    ]
+    search = panels["Search Success  target > 85  alert < 75"]
+    assert [s["color"] for s in search["fieldConfig"]["defaults"]["thresholds"]["steps"]] == [
+        "red",
+        "yellow",
+        "green",
+    ]
+
+
+def _rule_file(tmp_path, manifest) -> str:
+    path = tmp_path / "rules.yaml"
+    YAML(typ="safe", pure=True).dump({"groups": manifest["spec"]["groups"]}, path)
+    return str(path)
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian's prometheus package) is not installed")
+def test_promtool_accepts_the_rules_generated_from_the_shipped_plan(tmp_path):
+    from infra.program import load_plan_file, resolve_plan_path
+
+    shipped = load_plan_file(resolve_plan_path("rollout_policies/plans/markethub-mobile.yaml"))
+    args = AlertsArgs(
+        service=shipped.service, namespace="m", plan=shipped, stage=shipped.stages[0], stack="s", region="r"
+    )
+    result = subprocess.run(
+        [PROMTOOL, "check", "rules", _rule_file(tmp_path, trigger_rule_manifest(args))],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian's prometheus package) is not installed")
+def test_prometheus_fires_a_trigger_only_after_its_window(plan, tmp_path):
+    args = AlertsArgs(
+        service=SERVICE,
+        namespace="m",
+        plan=plan,
+        stage=plan.stages[0],
+        stack="prod",
+        region="r",
+        alerts=Alerts(),
+    )
+    rules = _rule_file(tmp_path, trigger_rule_manifest(args))
+    labels = {
+        "rollout_service": SERVICE,
+        "rollout_stack": "prod",
+        "rollout_region": "r",
+        "severity": "critical",
+        "rollout_action": "rollback",
+        "rollout_trigger": "load-balancer-failures",
+        "rollout_metric": "lb_unhealthy_hosts",
+    }
+    tests = {
+        "rule_files": [rules],
+        "evaluation_interval": "30s",
+        "tests": [
+            {
+                "interval": "30s",
+                # Healthy for a minute, then one unhealthy host from t=60s on.
+                "input_series": [
+                    {
+                        "series": "markethub_rollout_measurement"
+                        f'{{metric="lb_unhealthy_hosts",service="{SERVICE}"}}',
+                        "values": "0 0 1 1 1 1 1",
+                    }
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "90s", "alertname": "RollbackLoadBalancerFailures", "exp_alerts": []},
+                    {
+                        "eval_time": "150s",
+                        "alertname": "RollbackLoadBalancerFailures",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": labels,
+                                "exp_annotations": {
+                                    "summary": "Load Balancer Failures",
+                                    "threshold": "> 0",
+                                    "window": "1m",
+                                },
+                            }
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    test_file = tmp_path / "test.yaml"
+    YAML(typ="safe", pure=True).dump(tests, test_file)
+    result = subprocess.run(
+        [PROMTOOL, "test", "rules", str(test_file)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
