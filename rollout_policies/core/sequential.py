@@ -355,14 +355,81 @@ class RateComparison:
         return self._batch.comparison(0)
 
 
-def exceedance_threshold(edges: FloatArray, baseline_counts: FloatArray, quantile: float) -> float:
-    """The smallest bucket edge at or above the baseline's ``quantile`` (histogram upper bounds)."""
-    total = float(baseline_counts.sum())
-    if total <= 0:
-        return float("nan")
-    cum = np.cumsum(baseline_counts) / total
-    i = int(np.searchsorted(cum, quantile, side="left"))
-    return float(edges[min(i, edges.size - 1)])
+def exceedance_cut(baseline_hist: FloatArray, quantile: float) -> IntArray:
+    """Per stream, the first bucket index above the baseline's ``quantile`` (-1 while it has no data).
+
+    ``baseline_hist`` has shape (streams, buckets), non-cumulative counts with the +Inf bucket last.
+    Requests in buckets from the returned index on count as slow: the bucket that contains the
+    quantile is the last one below the cut, so the cut sits at the first bucket edge at or above it.
+    """
+    total = baseline_hist.sum(axis=1)
+    cum = np.cumsum(baseline_hist, axis=1)
+    reached = cum >= quantile * total[:, None]
+    first = np.argmax(reached, axis=1) + 1
+    last = baseline_hist.shape[1] - 1  # never cut above the +Inf bucket: that would count nothing
+    out: IntArray = np.where(total > 0, np.minimum(first, last), -1).astype(np.int64)
+    return out
+
+
+class LatencyComparisonBatch:
+    """Many independent canary-versus-baseline latency-quantile comparisons, advanced together.
+
+    Each call gives one interval's histograms per stream, shape (streams, len(edges) + 1): counts
+    per bucket (not cumulative), the last bucket is +Inf. Requests beyond the baseline's running
+    ``quantile`` (from earlier intervals only) are the "events" of a :class:`RateComparisonBatch`.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        edges: Sequence[float] | FloatArray,
+        *,
+        quantile: float = 0.95,
+        alpha: float = 0.01,
+        margin: float = 0.0,
+        tolerance: float = 1.5,
+        dispersion: float | None = None,
+    ) -> None:
+        if not 0 < quantile < 1:
+            raise ValueError(f"quantile must be between 0 and 1, got {quantile}")
+        e = np.asarray(edges, dtype=np.float64)
+        if e.ndim != 1 or e.size < 2 or np.any(np.diff(e) <= 0):
+            raise ValueError("edges must be at least two increasing bucket upper bounds")
+        self.edges: FloatArray = e
+        self.quantile = quantile
+        self.rates = RateComparisonBatch(
+            size, alpha=alpha, margin=margin, tolerance=tolerance, dispersion=dispersion
+        )
+        self._baseline_hist: FloatArray = np.zeros((size, e.size + 1))
+        self.cut: IntArray = np.full(size, -1, dtype=np.int64)
+
+    def observe(self, canary_hist: npt.ArrayLike, baseline_hist: npt.ArrayLike) -> IntArray:
+        """Add one interval's histograms per stream; return outcome codes as RateComparisonBatch."""
+        shape = (self.rates.size, self.edges.size + 1)
+        c = np.asarray(canary_hist, dtype=np.float64)
+        b = np.asarray(baseline_hist, dtype=np.float64)
+        if c.shape != shape or b.shape != shape:
+            raise ValueError(f"histograms need shape {shape} (streams, the edges plus +Inf)")
+        if np.any(c < 0) or np.any(b < 0):
+            raise ValueError("bucket counts must be non-negative")
+        # The cut comes from earlier intervals only: it must not look at the counts it splits.
+        self.cut = exceedance_cut(self._baseline_hist, self.quantile)
+        slow = np.arange(shape[1])[None, :] >= self.cut[:, None]
+        ready = self.cut >= 0
+        zero = np.zeros(self.rates.size)
+        codes = self.rates.observe(
+            np.where(ready, (c * slow).sum(axis=1), zero),
+            np.where(ready, c.sum(axis=1), zero),
+            np.where(ready, (b * slow).sum(axis=1), zero),
+            np.where(ready, b.sum(axis=1), zero),
+        )
+        self._baseline_hist += b
+        return codes
+
+    def threshold_seconds(self, index: int = 0) -> float:
+        """The latency above which a request counted as slow in the last interval (NaN: none yet)."""
+        cut = int(self.cut[index])
+        return float("nan") if cut < 1 else float(self.edges[cut - 1])
 
 
 class LatencyComparison:
@@ -371,9 +438,8 @@ class LatencyComparison:
     Feed each interval as histograms (bucket upper bounds and per-version counts, as Prometheus
     ``_bucket`` series give them after differencing) or as raw samples. The canary's requests slower
     than the baseline's running ``quantile`` (from earlier intervals) are compared with the
-    baseline's by :class:`RateComparison`: a regression means the canary has more slow requests.
-    ``estimate`` is the ratio of exceedance rates (e.g. 2.0: twice as many canary requests beyond the
-    baseline's p95).
+    baseline's by the rate test: a regression means the canary has more slow requests. ``estimate``
+    is the ratio of exceedance rates (2.0: twice the baseline's share of requests beyond its p95).
     """
 
     def __init__(
@@ -386,57 +452,46 @@ class LatencyComparison:
         dispersion: float | None = None,
         edges: Sequence[float] | None = None,
     ) -> None:
-        if not 0 < quantile < 1:
-            raise ValueError(f"quantile must be between 0 and 1, got {quantile}")
-        self.quantile = quantile
-        self._rates = RateComparisonBatch(
-            1, alpha=alpha, margin=margin, tolerance=tolerance, dispersion=dispersion
+        # Default buckets for raw samples (seconds): log-spaced from 1 ms to 60 s, ~10% apart.
+        bounds = np.geomspace(1e-3, 60.0, 116) if edges is None else np.asarray(edges, dtype=np.float64)
+        self._batch = LatencyComparisonBatch(
+            1,
+            bounds,
+            quantile=quantile,
+            alpha=alpha,
+            margin=margin,
+            tolerance=tolerance,
+            dispersion=dispersion,
         )
-        # Default buckets for raw samples (seconds): fine, log-spaced from 1 ms to 60 s.
-        self._edges: FloatArray = np.asarray(
-            edges if edges is not None else np.geomspace(1e-3, 60.0, 120), dtype=np.float64
-        )
-        if self._edges.ndim != 1 or self._edges.size < 2 or np.any(np.diff(self._edges) <= 0):
-            raise ValueError("edges must be at least two increasing bucket upper bounds")
-        self._baseline_hist: FloatArray = np.zeros(self._edges.size + 1)
-        self.threshold_seconds = float("nan")
+
+    @property
+    def edges(self) -> FloatArray:
+        return self._batch.edges
 
     def observe_histogram(
         self, edges: Sequence[float], canary_counts: Sequence[float], baseline_counts: Sequence[float]
     ) -> Comparison:
-        """Add one interval as bucket counts (non-cumulative; one more count than edges: the +Inf bucket)."""
-        e = np.asarray(edges, dtype=np.float64)
-        c = np.asarray(canary_counts, dtype=np.float64)
-        b = np.asarray(baseline_counts, dtype=np.float64)
-        if not np.array_equal(e, self._edges):
+        """Add one interval as bucket counts (not cumulative; the last count is the +Inf bucket)."""
+        if not np.array_equal(np.asarray(edges, dtype=np.float64), self._batch.edges):
             raise ValueError("edges must be the same bucket upper bounds on every call")
-        if c.shape != (e.size + 1,) or b.shape != (e.size + 1,):
-            raise ValueError(f"counts need {e.size + 1} buckets (the edges plus +Inf)")
-        self._observe_counts(c, b)
+        self._batch.observe(np.asarray([canary_counts]), np.asarray([baseline_counts]))
         return self.verdict
 
     def observe(self, canary_samples: Sequence[float], baseline_samples: Sequence[float]) -> Comparison:
         """Add one interval's raw latency samples (seconds) per version."""
-        bins = np.concatenate([[-np.inf], self._edges, [np.inf]])
+        bins = np.concatenate([[-np.inf], self._batch.edges, [np.inf]])
         c, _ = np.histogram(np.asarray(canary_samples, dtype=np.float64), bins=bins)
         b, _ = np.histogram(np.asarray(baseline_samples, dtype=np.float64), bins=bins)
-        self._observe_counts(c.astype(np.float64), b.astype(np.float64))
+        self._batch.observe(c[None, :].astype(np.float64), b[None, :].astype(np.float64))
         return self.verdict
 
-    def _observe_counts(self, c: FloatArray, b: FloatArray) -> None:
-        if np.any(c < 0) or np.any(b < 0):
-            raise ValueError("bucket counts must be non-negative")
-        # The threshold comes from earlier intervals only: it must not look at the counts it splits.
-        if self._baseline_hist.sum() > 0:
-            edges_inf = np.concatenate([self._edges, [np.inf]])
-            self.threshold_seconds = exceedance_threshold(edges_inf, self._baseline_hist, self.quantile)
-            cut = int(np.searchsorted(edges_inf, self.threshold_seconds, side="right"))
-            self._rates.observe(c[cut:].sum(), c.sum(), b[cut:].sum(), b.sum())
-        self._baseline_hist += b
+    @property
+    def threshold_seconds(self) -> float:
+        return self._batch.threshold_seconds(0)
 
     @property
     def verdict(self) -> Comparison:
-        return self._rates.comparison(0, metric=f"latency p{self.quantile * 100:g}")
+        return self._batch.rates.comparison(0, metric=f"latency p{self._batch.quantile * 100:g}")
 
 
 def comparison_evidence(comparison: Comparison) -> dict[str, Any]:
