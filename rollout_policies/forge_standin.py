@@ -235,8 +235,15 @@ class ForgeStandIn:
                         "message": "Validation Failed",
                         "errors": [{"message": f"A pull request already exists for {owner}:{head}."}],
                     }
-                pull = _Pull(len(self.pulls) + 1, owner, repo, body.get("title", ""), body.get("body", ""),
-                             head, body["base"])
+                pull = _Pull(
+                    len(self.pulls) + 1,
+                    owner,
+                    repo,
+                    body.get("title", ""),
+                    body.get("body", ""),
+                    head,
+                    body["base"],
+                )
                 self.pulls.append(pull)
                 return 201, self._json(pull, base_url)
             if parts[3:] == ["pulls"] and method == "GET":
