@@ -11,6 +11,7 @@ kubelet for a few fake Node objects, so Deployments become Available without a c
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -30,7 +31,11 @@ from rollout_policies.errors import UserError
 KUBE_VERSION = "v1.33.4"  # tools/versions.env KUBERNETES_VERSION; kwokctl picks component flags by it
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 # The three CRD kinds the product's Pulumi program creates; `wait_ready` checks each is served.
-REQUIRED_CRDS = ("httproutes.gateway.networking.k8s.io", "schedules.velero.io", "prometheusrules.monitoring.coreos.com")
+REQUIRED_CRDS = (
+    "httproutes.gateway.networking.k8s.io",
+    "schedules.velero.io",
+    "prometheusrules.monitoring.coreos.com",
+)
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -167,10 +172,9 @@ class KwokCluster:
         if not self.cluster_dir.exists():
             return []
         pids = list(self.pids().values())
-        try:
+        # If kwokctl fails, the pid sweep below still stops every component.
+        with contextlib.suppress(UserError):
             self._kwokctl("delete", "cluster", "--kubeconfig", str(self.contexts_path), timeout=60)
-        except UserError:
-            pass  # the pid sweep below still stops every component
         # kwokctl signals the components but does not wait for them; wait, and kill stragglers.
         left = terminate(pids, str(self.cluster_dir), timeout=timeout)
         if not left:
@@ -215,7 +219,8 @@ class KwokCluster:
             extensions = client.ApiextensionsV1Api(api)
             self._create_nodes(core)
             manifests = sorted(self.crds.glob("*.yaml"))
-            self._kubectl("apply", "--server-side", "--force-conflicts", *(f"--filename={m}" for m in manifests))
+            files = [f"--filename={manifest}" for manifest in manifests]
+            self._kubectl("apply", "--server-side", "--force-conflicts", *files)
             while True:
                 missing = self._not_ready(core, extensions)
                 if not missing:

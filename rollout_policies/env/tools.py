@@ -1,4 +1,4 @@
-"""Where the project's Go-built tools live (the cache tools/toolchain.sh fills) and a check that they exist."""
+"""Where the project's Go-built tools live (the cache tools/toolchain.sh fills), and checks they exist."""
 
 from __future__ import annotations
 

@@ -1,0 +1,76 @@
+"""`rollout env up|down|status`: the local two-region environment (control planes, Pulumi backend, moto)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from rollout_policies.env.local import DEFAULT_REGIONS, LocalEnvironment
+
+_state_dir = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for all the environment's state (default: .local/env in the git work tree).",
+)
+
+
+@click.group()
+def env() -> None:
+    """Start, inspect and stop the local environment: a Kubernetes control plane per region,
+    a Pulumi file backend, a bare git remote and a moto server, all on 127.0.0.1."""
+
+
+@env.command()
+@_state_dir
+@click.option(
+    "--region",
+    "regions",
+    multiple=True,
+    default=DEFAULT_REGIONS,
+    show_default=True,
+    help="A region to start a control plane for (repeat the flag for several).",
+)
+@click.option("--nodes", default=3, show_default=True, help="Fake kwok nodes per region.")
+def up(state_dir: Path | None, regions: tuple[str, ...], nodes: int) -> None:
+    """Start the environment (does nothing when it already runs) and print how to reach it."""
+    environment = LocalEnvironment(state_dir, regions=regions, nodes_per_region=nodes)
+    already = environment.load() is not None and all(row.running for row in environment.status())
+    info = environment.up()
+    click.echo(f"environment {'already up' if already else 'up'}: {environment.env_file}")
+    for name, region in info.regions.items():
+        click.echo(f"  region {name}: {region.server}")
+        click.echo(f"    kubeconfig: {region.kubeconfig}")
+    click.echo(f"  pulumi backend: {info.pulumi_backend_url} (PULUMI_HOME {info.pulumi_home})")
+    click.echo(f"  git remote: {info.git_remote}")
+    click.echo(f"  moto (AWS): {info.moto_url}")
+    first = next(iter(info.regions.values()))
+    click.echo(f"try: kubectl --kubeconfig {first.kubeconfig} get nodes")
+    click.echo(f"(kubectl {tools_hint(info.tools_bin)})")
+
+
+def tools_hint(tools_bin: str) -> str:
+    return f"is in {tools_bin}; `export PATH={tools_bin}:$PATH` to use the pinned version"
+
+
+@env.command()
+@_state_dir
+def down(state_dir: Path | None) -> None:
+    """Stop every process the environment started and check none is left (state is kept)."""
+    environment = LocalEnvironment(state_dir)
+    environment.down()
+    click.echo(f"environment down: no process left ({environment.state_dir})")
+
+
+@env.command()
+@_state_dir
+def status(state_dir: Path | None) -> None:
+    """Show what runs: each region's control plane, moto, the Pulumi backend and the git remote."""
+    environment = LocalEnvironment(state_dir)
+    rows = environment.status()
+    if not rows:
+        click.echo(f"environment down ({environment.env_file} does not exist)")
+        return
+    for row in rows:
+        click.echo(f"{'running' if row.running else 'STOPPED':8} {row.name:22} {row.detail}")

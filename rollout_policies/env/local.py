@@ -1,0 +1,336 @@
+"""The local two-region environment: a control plane per region, a Pulumi file backend, a git remote, moto.
+
+Everything keeps its state under one folder (``.local/env`` in the work tree by default) and listens on
+127.0.0.1 ports picked at start. ``env.json`` in that folder describes what runs where; the command
+line (`rollout env status`), the tests and the demo read it.
+
+    with LocalEnvironment(tmp_path / "env") as env:
+        env.info.regions["us-east-1"].kubeconfig
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from rollout_policies.env.cluster import KwokCluster
+from rollout_policies.env.processes import alive, terminate
+from rollout_policies.env.services import MotoServer
+from rollout_policies.env.tools import path_with_tools, tools_bin
+from rollout_policies.errors import UserError
+
+DEFAULT_REGIONS = ("us-east-1", "us-west-2")
+ENV_FILE = "env.json"
+
+
+@dataclass(frozen=True)
+class RegionInfo:
+    """One region's control plane as started."""
+
+    name: str
+    kubeconfig: str
+    server: str
+    cluster_dir: str
+    ports: dict[str, int]
+    pids: dict[str, int]
+    nodes: list[str]
+
+
+@dataclass(frozen=True)
+class EnvInfo:
+    """What ``env.json`` says: every endpoint, folder and pid of a running environment."""
+
+    state_dir: str
+    regions: dict[str, RegionInfo]
+    pulumi_backend_url: str
+    pulumi_home: str
+    pulumi_passphrase: str
+    git_remote: str
+    moto_url: str
+    moto_pid: int
+    tools_bin: str
+    started_at: float = field(default_factory=time.time)
+
+    def kubeconfig(self, region: str) -> Path:
+        try:
+            return Path(self.regions[region].kubeconfig)
+        except KeyError:
+            known = ", ".join(self.regions)
+            raise UserError(f"unknown region {region!r}: the local environment has {known}") from None
+
+    def pulumi_env(self) -> dict[str, str]:
+        """Environment variables for the Pulumi CLI: the file backend, offline, tools on PATH."""
+        return {
+            "PULUMI_BACKEND_URL": self.pulumi_backend_url,
+            "PULUMI_CONFIG_PASSPHRASE": self.pulumi_passphrase,
+            "PULUMI_HOME": self.pulumi_home,
+            "PULUMI_SKIP_UPDATE_CHECK": "true",
+            "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+            "PATH": path_with_tools(),
+        }
+
+    def aws_env(self, region: str = DEFAULT_REGIONS[0]) -> dict[str, str]:
+        """Environment variables that point boto3 (and the AWS CLI) at the moto server."""
+        return {
+            "AWS_ENDPOINT_URL": self.moto_url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": region,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> EnvInfo:
+        data: dict[str, Any] = json.loads(text)
+        data["regions"] = {name: RegionInfo(**region) for name, region in data["regions"].items()}
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    """One line of `rollout env status`."""
+
+    name: str
+    running: bool
+    detail: str
+
+
+def default_state_dir() -> Path:
+    """``.local/env`` at the top of the git work tree (git-ignored), else under the current folder."""
+    try:
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        top = ""
+    return Path(top or os.getcwd()) / ".local" / "env"
+
+
+class LocalEnvironment:
+    """Starts, describes and stops the local environment kept under ``state_dir``."""
+
+    def __init__(
+        self,
+        state_dir: Path | str | None = None,
+        *,
+        regions: Sequence[str] = DEFAULT_REGIONS,
+        nodes_per_region: int = 3,
+        ready_timeout: float = 180.0,
+    ) -> None:
+        if not regions:
+            raise UserError("--region: the environment needs at least one region")
+        if len(set(regions)) != len(regions):
+            raise UserError(f"--region: regions repeat: {', '.join(regions)}")
+        self.state_dir = Path(state_dir or default_state_dir()).resolve()
+        self.regions = tuple(regions)
+        self.clusters = {
+            region: KwokCluster(
+                region, self.kwok_workdir, nodes=nodes_per_region, ready_timeout=ready_timeout
+            )
+            for region in self.regions
+        }
+        self._moto: MotoServer | None = None
+        self._info: EnvInfo | None = None
+
+    # -- folders ----------------------------------------------------------------------------
+    @property
+    def env_file(self) -> Path:
+        return self.state_dir / ENV_FILE
+
+    @property
+    def kwok_workdir(self) -> Path:
+        return self.state_dir / "kwok"
+
+    @property
+    def moto_dir(self) -> Path:
+        return self.state_dir / "moto"
+
+    @property
+    def moto_pid_file(self) -> Path:
+        return self.moto_dir / "moto.pid"
+
+    @property
+    def info(self) -> EnvInfo:
+        info = self._info or self.load()
+        if info is None:
+            raise UserError(
+                f"the local environment is not up: {self.env_file} does not exist (run `rollout env up`)"
+            )
+        return info
+
+    def load(self) -> EnvInfo | None:
+        """The description of the environment from ``env.json`` (None when there is none)."""
+        if not self.env_file.exists():
+            return None
+        try:
+            return EnvInfo.from_json(self.env_file.read_text())
+        except (ValueError, TypeError, KeyError) as err:
+            raise UserError(f"{self.env_file}: not a valid environment description: {err}") from err
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def up(self) -> EnvInfo:
+        """Start everything (or return the description of what already runs); stop all on failure."""
+        existing = self.load()
+        if existing is not None and self._all_running(existing):
+            self._info = existing
+            return existing
+        self.down()  # a partial or stale environment: start afresh
+        try:
+            info = self._start()
+        except BaseException:
+            self.down(strict=False)
+            raise
+        self._info = info
+        return info
+
+    def _start(self) -> EnvInfo:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        regions: dict[str, RegionInfo] = {}
+        for region, cluster in self.clusters.items():
+            cluster.start()
+            assert cluster.ports is not None
+            regions[region] = RegionInfo(
+                name=region,
+                kubeconfig=str(cluster.kubeconfig),
+                server=cluster.server,
+                cluster_dir=str(cluster.cluster_dir),
+                ports=cluster.ports.as_dict(),
+                pids=cluster.pids(),
+                nodes=cluster.node_names(),
+            )
+        backend = self.state_dir / "pulumi" / "backend"
+        home = self.state_dir / "pulumi" / "home"
+        backend.mkdir(parents=True, exist_ok=True)
+        home.mkdir(parents=True, exist_ok=True)
+        remote = self._git_remote()
+        self._moto = MotoServer(self.moto_dir).start()
+        assert self._moto.pid is not None
+        self.moto_pid_file.write_text(f"{self._moto.pid} {self._moto.port}\n")
+        info = EnvInfo(
+            state_dir=str(self.state_dir),
+            regions=regions,
+            pulumi_backend_url=backend.as_uri(),
+            pulumi_home=str(home),
+            # A throwaway environment's secrets: random per `up`, kept in env.json for the tools.
+            pulumi_passphrase=secrets.token_urlsafe(24),
+            git_remote=str(remote),
+            moto_url=self._moto.endpoint_url,
+            moto_pid=self._moto.pid,
+            tools_bin=str(tools_bin()),
+        )
+        temporary = self.env_file.with_suffix(".json.tmp")
+        temporary.write_text(info.to_json())
+        temporary.replace(self.env_file)  # readers never see half a file
+        return info
+
+    def _git_remote(self) -> Path:
+        remote = self.state_dir / "git" / "remote.git"
+        if not (remote / "HEAD").exists():
+            remote.parent.mkdir(parents=True, exist_ok=True)
+            result = subprocess.run(
+                ["git", "init", "--quiet", "--bare", "--initial-branch=main", str(remote)],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            if result.returncode != 0:
+                raise UserError(f"git init --bare {remote} failed: {result.stderr.strip()}")
+        return remote
+
+    def down(self, *, strict: bool = True) -> list[str]:
+        """Stop every process this environment started (clusters, moto), found from its folder.
+
+        Returns what is still running afterwards; with ``strict`` that is a UserError instead.
+        The state (Pulumi backend, git remote) stays, so a later `up` keeps the stacks' history.
+        """
+        left: list[str] = []
+        cluster_dirs = self.kwok_workdir / "clusters"
+        names = set(self.regions) | (
+            {p.name for p in cluster_dirs.iterdir()} if cluster_dirs.is_dir() else set()
+        )
+        for name in sorted(names):
+            cluster = self.clusters.get(name) or KwokCluster(name, self.kwok_workdir)
+            left += [f"{name} pid {pid}" for pid in cluster.stop()]
+        left += self._stop_moto()
+        with contextlib.suppress(FileNotFoundError):
+            self.env_file.unlink()
+        self._info = None
+        if left and strict:
+            raise UserError(f"processes survived `env down` (even SIGKILL): {', '.join(left)}")
+        return left
+
+    def _stop_moto(self) -> list[str]:
+        if self._moto is not None:
+            self._moto.stop()
+            self._moto = None
+        if not self.moto_pid_file.exists():
+            return []
+        pid_text, _, port = self.moto_pid_file.read_text().strip().partition(" ")
+        marker = f"-p {port}"
+        left = terminate([int(pid_text)], marker) if pid_text.isdigit() else []
+        if not left:
+            self.moto_pid_file.unlink(missing_ok=True)
+        return [f"moto pid {pid}" for pid in left]
+
+    def _all_running(self, info: EnvInfo) -> bool:
+        return all(component.running for component in self.status(info))
+
+    def status(self, info: EnvInfo | None = None) -> list[ComponentStatus]:
+        """What runs now, per component (an empty list when the environment is down)."""
+        info = info or self.load()
+        if info is None:
+            return []
+        rows: list[ComponentStatus] = []
+        for name, region in info.regions.items():
+            cluster = KwokCluster(name, self.kwok_workdir)
+            live = cluster.live_pids()
+            serving = bool(live) and cluster.is_serving()
+            running = serving and len(live) == len(region.pids)
+            rows.append(
+                ComponentStatus(
+                    f"cluster {name}",
+                    running,
+                    f"{region.server} kubeconfig {region.kubeconfig}"
+                    f" ({len(live)}/{len(region.pids)} processes{', serving' if serving else ''})",
+                )
+            )
+        moto_running = alive(info.moto_pid, f"-p {info.moto_url.rsplit(':', 1)[1]}")
+        rows.append(ComponentStatus("moto", moto_running, f"{info.moto_url} pid {info.moto_pid}"))
+        backend = Path(info.pulumi_backend_url.removeprefix("file://"))
+        rows.append(ComponentStatus("pulumi backend", backend.is_dir(), info.pulumi_backend_url))
+        rows.append(ComponentStatus("git remote", (Path(info.git_remote) / "HEAD").exists(), info.git_remote))
+        return rows
+
+    def remove_state(self) -> None:
+        """Delete the state folder (after `down`): Pulumi stacks, git remote, logs."""
+        self.down()
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        self.up()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.down()
+
+
+__all__ = [
+    "DEFAULT_REGIONS",
+    "ComponentStatus",
+    "EnvInfo",
+    "LocalEnvironment",
+    "RegionInfo",
+    "default_state_dir",
+]
