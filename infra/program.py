@@ -66,10 +66,17 @@ def stack_config() -> dict[str, Any]:
             raw[key] = value
     # Keys nobody reads are typos: pass them on so read_settings names them.
     prefix = f"{NAMESPACE}:"
-    for full_key, value in pulumi.runtime.config.CONFIG.get().items():
+    every = {**pulumi.runtime.config.get_config_env(), **pulumi.runtime.config.CONFIG.get()}
+    for full_key, value in every.items():
         if full_key.startswith(prefix) and full_key[len(prefix) :] not in raw:
             raw[full_key[len(prefix) :]] = value
     return raw
+
+
+def route_urn(stack: str, service: str = "markethub-mobile", project: str = "markethub-rollout") -> str:
+    """The URN of the traffic route, for ``pulumi up --target`` of a rollback (traffic only)."""
+    route_type = "markethub:infra:TrafficSplit$kubernetes:gateway.networking.k8s.io/v1:HTTPRoute"
+    return f"urn:pulumi:{stack}::{project}::{route_type}::{service}-traffic-httproute"
 
 
 def resolve_plan_path(path: str) -> Path:

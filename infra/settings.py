@@ -12,10 +12,13 @@ import json
 import re
 from collections.abc import Mapping
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 from rollout_policies.errors import UserError
 from rollout_policies.state import RolloutState
@@ -205,6 +208,44 @@ def read_settings(raw: Mapping[str, Any], *, stack: str) -> StackSettings:
     if settings.min_replicas > settings.max_replicas:
         raise UserError(f"{where}: {NAMESPACE}:minReplicas: {settings.min_replicas} exceeds maxReplicas")
     return settings
+
+
+def stack_name(path: Path) -> str:
+    """``Pulumi.prod-us-east-1.yaml`` -> ``prod-us-east-1``."""
+    match = re.fullmatch(r"Pulumi\.(.+)\.ya?ml", path.name)
+    if not match:
+        raise UserError(f"{path}: not a stack config file (Pulumi.<stack>.yaml)")
+    return match.group(1)
+
+
+def stack_file_config(path: Path) -> dict[str, Any]:
+    """A stack file's ``markethub-rollout:*`` values as Pulumi hands them to the program: structured
+    values as JSON text, scalars as strings (keys without the prefix)."""
+    try:
+        document = YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8")) or {}
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror})") from None
+    except YAMLError as err:
+        raise UserError(f"{path}: not valid YAML ({err})") from None
+    prefix = f"{NAMESPACE}:"
+    raw: dict[str, Any] = {}
+    for key, value in (document.get("config") or {}).items():
+        if str(key).startswith(prefix):
+            raw[str(key)[len(prefix) :]] = _as_pulumi_string(value)
+    return raw
+
+
+def settings_from_stack_file(path: Path) -> StackSettings:
+    """Read and validate one ``Pulumi.<stack>.yaml`` the way the program would see it."""
+    return read_settings(stack_file_config(path), stack=stack_name(path))
+
+
+def _as_pulumi_string(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, default=str)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _decode(value: Any) -> Any:
