@@ -1,14 +1,20 @@
 """CloudWatch: one metric statistic through boto3 ``get_metric_data``, the newest point in the window.
 
-The source names the metric: ``options.namespace``, ``options.metric_name`` (or ``query``),
-``options.dimensions`` (a mapping), ``options.stat`` (default Average) and ``options.period``
-(seconds, default 60). The window looked at is the source's ``max_age`` back from ``now``, so an
+The source names one metric (``options.metric_name``, or ``query``) or several
+(``options.metrics``: query id -> metric name, combined by ``query``, an arithmetic expression such
+as ``100 * healthy / (healthy + unhealthy)``), with ``options.namespace``, ``options.dimensions`` (a
+mapping), ``options.stat`` (default Average) and ``options.period`` (seconds, default 60).
+The window looked at is the source's ``max_age`` back from ``now``, so an
 empty window is no data and a stale metric cannot pass. ``endpoint_url`` points it at moto in tests.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import ast
+import math
+import operator
+import re
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -96,13 +102,42 @@ class Boto3CloudWatch:
         return response
 
 
+_METRIC_ID = re.compile(r"^[a-z][a-zA-Z0-9_]*$")  # CloudWatch's rule for query ids
+_OPERATORS: dict[type[ast.AST], Callable[[float, float], float]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+}
+
+
+def named_metrics(source: MetricSource) -> dict[str, str]:
+    """Query id -> CloudWatch metric name. ``options.metrics`` names several; otherwise the one metric
+    is ``options.metric_name`` (or ``query``) under the id ``gate``."""
+    metrics = source.options.get("metrics")
+    if metrics is None:
+        name = source.options.get("metric_name") or source.query.strip()
+        if not name:
+            raise QueryFailed("the source needs options.metric_name, options.metrics or a query")
+        return {"gate": str(name)}
+    if not isinstance(metrics, Mapping) or not metrics:
+        raise QueryFailed(
+            "options.metrics must map query ids to metric names, e.g. {unhealthy: UnHealthyHostCount}"
+        )
+    for metric_id in metrics:
+        if not _METRIC_ID.match(str(metric_id)):
+            raise QueryFailed(
+                f"options.metrics: {metric_id!r} is not an id (a lowercase letter, then letters, digits, _)"
+            )
+    return {str(k): str(v) for k, v in metrics.items()}
+
+
 def metric_data_request(source: MetricSource, now: datetime) -> dict[str, Any]:
     """The ``get_metric_data`` arguments for a source at ``now``; bad options raise QueryFailed."""
     options = source.options
     namespace = options.get("namespace")
-    metric_name = options.get("metric_name") or source.query.strip()
-    if not namespace or not metric_name:
-        raise QueryFailed("the source needs options.namespace and options.metric_name (or query)")
+    if not namespace:
+        raise QueryFailed("the source needs options.namespace")
     dimensions = options.get("dimensions") or {}
     if not isinstance(dimensions, Mapping):
         raise QueryFailed("options.dimensions must be a mapping of name to value")
@@ -113,11 +148,11 @@ def metric_data_request(source: MetricSource, now: datetime) -> dict[str, Any]:
     return {
         "MetricDataQueries": [
             {
-                "Id": "gate",
+                "Id": metric_id,
                 "MetricStat": {
                     "Metric": {
                         "Namespace": str(namespace),
-                        "MetricName": str(metric_name),
+                        "MetricName": metric_name,
                         "Dimensions": [{"Name": str(k), "Value": str(v)} for k, v in dimensions.items()],
                     },
                     "Period": period,
@@ -125,6 +160,7 @@ def metric_data_request(source: MetricSource, now: datetime) -> dict[str, Any]:
                 },
                 "ReturnData": True,
             }
+            for metric_id, metric_name in named_metrics(source).items()
         ],
         "StartTime": now - source.max_age,
         "EndTime": now,
@@ -132,18 +168,64 @@ def metric_data_request(source: MetricSource, now: datetime) -> dict[str, Any]:
     }
 
 
-def reading_from(response: Mapping[str, Any]) -> Reading:
+def evaluate(expression: str, values: Mapping[str, float]) -> float:
+    """Arithmetic (+ - * / and parentheses) over the named metrics' newest values.
+
+    Done here rather than as a CloudWatch metric-math expression so the same plan reads the same
+    number from AWS and from moto, which returns nothing for expressions.
+    """
+
+    def walk(node: ast.AST) -> float:
+        if isinstance(node, ast.Expression):
+            return walk(node.body)
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, int | float)
+            and not isinstance(node.value, bool)
+        ):
+            return float(node.value)
+        if isinstance(node, ast.Name):
+            if node.id not in values:
+                raise QueryFailed(f"the query names {node.id!r}, which options.metrics does not define")
+            return values[node.id]
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+            operand = walk(node.operand)
+            return -operand if isinstance(node.op, ast.USub) else operand
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
+            left, right = walk(node.left), walk(node.right)
+            if isinstance(node.op, ast.Div) and right == 0:
+                return math.nan  # e.g. no hosts at all: no data, not a crash and not a pass
+            return _OPERATORS[type(node.op)](left, right)
+        raise QueryFailed(f"the query {expression!r} is not arithmetic over options.metrics ids")
+
+    try:
+        tree = ast.parse(expression, mode="eval")
+    except SyntaxError:
+        raise QueryFailed(f"the query {expression!r} is not an arithmetic expression") from None
+    return walk(tree)
+
+
+def reading_from(response: Mapping[str, Any], source: MetricSource | None = None) -> Reading:
+    """The newest point of each named metric, combined by the query when the source names several."""
     results = response.get("MetricDataResults") or []
     if not results:
         raise NoValues("no metric data results")
-    result = results[0]
-    if result.get("StatusCode") == "InternalError":
-        raise TransientQueryFailure(f"CloudWatch reported an internal error: {result.get('Messages')}")
-    points = list(zip(result.get("Timestamps") or [], result.get("Values") or [], strict=False))
-    if not points:
-        raise NoValues("no data points in the window")
-    observed_at, value = max(points, key=lambda point: point[0])
-    return Reading(float(value), as_utc(observed_at))
+    newest: dict[str, tuple[datetime, float]] = {}
+    for result in results:
+        if result.get("StatusCode") == "InternalError":
+            raise TransientQueryFailure(f"CloudWatch reported an internal error: {result.get('Messages')}")
+        points = list(zip(result.get("Timestamps") or [], result.get("Values") or [], strict=False))
+        if not points:
+            raise NoValues(f"no data points in the window for {result.get('Id', 'the metric')}")
+        observed_at, value = max(points, key=lambda point: point[0])
+        newest[str(result.get("Id", "gate"))] = (as_utc(observed_at), float(value))
+    # The oldest of the newest points: the combination is only as fresh as its stalest part.
+    observed = min(moment for moment, _ in newest.values())
+    if source is None or source.options.get("metrics") is None:
+        return Reading(next(iter(newest.values()))[1], observed)
+    return Reading(
+        evaluate(source.query.strip(), {key: value for key, (_, value) in newest.items()}), observed
+    )
 
 
 class CloudWatchProvider:
@@ -175,7 +257,7 @@ class CloudWatchProvider:
         now = as_utc(now)
 
         def read() -> Reading:
-            return reading_from(self.client.get_metric_data(**metric_data_request(source, now)))
+            return reading_from(self.client.get_metric_data(**metric_data_request(source, now)), source)
 
         return measure(self.name, metric, source, now, read, attempts=self.attempts)
 

@@ -1,10 +1,15 @@
 """JSON over HTTP: GET a URL and read one number by a dotted path (a crash reporter, a survey tool).
 
-``source.query`` is a URL, or a path joined to the base URL named by ``options.base`` (settings map
-base names to URLs, e.g. ``crash_reporter=https://...``). ``options.field`` is the dotted path to the
-value (``data.crash_free_rate``, ``items.0.nps``); ``options.observed_at_field`` optionally names a
-timestamp (ISO 8601 or epoch seconds), otherwise the time of the request is used.
-``options.token_env`` names an environment variable holding a bearer token (never the token itself).
+Two ways to write a source:
+- ``options.field`` is the dotted path to the value (``data.crash_free_rate``, ``items.0.nps``) and
+  ``query`` is the URL, or a path joined to a base URL;
+- without ``options.field``, ``query`` is the dotted path and ``options.path`` the path.
+The base URL is ``options.base`` (a name in the settings' base URLs, e.g. ``crash_reporter``),
+else ``options.url_env`` (an environment variable holding it; the settings' base URLs may also
+hold that name), else the settings' default base URL.
+``options.observed_at_field`` optionally names a timestamp (ISO 8601 or epoch seconds), otherwise
+the time of the request is used. ``options.token_env`` names an environment variable holding a
+bearer token (never the token itself).
 """
 
 from __future__ import annotations
@@ -111,11 +116,16 @@ class JsonHttpProvider:
         self.getter = getter or HttpJsonGetter(timeout=timeout)
         self.attempts = attempts
 
-    def url_for(self, source: MetricSource) -> str:
-        target = source.query.strip()
-        if target.startswith(("http://", "https://")):
-            return target
+    @staticmethod
+    def field_for(source: MetricSource) -> str:
+        field = source.options.get("field") or source.query.strip()
+        if not field:
+            raise QueryFailed("the source needs options.field (or the field's dotted path as its query)")
+        return str(field)
+
+    def base_for(self, source: MetricSource) -> str:
         base_name = source.options.get("base")
+        url_env = source.options.get("url_env")
         if base_name is not None:
             base = self.base_urls.get(str(base_name))
             if not base:
@@ -123,10 +133,24 @@ class JsonHttpProvider:
                 raise QueryFailed(
                     f"no base URL named {base_name!r} (known: {known}; set ROLLOUT_JSON_BASE_URLS)"
                 )
-        elif self.base_url:
-            base = self.base_url
+            return base
+        if url_env:
+            base = os.environ.get(str(url_env)) or self.base_urls.get(str(url_env))
+            if not base:
+                raise QueryFailed(f"environment variable {url_env} (options.url_env) is not set")
+            return base
+        if self.base_url:
+            return self.base_url
+        raise QueryFailed("no base URL: set options.base, options.url_env or a default base URL")
+
+    def url_for(self, source: MetricSource) -> str:
+        if source.options.get("field"):
+            target = source.query.strip()  # the query is the location
         else:
-            raise QueryFailed("query is not a URL and neither options.base nor a default base URL is set")
+            target = str(source.options.get("path") or "")  # the query is the field
+        if target.startswith(("http://", "https://")):
+            return target
+        base = self.base_for(source)
         return f"{base.rstrip('/')}/{target.lstrip('/')}" if target else base
 
     def headers_for(self, source: MetricSource) -> dict[str, str]:
@@ -143,9 +167,7 @@ class JsonHttpProvider:
         now = as_utc(now)
 
         def read() -> Reading:
-            field = source.options.get("field")
-            if not field:
-                raise QueryFailed("the source needs options.field (a dotted path to the value)")
+            field = self.field_for(source)
             document = self.getter.get_json(self.url_for(source), self.headers_for(source))
             value = to_float(pick(document, str(field)), f"field {field!r}")
             stamp_field = source.options.get("observed_at_field")

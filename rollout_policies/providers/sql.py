@@ -1,18 +1,20 @@
 """SQL: an analytics database (PostgreSQL, through psycopg 3) answering one row ``(value, observed_at)``.
 
+A one-column row ``(value)`` is an aggregate computed by the query itself, observed at ``now``.
 The query runs in a read-only transaction with a statement timeout. It may use ``%(now)s`` for the
 evaluation time (then write a literal percent sign as ``%%``). No row or a NULL value is no data;
-more than one row, or a row that is not ``(value, observed_at)``, is an error.
+more than one row, or a row of another shape, is an error. The DSN comes from settings
+(``ROLLOUT_SQL_DSN``) or from the variable a source names in ``options.dsn_env``.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
 from rollout_policies.core.measurement import Measurement
-from rollout_policies.errors import UserError
 from rollout_policies.plan.model import MetricSource
 from rollout_policies.providers.base import (
     DEFAULT_ATTEMPTS,
@@ -69,14 +71,16 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-def reading_from(rows: Sequence[Sequence[Any]]) -> Reading:
+def reading_from(rows: Sequence[Sequence[Any]], now: datetime) -> Reading:
     if not rows:
         raise NoValues("the query returned no row")
     if len(rows) > 1:
         raise QueryFailed(f"the query returned {len(rows)} rows; it must return one (value, observed_at)")
     row = rows[0]
+    if len(row) == 1:
+        return Reading(to_float(row[0], "the value"), now)
     if len(row) != 2:
-        raise QueryFailed(f"the row has {len(row)} columns; it must be (value, observed_at)")
+        raise QueryFailed(f"the row has {len(row)} columns; it must be (value, observed_at) or (value)")
     value, observed_at = row
     if observed_at is None:
         raise NoValues("observed_at is NULL")
@@ -102,12 +106,23 @@ class SqlProvider:
         attempts: int = DEFAULT_ATTEMPTS,
         runner: SqlRunner | None = None,
     ) -> None:
-        if runner is None:
-            if not dsn:
-                raise UserError("sql: no database DSN (set ROLLOUT_SQL_DSN or sql_dsn)")
-            runner = PsycopgRunner(dsn, timeout=timeout)
-        self.runner = runner
+        self.dsn = dsn
+        self.timeout = timeout
+        self.runner = runner  # a fixed runner (tests) answers every source, whatever its DSN
         self.attempts = attempts
+
+    def runner_for(self, source: MetricSource) -> SqlRunner:
+        if self.runner is not None:
+            return self.runner
+        dsn_env = source.options.get("dsn_env")
+        dsn = os.environ.get(str(dsn_env)) if dsn_env else None
+        dsn = dsn or self.dsn
+        if not dsn:
+            where = (
+                f"set {dsn_env} (options.dsn_env) or ROLLOUT_SQL_DSN" if dsn_env else "set ROLLOUT_SQL_DSN"
+            )
+            raise QueryFailed(f"no database DSN: {where}")
+        return PsycopgRunner(dsn, timeout=self.timeout)
 
     def query(self, source: MetricSource, now: datetime, *, metric: str = "") -> Measurement:
         now = as_utc(now)
@@ -116,13 +131,14 @@ class SqlProvider:
         def read() -> Reading:
             if not source.query.strip():
                 raise QueryFailed("the source has no SQL query")
-            return reading_from(self.runner.fetch(source.query, params))
+            return reading_from(self.runner_for(source).fetch(source.query, params), now)
 
         return measure(self.name, metric, source, now, read, attempts=self.attempts)
 
     def is_online(self) -> bool:
         try:
-            with_retries(lambda: self.runner.fetch("SELECT 1", None), attempts=1)
+            probe = MetricSource(provider=self.name, query="SELECT 1")
+            with_retries(lambda: self.runner_for(probe).fetch("SELECT 1", None), attempts=1)
         except Exception:
             return False
         return True

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
+from rollout_policies.core.measurement import Phase
 from rollout_policies.errors import UserError
+from rollout_policies.plan.model import MetricSource
 from rollout_policies.providers import PROVIDERS, ProviderSettings, provider_for
 from rollout_policies.providers.json_http import JsonHttpProvider
 from rollout_policies.providers.manual import ManualProvider
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
 def test_registry_holds_every_backend():
@@ -33,9 +39,15 @@ def test_prometheus_without_url_names_the_variable():
         provider_for("prometheus")
 
 
-def test_sql_without_dsn_names_the_variable():
-    with pytest.raises(UserError, match="ROLLOUT_SQL_DSN"):
-        provider_for("sql", dsn=None)
+def test_sql_without_dsn_reports_an_error_naming_the_variable():
+    provider = provider_for("sql", dsn=None)
+
+    measurement = provider.query(MetricSource(provider="sql", query="SELECT 1"), NOW)
+
+    assert (measurement.phase, measurement.message) == (
+        Phase.ERROR,
+        "sql: no database DSN: set ROLLOUT_SQL_DSN",
+    )
 
 
 def test_registry_builds_the_named_backend():
