@@ -1,0 +1,382 @@
+"""``rollout promote``, ``rollout rollback`` and ``rollout status``: wiring for the gitops engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from rollout_policies.core import Evidence
+from rollout_policies.errors import UserError
+from rollout_policies.gitops.engine import GitOps, PromotionOutcome, default_actor
+from rollout_policies.gitops.forge import DEFAULT_API_URL, make_forge
+from rollout_policies.gitops.notify import Notifier
+from rollout_policies.gitops.owners import (
+    DEFAULT_REVIEWERS_FILE,
+    load_handles,
+    parse_handle_flags,
+    reviewers_for,
+)
+from rollout_policies.gitops.repo import GitRepo
+from rollout_policies.gitops.seams import APPLIERS, LIVE_STATES, make_applier, make_live_state
+from rollout_policies.gitops.stack_config import stacks_in
+from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
+from rollout_policies.plan.model import Plan
+from rollout_policies.state import RolloutState
+
+# Exit status of `promote` when a stack needs a rollback: CI can page or run `rollout rollback`.
+EXIT_ROLLBACK_NEEDED = 3
+
+
+def _now(text: str | None) -> datetime:
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UserError(f"--now: not a time: {text!r} (write 2026-11-20T09:00:00Z)") from None
+    if moment.tzinfo is None:
+        raise UserError(f"--now: {text} needs a time zone (write it as ...Z)")
+    return moment
+
+
+def _common(command: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option(
+            "--plan",
+            "plan_path",
+            type=click.Path(path_type=Path, dir_okay=False),
+            default=DEFAULT_PLAN,
+            show_default="the shipped markethub-mobile plan",
+            help="Plan file.",
+        ),
+        click.option(
+            "--repo",
+            "repo_dir",
+            type=click.Path(path_type=Path, file_okay=False),
+            default=Path("."),
+            help="The git clone holding the stack configs (default: the current directory).",
+        ),
+        click.option(
+            "--config-dir",
+            default="",
+            help="Folder of the Pulumi.<stack>.yaml files inside the repository (default: its top).",
+        ),
+        click.option("--remote", default="origin", show_default=True, help="The git remote to push to."),
+        click.option("--main", "main_branch", default="main", show_default=True, help="The main branch."),
+        click.option(
+            "--stack",
+            "stacks",
+            multiple=True,
+            help="A stack (repeatable; default: every stack config with a rollout block).",
+        ),
+        click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _setup(
+    plan_path: Path, repo_dir: Path, config_dir: str, remote: str, main_branch: str, stacks: tuple[str, ...]
+) -> tuple[Plan, GitRepo, tuple[str, ...]]:
+    plan = load_plan(plan_path)
+    if not repo_dir.is_dir():
+        raise UserError(f"--repo {repo_dir}: no such directory")
+    repo = GitRepo(repo_dir, remote=remote, main=main_branch)
+    if not stacks:
+        stacks = stacks_in(repo_dir / config_dir)
+        if not stacks:
+            raise UserError(
+                f"--repo {repo_dir}: no Pulumi.<stack>.yaml with a rollout block; name one with --stack"
+            )
+    return plan, repo, tuple(dict.fromkeys(stacks))
+
+
+def _emit(as_json: bool, data: Any, lines: list[str]) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        for line in lines:
+            click.echo(line)
+
+
+@click.command("promote")
+@_common
+@click.option(
+    "--metrics-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Measurements standing in for live providers (the `rollout evaluate` format).",
+)
+@click.option("--signoff", "signoffs", multiple=True, help="A manual criterion id signed off (repeatable).")
+@click.option(
+    "--now", "now_text", default=None, help="Decision time, ISO 8601 with zone (default: the clock)."
+)
+@click.option("--dry-run", is_flag=True, help="Decide and show the config diff; write nothing.")
+@click.option("--no-pr", is_flag=True, help="Push the promotion branch but open no pull request.")
+@click.option("--forge", "forge_kind", default="github", show_default=True, help="Forge backend.")
+@click.option(
+    "--forge-url",
+    default=lambda: os.environ.get("GITHUB_API_URL", DEFAULT_API_URL),
+    show_default="$GITHUB_API_URL or https://api.github.com",
+    help="Forge API base URL.",
+)
+@click.option(
+    "--forge-repo",
+    default=lambda: os.environ.get("GITHUB_REPOSITORY", ""),
+    show_default="$GITHUB_REPOSITORY",
+    help="owner/name of the repository on the forge.",
+)
+@click.option(
+    "--reviewers-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help=f"decision_authority name -> @handle map (default: <repo>/{DEFAULT_REVIEWERS_FILE}).",
+)
+@click.option("--reviewer", "reviewer_flags", multiple=True, help="NAME=@handle, overriding the file.")
+@click.option("--actor", default=None, help="Who decides, for the audit trail (default: $GITHUB_ACTOR@host).")
+def promote(
+    plan_path: Path,
+    repo_dir: Path,
+    config_dir: str,
+    remote: str,
+    main_branch: str,
+    stacks: tuple[str, ...],
+    as_json: bool,
+    metrics_file: Path | None,
+    signoffs: tuple[str, ...],
+    now_text: str | None,
+    dry_run: bool,
+    no_pr: bool,
+    forge_kind: str,
+    forge_url: str,
+    forge_repo: str,
+    reviewers_file: Path | None,
+    reviewer_flags: tuple[str, ...],
+    actor: str | None,
+) -> None:
+    """Decide each stack's stage; on promote, propose the next step as a branch and a pull request.
+
+    Exit status 0 for promote and hold, 3 when a stack needs a rollback, 2 for bad input.
+    """
+    now = _now(now_text)
+    plan, repo, stacks = _setup(plan_path, repo_dir, config_dir, remote, main_branch, stacks)
+    evidence_for = _evidence_source(plan, metrics_file, signoffs, now)
+    forge = None
+    reviewers: tuple[str, ...] = ()
+    if not dry_run and not no_pr:
+        if not forge_repo:
+            raise UserError(
+                "--forge-repo: required to open pull requests (or set GITHUB_REPOSITORY, or --no-pr)"
+            )
+        source = reviewers_file or repo_dir / DEFAULT_REVIEWERS_FILE
+        handles = load_handles(source) if (reviewers_file or source.exists() or not reviewer_flags) else {}
+        handles.update(parse_handle_flags(reviewer_flags))
+        reviewers = reviewers_for(plan, handles, str(source))
+        forge = make_forge(forge_kind, forge_repo, forge_url)
+    ops = GitOps(
+        repo=repo,
+        plan=plan,
+        config_dir=config_dir,
+        forge=forge,
+        reviewers=reviewers,
+        notifier=Notifier(plan.notifications),
+        actor=actor or default_actor(),
+    )
+    outcomes = [
+        ops.promote(stack, evidence_for, now=now, dry_run=dry_run, open_pull=not no_pr) for stack in stacks
+    ]
+    lines = []
+    for outcome in outcomes:
+        lines.append(f"{outcome.result}: {outcome.message}")
+        lines += [f"    {line}" for line in outcome.diff] if outcome.result == "dry-run" else []
+        lines += [f"    reason: {reason}" for reason in outcome.decision.reasons]
+        lines += [f"    warning: {w}" for w in outcome.warnings]
+    _emit(as_json, [_promotion_dict(o) for o in outcomes], lines)
+    if any(o.result == "rollback-needed" for o in outcomes):
+        sys.exit(EXIT_ROLLBACK_NEEDED)
+
+
+def _evidence_source(
+    plan: Plan, metrics_file: Path | None, signoffs: tuple[str, ...], now: datetime
+) -> Callable[[RolloutState], Evidence]:
+    known = {c.id for s in plan.stages for c in (*s.go, *s.no_go)}
+    for signoff in signoffs:
+        if signoff not in known:
+            raise UserError(f"--signoff {signoff!r}: not a criterion of plan {plan.name}")
+    if metrics_file is not None:
+        from rollout_policies.metrics_file import load_metrics_file
+
+        loaded = load_metrics_file(metrics_file, now=now)
+        loaded.check_against(plan)
+        evidence = Evidence.of(loaded.measurements, loaded.signoffs | set(signoffs))
+        return lambda state: evidence
+
+    def live(state: RolloutState) -> Evidence:
+        from rollout_policies.providers import collect
+
+        return Evidence.of(collect(plan, state.stage, now), signoffs)
+
+    return live
+
+
+def _promotion_dict(outcome: PromotionOutcome) -> dict[str, Any]:
+    return {
+        "stack": outcome.stack,
+        "decision": outcome.decision.action.value,
+        "result": outcome.result,
+        "message": outcome.message,
+        "branch": outcome.branch,
+        "commit": outcome.commit,
+        "pull_request": outcome.pull.url if outcome.pull else None,
+        "reasons": [str(r) for r in outcome.decision.reasons],
+        "diff": list(outcome.diff),
+        "warnings": list(outcome.warnings),
+    }
+
+
+@click.command("rollback")
+@_common
+@click.option("--reason", required=True, help="Why: goes into the commit, Slack and the page.")
+@click.option(
+    "--evidence", "evidence", multiple=True, help="A link or figure behind the reason (repeatable)."
+)
+@click.option(
+    "--apply", "apply_now", is_flag=True, help="Then apply the traffic resources (pulumi up --target)."
+)
+@click.option(
+    "--applier",
+    type=click.Choice(sorted(APPLIERS)),
+    default="pulumi-cli",
+    show_default=True,
+    help="How --apply reaches the cluster.",
+)
+@click.option(
+    "--now", "now_text", default=None, help="Rollback time, ISO 8601 with zone (default: the clock)."
+)
+@click.option("--dry-run", is_flag=True, help="Show which stacks would change; write nothing.")
+@click.option(
+    "--actor", default=None, help="Who rolls back, for the audit trail (default: $GITHUB_ACTOR@host)."
+)
+def rollback(
+    plan_path: Path,
+    repo_dir: Path,
+    config_dir: str,
+    remote: str,
+    main_branch: str,
+    stacks: tuple[str, ...],
+    as_json: bool,
+    reason: str,
+    evidence: tuple[str, ...],
+    apply_now: bool,
+    applier: str,
+    now_text: str | None,
+    dry_run: bool,
+    actor: str | None,
+) -> None:
+    """Break-glass: give stable 100% on the stacks in ONE commit straight to main, then apply it.
+
+    Already rolled back is a no-op in git (the apply still runs with --apply).
+    """
+    now = _now(now_text)
+    if not stacks:
+        raise UserError("--stack: name the stacks to roll back (a rollback never guesses)")
+    plan, repo, stacks = _setup(plan_path, repo_dir, config_dir, remote, main_branch, stacks)
+    ops = GitOps(
+        repo=repo,
+        plan=plan,
+        config_dir=config_dir,
+        notifier=Notifier(plan.notifications),
+        actor=actor or default_actor(),
+    )
+    project = repo_dir / config_dir
+    outcome = ops.rollback(
+        stacks,
+        reason=reason,
+        now=now,
+        evidence=evidence,
+        applier=make_applier(applier, project) if apply_now and not dry_run else None,
+        dry_run=dry_run,
+    )
+    lines = [f"{outcome.result}: {outcome.message}"] + [f"    warning: {w}" for w in outcome.warnings]
+    data = {
+        "stacks": list(outcome.stacks),
+        "result": outcome.result,
+        "message": outcome.message,
+        "commit": outcome.commit,
+        "applied": list(outcome.applied),
+        "warnings": list(outcome.warnings),
+    }
+    _emit(as_json, data, lines)
+
+
+@click.command("status")
+@_common
+@click.option(
+    "--live",
+    type=click.Choice(sorted(LIVE_STATES)),
+    default="none",
+    show_default=True,
+    help="Where live weights come from, for drift ('none': drift is unknown).",
+)
+def status(
+    plan_path: Path,
+    repo_dir: Path,
+    config_dir: str,
+    remote: str,
+    main_branch: str,
+    stacks: tuple[str, ...],
+    as_json: bool,
+    live: str,
+) -> None:
+    """Per stack: stage, step, versions, weights, since when, last decision and its commit, drift."""
+    plan, repo, stacks = _setup(plan_path, repo_dir, config_dir, remote, main_branch, stacks)
+    ops = GitOps(repo=repo, plan=plan, config_dir=config_dir)
+    found = ops.status(stacks, make_live_state(live, repo_dir / config_dir))
+    rows = []
+    lines = []
+    for item in found:
+        s = item.state
+        weights = {c.value: w for c, w in sorted(s.weights.items())}
+        rows.append(
+            {
+                "stack": item.stack,
+                "stage": s.stage,
+                "step": s.step,
+                "stable": {"colour": s.stable.colour.value, "version": s.stable.version},
+                "candidate": {"colour": s.candidate.colour.value, "version": s.candidate.version},
+                "weights": weights,
+                "stage_started_at": s.stage_started_at.isoformat(),
+                "step_started_at": s.step_started_at.isoformat(),
+                "config_commit": item.commit,
+                "last_decision": item.last_decision,
+                "last_decision_commit": item.last_decision_commit,
+                "last_decision_at": item.last_decision_at,
+                "last_decision_by": item.last_decision_by,
+                "pending_promotions": list(item.pending),
+                "live_weights": item.live,
+                "drift": item.drift,
+            }
+        )
+        decision = (
+            f"{item.last_decision} in {item.last_decision_commit[:12]} at {item.last_decision_at}"
+            if item.last_decision and item.last_decision_commit
+            else "none recorded"
+        )
+        lines += [
+            f"{item.stack}: {s.stage} step {s.step}, candidate {s.candidate.version} "
+            f"({s.candidate.colour.value}) {s.candidate_weight}%, "
+            f"stable {s.stable.version} ({s.stable.colour.value})",
+            f"    since: stage {s.stage_started_at.isoformat()}, step {s.step_started_at.isoformat()}",
+            f"    last decision: {decision}",
+            f"    pending promotions: {', '.join(item.pending) or 'none'}",
+            f"    drift: {item.drift}" + (f" (live {item.live})" if item.live is not None else ""),
+        ]
+    _emit(as_json, rows, lines)
