@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,39 +23,38 @@ def plan() -> Plan:
     return make_plan()
 
 
-@pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgreSQL]:
-    with PostgreSQL(tmp_path_factory.mktemp("drill-pg")) as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    with MotoServer(tmp_path_factory.mktemp("drill-moto")) as server:
-        yield server
+@pytest.fixture
+def unique() -> str:
+    """A suffix for this test's bucket and hosted zone: tests share the session's moto server, so
+    they keep apart by name rather than by resetting it under other tests."""
+    return secrets.token_hex(4)
 
 
 @pytest.fixture
-def s3(moto: MotoServer) -> Any:
-    moto.reset()  # each test starts with no buckets, zones or health checks
-    client = aws("s3", moto)
-    client.create_bucket(Bucket=BUCKET)
+def bucket(unique: str) -> str:
+    return f"{BUCKET}-{unique}"
+
+
+@pytest.fixture
+def s3(moto_server: MotoServer, bucket: str) -> Any:
+    client = aws("s3", moto_server)
+    client.create_bucket(Bucket=bucket)
     return client
 
 
 @pytest.fixture
-def route53(moto: MotoServer, s3: Any) -> Any:
-    return aws("route53", moto)  # after the s3 fixture, so the reset happened first
+def route53(moto_server: MotoServer) -> Any:
+    return aws("route53", moto_server)
 
 
 @pytest.fixture
-def app_db(pg_server: PostgreSQL, request: pytest.FixtureRequest) -> Iterator[str]:
+def app_db(postgres: PostgreSQL, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh application database with the verified tables and some rows; yields its DSN."""
     name = f"app_{request.node.name[:40].lower().replace('[', '_').replace(']', '')}"
-    with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = pg_server.dsn_for(name)
+    dsn = postgres.dsn_for(name)
     with psycopg.connect(dsn) as conn:
         conn.execute("CREATE TABLE customers (id int PRIMARY KEY, email text NOT NULL)")
         conn.execute(
@@ -68,15 +68,15 @@ def app_db(pg_server: PostgreSQL, request: pytest.FixtureRequest) -> Iterator[st
             "INSERT INTO orders SELECT g, 1 + g % 200, (g * 7 % 1000) / 10.0 FROM generate_series(1, 1500) g"
         )
     yield dsn
-    with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture
-def regions() -> Iterator[Regions]:
+def regions(unique: str) -> Iterator[Regions]:
     """Two loopback HTTP servers standing in for the regions' endpoints (no pod serves on kwok nodes)."""
     with RegionEndpoint(PRIMARY) as primary, RegionEndpoint(SECONDARY) as secondary:
-        yield Regions(primary, secondary)
+        yield Regions(primary, secondary, zone=f"t{unique}.markethub.test.")
 
 
 @pytest.fixture

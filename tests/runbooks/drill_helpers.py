@@ -58,8 +58,8 @@ def aws(service: str, moto: MotoServer) -> Any:
     )
 
 
-def scratch_databases(pg_server: PostgreSQL) -> list[str]:
-    with psycopg.connect(pg_server.dsn) as conn:
+def scratch_databases(postgres: PostgreSQL) -> list[str]:
+    with psycopg.connect(postgres.dsn) as conn:
         rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'drill_restore_%'").fetchall()
     return [row[0] for row in rows]
 
@@ -68,16 +68,21 @@ def scratch_databases(pg_server: PostgreSQL) -> list[str]:
 class Regions:
     primary: RegionEndpoint
     secondary: RegionEndpoint
+    zone: str
 
-    def target(self, stacks_dir: Path) -> FailoverTarget:
+    @property
+    def record(self) -> str:
+        return f"api.{self.zone}"
+
+    def target(self, stacks_dir: Path, bucket: str) -> FailoverTarget:
         return FailoverTarget(
-            zone="markethub.test.",
-            record="api.markethub.test.",
+            zone=self.zone,
+            record=self.record,
             regions={
-                e.region: RegionTarget(host=f"{e.region}.api.markethub.test", probe_url=e.url)
+                e.region: RegionTarget(host=f"{e.region}.{self.record}", probe_url=e.url)
                 for e in (self.primary, self.secondary)
             },
-            bucket=BUCKET,
+            bucket=bucket,
             prefix=PREFIX,
             stacks_dir=stacks_dir,
         )

@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from drill_helpers import BUCKET, PREFIX, VERIFY_TABLES, hours_ago, make_plan, now_utc, scratch_databases
+from drill_helpers import PREFIX, VERIFY_TABLES, hours_ago, make_plan, now_utc, scratch_databases
 
 from rollout_policies.env.services import PostgreSQL
 from rollout_policies.plan.model import Plan
@@ -53,10 +53,12 @@ class RecordedVelero:
         return self.phases.pop(0) if len(self.phases) > 1 else self.phases[0]
 
 
-def drill(plan: Plan, s3: Any, pg: PostgreSQL, velero: Any = None, **kwargs: Any) -> RestoreDrill:
+def drill(
+    plan: Plan, s3: Any, pg: PostgreSQL, bucket: str, velero: Any = None, **kwargs: Any
+) -> RestoreDrill:
     return RestoreDrill(
         plan=plan,
-        target=RestoreTarget(bucket=BUCKET, prefix=PREFIX, restore_dsn=pg.dsn),
+        target=RestoreTarget(bucket=bucket, prefix=PREFIX, restore_dsn=pg.dsn),
         s3=s3,
         velero=velero,
         velero_bounds=VeleroBounds(attempts=5, interval=0.01, deadline=5),
@@ -64,9 +66,11 @@ def drill(plan: Plan, s3: Any, pg: PostgreSQL, velero: Any = None, **kwargs: Any
     )
 
 
-def test_a_backup_uploads_the_dump_and_a_manifest_of_the_verified_tables(app_db: str, s3: Any) -> None:
+def test_a_backup_uploads_the_dump_and_a_manifest_of_the_verified_tables(
+    app_db: str, s3: Any, bucket: str
+) -> None:
     made = make_backup(
-        dsn=app_db, s3=s3, bucket=BUCKET, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(0.1)
+        dsn=app_db, s3=s3, bucket=bucket, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(0.1)
     )
 
     manifest = read_manifest(s3, made)
@@ -77,23 +81,29 @@ def test_a_backup_uploads_the_dump_and_a_manifest_of_the_verified_tables(app_db:
 
 
 def test_the_newest_backup_is_found_by_its_time_and_a_dump_without_manifest_is_ignored(
-    app_db: str, s3: Any
+    app_db: str,
+    s3: Any,
+    bucket: str,
 ) -> None:
-    make_backup(dsn=app_db, s3=s3, bucket=BUCKET, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(3))
+    make_backup(dsn=app_db, s3=s3, bucket=bucket, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(3))
     newest = make_backup(
-        dsn=app_db, s3=s3, bucket=BUCKET, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(2)
+        dsn=app_db, s3=s3, bucket=bucket, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(2)
     )
-    s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}/29991231T000000Z/app.dump", Body=b"half-uploaded")
+    s3.put_object(Bucket=bucket, Key=f"{PREFIX}/29991231T000000Z/app.dump", Body=b"half-uploaded")
 
-    assert latest_backup(s3, BUCKET, PREFIX) == newest
+    assert latest_backup(s3, bucket, PREFIX) == newest
 
 
 def test_the_drill_restores_verifies_measures_and_drops_the_scratch_database(
-    app_db: str, s3: Any, pg_server: PostgreSQL, plan: Plan
+    app_db: str,
+    s3: Any,
+    postgres: PostgreSQL,
+    plan: Plan,
+    bucket: str,
 ) -> None:
-    make_backup(dsn=app_db, s3=s3, bucket=BUCKET, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(0.25))
+    make_backup(dsn=app_db, s3=s3, bucket=bucket, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(0.25))
 
-    report = drill(plan, s3, pg_server).run(execute=True)
+    report = drill(plan, s3, postgres, bucket).run(execute=True)
 
     assert report.verdict is Verdict.PASSED, report.to_markdown()
     assert report.step("verify-tables").status is StepStatus.PASSED
@@ -101,15 +111,19 @@ def test_the_drill_restores_verifies_measures_and_drops_the_scratch_database(
     assert report.objective("RTO (restore time)").met is True
     rpo = report.objective("RPO (backup age)").measured_seconds
     assert rpo is not None and 0.25 * 3600 <= rpo < 0.3 * 3600
-    assert scratch_databases(pg_server) == []
+    assert scratch_databases(postgres) == []
 
 
 def test_without_a_cluster_the_velero_steps_are_skipped_not_passed(
-    app_db: str, s3: Any, pg_server: PostgreSQL, plan: Plan
+    app_db: str,
+    s3: Any,
+    postgres: PostgreSQL,
+    plan: Plan,
+    bucket: str,
 ) -> None:
-    make_backup(dsn=app_db, s3=s3, bucket=BUCKET, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(0.1))
+    make_backup(dsn=app_db, s3=s3, bucket=bucket, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(0.1))
 
-    report = drill(plan, s3, pg_server, velero=None).run(execute=True)
+    report = drill(plan, s3, postgres, bucket, velero=None).run(execute=True)
 
     assert report.step("find-latest-velero-backup").status is StepStatus.SKIPPED
     assert report.step("velero-restore").status is StepStatus.SKIPPED
@@ -117,11 +131,15 @@ def test_without_a_cluster_the_velero_steps_are_skipped_not_passed(
 
 
 def test_a_backup_older_than_the_rpo_fails_the_drill(
-    app_db: str, s3: Any, pg_server: PostgreSQL, plan: Plan
+    app_db: str,
+    s3: Any,
+    postgres: PostgreSQL,
+    plan: Plan,
+    bucket: str,
 ) -> None:
-    make_backup(dsn=app_db, s3=s3, bucket=BUCKET, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(3))
+    make_backup(dsn=app_db, s3=s3, bucket=bucket, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(3))
 
-    report = drill(plan, s3, pg_server).run(execute=True)
+    report = drill(plan, s3, postgres, bucket).run(execute=True)
 
     assert report.verdict is Verdict.FAILED
     assert report.objective("RPO (backup age)").met is False
@@ -130,36 +148,44 @@ def test_a_backup_older_than_the_rpo_fails_the_drill(
 
 
 def test_restored_data_that_does_not_verify_fails_the_drill_and_still_drops_the_scratch_database(
-    app_db: str, s3: Any, pg_server: PostgreSQL, plan: Plan
+    app_db: str,
+    s3: Any,
+    postgres: PostgreSQL,
+    plan: Plan,
+    bucket: str,
 ) -> None:
-    make_backup(dsn=app_db, s3=s3, bucket=BUCKET, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(0.1))
+    make_backup(dsn=app_db, s3=s3, bucket=bucket, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(0.1))
 
     def corrupt(scratch_dsn: str) -> None:  # a restore that silently lost a change
         with psycopg.connect(scratch_dsn) as conn:
             conn.execute("UPDATE orders SET total = total + 1 WHERE id = 42")
 
-    report = drill(plan, s3, pg_server, after_restore=corrupt).run(execute=True)
+    report = drill(plan, s3, postgres, bucket, after_restore=corrupt).run(execute=True)
 
     assert report.verdict is Verdict.FAILED
     verify = report.step("verify-tables")
     assert verify.status is StepStatus.FAILED
     assert "orders: checksum" in verify.detail
     assert report.step("drop-scratch-database").status is StepStatus.PASSED
-    assert scratch_databases(pg_server) == []
+    assert scratch_databases(postgres) == []
 
 
 def test_a_dump_that_does_not_match_its_manifest_fails_before_restoring(
-    app_db: str, s3: Any, pg_server: PostgreSQL, plan: Plan
+    app_db: str,
+    s3: Any,
+    postgres: PostgreSQL,
+    plan: Plan,
+    bucket: str,
 ) -> None:
     made = make_backup(
-        dsn=app_db, s3=s3, bucket=BUCKET, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(0.1)
+        dsn=app_db, s3=s3, bucket=bucket, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(0.1)
     )
     manifest = read_manifest(s3, made)
     s3.put_object(
-        Bucket=BUCKET, Key=made.manifest_key, Body=json.dumps({**manifest, "dump_sha256": "0" * 64}).encode()
+        Bucket=bucket, Key=made.manifest_key, Body=json.dumps({**manifest, "dump_sha256": "0" * 64}).encode()
     )
 
-    report = drill(plan, s3, pg_server).run(execute=True)
+    report = drill(plan, s3, postgres, bucket).run(execute=True)
 
     assert report.step("download-dump").status is StepStatus.FAILED
     assert [s.name for s in report.steps] == [
@@ -169,31 +195,37 @@ def test_a_dump_that_does_not_match_its_manifest_fails_before_restoring(
     ]
 
 
-def test_a_missing_backup_fails_the_drill(s3: Any, pg_server: PostgreSQL, plan: Plan) -> None:
-    report = drill(plan, s3, pg_server).run(execute=True)
+def test_a_missing_backup_fails_the_drill(s3: Any, postgres: PostgreSQL, plan: Plan, bucket: str) -> None:
+    report = drill(plan, s3, postgres, bucket).run(execute=True)
 
     assert report.step("find-latest-dump").status is StepStatus.FAILED
     assert report.objective("RPO (backup age)").measured_seconds is None
     assert report.verdict is Verdict.FAILED
 
 
-def test_a_dry_run_restores_nothing(app_db: str, s3: Any, pg_server: PostgreSQL, plan: Plan) -> None:
-    make_backup(dsn=app_db, s3=s3, bucket=BUCKET, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(0.1))
+def test_a_dry_run_restores_nothing(
+    app_db: str, s3: Any, postgres: PostgreSQL, plan: Plan, bucket: str
+) -> None:
+    make_backup(dsn=app_db, s3=s3, bucket=bucket, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(0.1))
 
-    report = drill(plan, s3, pg_server).run(execute=False)
+    report = drill(plan, s3, postgres, bucket).run(execute=False)
 
     assert report.verdict is Verdict.DRY_RUN
     assert report.step("restore-dump").status is StepStatus.PLANNED
-    assert scratch_databases(pg_server) == []
+    assert scratch_databases(postgres) == []
 
 
 def test_a_velero_restore_that_completes_passes(
-    app_db: str, s3: Any, pg_server: PostgreSQL, plan: Plan
+    app_db: str,
+    s3: Any,
+    postgres: PostgreSQL,
+    plan: Plan,
+    bucket: str,
 ) -> None:
-    make_backup(dsn=app_db, s3=s3, bucket=BUCKET, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(0.1))
+    make_backup(dsn=app_db, s3=s3, bucket=bucket, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(0.1))
     velero = RecordedVelero(["", "New", "InProgress", "Completed"])
 
-    report = drill(plan, s3, pg_server, velero=velero).run(execute=True)
+    report = drill(plan, s3, postgres, bucket, velero=velero).run(execute=True)
 
     assert report.step("velero-restore").status is StepStatus.PASSED
     assert velero.restores[0][:2] == ("daily-20261125", "markethub")
@@ -202,11 +234,15 @@ def test_a_velero_restore_that_completes_passes(
 
 
 def test_a_velero_restore_phase_containing_failed_fails_the_drill(
-    app_db: str, s3: Any, pg_server: PostgreSQL, plan: Plan
+    app_db: str,
+    s3: Any,
+    postgres: PostgreSQL,
+    plan: Plan,
+    bucket: str,
 ) -> None:
-    make_backup(dsn=app_db, s3=s3, bucket=BUCKET, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(0.1))
+    make_backup(dsn=app_db, s3=s3, bucket=bucket, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(0.1))
 
-    report = drill(plan, s3, pg_server, velero=RecordedVelero(["InProgress", "PartiallyFailed"])).run(
+    report = drill(plan, s3, postgres, bucket, velero=RecordedVelero(["InProgress", "PartiallyFailed"])).run(
         execute=True
     )
 
@@ -216,22 +252,28 @@ def test_a_velero_restore_phase_containing_failed_fails_the_drill(
 
 
 def test_a_velero_restore_with_no_final_phase_is_inconclusive(
-    app_db: str, s3: Any, pg_server: PostgreSQL, plan: Plan
+    app_db: str,
+    s3: Any,
+    postgres: PostgreSQL,
+    plan: Plan,
+    bucket: str,
 ) -> None:
-    make_backup(dsn=app_db, s3=s3, bucket=BUCKET, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(0.1))
+    make_backup(dsn=app_db, s3=s3, bucket=bucket, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(0.1))
 
-    report = drill(plan, s3, pg_server, velero=RecordedVelero([""])).run(execute=True)
+    report = drill(plan, s3, postgres, bucket, velero=RecordedVelero([""])).run(execute=True)
 
     assert report.step("velero-restore").status is StepStatus.INCONCLUSIVE
     assert report.verdict is Verdict.INCONCLUSIVE
     assert report.exit_code == 3
 
 
-def test_a_failed_newest_velero_backup_fails_the_drill(s3: Any, pg_server: PostgreSQL, app_db: str) -> None:
-    make_backup(dsn=app_db, s3=s3, bucket=BUCKET, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(0.1))
+def test_a_failed_newest_velero_backup_fails_the_drill(
+    s3: Any, postgres: PostgreSQL, app_db: str, bucket: str
+) -> None:
+    make_backup(dsn=app_db, s3=s3, bucket=bucket, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(0.1))
     velero = RecordedVelero(["Completed"], backup=VeleroBackup("daily", "Failed", now_utc(), ()))
 
-    report = drill(make_plan(), s3, pg_server, velero=velero).run(execute=True)
+    report = drill(make_plan(), s3, postgres, bucket, velero=velero).run(execute=True)
 
     assert report.step("find-latest-velero-backup").status is StepStatus.FAILED
     assert velero.restores == []
@@ -267,12 +309,17 @@ def test_verification_names_each_table_that_differs() -> None:
 
 
 def test_the_rto_objective_is_missed_when_the_restore_takes_longer(
-    app_db: str, s3: Any, pg_server: PostgreSQL
+    app_db: str,
+    s3: Any,
+    postgres: PostgreSQL,
+    bucket: str,
 ) -> None:
-    make_backup(dsn=app_db, s3=s3, bucket=BUCKET, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(0.1))
+    make_backup(dsn=app_db, s3=s3, bucket=bucket, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(0.1))
     ticks = iter(range(0, 10_000, 400))  # an injected clock where every reading is 400s later
 
-    report = drill(make_plan(rto="5m"), s3, pg_server, monotonic=lambda: float(next(ticks))).run(execute=True)
+    report = drill(make_plan(rto="5m"), s3, postgres, bucket, monotonic=lambda: float(next(ticks))).run(
+        execute=True
+    )
 
     assert report.objective("RTO (restore time)").met is False
     assert report.verdict is Verdict.FAILED

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from drill_helpers import BUCKET, PREFIX, PRIMARY, SECONDARY, VERIFY_TABLES, Regions, hours_ago
+from drill_helpers import PREFIX, PRIMARY, SECONDARY, VERIFY_TABLES, Regions, hours_ago
 
 from rollout_policies.plan.model import Plan
 from rollout_policies.state import CONFIG_KEY, Colour, Release, RolloutState
@@ -55,8 +55,8 @@ HEALTHY = RecordedWorkloads({PRIMARY: deployments(), SECONDARY: deployments()})
 
 
 @pytest.fixture
-def backed_up(app_db: str, s3: Any) -> None:
-    make_backup(dsn=app_db, s3=s3, bucket=BUCKET, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(0.2))
+def backed_up(app_db: str, s3: Any, bucket: str) -> None:
+    make_backup(dsn=app_db, s3=s3, bucket=bucket, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(0.2))
 
 
 @pytest.fixture
@@ -72,10 +72,11 @@ def make_drill(
     s3: Any,
     http: httpx.Client,
     tmp_path: Path,
+    bucket: str,
     workloads: Any = HEALTHY,
     **kwargs: Any,
 ) -> FailoverDrill:
-    target = regions.target(tmp_path)
+    target = regions.target(tmp_path, bucket)
     ensure_failover_records(route53, target, PRIMARY)
     return FailoverDrill(
         plan=plan,
@@ -89,17 +90,21 @@ def make_drill(
     )
 
 
-def roles(route53: Any) -> dict[str, str]:
-    return {
-        r.region: r.role
-        for r in FailoverDns(route53, "markethub.test.", "api.markethub.test").records().values()
-    }
+def roles(route53: Any, regions: Regions) -> dict[str, str]:
+    return {r.region: r.role for r in FailoverDns(route53, regions.zone, regions.record).records().values()}
 
 
 def test_the_drill_fails_over_verifies_and_fails_back(
-    plan: Plan, regions: Regions, route53: Any, s3: Any, http: httpx.Client, tmp_path: Path, backed_up: None
+    plan: Plan,
+    regions: Regions,
+    route53: Any,
+    s3: Any,
+    http: httpx.Client,
+    tmp_path: Path,
+    bucket: str,
+    backed_up: None,
 ) -> None:
-    report = make_drill(plan, regions, route53, s3, http, tmp_path).run(execute=True)
+    report = make_drill(plan, regions, route53, s3, http, tmp_path, bucket).run(execute=True)
 
     assert report.verdict is Verdict.PASSED, report.to_markdown()
     assert [s.name for s in report.steps] == [
@@ -113,43 +118,66 @@ def test_the_drill_fails_over_verifies_and_fails_back(
         "verify-primary-serves",
     ]
     assert report.objective("time to recovery (RTO)").met is True
-    assert roles(route53) == {PRIMARY: "PRIMARY", SECONDARY: "SECONDARY"}
+    assert roles(route53, regions) == {PRIMARY: "PRIMARY", SECONDARY: "SECONDARY"}
     assert regions.secondary.requests > 0  # the secondary really was probed while it held the traffic
 
 
 def test_a_dry_run_changes_no_record(
-    plan: Plan, regions: Regions, route53: Any, s3: Any, http: httpx.Client, tmp_path: Path, backed_up: None
+    plan: Plan,
+    regions: Regions,
+    route53: Any,
+    s3: Any,
+    http: httpx.Client,
+    tmp_path: Path,
+    bucket: str,
+    backed_up: None,
 ) -> None:
-    report = make_drill(plan, regions, route53, s3, http, tmp_path).run(execute=False)
+    report = make_drill(plan, regions, route53, s3, http, tmp_path, bucket).run(execute=False)
 
     assert report.verdict is Verdict.DRY_RUN
     assert report.step("dns-failover").status is StepStatus.PLANNED
     assert "Route 53" in report.step("dns-failover").changes
     assert regions.secondary.requests == 0
-    assert roles(route53) == {PRIMARY: "PRIMARY", SECONDARY: "SECONDARY"}
+    assert roles(route53, regions) == {PRIMARY: "PRIMARY", SECONDARY: "SECONDARY"}
 
 
 def test_a_secondary_that_is_not_ready_stops_the_drill_before_dns(
-    plan: Plan, regions: Regions, route53: Any, s3: Any, http: httpx.Client, tmp_path: Path, backed_up: None
+    plan: Plan,
+    regions: Regions,
+    route53: Any,
+    s3: Any,
+    http: httpx.Client,
+    tmp_path: Path,
+    bucket: str,
+    backed_up: None,
 ) -> None:
     workloads = RecordedWorkloads({PRIMARY: deployments(), SECONDARY: deployments(available=1, ready=False)})
 
-    report = make_drill(plan, regions, route53, s3, http, tmp_path, workloads=workloads).run(execute=True)
+    report = make_drill(plan, regions, route53, s3, http, tmp_path, bucket, workloads=workloads).run(
+        execute=True
+    )
 
     assert report.verdict is Verdict.FAILED
     step = report.step("preflight-secondary-ready")
     assert step.status is StepStatus.FAILED
     assert "markethub-blue is not Available in the secondary" in step.detail
     assert "dns-failover" not in [s.name for s in report.steps]
-    assert roles(route53) == {PRIMARY: "PRIMARY", SECONDARY: "SECONDARY"}
+    assert roles(route53, regions) == {PRIMARY: "PRIMARY", SECONDARY: "SECONDARY"}
 
 
 def test_a_stale_backup_stops_the_drill(
-    plan: Plan, regions: Regions, route53: Any, s3: Any, http: httpx.Client, tmp_path: Path, app_db: str
+    plan: Plan,
+    regions: Regions,
+    route53: Any,
+    s3: Any,
+    http: httpx.Client,
+    tmp_path: Path,
+    app_db: str,
+    bucket: str,
 ) -> None:
-    make_backup(dsn=app_db, s3=s3, bucket=BUCKET, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(5))
+    make_backup(dsn=app_db, s3=s3, bucket=bucket, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(5))
 
-    report = make_drill(plan, regions, route53, s3, http, tmp_path).run(execute=True)
+    report = make_drill(plan, regions, route53, s3, http, tmp_path, bucket).run(execute=True)
 
     step = report.step("preflight-backup-fresh")
     assert step.status is StepStatus.FAILED
@@ -159,11 +187,18 @@ def test_a_stale_backup_stops_the_drill(
 
 
 def test_a_rollout_step_in_progress_stops_the_drill(
-    plan: Plan, regions: Regions, route53: Any, s3: Any, http: httpx.Client, tmp_path: Path, backed_up: None
+    plan: Plan,
+    regions: Regions,
+    route53: Any,
+    s3: Any,
+    http: httpx.Client,
+    tmp_path: Path,
+    bucket: str,
+    backed_up: None,
 ) -> None:
     write_stack(tmp_path, "prod-us-east-1", candidate_weight=10)
 
-    report = make_drill(plan, regions, route53, s3, http, tmp_path).run(execute=True)
+    report = make_drill(plan, regions, route53, s3, http, tmp_path, bucket).run(execute=True)
 
     step = report.step("preflight-no-rollout-in-progress")
     assert step.status is StepStatus.FAILED
@@ -179,54 +214,76 @@ def test_a_fault_after_the_switch_ends_with_dns_back_on_the_primary(
     s3: Any,
     http: httpx.Client,
     tmp_path: Path,
+    bucket: str,
     backed_up: None,
 ) -> None:
     def fault(point: str) -> None:
         if point == fault_at:
             raise RuntimeError(f"injected at {point}")
 
-    report = make_drill(plan, regions, route53, s3, http, tmp_path, fault=fault).run(execute=True)
+    report = make_drill(plan, regions, route53, s3, http, tmp_path, bucket, fault=fault).run(execute=True)
 
     assert report.step(fault_at).status is StepStatus.FAILED
     assert report.step("automatic-failback").status is StepStatus.PASSED
     assert report.verdict is Verdict.FAILED
-    assert roles(route53) == {PRIMARY: "PRIMARY", SECONDARY: "SECONDARY"}
+    assert roles(route53, regions) == {PRIMARY: "PRIMARY", SECONDARY: "SECONDARY"}
 
 
 def test_a_secondary_that_does_not_serve_fails_back_automatically(
-    plan: Plan, regions: Regions, route53: Any, s3: Any, http: httpx.Client, tmp_path: Path, backed_up: None
+    plan: Plan,
+    regions: Regions,
+    route53: Any,
+    s3: Any,
+    http: httpx.Client,
+    tmp_path: Path,
+    bucket: str,
+    backed_up: None,
 ) -> None:
     regions.secondary.healthy = False
 
-    report = make_drill(plan, regions, route53, s3, http, tmp_path).run(execute=True)
+    report = make_drill(plan, regions, route53, s3, http, tmp_path, bucket).run(execute=True)
 
     verify = report.step("verify-secondary-serves")
     assert verify.status is StepStatus.FAILED
     assert "HTTP 503" in verify.detail
     assert report.step("automatic-failback").status is StepStatus.PASSED
     assert report.objective("time to recovery (RTO)").measured_seconds is None
-    assert roles(route53) == {PRIMARY: "PRIMARY", SECONDARY: "SECONDARY"}
+    assert roles(route53, regions) == {PRIMARY: "PRIMARY", SECONDARY: "SECONDARY"}
 
 
 def test_stay_leaves_traffic_on_the_secondary_only_when_asked(
-    plan: Plan, regions: Regions, route53: Any, s3: Any, http: httpx.Client, tmp_path: Path, backed_up: None
+    plan: Plan,
+    regions: Regions,
+    route53: Any,
+    s3: Any,
+    http: httpx.Client,
+    tmp_path: Path,
+    bucket: str,
+    backed_up: None,
 ) -> None:
-    report = make_drill(plan, regions, route53, s3, http, tmp_path).run(execute=True, stay=True)
+    report = make_drill(plan, regions, route53, s3, http, tmp_path, bucket).run(execute=True, stay=True)
 
     assert report.verdict is Verdict.PASSED
-    assert roles(route53) == {PRIMARY: "SECONDARY", SECONDARY: "PRIMARY"}
+    assert roles(route53, regions) == {PRIMARY: "SECONDARY", SECONDARY: "PRIMARY"}
     assert any("--stay" in note for note in report.notes)
 
 
 def test_a_primary_that_does_not_serve_stops_the_drill_in_preflight(
-    plan: Plan, regions: Regions, route53: Any, s3: Any, http: httpx.Client, tmp_path: Path, backed_up: None
+    plan: Plan,
+    regions: Regions,
+    route53: Any,
+    s3: Any,
+    http: httpx.Client,
+    tmp_path: Path,
+    bucket: str,
+    backed_up: None,
 ) -> None:
     regions.primary.healthy = False
 
-    report = make_drill(plan, regions, route53, s3, http, tmp_path).run(execute=True)
+    report = make_drill(plan, regions, route53, s3, http, tmp_path, bucket).run(execute=True)
 
     assert report.step("preflight-dns-on-primary").status is StepStatus.FAILED
-    assert roles(route53) == {PRIMARY: "PRIMARY", SECONDARY: "SECONDARY"}
+    assert roles(route53, regions) == {PRIMARY: "PRIMARY", SECONDARY: "SECONDARY"}
 
 
 def test_capacity_is_the_primarys_available_replicas() -> None:
