@@ -43,11 +43,12 @@ def flag_definitions(stage: Stage) -> dict[str, Any]:
             "state": "ENABLED",
             "variants": {state.value: state.value for state in FeatureState},
             "defaultVariant": feature.state.value,
-            "metadata": {"stage": stage.id, **({"note": feature.note} if feature.note else {})},
+            **({"metadata": {"note": feature.note}} if feature.note else {}),
         }
+    # No stage id in the document: it changes only when the feature set does, not at every stage.
     return {
         "$schema": FLAGD_SCHEMA,
-        "metadata": {"flagSetId": "markethub-rollout", "stage": stage.id},
+        "metadata": {"flagSetId": "markethub-rollout"},
         "flags": flags,
     }
 

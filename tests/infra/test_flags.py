@@ -28,7 +28,7 @@ def test_every_flag_offers_all_plan_states_as_variants(plan):
     assert flag["variants"] == {"enabled": "enabled", "limited": "limited", "disabled": "disabled"}
 
 
-def test_definitions_name_the_flagd_schema_and_the_stage(plan):
+def test_definitions_name_the_flagd_schema_and_the_flag_set(plan):
     document = _flags(plan, "limited", 2)
     assert document["$schema"] == "https://flagd.dev/schema/v0/flags.json"
-    assert document["metadata"]["stage"] == "limited"
+    assert document["metadata"] == {"flagSetId": "markethub-rollout"}
