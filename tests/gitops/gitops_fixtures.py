@@ -178,3 +178,52 @@ def write_plan_file(directory: Path) -> Path:
     path = directory / "plan.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+class Receiver:
+    """A local HTTP receiver standing in for Slack's webhook and PagerDuty's Events API, which cannot
+    be reached from here. It records each JSON body with its path and answers as they do."""
+
+    def __init__(self) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.received: list[tuple[str, dict[str, object]]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                receiver.received.append((self.path, body))
+                status = 202 if self.path.startswith("/v2/enqueue") else 200
+                payload = b'{"status":"success"}' if status == 202 else b"ok"
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+    def at(self, prefix: str) -> list[dict[str, object]]:
+        return [body for path, body in self.received if path.startswith(prefix)]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    running = Receiver()
+    try:
+        yield running
+    finally:
+        running.close()

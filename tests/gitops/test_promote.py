@@ -136,7 +136,10 @@ def test_two_promotions_racing_on_one_stack_exactly_one_wins(
             both_committed.wait()
             assert first_pushed.wait(timeout=30)
 
-    runs = [gitops(remote.clone("a"), plan, url, hook=first), gitops(remote.clone("b"), plan, url, hook=second)]
+    runs = [
+        gitops(remote.clone("a"), plan, url, hook=first),
+        gitops(remote.clone("b"), plan, url, hook=second),
+    ]
     outcomes: list[object] = [None, None]
 
     def run(index: int) -> None:

@@ -6,18 +6,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from gitops_fixtures import STACK_CONFIG
 
 from rollout_policies.errors import UserError
 from rollout_policies.gitops.stack_config import (
     changed_lines,
     read_state,
     render_state,
-    state_from_text,
     stacks_in,
+    state_from_text,
     write_state,
 )
 from rollout_policies.state import Colour
-from gitops_fixtures import STACK_CONFIG
 
 
 def test_promotion_edit_changes_only_the_moved_values() -> None:
@@ -48,9 +48,7 @@ def test_unchanged_state_gives_byte_identical_text() -> None:
 
 def test_version_that_would_read_as_a_number_is_quoted() -> None:
     state = state_from_text(STACK_CONFIG, "x")
-    swapped = state.model_copy(
-        update={"stable": state.stable.model_copy(update={"version": "5.1"})}
-    )
+    swapped = state.model_copy(update={"stable": state.stable.model_copy(update={"version": "5.1"})})
     new = render_state(STACK_CONFIG, swapped, "x")
     assert '    stable:    {colour: blue,  version: "5.1"}' in new.splitlines()
     assert state_from_text(new, "x").stable.version == "5.1"
@@ -74,7 +72,9 @@ def test_missing_block_names_the_file_and_key() -> None:
 
 def test_bad_weights_name_the_field() -> None:
     bad = STACK_CONFIG.replace("{blue: 98, green: 2}", "{blue: 98, green: 3}")
-    with pytest.raises(UserError, match=r"Pulumi.prod-us.yaml: config.markethub-rollout:rollout: .*sum to 100"):
+    with pytest.raises(
+        UserError, match=r"Pulumi.prod-us.yaml: config.markethub-rollout:rollout: .*sum to 100"
+    ):
         state_from_text(bad, "Pulumi.prod-us.yaml")
 
 
