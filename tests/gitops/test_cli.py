@@ -1,0 +1,145 @@
+"""`rollout promote | rollback | status` end to end on a real bare remote and the GitHub API stand-in.
+
+The stand-in replaces GitHub (unreachable here) and checks every request against GitHub's OpenAPI
+description; see the ``forge`` fixture.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from gitops_fixtures import Remote, git, write_plan_file
+
+from rollout_policies.cli.main import main
+from rollout_policies.forge_standin import ForgeStandIn
+from rollout_policies.gitops.stack_config import state_from_text
+
+METRICS = """\
+observed_at: 2026-11-20T10:29:00Z
+metrics:
+  crash_rate: {value: 0.4}
+"""
+BAD_METRICS = METRICS.replace("0.4", "3.5")
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def setup(remote: Remote, tmp_path: Path) -> tuple[Remote, Path, Path, Path]:
+    clone = remote.clone("work")
+    plan_file = write_plan_file(tmp_path)
+    good = tmp_path / "metrics.yaml"
+    good.write_text(METRICS)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD_METRICS)
+    return remote, clone, plan_file, good
+
+
+def test_promote_command_opens_the_pull_request(
+    setup: tuple[Remote, Path, Path, Path],
+    forge: tuple[str, ForgeStandIn],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    remote, clone, plan_file, metrics = setup
+    url, standin = forge
+    monkeypatch.setenv("GITHUB_TOKEN", "test-token")
+    code, out, err = run(
+        [
+            "promote", "--plan", str(plan_file), "--repo", str(clone), "--stack", "prod-us",
+            "--metrics-file", str(metrics), "--now", "2026-11-20T10:30:00Z",
+            "--forge-url", url, "--forge-repo", "markethub/rollout",
+            "--reviewer", "DevOps lead=@markethub/devops-leads", "--reviewer", "CTO=@markethub-cto",
+            "--json",
+        ],
+        capsys,
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    (result,) = json.loads(out)
+    assert result["result"] == "proposed"
+    assert result["pull_request"].endswith("/markethub/rollout/pull/1")
+    assert "test-token" not in out
+    state = state_from_text(remote.show("rollout/prod-us/limited-step-1", "Pulumi.prod-us.yaml"), "x")
+    assert state.candidate_weight == 5
+    assert standin.pulls[0].teams == ["devops-leads"]
+
+
+def test_promote_exits_3_and_leaves_no_branch_when_a_rollback_is_needed(
+    setup: tuple[Remote, Path, Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    remote, clone, plan_file, metrics = setup
+    before = remote.branches()
+    code, out, _ = run(
+        [
+            "promote", "--plan", str(plan_file), "--repo", str(clone), "--no-pr",
+            "--metrics-file", str(metrics.parent / "bad.yaml"), "--now", "2026-11-20T10:30:00Z",
+        ],
+        capsys,
+    )  # fmt: skip
+    assert code == 3
+    assert out.count("rollback-needed:") == 2  # both stacks, found from the configs in the clone
+    assert remote.branches() == before
+
+
+def test_rollback_then_status_then_rollback_again(
+    setup: tuple[Remote, Path, Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    remote, clone, plan_file, _ = setup
+    common = ["--plan", str(plan_file), "--repo", str(clone), "--stack", "prod-us"]
+    code, out, _ = run(
+        ["rollback", *common, "--reason", "crash spike", "--now", "2026-11-20T11:00:00Z"], capsys
+    )
+    assert code == 0 and out.startswith("rolled-back: rolled back prod-us in ")
+    # The checked-out main was fast-forwarded: the working tree says what git says.
+    assert state_from_text((clone / "Pulumi.prod-us.yaml").read_text(), "x").candidate_weight == 0
+
+    code, out, _ = run(["status", *common, "--json"], capsys)
+    (row,) = json.loads(out)
+    assert row["last_decision"] == "rollback"
+    assert row["last_decision_commit"] == git(remote.bare, "rev-parse", "main").strip()
+    assert row["weights"] == {"blue": 100, "green": 0}
+    assert row["drift"] == "unknown"
+
+    code, out, _ = run(["rollback", *common, "--reason", "crash spike"], capsys)
+    assert code == 0 and out.startswith("already-rolled-back: already rolled back by ")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["rollback", "--reason", "x"], "--stack: name the stacks"),
+        (
+            ["rollback", "--stack", "nope", "--reason", "x"],
+            "--stack nope: Pulumi.nope.yaml is not on origin/main",
+        ),
+        (["rollback", "--stack", "prod-us", "--reason", " "], "--reason: say why"),
+        (["promote", "--now", "yesterday", "--no-pr"], "--now: not a time"),
+        (["promote", "--stack", "prod-us"], "--forge-repo: required"),
+        (["status", "--live", "kube"], "Invalid value for '--live'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    setup: tuple[Remote, Path, Path, Path],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    message: str,
+) -> None:
+    remote, clone, plan_file, _ = setup
+    monkeypatch.delenv("GITHUB_REPOSITORY", raising=False)
+    before = remote.branches()
+    code, _, err = run([*argv, "--plan", str(plan_file), "--repo", str(clone)], capsys)
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err
+    assert remote.branches() == before
