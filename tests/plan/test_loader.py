@@ -137,7 +137,7 @@ def test_not_a_mapping(tmp_path: Path) -> None:
 
 def test_yaml_syntax_error(tmp_path: Path) -> None:
     text = changed("    name: Limited\n", "    name: [Limited\n")
-    assert error_of(tmp_path, text).startswith("plan.yaml:38: YAML syntax error: ")
+    assert error_of(tmp_path, text) == "plan.yaml:38: YAML syntax error: expected ',' or ']', but got ':'"
 
 
 def test_duplicate_key(tmp_path: Path) -> None:
@@ -366,6 +366,51 @@ def test_several_problems_report_the_first_and_count_the_rest(tmp_path: Path) ->
     message = error_of(tmp_path, text)
     assert message.startswith("plan.yaml:14: metrics[1].source.provider: unknown provider 'graphite'")
     assert message.endswith("(and 1 more)")
+
+
+def test_steps_longer_than_the_stage(tmp_path: Path) -> None:
+    text = changed("      - {weight: 2, bake: 2d}\n", "      - {weight: 2, bake: 20d}\n")
+    assert error_of(tmp_path, text) == (
+        "plan.yaml:39: stages[1].steps: the steps before the last bake longer than the stage's min_duration"
+    )
+
+
+def test_deciding_gate_needs_a_target(tmp_path: Path) -> None:
+    text = changed('{metric: nps, target: "> 7", alert: "< 5"}', "{metric: nps, note: looks fine}")
+    assert error_of(tmp_path, text) == (
+        "plan.yaml:22: tables[0].gates[1]: a gate needs a target (or monitor_only: true, "
+        "or a metric a person judges with provider manual)"
+    )
+
+
+def test_manual_metric_gate_may_have_only_a_note(tmp_path: Path) -> None:
+    text = changed("{provider: json_http, query: score}", "{provider: manual}").replace(
+        '{metric: nps, target: "> 7", alert: "< 5"}', "{metric: nps, note: Maintain or grow position}"
+    )
+    plan = load_plan(write(tmp_path, text))
+    assert plan.stage("beta").gates[1].target is None
+
+
+def test_window_criterion_needs_a_window(tmp_path: Path) -> None:
+    text = changed(
+        "kind: manual, owners: [CTO]}\n",
+        "kind: manual, owners: [CTO]}\n"
+        '      - {id: beta-quiet, text: Quiet, kind: window, metric: crash_rate, threshold: "< 1"}\n',
+    )
+    assert error_of(tmp_path, text) == (
+        "plan.yaml:36: stages[0].go[2]: a window criterion needs a window longer than zero (such as 48h)"
+    )
+
+
+def test_duplicate_criterion_id(tmp_path: Path) -> None:
+    text = changed("{id: beta-feedback,", "{id: beta-ok,")
+    assert error_of(tmp_path, text) == "plan.yaml:35: stages[0].go[1].id: duplicate criterion id 'beta-ok'"
+
+
+def test_duplicate_trigger_id(tmp_path: Path) -> None:
+    line = '  - {id: crash, text: Crash Rate > 5%, metric: crash_rate, threshold: "> 5", window: 5m}\n'
+    text = changed(line, line + line)
+    assert error_of(tmp_path, text) == "plan.yaml:48: triggers[1].id: duplicate trigger id 'crash'"
 
 
 # --- the command line -------------------------------------------------------------------------------
