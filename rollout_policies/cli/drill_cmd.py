@@ -69,7 +69,7 @@ def env_kubeconfigs(data: dict[str, Any]) -> dict[str, str]:
 
 
 def env_aws_endpoint(data: dict[str, Any]) -> str | None:
-    for key in ("aws_endpoint_url", "moto_endpoint_url", "endpoint_url"):
+    for key in ("moto_url", "aws_endpoint_url", "endpoint_url"):
         if isinstance(data.get(key), str):
             return str(data[key])
     moto = data.get("moto")
