@@ -15,7 +15,7 @@ passes, each reporting the problem nearest the top of the file:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from rollout_policies.errors import UserError
 from rollout_policies.plan.model import (
+    Criterion,
     CriterionKind,
     Direction,
     GateTable,
@@ -328,6 +329,16 @@ def _cross_check(
                 f"'{trigger.threshold}' fires when {trigger.metric!r} is good "
                 f"({direction.value} is better); a rollback trigger fires on the bad side",
             )
+    # A feature flag the infra sets in one stage but not the next would silently keep its old state.
+    feature_names = [set(stage.features) for stage in plan.stages]
+    every_name = set().union(*feature_names) if feature_names else set()
+    for s_index, names in enumerate(feature_names):
+        missing = sorted(every_name - names)
+        if names and missing:
+            yield _Problem(
+                ("stages", s_index, "features"),
+                f"lists no state for {', '.join(missing)} (every stage names the same features)",
+            )
     trigger_ids = [trigger.id for trigger in plan.triggers]
     for index, trigger_id in enumerate(trigger_ids):
         if trigger_id in trigger_ids[:index]:
@@ -375,11 +386,11 @@ def _direction_problems(
 
 
 def _criterion_problems(
-    criterion: Any,
+    criterion: Criterion,
     loc: Loc,
     stage_tables: set[str],
     authority: set[str],
-    unknown_metric: Any,
+    unknown_metric: Callable[[str, Loc], _Problem | None],
 ) -> Iterator[_Problem]:
     kind = criterion.kind
     if kind is CriterionKind.METRICS:

@@ -413,6 +413,20 @@ def test_duplicate_trigger_id(tmp_path: Path) -> None:
     assert error_of(tmp_path, text) == "plan.yaml:48: triggers[1].id: duplicate trigger id 'crash'"
 
 
+def test_every_stage_names_the_same_features(tmp_path: Path) -> None:
+    text = changed(
+        "    tables: [Technical]\n    go:",
+        "    features: {social_sharing: {state: limited}}\n    tables: [Technical]\n    go:",
+    ).replace(
+        "    audience: {kind: percentage, size: 1000}\n",
+        "    audience: {kind: percentage, size: 1000}\n    features: {offline_mode: {state: enabled}}\n",
+    )
+    assert error_of(tmp_path, text) == (
+        "plan.yaml:32: stages[0].features: lists no state for offline_mode (every stage names the same "
+        "features) (and 1 more)"
+    )
+
+
 # --- the command line -------------------------------------------------------------------------------
 
 
