@@ -107,3 +107,41 @@ def test_unreachable_endpoint_is_an_error_not_a_pass():
 
 def test_is_online_against_moto(cloudwatch):
     assert cloudwatch.is_online() is True
+
+
+def test_named_metrics_are_combined_by_the_query_expression(moto_server, cloudwatch):
+    now = datetime.now(UTC).replace(microsecond=0)
+    dimensions = [{"Name": "LoadBalancer", "Value": "app/markethub/candidate"}]
+    moto_server.client("cloudwatch").put_metric_data(
+        Namespace="markethub/elb",
+        MetricData=[
+            {"MetricName": "HealthyHostCount", "Dimensions": dimensions, "Timestamp": now - timedelta(seconds=30), "Value": 3.0},
+            {"MetricName": "UnHealthyHostCount", "Dimensions": dimensions, "Timestamp": now - timedelta(seconds=30), "Value": 1.0},
+        ],
+    )
+    healthy_share = MetricSource(
+        provider="cloudwatch",
+        query="100 * healthy / (healthy + unhealthy)",
+        options={
+            "namespace": "markethub/elb",
+            "dimensions": {"LoadBalancer": "app/markethub/candidate"},
+            "metrics": {"healthy": "HealthyHostCount", "unhealthy": "UnHealthyHostCount"},
+        },
+    )
+
+    measurement = cloudwatch.query(healthy_share, datetime.now(UTC))
+
+    assert (measurement.phase, measurement.value) == (Phase.OK, 75.0)
+
+
+def test_expression_naming_an_undefined_metric_is_an_error(cloudwatch):
+    bad = MetricSource(
+        provider="cloudwatch",
+        query="UnhealthyHostCount",
+        options={"namespace": NAMESPACE, "metrics": {"unhealthy": "UnhealthyHostCount"}},
+    )
+
+    measurement = cloudwatch.query(bad, datetime.now(UTC))
+
+    assert measurement.phase is Phase.ERROR
+    assert "options.metrics does not define" in measurement.message

@@ -201,3 +201,32 @@ def test_unknown_stage_is_a_user_error():
 def test_unknown_provider_in_the_plan_is_a_user_error():
     with pytest.raises(UserError, match="unknown metric provider 'datadog'"):
         collect(build_plan(crash_provider="datadog"), "beta", NOW, ProviderSettings())
+
+
+def test_shipped_plan_with_every_backend_down_measures_nothing_as_ok(monkeypatch):
+    from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
+    from rollout_policies.providers import PROVIDERS
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    down = f"http://127.0.0.1:{free_port()}"
+    settings = ProviderSettings(
+        prometheus_url=down,
+        cloudwatch_endpoint_url=down,
+        sql_dsn=f"postgresql://postgres@127.0.0.1:{free_port()}/analytics",
+        json_base_urls={"crash_reporter": down, "surveys": down, "issue_tracker": down},
+        attempts=1,
+    )
+    plan = load_plan(DEFAULT_PLAN, providers=tuple(PROVIDERS))
+
+    measured = [m for stage in plan.stages for m in collect(plan, stage.id, NOW, settings)]
+
+    assert {m.phase for m in measured} <= {Phase.ERROR, Phase.NO_DATA}
+    # Every source is well-formed for its provider: the failures are the unreachable servers.
+    assert [
+        m.message
+        for m in measured
+        if "cannot reach" not in m.message
+        and "Could not connect" not in m.message
+        and "awaiting a sign-off" not in m.message
+    ] == []

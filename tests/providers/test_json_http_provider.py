@@ -232,3 +232,28 @@ def test_is_offline_when_a_base_is_unreachable(api_url):
     )
 
     assert provider.is_online() is False
+
+
+def test_query_as_field_with_path_and_url_from_a_variable(api_url, monkeypatch):
+    monkeypatch.setenv("SURVEY_API_URL", f"{api_url}/api")
+    source = MetricSource(
+        provider="json_http",
+        query="results.0.nps",
+        options={"url_env": "SURVEY_API_URL", "path": "/surveys/nps"},
+    )
+
+    measurement = JsonHttpProvider().query(source, NOW)
+
+    assert (measurement.phase, measurement.value) == (Phase.OK, 41.0)
+
+
+def test_unset_url_variable_is_an_error_naming_it(monkeypatch):
+    monkeypatch.delenv("SURVEY_API_URL", raising=False)
+    source = MetricSource(
+        provider="json_http", query="nps", options={"url_env": "SURVEY_API_URL", "path": "/x"}
+    )
+
+    measurement = JsonHttpProvider().query(source, NOW)
+
+    assert measurement.phase is Phase.ERROR
+    assert "SURVEY_API_URL" in measurement.message

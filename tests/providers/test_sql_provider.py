@@ -125,3 +125,32 @@ def test_unreachable_database_is_an_error_not_a_pass():
 
 def test_is_online(analytics):
     assert analytics.is_online() is True
+
+
+def test_one_column_aggregate_is_observed_now(analytics):
+    measurement = analytics.query(sql("SELECT avg(rate) FROM retention WHERE rate IS NOT NULL"), NOW)
+
+    assert (measurement.phase, measurement.value, measurement.observed_at) == (Phase.OK, 40.25, NOW)
+
+
+def test_dsn_from_the_variable_the_source_names(postgres, monkeypatch):
+    monkeypatch.setenv("ANALYTICS_DSN", postgres.dsn_for("provider_analytics"))
+    source = MetricSource(
+        provider="sql",
+        query="SELECT count(*) FROM retention",
+        options={"dsn_env": "ANALYTICS_DSN"},
+    )
+
+    measurement = SqlProvider().query(source, NOW)
+
+    assert (measurement.phase, measurement.value) == (Phase.OK, 3.0)
+
+
+def test_unset_dsn_variable_is_an_error_naming_it(monkeypatch):
+    monkeypatch.delenv("ANALYTICS_DSN", raising=False)
+    source = MetricSource(provider="sql", query="SELECT 1", options={"dsn_env": "ANALYTICS_DSN"})
+
+    measurement = SqlProvider().query(source, NOW)
+
+    assert measurement.phase is Phase.ERROR
+    assert "ANALYTICS_DSN" in measurement.message
