@@ -110,13 +110,18 @@ def test_is_online_against_moto(cloudwatch):
 
 
 def test_named_metrics_are_combined_by_the_query_expression(moto_server, cloudwatch):
-    now = datetime.now(UTC).replace(microsecond=0)
+    earlier = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=30)
     dimensions = [{"Name": "LoadBalancer", "Value": "app/markethub/candidate"}]
     moto_server.client("cloudwatch").put_metric_data(
         Namespace="markethub/elb",
         MetricData=[
-            {"MetricName": "HealthyHostCount", "Dimensions": dimensions, "Timestamp": now - timedelta(seconds=30), "Value": 3.0},
-            {"MetricName": "UnHealthyHostCount", "Dimensions": dimensions, "Timestamp": now - timedelta(seconds=30), "Value": 1.0},
+            {"MetricName": "HealthyHostCount", "Dimensions": dimensions, "Timestamp": earlier, "Value": 3.0},
+            {
+                "MetricName": "UnHealthyHostCount",
+                "Dimensions": dimensions,
+                "Timestamp": earlier,
+                "Value": 1.0,
+            },
         ],
     )
     healthy_share = MetricSource(
