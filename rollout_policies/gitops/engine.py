@@ -191,7 +191,10 @@ class GitOps:
         signoff = " (awaiting sign-off)" if decision.awaiting_signoff_only else ""
 
         existing = self.repo.sha(self.repo.remote_ref(branch))
-        if existing is not None:
+        # A branch already merged into main is history (the stack was rolled back and is promoted
+        # again): replace it rather than adopt it.
+        stale = existing is not None and self.repo.is_ancestor(existing, base)
+        if existing is not None and not stale:
             theirs = self.repo.show(existing, path)
             if theirs is None or not _same_target(
                 state_from_text(theirs, f"{branch}:{path}"), transition.state
@@ -221,7 +224,7 @@ class GitOps:
             )
         message = self._promotion_message(stack, state, transition, decision)
         sha = self.repo.commit_files(base, {path: new_text}, message, when=now.isoformat())
-        self.repo.push(sha, branch, expect=None)
+        self.repo.push(sha, branch, expect=existing if stale else None)
         return PromotionOutcome(
             stack,
             decision,

@@ -153,6 +153,13 @@ class GitRepo:
             found[ref[len(strip) :]] = sha
         return found
 
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        done = subprocess.run(
+            ["git", "-C", str(self.path), "merge-base", "--is-ancestor", ancestor, descendant],
+            capture_output=True,
+        )
+        return done.returncode == 0
+
     def changed_files(self, base: str, head: str) -> tuple[str, ...]:
         return tuple(self.git("diff", "--name-only", f"{base}...{head}").split())
 

@@ -189,3 +189,26 @@ def test_a_flaky_forge_is_retried(remote: Remote, plan: Plan, forge: tuple[str, 
     outcome = gitops(remote.clone("a"), plan, url).promote("prod-us", healthy(), now=NOW)
     assert outcome.pull is not None
     assert len(standin.pulls) == 1
+
+
+def test_a_merged_branch_of_the_same_step_is_replaced_not_adopted(remote: Remote, plan: Plan) -> None:
+    """Promoted, merged, rolled back, promoted again: the old merged branch must not count as proposed."""
+    clone = remote.clone("a")
+    first = gitops(clone, plan).promote("prod-us", healthy(), now=NOW)
+    git(remote.bare, "update-ref", "refs/heads/main", first.commit or "")  # merged
+    ops = gitops(clone, plan)
+    ops.rollback(["prod-us"], reason="bad", now=NOW + timedelta(minutes=10))
+    later = NOW + timedelta(hours=2)
+
+    def evidence(state: object) -> Evidence:
+        return Evidence.of([Measurement.ok("crash_rate", 0.2, later)])
+
+    resumed = ops.promote("prod-us", evidence, now=later)  # back to step 0's 2% first
+    assert resumed.branch == "rollout/prod-us/limited-step-0"
+    git(remote.bare, "update-ref", "refs/heads/main", resumed.commit or "")  # merged
+    later = later + timedelta(hours=1, minutes=30)
+    again = ops.promote("prod-us", evidence, now=later)
+    assert again.result == "proposed" and again.branch == BRANCH
+    assert again.commit != first.commit
+    assert remote.branches()[BRANCH] == again.commit
+    assert state_from_text(remote.show(BRANCH, "Pulumi.prod-us.yaml"), "x").candidate_weight == 5
