@@ -456,7 +456,12 @@ class FailoverDrill:
                 primary = self.workloads.deployments(self.primary)
             except StepSkipped:
                 primary = None  # no view of the primary: each Deployment must be fully available instead
-            secondary = self.workloads.deployments(self.secondary)
+            try:
+                secondary = self.workloads.deployments(self.secondary)
+            except StepSkipped as err:  # an unchecked secondary is not a ready one
+                raise StepFailed(
+                    f"cannot check the secondary {self.secondary}: {err} (--kubeconfig {self.secondary}=PATH)"
+                ) from err
             problems = capacity_problems(primary, secondary)
             if primary is None:
                 problems += [

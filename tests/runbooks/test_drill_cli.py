@@ -1,0 +1,124 @@
+"""`rollout drill ...` end to end through the command line: real PostgreSQL, moto S3 and Route 53, git.
+
+moto stands in for AWS (the only stand-in allowed); the region endpoints are loopback stand-ins
+(``runbooks.standin``) because nothing serves HTTP on kwok's fake nodes. The plan is the packaged one.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from drill_helpers import PRIMARY, SECONDARY, Regions
+
+from rollout_policies.cli.main import main
+from rollout_policies.env.services import MotoServer, PostgreSQL
+from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
+
+pytestmark = pytest.mark.services
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        # The console script exits with main's return value; click returns a command's exit status.
+        code = int(main(argv) or 0)
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def plan_db(postgres: PostgreSQL, unique: str) -> Any:
+    """A database with the packaged plan's verify_tables."""
+    name = f"plan_{unique}"
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    dsn = postgres.dsn_for(name)
+    with psycopg.connect(dsn) as conn:
+        for table in load_plan(DEFAULT_PLAN).objectives.disaster_recovery.verify_tables:
+            conn.execute(f'CREATE TABLE "{table}" (id int PRIMARY KEY, payload text)')
+            conn.execute(f'INSERT INTO "{table}" SELECT g, md5(g::text) FROM generate_series(1, 300) g')
+    yield dsn
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_backup_then_restore_drill_passes_and_commits_its_report(
+    plan_db: str,
+    postgres: PostgreSQL,
+    moto_server: MotoServer,
+    unique: str,
+    git_repo: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    aws = ["--aws-endpoint-url", moto_server.endpoint_url, "--bucket", f"cli-{unique}"]
+
+    code, out, _ = run(["drill", "backup", "--dsn", plan_db, *aws, "--create-bucket"], capsys)
+    assert code == 0, out
+    code, out, err = run(
+        ["drill", "backup-restore", "--execute", "--restore-dsn", postgres.dsn, *aws,
+         "--report-dir", str(git_repo / "drills"), "--commit"],
+        capsys,
+    )  # fmt: skip
+
+    assert code == 0, out + err
+    assert "backup-restore: passed" in out
+    reports = sorted((git_repo / "drills" / "backup-restore").glob("*.json"))
+    data = json.loads(reports[0].read_text())
+    assert {o["name"]: o["met"] for o in data["objectives"]} == {
+        "RPO (backup age)": True,
+        "RTO (restore time)": True,
+    }
+    log = subprocess.run(["git", "log", "-1", "--format=%s"], cwd=git_repo, capture_output=True, text=True)
+    assert log.stdout.strip() == "drill backup-restore: passed"
+
+
+def test_a_failover_drill_without_the_secondarys_kubeconfig_fails_in_preflight_with_exit_1(
+    regions: Regions,
+    moto_server: MotoServer,
+    unique: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = run(
+        ["drill", "region-failover", "--execute", "--aws-endpoint-url", moto_server.endpoint_url,
+         "--zone", regions.zone, "--record", regions.record, "--ensure-records",
+         "--endpoint", f"{PRIMARY}={regions.primary.url}",
+         "--endpoint", f"{SECONDARY}={regions.secondary.url}",
+         "--report-dir", str(tmp_path / "drills")],
+        capsys,
+    )  # fmt: skip
+
+    assert code == 1
+    assert "cannot check the secondary us-west-2" in out
+    assert "preflight failed: nothing was changed" in out
+    assert regions.secondary.requests == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["drill", "region-failover", "--endpoint", "us-east-1"], "--endpoint: expected REGION=VALUE"),
+        (
+            ["drill", "region-failover", "--endpoint", "us-east-1=http://127.0.0.1:1/"],
+            "--endpoint: no probe URL",
+        ),
+        (["drill", "backup-restore", "--plan", "/nonexistent/plan.yaml"], "/nonexistent/plan.yaml"),
+        (["drill", "backup-restore", "--execute"], "--restore-dsn"),
+        (["drill", "region-failover", "--inject-fault", "nope", "--endpoint", "a=b"], "--inject-fault"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    argv: list[str], message: str, moto_server: MotoServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run([*argv, "--aws-endpoint-url", moto_server.endpoint_url], capsys)
+
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
