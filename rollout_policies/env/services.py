@@ -10,6 +10,7 @@ its pid: terminate, then kill). A missing binary or a taken port is a one-line `
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import pwd
@@ -61,6 +62,17 @@ def http_ok(url: str) -> bool:
         return httpx.get(url, timeout=1.0).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+# Services started by this interpreter and not yet stopped: stopped at exit, so an interrupted test
+# run or script does not leave them behind (each is still stopped only by its own pid).
+_RUNNING: set[Service] = set()
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    for service in list(_RUNNING):
+        service.stop(timeout=5.0)
 
 
 class Service:
@@ -132,6 +144,7 @@ class Service:
                 group=pwd.getpwnam(user).pw_gid if user else None,
                 extra_groups=[] if user else None,
             )
+        _RUNNING.add(self)
         try:
             self._wait_ready()
         except BaseException:
@@ -183,6 +196,7 @@ class Service:
                     process.kill()
                 process.wait(timeout=timeout)
         self.process = None
+        _RUNNING.discard(self)
         self.cleanup()
 
     def cleanup(self) -> None:

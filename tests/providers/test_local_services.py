@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 
 import httpx
@@ -88,3 +89,39 @@ def test_moto_client_talks_to_the_local_server(moto_server):
     identity = moto_server.client("sts").get_caller_identity()  # no side effect on the shared server
 
     assert identity["Account"] == "123456789012"  # moto's fixed account: not real AWS
+
+
+def test_prometheus_reload_picks_up_new_rule_files(tmp_path, prometheus_factory):
+    prometheus = prometheus_factory()
+    rules = tmp_path / "triggers.yml"
+    rules.write_text(
+        "groups:\n  - name: rollback\n    rules:\n"
+        "      - alert: DatabaseConnectionLoss\n        expr: vector(1)\n"
+    )
+
+    prometheus.reload(rule_files=[rules])
+
+    loaded = httpx.get(f"{prometheus.url}/api/v1/rules").json()["data"]["groups"]
+    assert [rule["name"] for group in loaded for rule in group["rules"]] == ["DatabaseConnectionLoss"]
+
+
+def test_interpreter_exit_stops_a_service_left_running(tmp_path):
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from rollout_policies.env.services import MotoServer\n"
+        f"moto = MotoServer({str(tmp_path)!r}).start()\n"
+        "print(moto.pid, flush=True)\n"
+        "sys.exit(0)\n"  # no stop(): the exit hook must do it
+    )
+    finished = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+
+    pid = int(finished.stdout.strip())
+    left_running = pid_alive(pid)
+    if left_running:  # clean up what the hook missed before failing
+        os.kill(pid, signal.SIGKILL)
+    assert not left_running
