@@ -299,7 +299,7 @@ def _handler(standin: ForgeStandIn) -> type[BaseHTTPRequestHandler]:
                 status, payload = 400, {"message": "Problems parsing JSON"}
             else:
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                host, port = self.server.server_address[:2]  # type: ignore[index]
+                host, port = self.server.server_address[:2]  # type: ignore[index,misc]
                 base_url = f"http://{host!s}:{port}"
                 status, payload = standin.handle(self.command, self.path, headers, body, base_url)
             data = json.dumps(payload).encode()
