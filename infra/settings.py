@@ -186,6 +186,38 @@ KEYS: tuple[str, ...] = tuple(
 )
 
 
+# The config keys each component reads. docs/infra/<page>.md lists them; a test keeps the two in step.
+COMPONENT_KEYS: dict[str, tuple[str, ...]] = {
+    "program": ("rollout", "plan", "environment", "namespace", "createNamespace", "serviceName"),
+    "bluegreen-service": (
+        "rollout",
+        "image",
+        "port",
+        "probes",
+        "resources",
+        "disruptionMaxUnavailable",
+        "environment",
+        "region",
+    ),
+    "traffic-split": (
+        "rollout",
+        "plan",
+        "router",
+        "gateway",
+        "hostnames",
+        "cohortHeader",
+        "cohortValue",
+        "port",
+    ),
+    "autoscaling": ("rollout", "minReplicas", "maxReplicas", "headroom", "cpuUtilization", "customMetric"),
+    "backup-schedule": ("backup", "region"),
+    "regional-failover": ("region", "regionRole", "failover", "port"),
+    "rollback-alerts": ("rollout", "alerts", "region"),
+    "feature-flags": ("rollout",),
+    "drill-schedule": ("plan", "regionRole", "drills"),
+}
+
+
 def read_settings(raw: Mapping[str, Any], *, stack: str) -> StackSettings:
     """Validate one stack's ``markethub-rollout:*`` config (``raw`` keys carry no prefix)."""
     where = f"Pulumi.{stack}.yaml"
