@@ -66,7 +66,9 @@ def down(state_dir: Path | None) -> None:
 @env.command()
 @_state_dir
 def status(state_dir: Path | None) -> None:
-    """Show what runs: each region's control plane, moto, the Pulumi backend and the git remote."""
+    """Show what runs: each region's control plane, moto, the Pulumi backend and the git remote.
+
+    Exits 1 when the environment is only partly running."""
     environment = LocalEnvironment(state_dir)
     rows = environment.status()
     if not rows:
@@ -74,3 +76,6 @@ def status(state_dir: Path | None) -> None:
         return
     for row in rows:
         click.echo(f"{'running' if row.running else 'STOPPED':8} {row.name:22} {row.detail}")
+    if not all(row.running for row in rows):
+        # Part of it died (a crash, a reboot): say so to scripts; `rollout env up` restarts it.
+        raise click.exceptions.Exit(1)

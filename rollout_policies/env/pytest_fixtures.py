@@ -16,21 +16,40 @@ import pytest
 from rollout_policies.env.local import EnvInfo, LocalEnvironment
 
 
+class _Shared:
+    """The one environment of this test session, however many conftest files expose the fixture."""
+
+    environment: LocalEnvironment | None = None
+    users = 0
+
+
 @pytest.fixture(scope="session")
 def local_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEnvironment]:
     """The two-region environment (us-east-1, us-west-2), started once and stopped at session end.
 
     Shutdown runs even when a test fails or the session is interrupted; it raises if any process
     the environment started is still alive, so a leak fails the run instead of going unnoticed.
+    If several conftest files import this fixture, they share one environment (counted users).
     """
-    explicit = os.environ.get("MARKETHUB_ENV_STATE_DIR")
-    state_dir = Path(explicit) if explicit else tmp_path_factory.mktemp("local-env")
-    environment = LocalEnvironment(state_dir)
+    if _Shared.environment is None:
+        explicit = os.environ.get("MARKETHUB_ENV_STATE_DIR")
+        state_dir = Path(explicit) if explicit else tmp_path_factory.mktemp("local-env")
+        environment = LocalEnvironment(state_dir)
+        try:
+            environment.up()
+        except BaseException:
+            environment.down(strict=False)
+            raise
+        _Shared.environment = environment
+    _Shared.users += 1
+    shared = _Shared.environment
     try:
-        environment.up()
-        yield environment
+        yield shared
     finally:
-        environment.down()
+        _Shared.users -= 1
+        if _Shared.users == 0:
+            _Shared.environment = None
+            shared.down()
 
 
 @pytest.fixture(scope="session")
