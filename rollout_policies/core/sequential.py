@@ -42,9 +42,13 @@ IntArray = npt.NDArray[np.int64]
 _GRID_LOG_MIN = float(np.log(1 / 32))
 _GRID_LOG_MAX = float(np.log(32))
 _GRID_POINTS = 97
-# Pseudo-observations (in expected canary events) that pull the dispersion estimate towards 1, so a
-# few early events cannot swing it.
-_DISPERSION_PRIOR_EVENTS = 30.0
+# Overdispersion model: each version's rate wobbles from one observation to the next with squared
+# coefficient of variation c2, so the canary's count given the total has variance e * (1 + 2 * c2 * e),
+# e being the binomial variance. c2 starts at a deliberately pessimistic value (rates swinging by 100%)
+# worth this many observations, then follows the data: an underestimate would cost validity, an
+# overestimate only speed. Small counts (e << 1) are hardly affected whatever c2 is.
+_OVERDISPERSION_PRIOR_C2 = 1.0
+_OVERDISPERSION_PRIOR_OBSERVATIONS = 2.0
 
 
 class Outcome(StrEnum):
@@ -163,18 +167,28 @@ class RateComparisonBatch:
         self.baseline_events: FloatArray = np.zeros(size)
         self.baseline_trials: FloatArray = np.zeros(size)
         self.observations = 0
-        self._sq_resid: FloatArray = np.zeros(size)
-        self._expected_var: FloatArray = np.zeros(size)
+        # Per grid ratio: the sum of (squared residual - binomial variance) of the canary's count.
+        self._excess: FloatArray = np.zeros((size, g))
+        self._excess_scale: FloatArray = np.zeros(size)  # sum of 2 e^2: what c2 multiplies
+        self._informative: FloatArray = np.zeros(size)  # observations with events
+        self.last_dispersion: FloatArray = np.ones(size)
         self.regressed: npt.NDArray[np.bool_] = np.zeros(size, dtype=bool)
         self.cleared: npt.NDArray[np.bool_] = np.zeros(size, dtype=bool)
         self._cs_log_weights: FloatArray | None = None
 
-    def dispersion(self) -> FloatArray:
-        """The dispersion factor the next observation will be scaled by (at least 1)."""
-        if self.fixed_dispersion is not None:
-            return np.full(self.size, float(self.fixed_dispersion))
-        est = (_DISPERSION_PRIOR_EVENTS + self._sq_resid) / (_DISPERSION_PRIOR_EVENTS + self._expected_var)
-        out: FloatArray = np.maximum(1.0, est)
+    def overdispersion(self) -> FloatArray:
+        """The squared coefficient of variation of the rates between observations (c2 >= 0).
+
+        Residuals are taken around the maximum-likelihood ratio of the data so far (kept for every
+        grid ratio), so a real regression, which early estimates miss, does not read as noise.
+        """
+        n = self._informative
+        best = np.argmax(self.loglik, axis=1)
+        excess = self._excess[np.arange(self.size), best]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            observed = np.where(self._excess_scale > 0, excess / self._excess_scale, 0.0)
+        n0 = _OVERDISPERSION_PRIOR_OBSERVATIONS
+        out: FloatArray = np.maximum(0.0, (n0 * _OVERDISPERSION_PRIOR_C2 + n * observed) / (n0 + n))
         return out
 
     def estimate(self) -> FloatArray:
@@ -210,8 +224,27 @@ class RateComparisonBatch:
         if np.any(xc > nc) or np.any(xb > nb):
             raise ValueError("events cannot exceed trials")
 
-        phi = self.dispersion()
         informative = (nc > 0) & (nb > 0) & (xc + xb > 0)
+        # Everything about the dispersion comes from past observations and this one's total (the
+        # test conditions on it), around the past ratio estimate, so the scaling stays predictable
+        # and a real regression does not inflate it.
+        rho_hat = self.estimate()
+        rho_hat = np.where(np.isfinite(rho_hat) & (rho_hat > 0), rho_hat, np.exp(self.log_ratios[self._null]))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pi_hat = np.where(informative, rho_hat * nc / (rho_hat * nc + nb), 0.0)
+        m = xc + xb
+        # The scale uses the total expected from past rates and this observation's trials, not the
+        # realised total: a low total goes with a high canary share when the rates wobble apart,
+        # and weighting those observations more would bias the evidence upwards.
+        seen = self.canary_trials + self.baseline_trials
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pooled_rate = (self.canary_events + self.baseline_events) / seen
+        m_expected = np.where((seen > 0) & (pooled_rate > 0), pooled_rate * (nc + nb), m)
+        scale_var = m_expected * pi_hat * (1 - pi_hat)
+        if self.fixed_dispersion is not None:
+            phi = np.full(self.size, float(self.fixed_dispersion))
+        else:
+            phi = 1.0 + 2.0 * self.overdispersion() * scale_var
         # pi(rho) = rho n_c / (rho n_c + n_b), in logs: log pi = -log1p(n_b / (rho n_c)).
         with np.errstate(divide="ignore", invalid="ignore"):
             log_odds = self.log_ratios[None, :] + np.log(nc / nb)[:, None]  # log(rho n_c / n_b)
@@ -221,16 +254,13 @@ class RateComparisonBatch:
         step = xc[:, None] * log_pi + xb[:, None] * log_1mpi
         step = np.where(informative[:, None], step / phi[:, None], 0.0)
 
-        # The dispersion is estimated around the current ratio estimate, from past data only, so a
-        # real regression does not inflate it and the scaling stays predictable.
-        rho_hat = self.estimate()
-        rho_hat = np.where(np.isfinite(rho_hat) & (rho_hat > 0), rho_hat, np.exp(self.log_ratios[self._null]))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            pi_hat = np.where(informative, rho_hat * nc / (rho_hat * nc + nb), 0.0)
-        m = xc + xb
-        expected = m * pi_hat
-        self._sq_resid += np.where(informative, (xc - expected) ** 2, 0.0)
-        self._expected_var += np.where(informative, expected * (1 - pi_hat), 0.0)
+        pi_grid = np.exp(log_pi)
+        m_grid = m[:, None] * pi_grid
+        excess = (xc[:, None] - m_grid) ** 2 - m_grid * (1 - pi_grid)
+        self._excess += np.where(informative[:, None], excess, 0.0)
+        self._excess_scale += np.where(informative, 2.0 * scale_var**2, 0.0)
+        self._informative += informative
+        self.last_dispersion = np.where(informative, phi, self.last_dispersion)
 
         self.loglik += step
         self.canary_events += xc
@@ -313,7 +343,7 @@ class RateComparisonBatch:
             baseline_events=float(self.baseline_events[index]),
             baseline_trials=float(self.baseline_trials[index]),
             observations=self.observations,
-            dispersion=float(self.dispersion()[index]),
+            dispersion=float(self.last_dispersion[index]),
             metric=metric,
         )
 

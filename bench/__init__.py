@@ -1,0 +1,1 @@
+"""Benchmarks: speed and statistical behaviour measured, not asserted (run by `make bench`)."""
