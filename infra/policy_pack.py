@@ -39,7 +39,7 @@ def _objects(args: StackValidationArgs) -> list[KubeObject]:
 
 def _report(problems: Iterable[str], report: ReportViolation) -> None:
     for problem in problems:
-        report(problem)
+        report(problem, None)
 
 
 @cache
@@ -71,12 +71,14 @@ def step_policy(root: Path = PROJECT_ROOT) -> Policy:
         step = policies.route_step(route)
         plan_path = route.annotations.get(naming.ANN_PLAN)
         if step is None or not plan_path:
-            report(f"HTTPRoute {route.name} does not say its stage, step and plan (rollout.markethub.io/*)")
+            report(
+                f"HTTPRoute {route.name} does not say its stage, step and plan (rollout.markethub.io/*)", None
+            )
             return
         try:
             plan = _plan(plan_path, root)
         except UserError as err:
-            report(f"cannot check the step against the plan: {err}")
+            report(f"cannot check the step against the plan: {err}", None)
             return
         _report(policies.check_step(plan, *step), report)
 
@@ -137,7 +139,7 @@ def primary_policy(
         try:
             roles = region_roles(root)
         except UserError as err:
-            report(f"cannot read the other region stacks: {err}")
+            report(f"cannot read the other region stacks: {err}", None)
             return
         if current:
             # This preview's own role wins over its file: it is what is about to be applied.

@@ -125,6 +125,7 @@ def _rule_file(tmp_path, manifest) -> str:
     return str(path)
 
 
+@pytest.mark.services
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian's prometheus package) is not installed")
 def test_promtool_accepts_the_rules_generated_from_the_shipped_plan(tmp_path):
     from infra.program import load_plan_file, resolve_plan_path
@@ -142,6 +143,7 @@ def test_promtool_accepts_the_rules_generated_from_the_shipped_plan(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.services
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian's prometheus package) is not installed")
 def test_prometheus_fires_a_trigger_only_after_its_window(plan, tmp_path):
     args = AlertsArgs(
