@@ -64,6 +64,7 @@ class GitHubForge:
     client: httpx.Client | None = None
     attempts: int = 4
     seconds: float = 30.0
+    first_wait: float = 0.5  # seconds before the first retry; doubles each time, at most 8
 
     def __post_init__(self) -> None:
         if self.repository.count("/") != 1 or not all(self.repository.split("/")):
@@ -103,7 +104,7 @@ class GitHubForge:
             for attempt in Retrying(
                 retry=retry_if_exception_type(_Transient),
                 stop=stop_after_attempt(self.attempts) | stop_after_delay(self.seconds),
-                wait=wait_exponential(multiplier=0.5, max=8),
+                wait=wait_exponential(multiplier=self.first_wait, max=8),
                 reraise=True,
             ):
                 with attempt:

@@ -55,7 +55,7 @@ def test_stand_in_rejects_an_operation_github_does_not_have(forge: tuple[str, Fo
 def test_client_retries_server_errors_then_succeeds(forge: tuple[str, ForgeStandIn]) -> None:
     url, standin = forge
     standin.fail_next = 2
-    client = GitHubForge("markethub/rollout", base_url=url, token="test-token")
+    client = GitHubForge("markethub/rollout", base_url=url, token="test-token", first_wait=0.01)
     assert client.find_pull("nothing") is None
     assert len(standin.requests) == 3
 

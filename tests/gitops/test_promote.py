@@ -33,7 +33,11 @@ def gitops(
     repo = GitRepo(clone, retry=RetryPolicy(attempts=3, seconds=10, first_wait=0.05))
     if hook is not None:
         repo.hook = hook
-    forge = GitHubForge("markethub/rollout", base_url=forge_url, token="test-token") if forge_url else None
+    forge = (
+        GitHubForge("markethub/rollout", base_url=forge_url, token="test-token", first_wait=0.01)
+        if forge_url
+        else None
+    )
     return GitOps(repo=repo, plan=plan, forge=forge, reviewers=REVIEWERS, actor="tester@ci")
 
 
