@@ -194,8 +194,9 @@ class RestoreDrill:
                 velero_backup = self.velero.latest_backup()
                 if velero_backup is None:
                     raise StepFailed("no velero.io/v1 Backup on the cluster")
-                if "Failed" in velero_backup.phase:
-                    raise StepFailed(f"newest Velero Backup {velero_backup.name} is {velero_backup.phase}")
+                if velero_backup.phase != "Completed":
+                    phase = velero_backup.phase or "not finished"
+                    raise StepFailed(f"newest Velero Backup {velero_backup.name} is {phase}, not Completed")
                 step.detail = f"{velero_backup.name} ({velero_backup.phase or 'no phase'})"
             if not execute:
                 for s in STEPS[2:]:

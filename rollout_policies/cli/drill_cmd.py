@@ -266,6 +266,13 @@ def region_failover(
     "--velero-namespace", default="velero", show_default=True, help="Namespace of Velero's objects."
 )
 @click.option("--namespace", default="markethub", show_default=True, help="Workload namespace to restore.")
+@click.option(
+    "--velero-wait",
+    type=click.FloatRange(min=1),
+    default=120.0,
+    show_default=True,
+    help="Seconds to wait for the Velero Restore's final phase.",
+)
 def backup_restore(
     execute: bool,
     plan_path: str | None,
@@ -279,9 +286,10 @@ def backup_restore(
     kubeconfig: str | None,
     velero_namespace: str,
     namespace: str,
+    velero_wait: float,
 ) -> None:
     """Restore the newest dump into a scratch database and verify it; restore the newest Velero Backup."""
-    from runbooks.backup_restore import KubernetesVelero, RestoreDrill, RestoreTarget
+    from runbooks.backup_restore import KubernetesVelero, RestoreDrill, RestoreTarget, VeleroBounds
 
     plan = _load_plan(plan_path)
     env = _env_file(env_path)
@@ -296,6 +304,7 @@ def backup_restore(
         ),
         s3=s3,
         velero=velero,
+        velero_bounds=VeleroBounds(attempts=int(velero_wait) + 1, interval=1.0, deadline=velero_wait),
     ).run(execute=execute)
     _finish(report, report_dir, commit)
 

@@ -14,6 +14,7 @@ from drill_helpers import BUCKET, PRIMARY, SECONDARY, Regions, aws, make_plan
 from psycopg import sql
 
 from rollout_policies.env.services import MotoServer, PostgreSQL
+from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
 from rollout_policies.plan.model import Plan
 from runbooks.standin import RegionEndpoint
 
@@ -91,3 +92,19 @@ def git_repo(tmp_path: Path) -> Path:
     ):
         subprocess.run(["git", *args], cwd=repo, check=True)
     return repo
+
+
+@pytest.fixture
+def plan_db(postgres: PostgreSQL, unique: str) -> Any:
+    """A database with the packaged plan's verify_tables."""
+    name = f"plan_{unique}"
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    dsn = postgres.dsn_for(name)
+    with psycopg.connect(dsn) as conn:
+        for table in load_plan(DEFAULT_PLAN).objectives.disaster_recovery.verify_tables:
+            conn.execute(f'CREATE TABLE "{table}" (id int PRIMARY KEY, payload text)')
+            conn.execute(f'INSERT INTO "{table}" SELECT g, md5(g::text) FROM generate_series(1, 300) g')
+    yield dsn
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -9,7 +9,9 @@ from typing import Any
 
 import boto3
 import psycopg
+import pytest
 
+from rollout_policies.cli.main import main
 from rollout_policies.env.services import MotoServer, PostgreSQL
 from rollout_policies.plan.model import Plan
 from runbooks.region_failover import FailoverTarget, RegionTarget
@@ -94,3 +96,13 @@ def now_utc() -> datetime:
 
 def hours_ago(hours: float) -> datetime:
     return now_utc() - timedelta(hours=hours)
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        # The console script exits with main's return value; click returns a command's exit status.
+        code = int(main(argv) or 0)
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err

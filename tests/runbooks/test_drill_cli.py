@@ -9,43 +9,13 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
-from typing import Any
 
-import psycopg
 import pytest
-from drill_helpers import PRIMARY, SECONDARY, Regions
+from drill_helpers import PRIMARY, SECONDARY, Regions, run
 
-from rollout_policies.cli.main import main
 from rollout_policies.env.services import MotoServer, PostgreSQL
-from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
 
 pytestmark = pytest.mark.services
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        # The console script exits with main's return value; click returns a command's exit status.
-        code = int(main(argv) or 0)
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-@pytest.fixture
-def plan_db(postgres: PostgreSQL, unique: str) -> Any:
-    """A database with the packaged plan's verify_tables."""
-    name = f"plan_{unique}"
-    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    dsn = postgres.dsn_for(name)
-    with psycopg.connect(dsn) as conn:
-        for table in load_plan(DEFAULT_PLAN).objectives.disaster_recovery.verify_tables:
-            conn.execute(f'CREATE TABLE "{table}" (id int PRIMARY KEY, payload text)')
-            conn.execute(f'INSERT INTO "{table}" SELECT g, md5(g::text) FROM generate_series(1, 300) g')
-    yield dsn
-    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_backup_then_restore_drill_passes_and_commits_its_report(
