@@ -322,7 +322,9 @@ def serve_forge(
     document = _load_description(str(description_path or ensure_openapi()))
     standin = ForgeStandIn(ApiDescription(document, SERVED_PATHS), token=token)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(standin))
-    thread = threading.Thread(target=server.serve_forever, name="forge-standin", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="forge-standin", daemon=True
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", standin
