@@ -431,6 +431,7 @@ class GitOps:
         trailers += [
             ("Rollout-Stage", first.stage),
             ("Rollout-Step", "0"),
+            ("Rollout-Weights", f"{first.stable.colour.value}=100,{first.candidate.colour.value}=0"),
             ("Rollout-Decision", "rollback"),
             ("Rollout-Reason", reason),
             *[("Rollout-Evidence", item) for item in evidence],
