@@ -42,7 +42,10 @@ def velero_schedule_manifest(args: BackupArgs, objective: BackupObjective, index
         "includedNamespaces": [args.namespace],
         "ttl": go_duration(objective.retention),
         "storageLocation": args.backup.storage_location,
-        "labels": {naming.NAME: args.service, "rollout.markethub.io/backup-kind": objective.kind},
+        # The labels each Backup object gets: the drills find the newest backup of a kind by them.
+        "metadata": {
+            "labels": {naming.NAME: args.service, "rollout.markethub.io/backup-kind": objective.kind}
+        },
     }
     if incremental:
         template["defaultVolumesToFsBackup"] = True

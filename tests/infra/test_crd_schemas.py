@@ -54,10 +54,27 @@ def _schemas() -> dict[tuple[str, str], dict]:
     return schemas
 
 
+def _closed(schema):
+    """The schema with unknown fields refused, as kubectl's validation and the API server's pruning
+    treat them: an object schema listing ``properties`` admits no others unless it says so."""
+    if isinstance(schema, list):
+        return [_closed(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    closed = {key: _closed(value) for key, value in schema.items()}
+    if (
+        "properties" in schema
+        and "additionalProperties" not in schema
+        and not schema.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        closed["additionalProperties"] = False
+    return closed
+
+
 def _validate(manifest: dict, schema: dict) -> None:
     # The schema itself is not checked: some CRD patterns are Go regular expressions (``^(?i)...``)
     # that Python's re rejects; they guard fields the program does not set.
-    jsonschema.Draft7Validator(schema).validate(manifest)
+    jsonschema.Draft7Validator(_closed(schema)).validate(manifest)
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +99,13 @@ def test_every_custom_resource_validates_against_its_crd(plan, schemas, state):
         _validate(manifest, schemas[key])
         kinds.add(manifest["kind"])
     assert kinds == {"HTTPRoute", "Schedule", "PrometheusRule", "AlertmanagerConfig"}
+
+
+def test_the_schema_check_catches_an_unknown_field(plan, schemas):
+    schedule = next(m for m in _custom_resources(deploy(settings(), plan)) if m["kind"] == "Schedule")
+    schedule["spec"]["template"]["labels"] = {"a": "b"}
+    with pytest.raises(jsonschema.ValidationError, match="'labels' was unexpected"):
+        _validate(schedule, schemas[("velero.io/v1", "Schedule")])
 
 
 def test_the_schema_check_catches_a_bad_route(plan, schemas):
