@@ -339,7 +339,7 @@ def status(
     """Per stack: stage, step, versions, weights, since when, last decision and its commit, drift."""
     plan, repo, stacks = _setup(plan_path, repo_dir, config_dir, remote, main_branch, stacks)
     ops = GitOps(repo=repo, plan=plan, config_dir=config_dir)
-    found = ops.status(stacks, make_live_state(live, repo_dir / config_dir))
+    found = ops.status(stacks, make_live_state(live, repo_dir / config_dir, plan.service))
     rows = []
     lines = []
     for item in found:

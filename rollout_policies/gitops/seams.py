@@ -1,8 +1,8 @@
 """Seams to the cluster: applying traffic after a rollback, and reading live weights for drift.
 
 Each is a one-method Protocol with a registry that rejects unknown names. The lead wires the
-Pulumi automation-API applier and the Kubernetes-client live state; until then ``pulumi-cli`` shells
-out to the Pulumi CLI and live state is ``none`` (drift reads "unknown").
+Pulumi automation-API applier; until then ``pulumi-cli`` shells out to the Pulumi CLI. Live state is
+``kubernetes`` (the stack's HTTPRoute, read with the Kubernetes client) or ``none`` (drift "unknown").
 """
 
 from __future__ import annotations
@@ -88,8 +88,18 @@ class NoLiveState:
 APPLIERS: dict[str, Callable[[Path], Applier]] = {
     "pulumi-cli": lambda project_dir: PulumiCliApplier(project_dir),
 }
-LIVE_STATES: dict[str, Callable[[Path], LiveState]] = {
-    "none": lambda project_dir: NoLiveState(),
+
+
+def _kube_live(project_dir: Path, service: str) -> LiveState:
+    from rollout_policies.gitops.kube_live import KubeLiveState
+
+    return KubeLiveState(project_dir, service)
+
+
+# name -> factory(project directory, the plan's service name)
+LIVE_STATES: dict[str, Callable[[Path, str], LiveState]] = {
+    "none": lambda project_dir, service: NoLiveState(),
+    "kubernetes": _kube_live,
 }
 
 
@@ -100,8 +110,8 @@ def make_applier(name: str, project_dir: Path) -> Applier:
         raise UserError(f"--applier {name!r}: unknown (known: {', '.join(sorted(APPLIERS))})") from None
 
 
-def make_live_state(name: str, project_dir: Path) -> LiveState:
+def make_live_state(name: str, project_dir: Path, service: str) -> LiveState:
     try:
-        return LIVE_STATES[name](project_dir)
+        return LIVE_STATES[name](project_dir, service)
     except KeyError:
         raise UserError(f"--live {name!r}: unknown (known: {', '.join(sorted(LIVE_STATES))})") from None

@@ -1,0 +1,93 @@
+"""Live traffic weights from the cluster: the weighted rule of the stack's HTTPRoute, read with the
+Kubernetes client. Used by ``rollout status --live kubernetes`` to report drift between git and the
+cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+from rollout_policies.gitops.stack_config import config_name
+from rollout_policies.state import Colour
+
+GROUP, VERSION, PLURAL = "gateway.networking.k8s.io", "v1", "httproutes"
+
+
+def route_weights(route: Mapping[str, Any], service: str) -> dict[Colour, int] | None:
+    """The weights of the rule without header matches (everyone but the beta cohort).
+
+    Backends are named ``<service>-<colour>``; a backendRef without a weight weighs 1, as Gateway API
+    says. None when the route has no such rule or names other backends.
+    """
+    for rule in reversed(route.get("spec", {}).get("rules", []) or []):
+        if any(match.get("headers") for match in rule.get("matches", []) or []):
+            continue
+        weights: dict[Colour, int] = {}
+        for ref in rule.get("backendRefs", []) or []:
+            name = str(ref.get("name", ""))
+            for colour in Colour:
+                if name == f"{service}-{colour.value}":
+                    weights[colour] = int(ref.get("weight", 1))
+        if set(weights) != set(Colour):
+            return None
+        total = sum(weights.values())
+        if total == 0:
+            return None
+        # Gateway API weights are proportions; the stack config stores percent.
+        return {colour: round(100 * weight / total) for colour, weight in weights.items()}
+    return None
+
+
+@dataclass
+class KubeLiveState:
+    """Reads each stack's HTTPRoute from the cluster its config points at.
+
+    The route is ``<service>`` in the stack's ``markethub-rollout:namespace`` (the names the Pulumi
+    program gives it); the cluster is ``kubernetes:kubeconfig`` / ``kubernetes:context`` from the
+    stack config, else ``$KUBECONFIG``. Anything unreadable is None (drift "unknown"), never a guess.
+    """
+
+    project_dir: Path
+    service: str
+    kubeconfig: Path | None = None
+
+    def _settings(self, stack: str) -> dict[str, Any]:
+        path = self.project_dir / config_name(stack)
+        data = YAML(typ="safe").load(path.read_text(encoding="utf-8")) or {}
+        config = data.get("config", {}) or {}
+        return {
+            "namespace": config.get("markethub-rollout:namespace", "markethub"),
+            "service": config.get("markethub-rollout:serviceName") or self.service,
+            "context": config.get("kubernetes:context"),
+            "kubeconfig": config.get("kubernetes:kubeconfig"),
+        }
+
+    def live_weights(self, stack: str) -> dict[Colour, int] | None:
+        from kubernetes import client, config
+        from kubernetes.client.exceptions import ApiException
+        from kubernetes.config.config_exception import ConfigException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            settings = self._settings(stack)
+            kubeconfig = self.kubeconfig or settings["kubeconfig"]
+            api = config.new_client_from_config(
+                config_file=str(kubeconfig) if kubeconfig else None, context=settings["context"]
+            )
+        except (OSError, ConfigException):
+            return None
+        try:
+            custom = client.CustomObjectsApi(api)
+            route = custom.get_namespaced_custom_object(
+                GROUP, VERSION, settings["namespace"], PLURAL, settings["service"], _request_timeout=10
+            )
+        except (ApiException, HTTPError, OSError):
+            return None
+        finally:
+            api.close()
+        return route_weights(route, settings["service"])
