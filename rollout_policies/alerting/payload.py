@@ -1,0 +1,177 @@
+"""Alertmanager webhook notifications (payload version 4): parsing, validation and rollback requests.
+
+Pure: bytes and "now" in, a typed notification or a ``PayloadRejected`` with a reason out. Which
+alerts roll back is decided from the labels ``infra/alerts.py`` puts on the trigger rules:
+``rollout_action="rollback"``, ``rollout_trigger`` (a plan trigger id) and ``rollout_stack``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rollout_policies.plan.model import Plan
+
+ROLLBACK_ACTION = "rollback"
+# Alertmanager writes this for "not set" (Go's zero time).
+_ZERO_YEAR = 1
+
+
+class PayloadRejected(Exception):
+    """A notification refused with an HTTP status and a reason label for the metrics."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+class _Model(BaseModel):
+    # Alertmanager adds fields between versions; unknown ones are ignored, known ones are typed.
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+
+class Alert(_Model):
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str]
+    annotations: dict[str, str] = Field(default_factory=dict)
+    starts_at: datetime = Field(alias="startsAt")
+    ends_at: datetime = Field(alias="endsAt")
+    generator_url: str = Field(default="", alias="generatorURL")
+    fingerprint: str = Field(min_length=1)
+
+    @property
+    def ends_is_set(self) -> bool:
+        return self.ends_at.year > _ZERO_YEAR
+
+
+class Notification(_Model):
+    """One webhook call: a group of alerts with the same grouping labels."""
+
+    version: Literal["4"]
+    group_key: str = Field(alias="groupKey", min_length=1)
+    status: Literal["firing", "resolved"]
+    receiver: str
+    group_labels: dict[str, str] = Field(default_factory=dict, alias="groupLabels")
+    common_labels: dict[str, str] = Field(default_factory=dict, alias="commonLabels")
+    external_url: str = Field(default="", alias="externalURL")
+    truncated_alerts: int = Field(default=0, alias="truncatedAlerts")
+    alerts: tuple[Alert, ...] = Field(min_length=1)
+
+    def dedup_key(self) -> str:
+        """Group key, status and the firing set: Alertmanager resends exactly this when nothing changed."""
+        prints = ",".join(sorted(f"{a.fingerprint}:{a.status}" for a in self.alerts))
+        return f"{self.group_key}|{self.status}|{prints}"
+
+
+@dataclass(frozen=True)
+class RollbackRequest:
+    """Firing rollback alerts of one notification: which stacks, and why."""
+
+    stacks: tuple[str, ...]
+    triggers: tuple[str, ...]
+    reason: str
+    evidence: tuple[str, ...]
+
+
+def parse_notification(body: bytes) -> Notification:
+    """Bytes to a version-4 notification, or ``PayloadRejected`` (400 malformed, 422 unsupported)."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise PayloadRejected(400, "malformed", f"body is not JSON: {err.msg} at char {err.pos}") from None
+    except ValueError as err:
+        raise PayloadRejected(400, "malformed", f"body is not JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise PayloadRejected(400, "malformed", "body is not a JSON object")
+    if data.get("version") != "4":
+        raise PayloadRejected(
+            422, "unsupported", f"payload version {data.get('version')!r}: only Alertmanager version 4"
+        )
+    try:
+        return Notification.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise PayloadRejected(400, "malformed", f"{where}: {first['msg']}") from None
+
+
+def check_fresh(notification: Notification, *, now: datetime, skew: timedelta) -> None:
+    """Refuse a replay of an old notification.
+
+    Prometheus gives every firing alert an ``endsAt`` a few minutes ahead and keeps pushing it
+    forward while the alert fires, and Alertmanager passes it on; a firing alert whose ``endsAt``
+    is already past was captured earlier and sent again. An alert that starts in the future is
+    forged or from a clock far off.
+    """
+    for alert in notification.alerts:
+        if alert.status == "firing" and alert.ends_is_set and alert.ends_at < now - skew:
+            raise PayloadRejected(
+                409,
+                "replay",
+                f"alert {alert.fingerprint} fired until {alert.ends_at.isoformat()}: an old notification",
+            )
+        if alert.starts_at > now + skew:
+            raise PayloadRejected(
+                409,
+                "replay",
+                f"alert {alert.fingerprint} starts in the future ({alert.starts_at.isoformat()})",
+            )
+
+
+def rollback_request(
+    notification: Notification, plan: Plan, allowed_stacks: frozenset[str] | None
+) -> RollbackRequest | None:
+    """The rollback a notification asks for, or None (resolved, or no rollback alert firing).
+
+    Rollback alerts that name an unknown trigger, another service, no stack or a stack this
+    receiver does not own are refused (422): a misrouted rule must be seen, not ignored.
+    """
+    triggers = {trigger.id: trigger for trigger in plan.triggers}
+    stacks: list[str] = []
+    fired: list[str] = []
+    texts: list[str] = []
+    evidence: list[str] = []
+    for alert in notification.alerts:
+        labels = alert.labels
+        if labels.get("rollout_action") != ROLLBACK_ACTION:
+            continue
+        trigger_id = labels.get("rollout_trigger", "")
+        if trigger_id not in triggers:
+            raise PayloadRejected(
+                422,
+                "unknown_trigger",
+                f"alert {alert.fingerprint}: rollout_trigger {trigger_id!r} is not in the plan",
+            )
+        service = labels.get("rollout_service")
+        if service is not None and service != plan.service:
+            raise PayloadRejected(
+                422,
+                "unknown_service",
+                f"alert {alert.fingerprint}: rollout_service {service!r} is not {plan.service!r}",
+            )
+        stack = labels.get("rollout_stack", "")
+        if not stack:
+            raise PayloadRejected(422, "unknown_stack", f"alert {alert.fingerprint}: no rollout_stack label")
+        if allowed_stacks is not None and stack not in allowed_stacks:
+            raise PayloadRejected(
+                422, "unknown_stack", f"alert {alert.fingerprint}: stack {stack!r} is not served here"
+            )
+        if alert.status != "firing":
+            continue
+        stacks.append(stack)
+        if trigger_id not in fired:
+            fired.append(trigger_id)
+            texts.append(triggers[trigger_id].text)
+        if alert.generator_url:
+            evidence.append(alert.generator_url)
+    if not stacks:
+        return None
+    ordered = tuple(dict.fromkeys(stacks))
+    reason = f"automatic rollback: {'; '.join(texts)} (Alertmanager {notification.receiver})"
+    return RollbackRequest(ordered, tuple(fired), reason, tuple(dict.fromkeys(evidence)))

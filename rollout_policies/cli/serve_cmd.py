@@ -1,0 +1,270 @@
+"""``rollout serve`` (Alertmanager webhook receiver) and ``rollout watch`` (polling fallback): wiring."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from rollout_policies.cli.gitops_cmd import _setup
+from rollout_policies.errors import UserError
+from rollout_policies.gitops.engine import GitOps, default_actor
+from rollout_policies.gitops.notify import Notifier
+from rollout_policies.gitops.seams import APPLIERS, make_applier
+from rollout_policies.plan.loader import DEFAULT_PLAN
+from rollout_policies.plan.model import parse_duration
+
+
+def _listen(text: str) -> tuple[str, int]:
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise UserError(f"--listen {text!r}: write it as HOST:PORT, such as 127.0.0.1:8080")
+    return host, int(port_text)
+
+
+def _token(variable: str) -> str:
+    token = os.environ.get(variable, "").strip()
+    if not token:
+        raise UserError(
+            f"--token-env {variable}: the variable is not set or empty (it holds the shared token)"
+        )
+    if len(token) < 16:
+        raise UserError(f"--token-env {variable}: the token is shorter than 16 characters")
+    return token
+
+
+def _seconds(text: str, flag: str) -> float:
+    try:
+        value = parse_duration(text).total_seconds()
+    except ValueError as err:
+        raise UserError(f"{flag} {text!r}: {err}") from None
+    if value <= 0:
+        raise UserError(f"{flag} {text!r}: must be above zero")
+    return value
+
+
+def _git_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option(
+            "--plan",
+            "plan_path",
+            type=click.Path(path_type=Path, dir_okay=False),
+            default=DEFAULT_PLAN,
+            show_default="the shipped markethub-mobile plan",
+            help="Plan file (its triggers say which alerts roll back).",
+        ),
+        click.option(
+            "--repo",
+            "repo_dir",
+            type=click.Path(path_type=Path, file_okay=False),
+            default=Path("."),
+            help="The git clone holding the stack configs (default: the current directory).",
+        ),
+        click.option("--config-dir", default="", help="Folder of the Pulumi.<stack>.yaml files in the repo."),
+        click.option("--remote", default="origin", show_default=True, help="The git remote to push to."),
+        click.option("--main", "main_branch", default="main", show_default=True, help="The main branch."),
+        click.option("--stack", "stacks", multiple=True, help="A stack (repeatable)."),
+        click.option(
+            "--apply/--no-apply",
+            "apply_now",
+            default=True,
+            show_default=True,
+            help="Apply the traffic resources after the rollback commit.",
+        ),
+        click.option(
+            "--applier",
+            type=click.Choice(sorted(APPLIERS)),
+            default="pulumi-cli",
+            show_default=True,
+            help="How the apply reaches the cluster.",
+        ),
+        click.option("--actor", default=None, help="Who rolls back, for the audit trail."),
+        click.option(
+            "--log-level",
+            type=click.Choice(["debug", "info", "warning"]),
+            default="info",
+            show_default=True,
+            help="Log detail (logs go to stderr).",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _rollback(
+    plan_path: Path,
+    repo_dir: Path,
+    config_dir: str,
+    remote: str,
+    main_branch: str,
+    stacks: tuple[str, ...],
+    apply_now: bool,
+    applier: str,
+    actor: str | None,
+) -> tuple[Any, tuple[str, ...], Any]:
+    from rollout_policies.alerting import GitRollback
+
+    plan, repo, stacks = _setup(plan_path, repo_dir, config_dir, remote, main_branch, stacks)
+    ops = GitOps(
+        repo=repo,
+        plan=plan,
+        config_dir=config_dir,
+        notifier=Notifier(plan.notifications),
+        actor=actor or f"rollout-automatic/{default_actor()}",
+    )
+    chosen = make_applier(applier, repo_dir / config_dir) if apply_now else None
+    return plan, stacks, GitRollback(ops, chosen)
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@click.command("serve")
+@_git_options
+@click.option(
+    "--listen", default="127.0.0.1:8080", show_default=True, help="HOST:PORT to listen on (port 0: any)."
+)
+@click.option(
+    "--token-env",
+    default="ROLLOUT_WEBHOOK_TOKEN",
+    show_default=True,
+    help="The variable holding the shared bearer token Alertmanager sends.",
+)
+@click.option(
+    "--dedup-ttl",
+    default="6h",
+    show_default=True,
+    help="How long a handled notification is remembered (above Alertmanager's repeat_interval).",
+)
+@click.option("--skew", default="30s", show_default=True, help="Clock difference tolerated in replay checks.")
+def serve(
+    plan_path: Path,
+    repo_dir: Path,
+    config_dir: str,
+    remote: str,
+    main_branch: str,
+    stacks: tuple[str, ...],
+    apply_now: bool,
+    applier: str,
+    actor: str | None,
+    log_level: str,
+    listen: str,
+    token_env: str,
+    dedup_ttl: str,
+    skew: str,
+) -> None:
+    """Receive Alertmanager webhooks; roll back the stacks of firing rollback-trigger alerts.
+
+    POST /alerts (or /webhook) with `Authorization: Bearer <token>`; GET /healthz and /metrics.
+    """
+    from datetime import timedelta
+
+    from rollout_policies.alerting import Deduplicator, RunningReceiver, WebhookReceiver
+
+    host, port = _listen(listen)
+    token = _token(token_env)
+    ttl = _seconds(dedup_ttl, "--dedup-ttl")
+    skew_seconds = _seconds(skew, "--skew")
+    plan, stacks, rollback = _rollback(
+        plan_path, repo_dir, config_dir, remote, main_branch, stacks, apply_now, applier, actor
+    )
+    _logging(log_level)
+    receiver = WebhookReceiver(
+        plan,
+        rollback,
+        token,
+        allowed_stacks=frozenset(stacks),
+        skew=timedelta(seconds=skew_seconds),
+        dedup=Deduplicator(ttl=ttl),
+    )
+    try:
+        running = RunningReceiver(receiver, host, port)
+    except OSError as err:
+        raise UserError(f"--listen {listen}: {err.strerror or err}") from None
+    # SIGTERM (systemd, Kubernetes) stops as cleanly as Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=running.server.shutdown).start())
+    click.echo(f"rollout serve: listening on {running.url} for stacks {', '.join(stacks)}", err=True)
+    sys.stderr.flush()
+    try:
+        running.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        running.server.server_close()
+
+
+@click.command("watch")
+@_git_options
+@click.option(
+    "--prometheus",
+    "prometheus_url",
+    default=lambda: os.environ.get("ROLLOUT_PROMETHEUS_URL", ""),
+    show_default="$ROLLOUT_PROMETHEUS_URL",
+    help="Prometheus server URL.",
+)
+@click.option("--interval", default="5s", show_default=True, help="Time between evaluations.")
+@click.option("--once", is_flag=True, help="Evaluate once (history from a range query) and exit.")
+@click.option(
+    "--max-ticks", type=click.IntRange(min=1), default=None, help="Stop after this many evaluations."
+)
+def watch(
+    plan_path: Path,
+    repo_dir: Path,
+    config_dir: str,
+    remote: str,
+    main_branch: str,
+    stacks: tuple[str, ...],
+    apply_now: bool,
+    applier: str,
+    actor: str | None,
+    log_level: str,
+    prometheus_url: str,
+    interval: str,
+    once: bool,
+    max_ticks: int | None,
+) -> None:
+    """Poll Prometheus, evaluate the plan's rollback triggers, and roll back when one fires.
+
+    The fallback when Alertmanager is not in the path. Exit status 0; 3 with --once when it rolled back.
+    """
+    from datetime import timedelta
+
+    from rollout_policies.alerting import TriggerWatch
+
+    if not prometheus_url:
+        raise UserError("--prometheus: give the Prometheus URL (or set ROLLOUT_PROMETHEUS_URL)")
+    if not prometheus_url.startswith(("http://", "https://")):
+        raise UserError(f"--prometheus {prometheus_url!r}: not an http(s) URL")
+    if not stacks:
+        raise UserError("--stack: name the stacks to watch (a rollback never guesses)")
+    step = _seconds(interval, "--interval")
+    plan, stacks, rollback = _rollback(
+        plan_path, repo_dir, config_dir, remote, main_branch, stacks, apply_now, applier, actor
+    )
+    _logging(log_level)
+    watcher = TriggerWatch(plan, prometheus_url, stacks, rollback, step=timedelta(seconds=step))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        ticks = watcher.run(
+            stop=stop,
+            ticks=1 if once else max_ticks,
+            emit=lambda tick: [click.echo(line) for line in tick.lines()],
+        )
+    except KeyboardInterrupt:
+        return
+    if once and ticks and ticks[-1].outcome is not None and ticks[-1].outcome.result == "rolled-back":
+        sys.exit(3)
