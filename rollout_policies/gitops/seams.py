@@ -44,7 +44,8 @@ class PulumiCliApplier:
     pulumi: str = "pulumi"
     timeout: float = 600.0
 
-    def _run(self, *args: str) -> str:
+    def _run(self, stack: str, *args: str) -> str:
+        args = (*args, "--stack", stack)
         try:
             done = subprocess.run(
                 [self.pulumi, *args, "--non-interactive", "--cwd", str(self.project_dir)],
@@ -58,23 +59,19 @@ class PulumiCliApplier:
             raise ApplyError(f"--apply: pulumi {args[0]} took longer than {self.timeout:g}s") from None
         if done.returncode != 0:
             tail = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:] or ["failed"]
-            raise ApplyError(f"--apply: pulumi {args[0]} --stack {self._stack}: {tail[0]}")
+            raise ApplyError(f"--apply: pulumi {args[0]} --stack {stack}: {tail[0]}")
         return done.stdout
 
-    _stack = ""
-
     def traffic_urns(self, stack: str) -> list[str]:
-        self._stack = stack
-        exported = json.loads(self._run("stack", "export", "--stack", stack))
+        exported = json.loads(self._run(stack, "stack", "export"))
         resources = exported.get("deployment", {}).get("resources", []) or []
         return [r["urn"] for r in resources if r.get("type") == HTTPROUTE_TYPE]
 
     def apply_traffic(self, stack: str) -> None:
-        self._stack = stack
         urns = self.traffic_urns(stack)
         targets = [arg for urn in urns for arg in ("--target", urn)]
         # No HTTPRoute yet (a first deployment): a full up is the only way to get traffic right.
-        self._run("up", "--yes", "--skip-preview", "--stack", stack, *targets)
+        self._run(stack, "up", "--yes", "--skip-preview", *targets)
 
 
 @dataclass(frozen=True)
