@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing
 import os
 import platform
 import re
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,8 @@ from rollout_policies.core.sequential import LatencyComparisonBatch, RateCompari
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
+# One tick's observations per stream, from (rng, traffic factor, incident factor).
+Draw = Callable[[np.random.Generator, FloatArray, FloatArray], dict[str, FloatArray]]
 
 SEED = 20261125
 TOTAL_RPS = 1000.0  # requests per second over both versions: 1% canary = 10 req/s
@@ -170,9 +173,8 @@ class SequentialRate(Gate):
     def __init__(self, n: int, *, dispersion: float | None) -> None:
         self.cmp = RateComparisonBatch(n, alpha=ALPHA, dispersion=dispersion)
         self.name = "sequential (this project)" if dispersion is None else "sequential, no dispersion fix"
-        self.note = (
-            f"RateComparison(alpha={ALPHA}), e-process checked every {TICK_S} s"
-            + ("" if dispersion is None else ", dispersion fixed at 1 (ablation)")
+        self.note = f"RateComparison(alpha={ALPHA}), e-process checked every {TICK_S} s" + (
+            "" if dispersion is None else ", dispersion fixed at 1 (ablation)"
         )
         self.cleared_at = np.full(n, np.inf)
 
@@ -192,7 +194,9 @@ class FlaggerRate(Gate):
         self.xc = np.zeros(n)
         self.nc = np.zeros(n)
         self.name = f"Flagger-style, {label}"
-        self.note = f"error rate per 1-min interval > {label}, rollback after {FLAGGER_FAILURE_LIMIT} failed checks"
+        self.note = (
+            f"error rate per 1-min interval > {label}, rollback after {FLAGGER_FAILURE_LIMIT} failed checks"
+        )
 
     def step(self, tick: int, obs: dict[str, FloatArray]) -> BoolArray:
         self.xc += obs["xc"]
@@ -375,42 +379,92 @@ class NaiveLatency(Gate):
 class Outcome:
     """Per gate: the tick of the first rollback per stream (inf: none) and errors served before it."""
 
-    gate: Gate
+    name: str
+    note: str
     rollback_tick: FloatArray
-    errors_served: FloatArray = field(default_factory=lambda: np.zeros(0))
+    errors_served: FloatArray
+    cleared_at: FloatArray | None = None  # this project's gate: first NO_REGRESSION tick
 
 
-def simulate(
-    cells: list[Cell],
-    rng: np.random.Generator,
-    make_gates: Callable[[int, list[Cell]], list[Gate]],
-    draw: Callable[[np.random.Generator, FloatArray, FloatArray], dict[str, FloatArray]],
-    progress: str,
-) -> list[Outcome]:
+def simulate(cells: list[Cell], seed: np.random.SeedSequence, progress: str) -> list[Outcome]:
+    """Run every gate over the streams of ``cells`` (re-based to start at 0) for the whole window."""
+    first = cells[0].start
+    cells = [
+        Cell(c.kind, c.canary_share, c.baseline_rate, c.multiplier, c.nuisance, c.runs, c.start - first)
+        for c in cells
+    ]
+    rng = np.random.default_rng(seed)
     n = cells[-1].stop
-    gates = make_gates(n, cells)
+    if cells[0].kind == "rate":
+        gates, draw = rate_gates(n, cells), rate_draw(cells)
+    else:
+        gates, draw = latency_gates(n, cells), latency_draw(cells)
     load = Load(rng, n, nuisance_mask(cells, "diurnal"), nuisance_mask(cells, "bursts"))
-    outcomes = [Outcome(g, np.full(n, np.inf), np.zeros(n)) for g in gates]
+    outcomes = [Outcome(g.name, g.note, np.full(n, np.inf), np.zeros(n)) for g in gates]
     canary_errors = np.zeros(n)
     t0 = time.perf_counter()
     for tick in range(TICKS):
         traffic, incident = load.step(tick)
         obs = draw(rng, traffic, incident)
         canary_errors += obs.get("xc", np.zeros(n))
-        for out in outcomes:
-            fired = out.gate.step(tick, obs) & np.isinf(out.rollback_tick)
+        for gate, out in zip(gates, outcomes, strict=True):
+            fired = gate.step(tick, obs) & np.isinf(out.rollback_tick)
             out.rollback_tick[fired] = tick + 1
             out.errors_served[fired] = canary_errors[fired]
-        if (tick + 1) % 120 == 0:
-            print(f"  {progress}: {(tick + 1) * TICK_S // 60} of {HORIZON_S // 60} simulated min, "
-                  f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
-    for out in outcomes:
+        if (tick + 1) % 180 == 0:
+            print(
+                f"  {progress}: {(tick + 1) * TICK_S // 60} of {HORIZON_S // 60} simulated min, "
+                f"{time.perf_counter() - t0:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+    for gate, out in zip(gates, outcomes, strict=True):
         never = np.isinf(out.rollback_tick)
         out.errors_served[never] = canary_errors[never]
+        if isinstance(gate, SequentialRate) and gate.cmp.fixed_dispersion is None:
+            out.cleared_at = gate.cleared_at
     return outcomes
 
 
-def rate_draw(cells: list[Cell]) -> Callable[[np.random.Generator, FloatArray, FloatArray], dict[str, FloatArray]]:
+def _run_chunk(task: tuple[list[Cell], np.random.SeedSequence, str]) -> list[Outcome]:
+    return simulate(*task)
+
+
+def run_all(chunks: list[list[Cell]], workers: int) -> list[list[Outcome]]:
+    """Simulate contiguous chunks of cells, in parallel processes, each with its own seed stream."""
+    seeds = np.random.SeedSequence(SEED).spawn(len(chunks))
+    tasks = [
+        (chunk, seed, f"{chunk[0].kind} {chunk[0].nuisance}..{chunk[-1].nuisance}")
+        for chunk, seed in zip(chunks, seeds, strict=True)
+    ]
+    if workers <= 1:
+        return [_run_chunk(t) for t in tasks]
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        return pool.map(_run_chunk, tasks, chunksize=1)
+
+
+def merge(parts: list[list[Outcome]]) -> list[Outcome]:
+    """Concatenate chunk results gate by gate (chunks are contiguous and in order)."""
+    merged = []
+    for gate_parts in zip(*parts, strict=True):
+        cleared = [p.cleared_at for p in gate_parts]
+        merged.append(
+            Outcome(
+                gate_parts[0].name,
+                gate_parts[0].note,
+                np.concatenate([p.rollback_tick for p in gate_parts]),
+                np.concatenate([p.errors_served for p in gate_parts]),
+                None
+                if any(c is None for c in cleared)
+                else np.concatenate([c for c in cleared if c is not None]),
+            )
+        )
+    return merged
+
+
+def rate_draw(
+    cells: list[Cell],
+) -> Draw:
     share = per_stream(cells, "canary_share")
     base = per_stream(cells, "baseline_rate")
     mult = per_stream(cells, "multiplier")
@@ -436,7 +490,9 @@ def rate_draw(cells: list[Cell]) -> Callable[[np.random.Generator, FloatArray, F
     return draw
 
 
-def latency_draw(cells: list[Cell]) -> Callable[[np.random.Generator, FloatArray, FloatArray], dict[str, FloatArray]]:
+def latency_draw(
+    cells: list[Cell],
+) -> Draw:
     share = per_stream(cells, "canary_share")
     shift = per_stream(cells, "multiplier")
     edges = np.log(LATENCY_EDGES)
@@ -546,13 +602,17 @@ def gate_table(cells: list[Cell], out: Outcome, *, errors: bool) -> list[str]:
     return lines
 
 
-def summary_table(rate_cells: list[Cell], rate_out: list[Outcome], lat_cells: list[Cell],
-                  lat_out: list[Outcome]) -> list[str]:
+def summary_table(
+    rate_cells: list[Cell], rate_out: list[Outcome], lat_cells: list[Cell], lat_out: list[Outcome]
+) -> list[str]:
     """One line per gate: pooled false rollbacks and the three acceptance cells."""
 
     def find(share: float, base: float, mult: float) -> Cell:
-        return next(c for c in rate_cells if (c.canary_share, c.baseline_rate, c.multiplier, c.nuisance)
-                    == (share, base, mult, "none"))
+        return next(
+            c
+            for c in rate_cells
+            if (c.canary_share, c.baseline_rate, c.multiplier, c.nuisance) == (share, base, mult, "none")
+        )
 
     a = find(0.01, 0.01, 2.0)
     b1 = find(0.01, 0.001, 2.0)
@@ -563,10 +623,10 @@ def summary_table(rate_cells: list[Cell], rate_out: list[Outcome], lat_cells: li
         "2x, 0.1% base, 10% canary: median min |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    lat_by_name = {o.gate.name: o for o in lat_out}
+    lat_by_name = {o.name: o for o in lat_out}
     for out in rate_out:
         null = np.concatenate([out.rollback_tick[c.start : c.stop] for c in rate_cells if not c.regression])
-        lat = lat_by_name.get(out.gate.name)
+        lat = lat_by_name.get(out.name)
         lat_text = "—"
         if lat is not None:
             lat_null = np.concatenate(
@@ -575,8 +635,9 @@ def summary_table(rate_cells: list[Cell], rate_out: list[Outcome], lat_cells: li
             lat_text = fmt_rate(int(np.isfinite(lat_null).sum()), lat_null.size)
         meds = [detect_summary(out.rollback_tick[c.start : c.stop])[0] for c in (a, b1, b10)]
         lines.append(
-            f"| {out.gate.name} | {fmt_rate(int(np.isfinite(null).sum()), null.size)} | {lat_text} | "
-            + " | ".join(meds) + " |"
+            f"| {out.name} | {fmt_rate(int(np.isfinite(null).sum()), null.size)} | {lat_text} | "
+            + " | ".join(meds)
+            + " |"
         )
     return lines
 
@@ -587,33 +648,49 @@ def acceptance(rate_cells: list[Cell], rate_out: list[Outcome]) -> list[str]:
     k, n = int(np.isfinite(null).sum()), null.size
     lines = []
     ok = k / n <= 0.01
-    lines.append(f"- {'met' if ok else 'NOT MET'}: false-rollback rate with no regression "
-                 f"{fmt_rate(k, n)} (all nuisances pooled; required <= 1%)")
-    worst = max((c for c in rate_cells if not c.regression),
-                key=lambda c: np.isfinite(ours.rollback_tick[c.start : c.stop]).mean())
+    lines.append(
+        f"- {'met' if ok else 'NOT MET'}: false-rollback rate with no regression "
+        f"{fmt_rate(k, n)} (all nuisances pooled; required <= 1%)"
+    )
+    worst = max(
+        (c for c in rate_cells if not c.regression),
+        key=lambda c: np.isfinite(ours.rollback_tick[c.start : c.stop]).mean(),
+    )
     wk = int(np.isfinite(ours.rollback_tick[worst.start : worst.stop]).sum())
     lines.append(f"  - worst single cell: {cell_label(worst)}: {fmt_rate(wk, worst.runs)}")
     for share, base, limit in ((0.01, 0.01, 5.0), (0.01, 0.001, 30.0), (0.10, 0.001, 30.0)):
         for nuisance in NUISANCES:
-            c = next(c for c in rate_cells if (c.canary_share, c.baseline_rate, c.multiplier, c.nuisance)
-                     == (share, base, 2.0, nuisance))
+            c = next(
+                c
+                for c in rate_cells
+                if (c.canary_share, c.baseline_rate, c.multiplier, c.nuisance) == (share, base, 2.0, nuisance)
+            )
             ticks = ours.rollback_tick[c.start : c.stop]
             med = float(np.quantile(np.sort(ticks), 0.5, method="higher")) * TICK_S / 60
             verdict = "met" if med < limit or (limit == 30.0 and med <= limit) else "NOT MET"
-            lines.append(f"- {verdict}: 2x regression, {cell_label(c)}: median {fmt_minutes(med * 60 / TICK_S)} "
-                         f"min (required {'<' if limit == 5.0 else '<='} {limit:g} min)")
+            lines.append(
+                f"- {verdict}: 2x regression, {cell_label(c)}: median {fmt_minutes(med * 60 / TICK_S)} "
+                f"min (required {'<' if limit == 5.0 else '<='} {limit:g} min)"
+            )
     return lines
 
 
-def render(rate_cells: list[Cell], rate_out: list[Outcome], lat_cells: list[Cell], lat_out: list[Outcome],
-           seconds: float, quick: bool) -> str:
+def render(
+    rate_cells: list[Cell],
+    rate_out: list[Outcome],
+    lat_cells: list[Cell],
+    lat_out: list[Outcome],
+    seconds: float,
+    quick: bool,
+) -> str:
     cpu = os.cpu_count()
     lines = [
         BEGIN,
         "",
         "Reproduce: `make bench-gates` (or `.venv/bin/python -m bench.gates`), seed "
         f"{SEED}{', --quick' if quick else ''}. Wall time of this run: {seconds:.0f} s on "
-        f"{cpu} cores ({platform.python_implementation()} {platform.python_version()}, numpy {np.__version__}).",
+        f"{cpu} cores ({platform.python_implementation()} {platform.python_version()}, "
+        f"numpy {np.__version__}).",
         "",
         f"Traffic: {TOTAL_RPS:,.0f} req/s over both versions (1% canary = {TOTAL_RPS * 0.01:g} req/s, "
         f"10% = {TOTAL_RPS * 0.1:g} req/s), aggregated per {TICK_S} s tick, over a {HORIZON_S // 3600}-hour "
@@ -638,11 +715,11 @@ def render(rate_cells: list[Cell], rate_out: list[Outcome], lat_cells: list[Cell
         "",
         "### Gates",
         "",
-        *[f"- **{o.gate.name}**: {o.gate.note}" for o in rate_out],
+        *[f"- **{o.name}**: {o.note}" for o in rate_out],
         "",
     ]
     for out in rate_out:
-        lines += [f"### Error rate: {out.gate.name}", "", *gate_table(rate_cells, out, errors=True), ""]
+        lines += [f"### Error rate: {out.name}", "", *gate_table(rate_cells, out, errors=True), ""]
     lines += [
         "### Latency shift",
         "",
@@ -651,15 +728,20 @@ def render(rate_cells: list[Cell], rate_out: list[Outcome], lat_cells: list[Cell
         "10 ms to 10 s. `diurnal+bursts`: load slows both versions up to 12%, incidents slow both "
         "1.5-2.1x.",
         "",
-        *[f"- **{o.gate.name}**: {o.gate.note}" for o in lat_out],
+        *[f"- **{o.name}**: {o.note}" for o in lat_out],
         "",
     ]
     for out in lat_out:
-        lines += [f"#### Latency: {out.gate.name}", "", *gate_table(lat_cells, out, errors=False), ""]
+        lines += [f"#### Latency: {out.name}", "", *gate_table(lat_cells, out, errors=False), ""]
     ours = rate_out[0]
-    if isinstance(ours.gate, SequentialRate):
-        clean = np.concatenate([ours.gate.cleared_at[c.start : c.stop] for c in rate_cells
-                                if not c.regression and c.nuisance == "none"])
+    if ours.cleared_at is not None:
+        clean = np.concatenate(
+            [
+                ours.cleared_at[c.start : c.stop]
+                for c in rate_cells
+                if not c.regression and c.nuisance == "none"
+            ]
+        )
         med, p90, share = detect_summary(clean)
         lines += [
             "### Passing a clean canary",
@@ -675,8 +757,10 @@ def render(rate_cells: list[Cell], rate_out: list[Outcome], lat_cells: list[Cell
 
 def write_outputs(text: str) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("# Gate benchmark results\n\nGenerated by `python -m bench.gates`; "
-                       "see docs/statistics.md for what the gates are.\n\n" + text)
+    RESULTS.write_text(
+        "# Gate benchmark results\n\nGenerated by `python -m bench.gates`; "
+        "see docs/statistics.md for what the gates are.\n\n" + text
+    )
     if DOCS.exists():
         doc = DOCS.read_text()
         pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", re.S)
@@ -688,15 +772,25 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.gates", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a fifth of the runs (smoke test)")
     parser.add_argument("--no-write", action="store_true", help="print the table, write no files")
+    parser.add_argument("--workers", type=int, default=2, help="processes to simulate in (default 2)")
     args = parser.parse_args(list(argv) if argv is not None else None)
     t0 = time.perf_counter()
-    rng = np.random.default_rng(SEED)
     rate_cells = build_cells("rate", args.quick)
     lat_cells = build_cells("latency", args.quick)
-    print(f"rate: {len(rate_cells)} cells, {rate_cells[-1].stop} runs; latency: {len(lat_cells)} cells, "
-          f"{lat_cells[-1].stop} runs; {TICKS} ticks each", file=sys.stderr)
-    rate_out = simulate(rate_cells, rng, rate_gates, rate_draw(rate_cells), "error rate")
-    lat_out = simulate(lat_cells, rng, latency_gates, latency_draw(lat_cells), "latency")
+    print(
+        f"rate: {len(rate_cells)} cells, {rate_cells[-1].stop} runs; latency: {len(lat_cells)} cells, "
+        f"{lat_cells[-1].stop} runs; {TICKS} ticks each; {args.workers} worker processes",
+        file=sys.stderr,
+    )
+    half = len(NUISANCES) // 2
+    chunks = [
+        [c for c in rate_cells if c.nuisance in NUISANCES[:half]],
+        [c for c in rate_cells if c.nuisance in NUISANCES[half:]],
+        lat_cells,
+    ]
+    parts = run_all(chunks, args.workers)
+    rate_out = merge(parts[:2])
+    lat_out = parts[2]
     text = render(rate_cells, rate_out, lat_cells, lat_out, time.perf_counter() - t0, args.quick)
     print(text)
     if not args.no_write:
