@@ -86,6 +86,8 @@ class Velero(Protocol):
 
     def restore_phase(self, name: str) -> str: ...
 
+    def delete_namespace(self, name: str) -> None: ...
+
 
 class KubernetesVelero:
     """velero.io/v1 Backup and Restore objects through the kubernetes client."""
@@ -139,6 +141,17 @@ class KubernetesVelero:
             self.GROUP, self.VERSION, self._namespace, "restores", name, _request_timeout=10
         )
         return str((item.get("status") or {}).get("phase", ""))
+
+    def delete_namespace(self, name: str) -> None:
+        """Delete the drill's scratch namespace (absent is fine: a failed Restore may not create it)."""
+        from kubernetes import client
+        from kubernetes.client.rest import ApiException
+
+        try:
+            client.CoreV1Api(self._api.api_client).delete_namespace(name, _request_timeout=10)
+        except ApiException as err:
+            if err.status != 404:
+                raise
 
 
 @dataclass(frozen=True)
@@ -310,14 +323,16 @@ class RestoreDrill:
             try:
                 final = retrying(phase)
             except RetryError as err:
+                # The Restore may still run: its namespace stays; the page says how to remove it.
                 last = seen[0] if seen and seen[0] else "none"
                 raise StepInconclusive(
                     f"Restore {name} into {scratch_ns}: no final phase after "
                     f"{self.velero_bounds.attempts} polls (last: {last}; is the Velero server running?)"
                 ) from err
+            velero.delete_namespace(scratch_ns)  # the Restore object stays, as the drill's record
             if "Failed" in final:
                 raise StepFailed(f"Restore {name} into {scratch_ns} ended {final}")
-            step.detail = f"Restore {name} of {backup.name} into {scratch_ns}: {final}"
+            step.detail = f"Restore {name} of {backup.name} into {scratch_ns}: {final}; namespace deleted"
 
 
 def restore_finished(phase: str) -> bool:

@@ -97,7 +97,6 @@ class Bounds:
 
     probe_attempts: int = 30
     probe_interval: float = 0.5
-    probe_timeout: float = 5.0
     switch_deadline: float = 120.0
 
 

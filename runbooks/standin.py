@@ -45,8 +45,8 @@ class RegionEndpoint:
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/healthz"
+        port = self._server.server_address[1]
+        return f"http://127.0.0.1:{port}/healthz"
 
     def start(self) -> RegionEndpoint:
         self._thread.start()

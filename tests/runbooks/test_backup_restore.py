@@ -41,6 +41,7 @@ class RecordedVelero:
         default_factory=lambda: VeleroBackup("daily-20261125", "Completed", now_utc(), ("markethub",))
     )
     restores: list[tuple[str, str, str]] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
 
     def latest_backup(self) -> VeleroBackup | None:
         return self.backup
@@ -51,6 +52,9 @@ class RecordedVelero:
 
     def restore_phase(self, name: str) -> str:
         return self.phases.pop(0) if len(self.phases) > 1 else self.phases[0]
+
+    def delete_namespace(self, name: str) -> None:
+        self.deleted.append(name)
 
 
 def drill(
@@ -230,6 +234,7 @@ def test_a_velero_restore_that_completes_passes(
     assert report.step("velero-restore").status is StepStatus.PASSED
     assert velero.restores[0][:2] == ("daily-20261125", "markethub")
     assert velero.restores[0][2].startswith("drill-restore-")
+    assert velero.deleted == [velero.restores[0][2]]
     assert report.verdict is Verdict.PASSED
 
 

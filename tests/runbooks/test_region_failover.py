@@ -85,7 +85,7 @@ def make_drill(
         s3=s3,
         workloads=workloads,
         http=http,
-        bounds=Bounds(probe_attempts=6, probe_interval=0.01, probe_timeout=1.0, switch_deadline=10.0),
+        bounds=Bounds(probe_attempts=6, probe_interval=0.01, switch_deadline=10.0),
         **kwargs,
     )
 
