@@ -8,11 +8,12 @@ Pulumi automation-API applier; until then ``pulumi-cli`` shells out to the Pulum
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from rollout_policies.errors import UserError
 from rollout_policies.state import Colour
@@ -82,7 +83,75 @@ class NoLiveState:
         return None
 
 
+@dataclass
+class AutomationApplier:
+    """``pulumi up --target <HTTPRoute>`` through the Automation API, from the project directory.
+
+    The project (Pulumi.yaml) and the stack's config (Pulumi.<stack>.yaml, just rolled back) are read
+    by the real CLI from ``project_dir``; the program is ``infra.program.main`` hosted in this process,
+    so no Python language host plugin is needed. ``environment(stack)`` gives the CLI's variables
+    (backend, passphrase, KUBECONFIG): by default this process's own, for the local environment the
+    region's kubeconfig from env.json.
+    """
+
+    project_dir: Path
+    environment: Callable[[str], dict[str, str]] = field(default=lambda stack: {})
+
+    def stack(self, stack: str) -> Any:
+        from pulumi import automation as auto
+
+        from infra.program import main
+        from rollout_policies.env.pulumi_runner import pulumi_command
+
+        workspace = auto.LocalWorkspace(
+            work_dir=str(self.project_dir),
+            program=main,
+            env_vars=self.environment(stack),
+            pulumi_command=pulumi_command(),
+        )
+        try:
+            return auto.Stack.create_or_select(stack, workspace)
+        except auto.CommandError as err:
+            raise ApplyError(f"--apply: pulumi stack {stack}: {_last_error(str(err))}") from None
+
+    def apply_traffic(self, stack: str) -> None:
+        from pulumi import automation as auto
+
+        selected = self.stack(stack)
+        try:
+            exported = selected.export_stack().deployment or {}
+            urns = [r["urn"] for r in exported.get("resources", []) or [] if r.get("type") == HTTPROUTE_TYPE]
+            # No HTTPRoute yet (a first deployment): a full up is the only way to get traffic right.
+            selected.up(target=urns or None, color="never")
+        except auto.CommandError as err:
+            raise ApplyError(f"--apply: pulumi up --stack {stack}: {_last_error(str(err))}") from None
+
+
+def _last_error(output: str) -> str:
+    lines = [line.strip() for line in output.splitlines() if "error" in line.lower()]
+    return (lines[-1] if lines else output.strip().splitlines()[-1] if output.strip() else "failed")[:300]
+
+
+def _local_environment(project_dir: Path) -> Callable[[str], dict[str, str]]:
+    """Variables for a stack of the local environment: its region's kubeconfig, the file backend."""
+
+    def variables(stack: str) -> dict[str, str]:
+        from infra.settings import settings_from_stack_file
+        from rollout_policies.env.local import LocalEnvironment
+        from rollout_policies.gitops.stack_config import config_name
+
+        info = LocalEnvironment().load()
+        if info is None:
+            raise ApplyError("--apply: the local environment is not running (run `rollout env up`)")
+        region = settings_from_stack_file(project_dir / config_name(stack)).region
+        return {**info.pulumi_env(), **info.aws_env(region), "KUBECONFIG": str(info.kubeconfig(region))}
+
+    return variables
+
+
 APPLIERS: dict[str, Callable[[Path], Applier]] = {
+    "pulumi": lambda project_dir: AutomationApplier(project_dir, lambda stack: dict(os.environ)),
+    "pulumi-local": lambda project_dir: AutomationApplier(project_dir, _local_environment(project_dir)),
     "pulumi-cli": lambda project_dir: PulumiCliApplier(project_dir),
 }
 
