@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from rollout_policies.errors import UserError
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
@@ -129,15 +131,15 @@ class RateComparisonBatch:
         prior_scale: float = float(np.log(2.5)),
     ) -> None:
         if not 0 < alpha < 1:
-            raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
+            raise UserError(f"alpha must be between 0 and 1, got {alpha}")
         if margin < 0:
-            raise ValueError(f"margin must be at least 0, got {margin}")
+            raise UserError(f"margin must be at least 0, got {margin}")
         if tolerance <= 1 + margin:
-            raise ValueError(f"tolerance must exceed 1 + margin ({1 + margin:g}), got {tolerance}")
+            raise UserError(f"tolerance must exceed 1 + margin ({1 + margin:g}), got {tolerance}")
         if dispersion is not None and dispersion < 1:
-            raise ValueError(f"dispersion must be at least 1 (or None to estimate it), got {dispersion}")
+            raise UserError(f"dispersion must be at least 1 (or None to estimate it), got {dispersion}")
         if size < 1:
-            raise ValueError(f"size must be at least 1, got {size}")
+            raise UserError(f"size must be at least 1, got {size}")
         self.size = size
         self.alpha = alpha
         self.margin = margin
@@ -148,6 +150,7 @@ class RateComparisonBatch:
         tol_log = float(np.log(tolerance))
         grid = np.linspace(_GRID_LOG_MIN, _GRID_LOG_MAX, _GRID_POINTS)
         self.log_ratios: FloatArray = np.unique(np.concatenate([grid, [0.0, null_log, tol_log]]))
+        self._ratios: FloatArray = np.exp(self.log_ratios)
         self._null = int(np.searchsorted(self.log_ratios, null_log))
         self._tol = int(np.searchsorted(self.log_ratios, tol_log))
         # Regression evidence: alternatives above the null, mixed by a half-normal prior on log rho.
@@ -220,9 +223,9 @@ class RateComparisonBatch:
             ("baseline_trials", nb),
         ):
             if not np.all(np.isfinite(arr)) or np.any(arr < 0):
-                raise ValueError(f"{name} must be finite and non-negative")
+                raise UserError(f"{name} must be finite and non-negative")
         if np.any(xc > nc) or np.any(xb > nb):
-            raise ValueError("events cannot exceed trials")
+            raise UserError("events cannot exceed trials")
 
         informative = (nc > 0) & (nb > 0) & (xc + xb > 0)
         # Everything about the dispersion comes from past observations and this one's total (the
@@ -245,24 +248,24 @@ class RateComparisonBatch:
             phi = np.full(self.size, float(self.fixed_dispersion))
         else:
             phi = 1.0 + 2.0 * self.overdispersion() * scale_var
-        # pi(rho) = rho n_c / (rho n_c + n_b), in logs: log pi = -log1p(n_b / (rho n_c)).
-        with np.errstate(divide="ignore", invalid="ignore"):
-            log_odds = self.log_ratios[None, :] + np.log(nc / nb)[:, None]  # log(rho n_c / n_b)
-        log_odds = np.where(informative[:, None], log_odds, 0.0)
-        log_pi = -np.logaddexp(0.0, -log_odds)
-        log_1mpi = -np.logaddexp(0.0, log_odds)
-        step = xc[:, None] * log_pi + xb[:, None] * log_1mpi
-        step = np.where(informative[:, None], step / phi[:, None], 0.0)
+        # pi(rho) = odds / (1 + odds) with odds = rho n_c / n_b. Streams without information get
+        # odds 1 and no events, so every term below is exactly 0 for them.
+        share = np.where(informative, nc / np.where(informative, nb, 1.0), 1.0)
+        xc_i = np.where(informative, xc, 0.0)[:, None]
+        m_i = np.where(informative, m, 0.0)[:, None]
+        odds = self._ratios[None, :] * share[:, None]
+        log1p_odds = np.log1p(odds)
+        log_odds = self.log_ratios[None, :] + np.log(share)[:, None]
+        # x_c log pi + x_b log(1 - pi) = x_c log(odds) - m log(1 + odds)
+        self.loglik += (xc_i * log_odds - m_i * log1p_odds) * (1.0 / phi)[:, None]
 
-        pi_grid = np.exp(log_pi)
-        m_grid = m[:, None] * pi_grid
-        excess = (xc[:, None] - m_grid) ** 2 - m_grid * (1 - pi_grid)
-        self._excess += np.where(informative[:, None], excess, 0.0)
+        pi_grid = odds / (1.0 + odds)
+        m_grid = m_i * pi_grid
+        self._excess += (xc_i - m_grid) ** 2 - m_grid * (1.0 - pi_grid)
         self._excess_scale += np.where(informative, 2.0 * scale_var**2, 0.0)
         self._informative += informative
         self.last_dispersion = np.where(informative, phi, self.last_dispersion)
 
-        self.loglik += step
         self.canary_events += xc
         self.canary_trials += nc
         self.baseline_events += xb
@@ -421,10 +424,10 @@ class LatencyComparisonBatch:
         dispersion: float | None = None,
     ) -> None:
         if not 0 < quantile < 1:
-            raise ValueError(f"quantile must be between 0 and 1, got {quantile}")
+            raise UserError(f"quantile must be between 0 and 1, got {quantile}")
         e = np.asarray(edges, dtype=np.float64)
         if e.ndim != 1 or e.size < 2 or np.any(np.diff(e) <= 0):
-            raise ValueError("edges must be at least two increasing bucket upper bounds")
+            raise UserError("edges must be at least two increasing bucket upper bounds")
         self.edges: FloatArray = e
         self.quantile = quantile
         self.rates = RateComparisonBatch(
@@ -439,9 +442,9 @@ class LatencyComparisonBatch:
         c = np.asarray(canary_hist, dtype=np.float64)
         b = np.asarray(baseline_hist, dtype=np.float64)
         if c.shape != shape or b.shape != shape:
-            raise ValueError(f"histograms need shape {shape} (streams, the edges plus +Inf)")
+            raise UserError(f"histograms need shape {shape} (streams, the edges plus +Inf)")
         if np.any(c < 0) or np.any(b < 0):
-            raise ValueError("bucket counts must be non-negative")
+            raise UserError("bucket counts must be non-negative")
         # The cut comes from earlier intervals only: it must not look at the counts it splits.
         self.cut = exceedance_cut(self._baseline_hist, self.quantile)
         slow = np.arange(shape[1])[None, :] >= self.cut[:, None]
@@ -503,7 +506,7 @@ class LatencyComparison:
     ) -> Comparison:
         """Add one interval as bucket counts (not cumulative; the last count is the +Inf bucket)."""
         if not np.array_equal(np.asarray(edges, dtype=np.float64), self._batch.edges):
-            raise ValueError("edges must be the same bucket upper bounds on every call")
+            raise UserError("edges must be the same bucket upper bounds on every call")
         self._batch.observe(np.asarray([canary_counts]), np.asarray([baseline_counts]))
         return self.verdict
 
