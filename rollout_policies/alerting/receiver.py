@@ -51,8 +51,8 @@ class Response:
     content_type: str = "application/json"
 
     @classmethod
-    def json(cls, status: int, **data: Any) -> Response:
-        return cls(status, (json.dumps(data, sort_keys=True) + "\n").encode())
+    def json(cls, code: int, **data: Any) -> Response:
+        return cls(code, (json.dumps(data, sort_keys=True) + "\n").encode())
 
 
 class ReceiverMetrics:

@@ -1,0 +1,268 @@
+"""A whole alerting path on loopback, for the tests and the benchmark.
+
+One ``AlertingLane`` is: a bare git remote with one stack at the limited stage's first step (green,
+the candidate, at 2%), the traffic simulator, Debian's Prometheus scraping it with the plan's trigger
+rules (from ``infra/alerts.py``) and the simulator's bridge rules, Debian's Alertmanager routing
+rollback alerts to ``rollout serve`` (the real command, in its own process, with a bearer token
+from its environment). Everything is stopped by pid when the lane closes, also after failures.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from datetime import timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import httpx
+
+from rollout_policies.alerting.rules import alertmanager_config, write_trigger_rules
+from rollout_policies.env.services import HOST, Alertmanager, Prometheus, free_port
+from rollout_policies.plan.model import Plan
+from simulator.bridge import write_bridge_rules
+from simulator.simulation import Simulation
+from simulator.traffic import FixedSplit, WeightSource
+
+STACK = "local-us"
+REGION = "us-east-1"
+TOKEN_ENV = "ROLLOUT_WEBHOOK_TOKEN"
+
+STACK_CONFIG = """\
+# Stack config for the local environment's US region.
+config:
+  markethub-rollout:region: us-east-1
+  markethub-rollout:rollout:
+    stage: limited
+    step: 0
+    stable:    {colour: blue,  version: 4.12.0}
+    candidate: {colour: green, version: 5.0.0}
+    weights:   {blue: 98, green: 2}
+    stageStartedAt: "2026-11-20T09:00:00Z"
+    stepStartedAt:  "2026-11-20T09:00:00Z"
+"""
+
+
+def git(cwd: Path, *args: str) -> str:
+    done = subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True)
+    return done.stdout
+
+
+class GitRemote:
+    """A bare repository standing for the team's repository, seeded with one stack config."""
+
+    def __init__(self, root: Path, stacks: tuple[str, ...] = (STACK,)) -> None:
+        self.bare = root / "remote.git"
+        subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(self.bare)], check=True)
+        seed = self.clone(root / "seed", "seed")
+        for stack in stacks:
+            (seed / f"Pulumi.{stack}.yaml").write_text(STACK_CONFIG)
+        git(seed, "add", ".")
+        git(seed, "commit", "-q", "-m", "seed: stacks at limited step 0")
+        git(seed, "push", "-q", "origin", "main")
+        self.seeded = self.head()
+
+    def clone(self, target: Path, name: str) -> Path:
+        subprocess.run(["git", "clone", "-q", str(self.bare), str(target)], check=True, capture_output=True)
+        git(target, "config", "user.name", f"rollout {name}")
+        git(target, "config", "user.email", f"{name}@example.test")
+        return target
+
+    def head(self) -> str:
+        return git(self.bare, "rev-parse", "main").strip()
+
+    def show(self, path: str, ref: str = "main") -> str:
+        return git(self.bare, "show", f"{ref}:{path}")
+
+    def messages(self) -> list[str]:
+        return git(self.bare, "log", "--format=%B%x00", "main").split("\0")[:-1]
+
+    def commits_since_seed(self) -> list[str]:
+        return git(self.bare, "rev-list", f"{self.seeded}..main").split()
+
+
+def compressed(plan: Plan, factor: float) -> Plan:
+    """The plan with every trigger window divided by ``factor`` (tests only: real windows take minutes)."""
+    triggers = tuple(t.model_copy(update={"window": t.window / factor}) for t in plan.triggers)
+    return plan.model_copy(update={"triggers": triggers})
+
+
+class ServeProcess:
+    """``rollout serve`` as its own process (the real command line), stopped by its pid."""
+
+    def __init__(
+        self, workdir: Path, repo: Path, stack: str, token: str, *, plan_path: Path | None = None
+    ) -> None:
+        self.port = free_port()
+        self.log_path = workdir / "serve.log"
+        command = [
+            sys.executable, "-m", "rollout_policies.cli.main", "serve",
+            "--listen", f"{HOST}:{self.port}", "--repo", str(repo), "--stack", stack,
+            "--token-env", TOKEN_ENV, "--no-apply", "--actor", "rollout-serve@test",
+        ]  # fmt: skip
+        if plan_path is not None:
+            command += ["--plan", str(plan_path)]
+        env = {**os.environ, TOKEN_ENV: token}
+        self.log = self.log_path.open("wb")
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"rollout serve exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("rollout serve did not answer /healthz in 30s")
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def metrics(self) -> str:
+        return httpx.get(f"{self.url}/metrics", timeout=5).text
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.log.close()
+
+
+class AlertingLane:
+    """Remote, simulator, Prometheus, Alertmanager and ``rollout serve``, wired as in production."""
+
+    def __init__(
+        self,
+        root: Path,
+        plan: Plan,
+        *,
+        weights: WeightSource | None = None,
+        sessions_per_second: float = 20.0,
+        evaluation_interval: str = "1s",
+        group_interval: str = "1s",
+        seed: int | None = None,
+    ) -> None:
+        self.root = root
+        self.plan = plan
+        self.weights = weights or FixedSplit(50.0, 50.0)
+        self.sessions_per_second = sessions_per_second
+        self.evaluation_interval = evaluation_interval
+        self.group_interval = group_interval
+        self.seed = seed
+        self.token = secrets.token_urlsafe(24)
+        self._stack = ExitStack()
+
+    def start(self) -> Self:
+        try:
+            self._start()
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def _start(self) -> None:
+        root = self.root
+        self.remote = GitRemote(root)
+        self.clone = self.remote.clone(root / "serve-clone", "serve")
+        self.serve = ServeProcess(root, self.clone, STACK, self.token)
+        self._stack.callback(self.serve.stop)
+        token_file = root / "webhook.token"
+        token_file.write_text(self.token)
+        token_file.chmod(0o600)
+        self.alertmanager = Alertmanager(
+            root / "alertmanager",
+            alertmanager_config(
+                f"{self.serve.url}/alerts",
+                token_file,
+                group_wait="0s",
+                group_interval=self.group_interval,
+                repeat_interval="1h",
+                service=self.plan.service,
+            ),
+        )
+        self._stack.callback(self.alertmanager.stop)
+        self.alertmanager.start()
+        self.simulation = Simulation(
+            self.weights, sessions_per_second=self.sessions_per_second, seed=self.seed
+        )
+        self._stack.callback(self.simulation.stop)
+        self.simulation.start()
+        rules = [
+            write_trigger_rules(
+                root / "triggers.rules.json", self.plan, {STACK: REGION}, interval=self.evaluation_interval
+            ),
+            write_bridge_rules(
+                root / "bridge.rules.json", self.plan.service, interval=self.evaluation_interval
+            ),
+        ]
+        self.prometheus = Prometheus(
+            root / "prometheus",
+            self.simulation.targets,
+            rules,
+            self.alertmanager.url,
+            evaluation_interval=self.evaluation_interval,
+        )
+        self._stack.callback(self.prometheus.stop)
+        self.prometheus.start()
+
+    def query(self, promql: str) -> list[dict[str, object]]:
+        body = httpx.get(f"{self.prometheus.url}/api/v1/query", params={"query": promql}, timeout=5).json()
+        result: list[dict[str, object]] = body["data"]["result"]
+        return result
+
+    def wait_for_traffic(self, timeout: float = 30.0) -> None:
+        """Until Prometheus has rates for the candidate (two scrapes with traffic)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.query('sum(rate(http_server_requests_total{track="candidate"}[1m])) > 0'):
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"no candidate traffic in Prometheus after {timeout:g}s")
+
+    def wait_for_rollback(self, timeout: float, poll: float = 0.2) -> str | None:
+        """The first commit on the remote's main after the seed, or None after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.remote.head() != self.remote.seeded:
+                return self.remote.head()
+            time.sleep(poll)
+        return None
+
+    def firing(self) -> list[str]:
+        return [str(r["metric"].get("alertname")) for r in self.query('ALERTS{alertstate="firing"}')]  # type: ignore[attr-defined]
+
+    def stop(self) -> None:
+        self._stack.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+FAULTS: dict[str, dict[str, object]] = {
+    # trigger id -> the fault injected into green that should set it off
+    "crash-rate": {"crash_rate": 0.5},
+    "api-error-rate": {"error_rate": 0.5},
+    "load-balancer-failures": {"latency_ms": 1500.0},
+    "database-connection-loss": {"db_down": True},
+}
+
+
+def window_of(plan: Plan, trigger_id: str) -> timedelta:
+    return next(t.window for t in plan.triggers if t.id == trigger_id)
