@@ -17,6 +17,7 @@ build it by hand (kubeconfig path, backend URL, env) to point the same program a
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,7 +153,34 @@ def _failure(
     action: str, project: str, stack: str, target: PulumiTarget | None, err: auto.CommandError
 ) -> PulumiRunError:
     output = str(err)
-    lines = [line.strip() for line in output.splitlines() if "error:" in line]
-    reason = lines[-1][:300] if lines else (output.strip().splitlines() or ["no output"])[-1][:300]
     where = f" (region {target.region})" if target else ""
-    return PulumiRunError(f"pulumi {action} of {project}/{stack}{where} failed: {reason}", output)
+    return PulumiRunError(
+        f"pulumi {action} of {project}/{stack}{where} failed: {first_error(output)}", output
+    )
+
+
+_RESOURCE = re.compile(r"^  (\S+ \(.+\)):$")
+
+
+def first_error(output: str) -> str:
+    """The first resource error in the CLI's Diagnostics, in one line (else its last error line)."""
+    lines = output.splitlines()
+    resource = ""
+    for index, line in enumerate(lines):
+        header = _RESOURCE.match(line)
+        if header:
+            resource = header.group(1)
+            continue
+        text = line.strip()
+        if not text.startswith("error:") or not resource or resource.startswith("pulumi:pulumi:Stack"):
+            continue
+        reason = text.removeprefix("error:").strip()
+        if re.fullmatch(r"\d+ errors occurred:", reason):
+            # The provider lists its errors as bullets; the first says what failed.
+            bullets = [b.strip().removeprefix("* ") for b in lines[index + 1 :] if b.strip().startswith("* ")]
+            reason = bullets[0] if bullets else reason
+        # "...failed to fully initialize or become live: 'web' timed out waiting to be Ready" -> the cause.
+        reason = reason.rsplit("become live: ", 1)[-1]
+        return f"{resource}: {reason}"[:300]
+    errors = [line.strip() for line in lines if "error:" in line]
+    return (errors or [line for line in lines if line.strip()] or ["no output"])[-1].strip()[:300]
