@@ -254,9 +254,11 @@ def _promotion_dict(outcome: PromotionOutcome) -> dict[str, Any]:
 @click.option(
     "--applier",
     type=click.Choice(sorted(APPLIERS)),
-    default="pulumi-cli",
+    default="pulumi",
     show_default=True,
-    help="How --apply reaches the cluster.",
+    help="How --apply reaches the cluster: pulumi (Automation API, backend and cluster from the "
+    "environment and stack config), pulumi-local (the local environment's clusters), pulumi-cli "
+    "(the `pulumi` command; needs its Python language host).",
 )
 @click.option(
     "--now", "now_text", default=None, help="Rollback time, ISO 8601 with zone (default: the clock)."
