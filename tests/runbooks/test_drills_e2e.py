@@ -4,10 +4,11 @@ Real: two Kubernetes control planes (kwok nodes make the Deployments Available),
 the environment for S3 and Route 53, PostgreSQL with pg_dump / pg_restore, git. Stand-ins, and why:
 - the regions' HTTP endpoints are loopback servers (``runbooks.standin``): no pod really serves HTTP on
   kwok's fake nodes;
-- the velero.io/v1 Backup object is written by this test with phase Completed, as the Velero server
-  would after a scheduled backup: the environment has Velero's CRDs but no Velero server. For the
-  same reason nothing moves the drill's Restore to a final phase, so the ``velero-restore`` step is
-  inconclusive here (asserted below) and the report says why; every other step must pass.
+- Velero: the environment has Velero's CRDs but no Velero server. This test writes the velero.io/v1
+  Backup with phase Completed, as Velero's schedule would, and runs a kwok controller of its own with
+  only the Stage in ``kwok-velero-stages.yaml``, which moves a new Restore to phase Completed, as the
+  Velero server would. kwok is the simulator the local clusters already use for nodes and pods.
+  Velero's own restore logic is therefore not exercised here; the drill's handling of it is.
 
 Set DRILL_REPORT_DIR to keep the reports (docs/drills.md quotes figures from such a run).
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,16 +32,24 @@ from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 from rollout_policies.env.local import LocalEnvironment
 from rollout_policies.env.pytest_fixtures import local_env  # the session's environment
 from rollout_policies.env.services import PostgreSQL
+from rollout_policies.env.tools import tool
 from runbooks.region_failover import FailoverDns
 
 pytestmark = pytest.mark.e2e
 __all__ = ["local_env"]
 
 NAMESPACE = "markethub"
+STAGES = Path(__file__).with_name("kwok-velero-stages.yaml")
 
 
 def api(kubeconfig: str) -> client.ApiClient:
     return config.new_client_from_config(config_file=kubeconfig)
+
+
+def openapi_paths(kubeconfig: str) -> set[str]:
+    with api(kubeconfig) as kube:
+        data = kube.call_api("/openapi/v3", "GET", response_type="object", _return_http_data_only=True)
+    return set((data or {}).get("paths", {}))
 
 
 def deploy(kubeconfig: str, name: str, replicas: int) -> None:
@@ -111,6 +121,33 @@ def workloads(local_env: LocalEnvironment) -> Iterator[dict[str, str]]:
             client.CoreV1Api(kube).delete_namespace(NAMESPACE)
 
 
+@pytest.fixture(scope="module")
+def velero_standin(workloads: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A kwok controller playing the Velero server's part for Restores on the primary (see the docstring)."""
+    kubeconfig = workloads[PRIMARY]
+    # kwok reads the CRD's OpenAPI schema when it starts; wait until the API server publishes it.
+    Retrying(stop=stop_after_delay(60), wait=wait_fixed(1), retry=retry_if_result(lambda ok: not ok))(
+        lambda: "apis/velero.io/v1" in openapi_paths(kubeconfig)
+    )
+    log = (tmp_path_factory.mktemp("velero-standin") / "kwok.log").open("w")
+    process = subprocess.Popen(
+        [str(tool("kwok")), "--kubeconfig", kubeconfig, "--config", str(STAGES),
+         "--manage-single-node", "none", "--server-address", "127.0.0.1:0"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
 def report_dir(tmp_path: Path) -> Path:
     return Path(os.environ.get("DRILL_REPORT_DIR") or tmp_path / "drills")
 
@@ -118,6 +155,7 @@ def report_dir(tmp_path: Path) -> Path:
 def test_both_drills_with_execute_on_the_local_environment(
     local_env: LocalEnvironment,
     workloads: dict[str, str],
+    velero_standin: None,
     plan_db: str,
     postgres: PostgreSQL,
     regions: Regions,
@@ -151,26 +189,17 @@ def test_both_drills_with_execute_on_the_local_environment(
 
     code, out, err = run(
         ["drill", "backup-restore", "--execute", *env, *bucket, "--restore-dsn", postgres.dsn,
-         "--velero-wait", "5", "--report-dir", str(reports)],
+         "--velero-wait", "30", "--report-dir", str(reports)],
         capsys,
     )  # fmt: skip
+    assert code == 0, out + err
+    assert "backup-restore: passed" in out
     restore = _latest_report(reports / "backup-restore")
-    statuses = {step["name"]: step["status"] for step in restore["steps"]}
-    assert statuses == {
-        "find-latest-dump": "passed",
-        "find-latest-velero-backup": "passed",
-        "download-dump": "passed",
-        "create-scratch-database": "passed",
-        "restore-dump": "passed",
-        "verify-tables": "passed",
-        "drop-scratch-database": "passed",
-        "velero-restore": "inconclusive",  # no Velero server in the environment (see the docstring)
-    }, out
+    assert [step["status"] for step in restore["steps"]] == ["passed"] * 8
     assert {o["name"]: o["met"] for o in restore["objectives"]} == {
         "RPO (backup age)": True,
         "RTO (restore time)": True,
     }
-    assert code == 3
     with api(workloads[PRIMARY]) as kube:
         restores = client.CustomObjectsApi(kube).list_namespaced_custom_object(
             "velero.io", "v1", "velero", "restores"
