@@ -187,6 +187,20 @@ def test_both_drills_with_execute_on_the_local_environment(
     assert failover["verdict"] == "passed"
     assert failover["objectives"][0]["met"] is True
 
+    # A fault injected mid-failover (after the secondary took the traffic) ends with DNS on the primary.
+    code, out, err = run(
+        ["drill", "region-failover", "--execute", *env, *bucket, "--inject-fault", "verify-secondary-serves",
+         "--zone", regions.zone, "--record", regions.record, "--stacks-dir", str(tmp_path),
+         "--endpoint", f"{PRIMARY}={regions.primary.url}",
+         "--endpoint", f"{SECONDARY}={regions.secondary.url}",
+         "--report-dir", str(tmp_path / "fault")],
+        capsys,
+    )  # fmt: skip
+    assert code == 1, out + err
+    assert "automatic-failback" in out
+    records = FailoverDns(route53, regions.zone, regions.record).records()
+    assert {r.region: r.role for r in records.values()} == {PRIMARY: "PRIMARY", SECONDARY: "SECONDARY"}
+
     code, out, err = run(
         ["drill", "backup-restore", "--execute", *env, *bucket, "--restore-dsn", postgres.dsn,
          "--velero-wait", "30", "--report-dir", str(reports)],
