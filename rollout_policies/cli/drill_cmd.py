@@ -329,16 +329,29 @@ def backup(
     create_bucket: bool,
 ) -> None:
     """Take a database backup now: pg_dump plus a manifest of the plan's verify_tables, uploaded to S3."""
+    import psycopg
+    from botocore.exceptions import BotoCoreError, ClientError
+
     from runbooks.backup import make_backup
     from runbooks.report import utc_now
 
     plan = _load_plan(plan_path)
     dr = plan.objectives.disaster_recovery
     s3 = aws_client("s3", aws_endpoint_url or env_aws_endpoint(_env_file(env_path)), dr.primary)
-    if create_bucket:
+    try:
         existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
         if bucket not in existing:
+            if not create_bucket:
+                raise UserError(f"--bucket: no S3 bucket {bucket} (pass --create-bucket to make it)")
             location = {} if dr.primary == "us-east-1" else {"LocationConstraint": dr.primary}
             s3.create_bucket(Bucket=bucket, **({"CreateBucketConfiguration": location} if location else {}))
-    made = make_backup(dsn=dsn, s3=s3, bucket=bucket, prefix=prefix, tables=dr.verify_tables, now=utc_now())
+        made = make_backup(
+            dsn=dsn, s3=s3, bucket=bucket, prefix=prefix, tables=dr.verify_tables, now=utc_now()
+        )
+    except (BotoCoreError, ClientError) as err:
+        raise UserError(f"s3://{bucket}: {err}") from err
+    except psycopg.OperationalError as err:
+        raise UserError(f"--dsn: {str(err).strip().splitlines()[0]}") from err
+    except RuntimeError as err:  # pg_dump failed
+        raise UserError(f"--dsn: {err}") from err
     click.echo(f"backup s3://{made.bucket}/{made.key} (manifest beside it)")

@@ -81,6 +81,29 @@ def test_a_failover_drill_without_the_secondarys_kubeconfig_fails_in_preflight_w
         (["drill", "backup-restore", "--plan", "/nonexistent/plan.yaml"], "/nonexistent/plan.yaml"),
         (["drill", "backup-restore", "--execute"], "--restore-dsn"),
         (["drill", "region-failover", "--inject-fault", "nope", "--endpoint", "a=b"], "--inject-fault"),
+        (
+            [
+                "drill",
+                "backup",
+                "--dsn",
+                "postgresql://postgres@127.0.0.1:1/none",
+                "--bucket",
+                "drill-cli-missing",
+            ],
+            "--bucket: no S3 bucket",
+        ),
+        (
+            [
+                "drill",
+                "backup",
+                "--dsn",
+                "postgresql://postgres@127.0.0.1:1/none",
+                "--bucket",
+                "drill-cli-bad-dsn",
+                "--create-bucket",
+            ],
+            "--dsn: ",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
