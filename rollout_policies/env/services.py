@@ -199,6 +199,11 @@ class Service:
         _RUNNING.discard(self)
         self.cleanup()
 
+    def detach(self) -> None:
+        """Let the process outlive this interpreter (no stop at exit): for `rollout env up`, whose
+        services keep running after the command returns and are stopped later by their pid."""
+        _RUNNING.discard(self)
+
     def cleanup(self) -> None:
         """Remove anything kept outside the workdir (after the process has stopped)."""
 
