@@ -216,6 +216,8 @@ class LocalEnvironment:
         home.mkdir(parents=True, exist_ok=True)
         remote = self._git_remote()
         self._moto = MotoServer(self.moto_dir).start()
+        # moto must outlive `rollout env up`; `env down` (or this object's down()) stops it by pid.
+        self._moto.detach()
         assert self._moto.pid is not None
         self.moto_pid_file.write_text(f"{self._moto.pid} {self._moto.port}\n")
         info = EnvInfo(
