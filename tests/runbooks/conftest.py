@@ -48,10 +48,11 @@ def route53(moto_server: MotoServer) -> Any:
     return aws("route53", moto_server)
 
 
-@pytest.fixture
-def app_db(postgres: PostgreSQL, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh application database with the verified tables and some rows; yields its DSN."""
-    name = f"app_{request.node.name[:40].lower().replace('[', '_').replace(']', '')}"
+@pytest.fixture(scope="session")
+def app_db(postgres: PostgreSQL) -> Iterator[str]:
+    """An application database with the verified tables and some rows; yields its DSN. The drills only
+    read it (a restore goes to a scratch database), so the session shares one."""
+    name = f"drill_app_{secrets.token_hex(4)}"
     with psycopg.connect(postgres.dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
