@@ -178,7 +178,7 @@ class AlertingLane:
         self.clone = self.remote.clone(root / "serve-clone", "serve")
         self.serve = ServeProcess(root, self.clone, STACK, self.token)
         self._stack.callback(self.serve.stop)
-        token_file = root / "webhook.token"
+        token_file = self.token_file = root / "webhook.token"
         token_file.write_text(self.token)
         token_file.chmod(0o600)
         self.alertmanager = Alertmanager(
