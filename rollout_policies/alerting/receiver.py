@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -202,6 +203,12 @@ class _Server(ThreadingHTTPServer):
     # Alertmanager and a burst of duplicates connect at once: a deep accept queue, not refused connections.
     request_queue_size = 1024
     receiver: WebhookReceiver
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A sender that hung up mid-answer is its own problem; anything else is logged, not printed.
+        error = sys.exc_info()[1]
+        if not isinstance(error, ConnectionError):
+            log.error("request from %s failed: %r", client_address[0], error)
 
 
 class _Handler(BaseHTTPRequestHandler):
