@@ -234,7 +234,8 @@ class LoadBalancer:
 
     def stop(self) -> None:
         self.stop_event.set()
-        self.thread.join(timeout=self.timeout * len(self.urls) + self.interval + 5)
+        if self.thread.is_alive():
+            self.thread.join(timeout=self.timeout * len(self.urls) + self.interval + 5)
         self.server.shutdown()
         self.server.server_close()
         self.server_thread.join(timeout=5)
