@@ -110,7 +110,7 @@ class ServeProcess:
         env = {**os.environ, TOKEN_ENV: token}
         self.log = self.log_path.open("wb")
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # several lanes start at once on a busy machine
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"rollout serve exited: {self.log_path.read_text()[-2000:]}")
@@ -120,7 +120,7 @@ class ServeProcess:
             except httpx.HTTPError:
                 time.sleep(0.1)
         self.stop()
-        raise RuntimeError("rollout serve did not answer /healthz in 30s")
+        raise RuntimeError("rollout serve did not answer /healthz in 120s")
 
     @property
     def url(self) -> str:
