@@ -543,8 +543,8 @@ def comparison_evidence(comparison: Comparison) -> dict[str, Any]:
     summary = (
         f"{c.verdict.value}: {c.metric} ratio {shown_ratio} "
         f"[{c.lower:.2f}, {shown_upper}], e={c.e_value:.3g} (rollback at {1 / alpha:g}), "
-        f"canary {c.canary_events:g}/{c.canary_trials:g} "
-        f"vs baseline {c.baseline_events:g}/{c.baseline_trials:g}"
+        f"canary {c.canary_events:,.0f}/{c.canary_trials:,.0f} "
+        f"vs baseline {c.baseline_events:,.0f}/{c.baseline_trials:,.0f}"
     )
     return {
         "verdict": c.verdict.value,
