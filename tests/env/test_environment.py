@@ -27,6 +27,14 @@ from rollout_policies.errors import UserError
 pytestmark = pytest.mark.e2e
 
 ROLLOUT = [sys.executable, "-m", "rollout_policies.cli.main"]
+# Any download (kwokctl fetching a binary, a plugin install) would go through this dead proxy and
+# fail; loopback traffic (the API servers, moto) is exempt.
+OFFLINE = {
+    **os.environ,
+    "HTTPS_PROXY": "http://127.0.0.1:9",
+    "HTTP_PROXY": "http://127.0.0.1:9",
+    "NO_PROXY": "127.0.0.1,localhost",
+}
 
 
 def api(kubeconfig: str | Path) -> client.ApiClient:
@@ -200,7 +208,7 @@ def test_cli_up_status_down_leaves_no_process(tmp_path: Path) -> None:
     try:
         started = subprocess.run(
             [*ROLLOUT, "env", "up", *args, "--region", "eu-west-1", "--nodes", "2"],
-            capture_output=True, text=True, timeout=300,
+            capture_output=True, text=True, timeout=300, env=OFFLINE,
         )  # fmt: skip
         assert started.returncode == 0, started.stderr
         kubeconfig = next(
