@@ -18,6 +18,7 @@ from rollout_policies.errors import UserError
 from rollout_policies.gitops.engine import GitOps, default_actor
 from rollout_policies.gitops.notify import Notifier
 from rollout_policies.gitops.seams import APPLIERS, make_applier
+from rollout_policies.gitops.stack_config import config_name
 from rollout_policies.plan.loader import DEFAULT_PLAN
 from rollout_policies.plan.model import parse_duration
 
@@ -113,6 +114,10 @@ def _rollback(
     from rollout_policies.alerting import GitRollback
 
     plan, repo, stacks = _setup(plan_path, repo_dir, config_dir, remote, main_branch, stacks)
+    for stack in stacks:
+        # Found out at start, not at the first alert in the middle of an incident.
+        if not (repo_dir / config_dir / config_name(stack)).is_file():
+            raise UserError(f"--stack {stack}: {config_name(stack)} is not in --repo {repo_dir / config_dir}")
     ops = GitOps(
         repo=repo,
         plan=plan,
