@@ -101,20 +101,25 @@ def parse_notification(body: bytes) -> Notification:
         raise PayloadRejected(400, "malformed", f"{where}: {first['msg']}") from None
 
 
-def check_fresh(notification: Notification, *, now: datetime, skew: timedelta) -> None:
-    """Refuse a replay of an old notification.
+def check_fresh(notification: Notification, *, now: datetime, skew: timedelta, max_age: timedelta) -> None:
+    """Refuse a replay of an old notification (409).
 
-    Prometheus gives every firing alert an ``endsAt`` a few minutes ahead and keeps pushing it
-    forward while the alert fires, and Alertmanager passes it on; a firing alert whose ``endsAt``
-    is already past was captured earlier and sent again. An alert that starts in the future is
-    forged or from a clock far off.
+    Alertmanager sends a firing alert with the time it started firing (``startsAt``, Prometheus's
+    fire time) and a zero ``endsAt``; a real notification reaches the receiver seconds after that,
+    or after Alertmanager's retries. A firing alert that started more than ``max_age`` ago, or whose
+    ``endsAt`` is set and past, is an old notification sent again; one that starts in the future is
+    forged or from a clock far off. Repeats of a notification already handled are not refused here:
+    the dedup answers them (``duplicate``) before this check.
     """
     for alert in notification.alerts:
-        if alert.status == "firing" and alert.ends_is_set and alert.ends_at < now - skew:
+        if alert.status != "firing":
+            continue
+        if alert.starts_at < now - max_age or (alert.ends_is_set and alert.ends_at < now - skew):
             raise PayloadRejected(
                 409,
                 "replay",
-                f"alert {alert.fingerprint} fired until {alert.ends_at.isoformat()}: an old notification",
+                f"alert {alert.fingerprint} started firing at {alert.starts_at.isoformat()}:"
+                f" an old notification (max age {max_age})",
             )
         if alert.starts_at > now + skew:
             raise PayloadRejected(

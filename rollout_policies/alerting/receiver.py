@@ -110,6 +110,8 @@ class WebhookReceiver:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     # Tolerated clock difference between Prometheus, Alertmanager and this receiver.
     skew: timedelta = timedelta(seconds=30)
+    # A firing alert older than this is refused as a replay: a rollback must follow its alert promptly.
+    max_age: timedelta = timedelta(minutes=30)
     dedup: Deduplicator = field(default_factory=Deduplicator)
     metrics: ReceiverMetrics = field(default_factory=ReceiverMetrics)
 
@@ -154,7 +156,6 @@ class WebhookReceiver:
         now = self.clock()
         try:
             notification = parse_notification(body)
-            check_fresh(notification, now=now, skew=self.skew)
             request = rollback_request(notification, self.plan, self.allowed_stacks)
         except PayloadRejected as err:
             return self._reject(client, err)
@@ -164,6 +165,10 @@ class WebhookReceiver:
                 self.metrics.dedup_hits.inc()
                 log.info("duplicate notification %s from %s: already handled", notification.group_key, client)
                 return Response.json(200, result="duplicate")
+            try:
+                check_fresh(notification, now=now, skew=self.skew, max_age=self.max_age)
+            except PayloadRejected as err:
+                return self._reject(client, err)
             if request is None:
                 self.dedup.remember(key)
                 log.info(

@@ -155,6 +155,12 @@ def _logging(level: str) -> None:
     help="How long a handled notification is remembered (above Alertmanager's repeat_interval).",
 )
 @click.option("--skew", default="30s", show_default=True, help="Clock difference tolerated in replay checks.")
+@click.option(
+    "--max-age",
+    default="30m",
+    show_default=True,
+    help="A firing alert that started longer ago than this is refused as a replay.",
+)
 def serve(
     plan_path: Path,
     repo_dir: Path,
@@ -170,6 +176,7 @@ def serve(
     token_env: str,
     dedup_ttl: str,
     skew: str,
+    max_age: str,
 ) -> None:
     """Receive Alertmanager webhooks; roll back the stacks of firing rollback-trigger alerts.
 
@@ -183,6 +190,7 @@ def serve(
     token = _token(token_env)
     ttl = _seconds(dedup_ttl, "--dedup-ttl")
     skew_seconds = _seconds(skew, "--skew")
+    max_age_seconds = _seconds(max_age, "--max-age")
     plan, stacks, rollback = _rollback(
         plan_path, repo_dir, config_dir, remote, main_branch, stacks, apply_now, applier, actor
     )
@@ -193,6 +201,7 @@ def serve(
         token,
         allowed_stacks=frozenset(stacks),
         skew=timedelta(seconds=skew_seconds),
+        max_age=timedelta(seconds=max_age_seconds),
         dedup=Deduplicator(ttl=ttl),
     )
     try:
