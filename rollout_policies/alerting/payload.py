@@ -83,9 +83,9 @@ def parse_notification(body: bytes) -> Notification:
     """Bytes to a version-4 notification, or ``PayloadRejected`` (400 malformed, 422 unsupported)."""
     try:
         data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except json.JSONDecodeError as err:
         raise PayloadRejected(400, "malformed", f"body is not JSON: {err.msg} at char {err.pos}") from None
-    except ValueError as err:
+    except ValueError as err:  # not UTF-8
         raise PayloadRejected(400, "malformed", f"body is not JSON: {err}") from None
     if not isinstance(data, dict):
         raise PayloadRejected(400, "malformed", "body is not a JSON object")

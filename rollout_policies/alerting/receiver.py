@@ -268,7 +268,8 @@ class RunningReceiver:
         self.receiver = receiver
         self.server = _Server((host, port), _Handler)
         self.server.receiver = receiver
-        self.host, self.port = self.server.server_address[:2]
+        address = self.server.server_address
+        self.host, self.port = str(address[0]), int(address[1])
         self.thread = threading.Thread(target=self.server.serve_forever, name="rollout-serve", daemon=True)
 
     @property

@@ -256,7 +256,7 @@ def watch(
     """
     from datetime import timedelta
 
-    from rollout_policies.alerting import TriggerWatch
+    from rollout_policies.alerting import TriggerWatch, WatchTick
 
     if not prometheus_url:
         raise UserError("--prometheus: give the Prometheus URL (or set ROLLOUT_PROMETHEUS_URL)")
@@ -272,12 +272,13 @@ def watch(
     watcher = TriggerWatch(plan, prometheus_url, stacks, rollback, step=timedelta(seconds=step))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def emit(tick: WatchTick) -> None:
+        for line in tick.lines():
+            click.echo(line)
+
     try:
-        ticks = watcher.run(
-            stop=stop,
-            ticks=1 if once else max_ticks,
-            emit=lambda tick: [click.echo(line) for line in tick.lines()],
-        )
+        ticks = watcher.run(stop=stop, ticks=1 if once else max_ticks, emit=emit)
     except KeyboardInterrupt:
         return
     if once and ticks and ticks[-1].outcome is not None and ticks[-1].outcome.result == "rolled-back":
