@@ -60,6 +60,17 @@ class GitRemote:
         self.bare = root / "remote.git"
         subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(self.bare)], check=True)
         seed = self.clone(root / "seed", "seed")
+        self._seed(seed, stacks)
+
+    @classmethod
+    def existing(cls, bare: Path) -> GitRemote:
+        """A remote made elsewhere; commits are counted from its main branch as it is now."""
+        remote = cls.__new__(cls)
+        remote.bare = bare
+        remote.seeded = remote.head()
+        return remote
+
+    def _seed(self, seed: Path, stacks: tuple[str, ...]) -> None:
         for stack in stacks:
             (seed / f"Pulumi.{stack}.yaml").write_text(STACK_CONFIG)
         git(seed, "add", ".")
@@ -96,20 +107,28 @@ class ServeProcess:
     """``rollout serve`` as its own process (the real command line), stopped by its pid."""
 
     def __init__(
-        self, workdir: Path, repo: Path, stack: str, token: str, *, plan_path: Path | None = None
+        self,
+        workdir: Path,
+        repo: Path,
+        stack: str,
+        token: str,
+        *,
+        plan_path: Path | None = None,
+        apply_args: tuple[str, ...] = ("--no-apply",),
+        env: dict[str, str] | None = None,
     ) -> None:
         self.port = free_port()
         self.log_path = workdir / "serve.log"
         command = [
             sys.executable, "-m", "rollout_policies.cli.main", "serve",
             "--listen", f"{HOST}:{self.port}", "--repo", str(repo), "--stack", stack,
-            "--token-env", TOKEN_ENV, "--no-apply", "--actor", "rollout-serve@test",
+            "--token-env", TOKEN_ENV, *apply_args, "--actor", "rollout-serve@test",
         ]  # fmt: skip
         if plan_path is not None:
             command += ["--plan", str(plan_path)]
-        env = {**os.environ, TOKEN_ENV: token}
+        full_env = {**(env if env is not None else os.environ), TOKEN_ENV: token}
         self.log = self.log_path.open("wb")
-        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=full_env)
         deadline = time.monotonic() + 120  # several lanes start at once on a busy machine
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -153,6 +172,11 @@ class AlertingLane:
         evaluation_interval: str = "1s",
         group_interval: str = "1s",
         seed: int | None = None,
+        remote: GitRemote | None = None,
+        stack: str = STACK,
+        region: str = REGION,
+        serve_apply: tuple[str, ...] = ("--no-apply",),
+        serve_env: dict[str, str] | None = None,
     ) -> None:
         self.root = root
         self.plan = plan
@@ -161,6 +185,11 @@ class AlertingLane:
         self.evaluation_interval = evaluation_interval
         self.group_interval = group_interval
         self.seed = seed
+        self.given_remote = remote
+        self.stack = stack
+        self.region = region
+        self.serve_apply = serve_apply
+        self.serve_env = serve_env
         self.token = secrets.token_urlsafe(24)
         self._stack = ExitStack()
 
@@ -174,9 +203,11 @@ class AlertingLane:
 
     def _start(self) -> None:
         root = self.root
-        self.remote = GitRemote(root)
+        self.remote = self.given_remote or GitRemote(root)
         self.clone = self.remote.clone(root / "serve-clone", "serve")
-        self.serve = ServeProcess(root, self.clone, STACK, self.token)
+        self.serve = ServeProcess(
+            root, self.clone, self.stack, self.token, apply_args=self.serve_apply, env=self.serve_env
+        )
         self._stack.callback(self.serve.stop)
         token_file = self.token_file = root / "webhook.token"
         token_file.write_text(self.token)
@@ -201,7 +232,10 @@ class AlertingLane:
         self.simulation.start()
         rules = [
             write_trigger_rules(
-                root / "triggers.rules.json", self.plan, {STACK: REGION}, interval=self.evaluation_interval
+                root / "triggers.rules.json",
+                self.plan,
+                {self.stack: self.region},
+                interval=self.evaluation_interval,
             ),
             write_bridge_rules(
                 root / "bridge.rules.json", self.plan.service, interval=self.evaluation_interval
