@@ -6,9 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from rollout_policies.env.pytest_fixtures import local_env, local_env_info
 from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
 from rollout_policies.plan.model import Plan
 from simulator.harness import GitRemote
+
+__all__ = ["local_env", "local_env_info", "plan", "remote"]
 
 
 @pytest.fixture(scope="session")
