@@ -32,7 +32,10 @@ import httpx
 
 from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
 from rollout_policies.plan.model import Plan
-from simulator.harness import FAULTS, AlertingLane, compressed, window_of
+from simulator.harness import FAULTS, AlertingLane, GitRemote, LocalDeployment, compressed, window_of
+from simulator.traffic import HTTPRouteWeights
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _active_at(lane: AlertingLane, trigger: str) -> float | None:
@@ -100,6 +103,76 @@ class NoFaultLane(threading.Thread):
             self.error = f"{type(err).__name__}: {err}"
 
 
+def applied_runs(plan: Plan, options: argparse.Namespace) -> list[dict[str, Any]]:
+    """On the local environment: database loss in green -> commit -> stable weights live on the HTTPRoute."""
+    from rollout_policies.env.local import LocalEnvironment
+
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-applied-") as tmp:
+        root = Path(tmp)
+        environment = LocalEnvironment(root / "env")
+        environment.up()
+        try:
+            deployment = LocalDeployment(
+                environment.info, root / "repo", ROOT, "local-us-east-1", "us-east-1"
+            )
+            try:
+                for run in range(1, options.runs + 1):
+                    if run > 1:
+                        deployment.reset()
+                    if deployment.live() != {"blue": 98.0, "green": 2.0}:
+                        raise RuntimeError(f"applied run {run}: green is not at 2% before the fault")
+                    weights = HTTPRouteWeights(str(deployment.kubeconfig), "markethub", "markethub-mobile")
+                    with AlertingLane(
+                        root / f"applied-{run}", plan, weights=weights, sessions_per_second=options.sessions,
+                        evaluation_interval=options.evaluation_interval,
+                        remote=GitRemote.existing(deployment.remote),
+                        stack=deployment.stack, region=deployment.region,
+                        serve_apply=("--apply", "--applier", "pulumi"), serve_env=deployment.env, seed=run,
+                    ) as lane:  # fmt: skip
+                        lane.wait_for_traffic(timeout=60)
+                        time.sleep(3)
+                        injected = time.time()
+                        lane.simulation.inject("green", **FAULTS["database-connection-loss"])
+                        if lane.wait_for_rollback(timeout=240, poll=0.1) is None:
+                            raise RuntimeError(f"applied run {run}: no rollback commit")
+                        committed = time.time()
+                        deadline = time.monotonic() + 300
+                        while deployment.live() != {"blue": 100.0, "green": 0.0}:
+                            if time.monotonic() > deadline:
+                                raise RuntimeError(f"applied run {run}: weights never went back to blue")
+                            time.sleep(0.2)
+                        live = time.time()
+                    row = {
+                        "trigger": "database-connection-loss",
+                        "run": run,
+                        "inject_to_commit_s": round(committed - injected, 2),
+                        "commit_to_live_s": round(live - committed, 2),
+                        "inject_to_live_s": round(live - injected, 2),
+                    }
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+            finally:
+                deployment.destroy()
+        finally:
+            environment.down(strict=False)
+    return rows
+
+
+def _applied_summary(rows: list[dict[str, Any]]) -> list[str]:
+    def cell(key: str) -> str:
+        values = [r[key] for r in rows]
+        return f"{statistics.median(values):.1f}s ({min(values):.1f}-{max(values):.1f})"
+
+    return [
+        "| trigger | runs | injection -> commit | commit -> stable weights live "
+        "| injection -> stable weights live |",
+        "| --- | --- | --- | --- | --- |",
+        f"| Database Connection Loss (immediately) | {len(rows)} | {cell('inject_to_commit_s')} | "
+        f"{cell('commit_to_live_s')} | {cell('inject_to_live_s')} |",
+    ]
+
+
 def _summary(rows: list[dict[str, Any]], plan: Plan) -> list[str]:
     lines = [
         "| trigger | window | runs | injection -> commit, median (min-max) | condition -> commit, median "
@@ -137,8 +210,27 @@ def main(argv: list[str] | None = None) -> None:
         help="keep the no-fault lanes running at least this long",
     )
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument(
+        "--applied",
+        action="store_true",
+        help="instead: on the local environment, database loss -> stable weights live on the HTTPRoute",
+    )
     options = parser.parse_args(argv)
     plan = load_plan(DEFAULT_PLAN)
+    if options.applied:
+        began = time.time()
+        applied = applied_runs(plan, options)
+        print()
+        print(
+            f"# {options.runs} runs on the local environment (kwok API server, Pulumi CLI), evaluation "
+            f"interval {options.evaluation_interval}; {datetime.now(UTC):%Y-%m-%d}; "
+            f"total {(time.time() - began) / 60:.1f} min"
+        )
+        for line in _applied_summary(applied):
+            print(line)
+        if options.json:
+            options.json.write_text(json.dumps(applied, indent=1) + "\n")
+        return
     triggers = options.trigger or [t.id for t in plan.triggers]
     began = time.time()
     rows: list[dict[str, Any]] = []

@@ -9,6 +9,7 @@ from its environment). Everything is stopped by pid when the lane closes, also a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
@@ -23,8 +24,10 @@ from typing import Self
 import httpx
 
 from rollout_policies.alerting.rules import alertmanager_config, write_trigger_rules
+from rollout_policies.env.local import EnvInfo
 from rollout_policies.env.services import HOST, Alertmanager, Prometheus, free_port
 from rollout_policies.plan.model import Plan
+from rollout_policies.state import Colour
 from simulator.bridge import write_bridge_rules
 from simulator.simulation import Simulation
 from simulator.traffic import FixedSplit, WeightSource
@@ -300,3 +303,92 @@ FAULTS: dict[str, dict[str, object]] = {
 
 def window_of(plan: Plan, trigger_id: str) -> timedelta:
     return next(t.window for t in plan.triggers if t.id == trigger_id)
+
+
+# -- the local environment (kwok API servers, Pulumi file backend) -------------------------------------
+
+LOCAL_NAMESPACE = "markethub"
+
+
+def route_weights(kubeconfig: Path | str, service: str, namespace: str = LOCAL_NAMESPACE) -> dict[str, float]:
+    """The weighted rule of the service's HTTPRoute on an API server, by colour."""
+    from kubernetes import client, config
+
+    api = client.CustomObjectsApi(config.new_client_from_config(str(kubeconfig)))
+    route = api.get_namespaced_custom_object(
+        "gateway.networking.k8s.io", "v1", namespace, "httproutes", service
+    )
+    for rule in route["spec"]["rules"]:
+        if not any(match.get("headers") for match in rule.get("matches", [])):
+            return {
+                ref["name"].rsplit("-", 1)[-1]: float(ref.get("weight", 1)) for ref in rule["backendRefs"]
+            }
+    return {}
+
+
+def set_candidate_weight(config_path: Path, green: int) -> None:
+    """Edit a stack config's rollout block to the limited stage's first step with green at ``green``%."""
+    from rollout_policies.gitops.stack_config import read_state
+
+    state = read_state(config_path)
+    text = config_path.read_text()
+    blue_now, green_now = state.weights[Colour.BLUE], state.weights[Colour.GREEN]
+    for old, new in (
+        (f"stage: {state.stage}", "stage: limited"),
+        (f"step: {state.step}", "step: 0"),
+        (f"blue: {blue_now}", f"blue: {100 - green}"),
+        (f"green: {green_now}", f"green: {green}"),
+    ):
+        text = text.replace(f"    {old}\n", f"    {new}\n", 1).replace(f"      {old}\n", f"      {new}\n", 1)
+    config_path.write_text(text)
+    if read_state(config_path).weights != {Colour.BLUE: 100 - green, Colour.GREEN: green}:
+        raise RuntimeError(f"{config_path}: could not set green to {green}%")
+
+
+class LocalDeployment:
+    """This project's HEAD on a bare remote, one shipped local stack deployed at green 2% with Pulumi."""
+
+    def __init__(self, info: EnvInfo, base: Path, project: Path, stack: str, region: str) -> None:
+        from rollout_policies.gitops.seams import AutomationApplier
+
+        self.info, self.stack, self.region = info, stack, region
+        self.remote, self.work = base / "remote.git", base / "work"
+        git(base, "init", "-q", "--bare", "-b", "main", str(self.remote))
+        git(project, "push", "-q", str(self.remote), "HEAD:refs/heads/main")
+        subprocess.run(
+            ["git", "clone", "-q", str(self.remote), str(self.work)], check=True, capture_output=True
+        )
+        git(self.work, "config", "user.email", "e2e@markethub.local")
+        git(self.work, "config", "user.name", "e2e")
+        path = self.config_path
+        path.write_text(path.read_text() + f"  kubernetes:kubeconfig: {info.kubeconfig(region)}\n")
+        self.env = {**os.environ, **info.pulumi_env(), **info.aws_env(region)}
+        self.env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{self.env['PATH']}"
+        self.applier = AutomationApplier(self.work, lambda stack: dict(self.env))
+        self.applier.stack(stack)  # `pulumi stack init` writes the stack's encryption salt into its config
+        self.reset(message="local stack on this environment's cluster, green at 2%")
+
+    @property
+    def config_path(self) -> Path:
+        return self.work / f"Pulumi.{self.stack}.yaml"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.info.kubeconfig(self.region)
+
+    def reset(self, message: str = "back to green 2% for the next run") -> None:
+        """Green at 2% on main and live (commit, push, ``pulumi up``)."""
+        git(self.work, "pull", "-q", "--ff-only", "origin", "main")
+        set_candidate_weight(self.config_path, 2)
+        git(self.work, "commit", "-qam", message)
+        git(self.work, "push", "-q", "origin", "main")
+        self.applier.stack(self.stack).up(color="never")
+
+    def live(self) -> dict[str, float]:
+        return route_weights(self.kubeconfig, "markethub-mobile")
+
+    def destroy(self) -> None:
+        from pulumi import automation as auto
+
+        with contextlib.suppress(auto.CommandError):
+            self.applier.stack(self.stack).destroy(color="never")
