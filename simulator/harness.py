@@ -353,6 +353,7 @@ class LocalDeployment:
 
         self.info, self.stack, self.region = info, stack, region
         self.remote, self.work = base / "remote.git", base / "work"
+        base.mkdir(parents=True, exist_ok=True)
         git(base, "init", "-q", "--bare", "-b", "main", str(self.remote))
         git(project, "push", "-q", str(self.remote), "HEAD:refs/heads/main")
         subprocess.run(
