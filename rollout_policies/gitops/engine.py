@@ -22,8 +22,14 @@ from rollout_policies.gitops.forge import Forge, PullRequest
 from rollout_policies.gitops.notify import DecisionNotice, Notifier
 from rollout_policies.gitops.repo import Commit, GitRepo, PushRejected, commit_message
 from rollout_policies.gitops.report import pull_body
-from rollout_policies.gitops.seams import Applier, LiveState, NoLiveState
-from rollout_policies.gitops.stack_config import changed_lines, config_name, render_state, state_from_text
+from rollout_policies.gitops.seams import Applier, ApplyError, LiveState, NoLiveState
+from rollout_policies.gitops.stack_config import (
+    changed_lines,
+    config_name,
+    read_state,
+    render_state,
+    state_from_text,
+)
 from rollout_policies.plan.model import Plan
 from rollout_policies.state import RolloutState
 
@@ -308,6 +314,22 @@ class GitOps:
 
     # -- rollback ----------------------------------------------------------------------------------
 
+    def _check_worktree_matches_main(self, stacks: Sequence[str]) -> None:
+        """The applier reads the working tree: refuse to apply anything but what main says."""
+        for stack in stacks:
+            path = self.path(stack)
+            _, committed = self._state_at(self.main_ref, stack)
+            try:
+                on_disk = read_state(self.repo.path / path)
+            except UserError:
+                on_disk = None
+            if on_disk != committed:
+                raise ApplyError(
+                    f"--apply: {self.repo.path / path} differs from {self.repo.remote}/{self.repo.main} "
+                    "(local edits, or not on the main branch); git holds the rollback: apply from a clean "
+                    "checkout of main"
+                )
+
     def rollback(
         self,
         stacks: Sequence[str],
@@ -378,6 +400,7 @@ class GitOps:
             )
         applied: list[str] = []
         if applier is not None:
+            self._check_worktree_matches_main(stacks)
             for stack in stacks:
                 applier.apply_traffic(stack)
                 applied.append(stack)
