@@ -287,5 +287,7 @@ def test_rollback_apply_commits_stable_weights_and_the_cluster_matches_git(rollo
     assert done.returncode == 0, done.stderr
     assert rollout.git_weights(stack) == {Colour.BLUE: 100, Colour.GREEN: 0}
     assert rollout.live_weights(stack) == {Colour.BLUE: 100, Colour.GREEN: 0}
-    subject = git(rollout.work, "log", "-1", "--format=%s", "origin/main")
-    assert "rollback" in subject.lower()
+    decision = git(
+        rollout.work, "log", "-1", "--format=%(trailers:key=Rollout-Decision,valueonly)", "origin/main"
+    )
+    assert decision.strip() == "rollback"
