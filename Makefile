@@ -9,7 +9,7 @@ export PULUMI_SKIP_UPDATE_CHECK := true
 export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION := true
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools lint test test-fast demo env-up env-down env-status bench bench-gates clean
+.PHONY: help venv tools lint test test-fast demo env-up env-down env-status bench bench-gates bench-rollback bench-triggers clean
 
 help:
 	@echo "make test       install everything, lint, run every test"
@@ -34,8 +34,9 @@ tools:
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check rollout_policies/core rollout_policies/plan
-	$(VENV)/bin/mypy rollout_policies/core rollout_policies/plan rollout_policies/state.py
+	$(VENV)/bin/mypy rollout_policies/core rollout_policies/plan rollout_policies/state.py infra
 	$(VENV)/bin/lint-imports
+	bash .github/lint-workflows.sh
 
 test: venv tools lint
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -57,10 +58,19 @@ env-down: venv
 env-status: venv
 	$(VENV)/bin/rollout env status
 
-bench: bench-gates
+bench: bench-gates bench-rollback bench-triggers
 
+# Canary statistics against Flagger-, Kayenta-style and naive gates (docs/statistics.md).
 bench-gates: venv
 	$(PY) -m bench.gates
+
+# `rollout rollback` until the commit is on the remote's main (docs/gitops.md).
+bench-rollback: venv
+	$(PY) -m bench.rollback
+
+# Fault injection until stable weights are live, per automatic trigger (docs/alerting.md).
+bench-triggers: venv tools
+	$(PY) -m bench.rollback_triggers
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

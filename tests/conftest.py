@@ -17,6 +17,9 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from rollout_policies.env.services import HOST, Alertmanager, MotoServer, PostgreSQL, Prometheus, Service
 
+# `local_env` / `local_env_info`: the two-region local environment, started once per session.
+pytest_plugins = ["rollout_policies.env.pytest_fixtures"]
+
 
 class _Started:
     """Services a factory started, stopped in reverse order at the end of the session."""

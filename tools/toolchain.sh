@@ -258,8 +258,11 @@ install_debian() {
   for exe in pg_ctl initdb postgres pg_dump pg_restore psql; do
     [ -x "$pgbin/$exe" ] && link "$exe" "$pgbin/$exe"
   done
-  link prometheus "$(command -v prometheus)"
-  link alertmanager "$(command -v prometheus-alertmanager || command -v alertmanager)"
+  # Look outside our own bin folder, which may already hold (possibly stale) links of these names.
+  local system_path
+  system_path=$(printf '%s' "$PATH" | tr ':' '\n' | grep -vxF "$BIN" | paste -sd:)
+  link prometheus "$(PATH=$system_path command -v prometheus)"
+  link alertmanager "$(PATH=$system_path command -v prometheus-alertmanager || PATH=$system_path command -v alertmanager)"
   # Debian's postinst starts system services; this project starts its own on loopback ports.
   return 0
 }
