@@ -135,6 +135,8 @@ def _logging(level: str) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # One line per HTTP request to Prometheus would bury the decisions.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @click.command("serve")

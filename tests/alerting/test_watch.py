@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from rollout_policies.alerting import GitRollback, TriggerWatch, WatchTick
@@ -119,7 +120,13 @@ def test_watch_once_on_the_command_line_rolls_back_a_database_loss_and_exits_3(
     simulation, prometheus = scraped
     clone = remote.clone(tmp_path / "cli-clone", "cli")
     simulation.inject("green", db_down=True)
-    time.sleep(3)  # two scrapes of the lost connection
+    deadline = time.monotonic() + 60
+    query = {"query": 'min(markethub_db_connection_up{track="candidate"}) == 0'}
+    while (
+        time.monotonic() < deadline
+        and not httpx.get(f"{prometheus.url}/api/v1/query", params=query).json()["data"]["result"]
+    ):
+        time.sleep(0.5)  # until Prometheus has scraped the lost connection
     done = subprocess.run(
         [sys.executable, "-m", "rollout_policies.cli.main", "watch", "--once", "--no-apply",
          "--prometheus", prometheus.url, "--repo", str(clone), "--stack", STACK],
