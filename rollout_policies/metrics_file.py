@@ -14,6 +14,15 @@
         - {value: 0.2, observed_at: 2026-11-20T09:00:00Z}
       critical_issues: {value: 0, since: 2026-11-18T09:00:00Z}   # a count over since..observed_at
     signoffs: [beta-core-feedback]                               # manual criteria signed off
+    comparisons:                    # per-version counts over time, for comparison gates
+      api_error_rate:               # rate: one entry per interval, counts in that interval
+        - {observed_at: 2026-11-20T08:55:00Z, canary_events: 3, canary_trials: 1000,
+           baseline_events: 250, baseline_trials: 99000}
+      api_response_time:            # latency: bucket bounds (s) once, then histograms per interval
+        edges: [0.1, 0.25, 0.5, 1, 2.5]
+        samples:                    # one count per edge, then +Inf; not cumulative
+          - {observed_at: 2026-11-20T08:55:00Z, canary: [50, 30, 10, 5, 4, 1],
+             baseline: [5000, 3000, 1000, 500, 400, 100]}
 
 Event counts (critical bugs, critical issues) are metrics like any other. Bad content raises
 ``UserError`` with one line naming the file, the line and the field.
@@ -31,12 +40,21 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from rollout_policies.core.measurement import Evidence, Measurement, Phase
+from rollout_policies.core.measurement import (
+    ComparisonSample,
+    Evidence,
+    LatencySample,
+    Measurement,
+    Phase,
+    RateSample,
+)
 from rollout_policies.errors import UserError
 from rollout_policies.plan.model import CriterionKind, Plan
 
-_TOP_KEYS = {"observed_at", "stage_started_at", "step_started_at", "metrics", "signoffs"}
+_TOP_KEYS = {"observed_at", "stage_started_at", "step_started_at", "metrics", "signoffs", "comparisons"}
 _ENTRY_KEYS = {"value", "observed_at", "since", "phase", "message"}
+_RATE_KEYS = ("canary_events", "canary_trials", "baseline_events", "baseline_trials")
+_LATENCY_KEYS = {"edges", "samples"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,15 +66,33 @@ class MetricsFile:
     signoffs: frozenset[str]
     stage_started_at: datetime | None = None
     step_started_at: datetime | None = None
+    samples: tuple[ComparisonSample, ...] = ()
 
     def evidence(self) -> Evidence:
-        return Evidence(self.measurements, self.signoffs)
+        return Evidence(self.measurements, self.signoffs, self.samples)
 
     def check_against(self, plan: Plan) -> None:
         """Every metric and sign-off must be the plan's: a typo would otherwise read as no data."""
         known_metrics = {m.id for m in plan.metrics}
         for metric in sorted({m.metric for m in self.measurements} - known_metrics):
             raise UserError(f"{self.path}: metrics.{metric}: not a metric of plan {plan.name}")
+        kinds = {
+            gate.metric: gate.comparison.kind.value
+            for stage in plan.stages
+            for gate in stage.gates
+            if gate.comparison is not None
+        }
+        for sample in self.samples:
+            given = "rate" if isinstance(sample, RateSample) else "latency"
+            if sample.metric not in kinds:
+                raise UserError(
+                    f"{self.path}: comparisons.{sample.metric}: no gate of plan {plan.name} compares it"
+                )
+            if kinds[sample.metric] != given:
+                raise UserError(
+                    f"{self.path}: comparisons.{sample.metric}: {given} samples, but the plan's comparison "
+                    f"is of kind {kinds[sample.metric]}"
+                )
         manual = {
             c.id for stage in plan.stages for c in (*stage.go, *stage.no_go) if c.kind is CriterionKind.MANUAL
         }
@@ -125,7 +161,8 @@ def parse_metrics(data: Any, *, source: str, now: datetime) -> MetricsFile:
         signoffs = []
     if not isinstance(signoffs, list) or not all(isinstance(s, str) for s in signoffs):
         raise reader.error(data, "signoffs", "signoffs", "must be a list of criterion ids")
-    return MetricsFile(source, tuple(measurements), frozenset(signoffs), stage_started, step_started)
+    samples = reader.comparisons(data) if data.get("comparisons") is not None else ()
+    return MetricsFile(source, tuple(measurements), frozenset(signoffs), stage_started, step_started, samples)
 
 
 class _Reader:
@@ -205,6 +242,83 @@ class _Reader:
         if entry.get("value") is not None:
             raise self.error(entry, "value", f"{field}.value", f"phase {phase.value} carries no value")
         return Measurement(metric_id, phase, None, observed_at, message, since)
+
+    def comparisons(self, data: dict[Any, Any]) -> tuple[ComparisonSample, ...]:
+        """``comparisons``: per metric, a list of rate counts or ``{edges, samples}`` of histograms."""
+        block = data["comparisons"]
+        if not isinstance(block, dict):
+            raise self.error(data, "comparisons", "comparisons", "must be a mapping of metric id to samples")
+        out: list[ComparisonSample] = []
+        for metric_id, entry in block.items():
+            field = f"comparisons.{metric_id}"
+            if isinstance(entry, list):
+                out += [
+                    self.rate_sample(str(metric_id), item, entry, i, f"{field}[{i}]")
+                    for i, item in enumerate(entry)
+                ]
+            elif isinstance(entry, dict):
+                self.no_unknown_keys(entry, field, _LATENCY_KEYS)
+                for key in sorted(_LATENCY_KEYS - set(entry)):
+                    raise self.error(block, metric_id, field, f"a latency comparison needs {key}")
+                edges = self.numbers(entry, "edges", f"{field}.edges")
+                items = entry["samples"]
+                if not isinstance(items, list):
+                    raise self.error(entry, "samples", f"{field}.samples", "must be a list of histograms")
+                out += [
+                    self.latency_sample(str(metric_id), edges, item, items, i, f"{field}.samples[{i}]")
+                    for i, item in enumerate(items)
+                ]
+            else:
+                raise self.error(
+                    block, metric_id, field, "must be a list of rate counts or a mapping {edges, samples}"
+                )
+        return tuple(out)
+
+    def rate_sample(self, metric_id: str, item: Any, parent: Any, key: Any, field: str) -> RateSample:
+        if not isinstance(item, dict):
+            raise self.error(
+                parent, key, field, f"must be a mapping of observed_at and {', '.join(_RATE_KEYS)}"
+            )
+        self.no_unknown_keys(item, field, {"observed_at", *_RATE_KEYS})
+        for name in ("observed_at", *_RATE_KEYS):
+            if name not in item:
+                raise self.error(parent, key, field, f"{name} is missing")
+        counts = [self.number(item, name, f"{field}.{name}") for name in _RATE_KEYS]
+        try:
+            return RateSample(metric_id, self.time(item, "observed_at", f"{field}.observed_at"), *counts)
+        except ValueError as err:
+            raise self.error(parent, key, field, _after_colon(err)) from None
+
+    def latency_sample(
+        self, metric_id: str, edges: tuple[float, ...], item: Any, parent: Any, key: Any, field: str
+    ) -> LatencySample:
+        if not isinstance(item, dict):
+            raise self.error(parent, key, field, "must be a mapping of observed_at, canary and baseline")
+        self.no_unknown_keys(item, field, {"observed_at", "canary", "baseline"})
+        for name in ("observed_at", "canary", "baseline"):
+            if name not in item:
+                raise self.error(parent, key, field, f"{name} is missing")
+        at = self.time(item, "observed_at", f"{field}.observed_at")
+        canary = self.numbers(item, "canary", f"{field}.canary")
+        baseline = self.numbers(item, "baseline", f"{field}.baseline")
+        try:
+            return LatencySample(metric_id, at, edges, canary, baseline)
+        except ValueError as err:
+            raise self.error(parent, key, field, _after_colon(err)) from None
+
+    def numbers(self, parent: Any, key: Any, field: str) -> tuple[float, ...]:
+        values = parent[key]
+        if not isinstance(values, list) or not values:
+            raise self.error(parent, key, field, "must be a list of numbers")
+        for index in range(len(values)):
+            self.number(values, index, f"{field}[{index}]")
+        return tuple(float(v) for v in values)
+
+
+def _after_colon(err: ValueError) -> str:
+    """A core validation message without its own "counts of <metric>:" prefix (the field says it)."""
+    text = str(err)
+    return text.split(": ", 1)[1] if ": " in text else text
 
 
 def _line(parent: Any, key: Any) -> int | None:

@@ -103,7 +103,7 @@ def evaluate(
     if metrics_file is not None:
         loaded = load_metrics_file(metrics_file, now=now)
         loaded.check_against(plan)
-        evidence = Evidence.of(loaded.measurements, loaded.signoffs | set(signoffs))
+        evidence = Evidence.of(loaded.measurements, loaded.signoffs | set(signoffs), samples=loaded.samples)
         stage_started = _time(stage_started_text, "--stage-started") or loaded.stage_started_at
         step_started = _time(step_started_text, "--step-started") or loaded.step_started_at
     else:

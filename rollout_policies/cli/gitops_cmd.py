@@ -216,7 +216,7 @@ def _evidence_source(
 
         loaded = load_metrics_file(metrics_file, now=now)
         loaded.check_against(plan)
-        evidence = Evidence.of(loaded.measurements, loaded.signoffs | set(signoffs))
+        evidence = Evidence.of(loaded.measurements, loaded.signoffs | set(signoffs), samples=loaded.samples)
         return lambda state: evidence
 
     def live(state: RolloutState) -> Evidence:

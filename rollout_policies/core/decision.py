@@ -125,7 +125,9 @@ def decide(
     last_step = step == len(stage.steps) - 1
     metrics = _metric_map(plan)
 
-    gates = evaluate_stage_gates(stage, metrics, evidence, now=now, stage_started_at=stage_started_at)
+    gates = evaluate_stage_gates(
+        stage, metrics, evidence, now=now, stage_started_at=stage_started_at, step=step
+    )
     criteria = tuple(
         evaluate_criterion(
             criterion,

@@ -1,14 +1,46 @@
-"""Per-gate verdicts: one metric's newest measurement judged against a gate's target and alert."""
+"""Per-gate verdicts: one metric's newest measurement judged against a gate's target and alert.
+
+A gate with a ``comparison`` is also judged by the sequential canary-versus-baseline test over the
+stage's per-version counts (``core.sequential``); the gate's verdict is the worse of the two.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Protocol
+
+import numpy as np
 
 from rollout_policies.core.durations import span
-from rollout_policies.core.measurement import Evidence, Measurement, Phase, require_aware
-from rollout_policies.plan.model import Gate, Metric, Stage, Threshold, format_duration
+from rollout_policies.core.measurement import (
+    ComparisonSample,
+    Evidence,
+    LatencySample,
+    Measurement,
+    Phase,
+    RateSample,
+    require_aware,
+)
+from rollout_policies.core.sequential import (
+    Comparison,
+    LatencyComparisonBatch,
+    Outcome,
+    RateComparisonBatch,
+    comparison_evidence,
+)
+from rollout_policies.errors import UserError
+from rollout_policies.plan.model import (
+    ComparisonKind,
+    Gate,
+    GateComparison,
+    Metric,
+    Stage,
+    Threshold,
+    format_duration,
+)
 
 
 class Verdict(StrEnum):
@@ -22,8 +54,25 @@ class Verdict(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class ComparisonVerdict:
+    """The comparison part of a gate's verdict: the sequential test's outcome as a gate verdict.
+
+    ``result`` is the test's evidence (None when there was nothing to compare: no counts, an error).
+    """
+
+    settings: GateComparison
+    verdict: Verdict
+    reason: str
+    result: Comparison | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class GateVerdict:
-    """A gate's verdict with everything a reader needs to check it."""
+    """A gate's verdict with everything a reader needs to check it.
+
+    With a comparison, ``verdict`` and ``reason`` combine the thresholds' and the comparison's (the
+    worse of the two); ``comparison`` holds the comparison's own part.
+    """
 
     table: str
     metric: str
@@ -35,6 +84,7 @@ class GateVerdict:
     unit: str
     reason: str
     observed_at: datetime | None = None
+    comparison: ComparisonVerdict | None = None
 
     @property
     def gating(self) -> bool:
@@ -46,6 +96,33 @@ def _show(value: float, unit: str) -> str:
     return f"{value:g}{unit}" if unit in ("%", "s", "ms", "MB") else f"{value:g} {unit}".rstrip()
 
 
+# Which verdict is worse when a gate's thresholds and its comparison disagree: rolling back beats
+# everything, then a failing source, missing data, a missed target, and meeting target last.
+_SEVERITY = {
+    Verdict.MEETS_TARGET: 0,
+    Verdict.BETWEEN: 1,
+    Verdict.NO_DATA: 2,
+    Verdict.ERROR: 3,
+    Verdict.BEYOND_ALERT: 4,
+}
+
+_OUTCOME_VERDICTS = {
+    Outcome.REGRESSION: Verdict.BEYOND_ALERT,
+    Outcome.NO_REGRESSION: Verdict.MEETS_TARGET,
+    Outcome.CONTINUE: Verdict.BETWEEN,
+}
+
+
+def compares_at(weight: float | None) -> bool:
+    """Whether comparison gates apply at a step of this traffic weight (None: the weight is unknown).
+
+    The test needs the two versions serving randomly split traffic at the same time. At weight 0
+    the candidate serves only a hand-picked cohort (beta: power users), unlike everyone else; at
+    100 there is no stable traffic left to compare with. Gates there are judged by thresholds alone.
+    """
+    return weight is None or 0 < weight < 100
+
+
 def evaluate_gate(
     gate: Gate,
     metric: Metric,
@@ -54,8 +131,14 @@ def evaluate_gate(
     now: datetime,
     stage_started_at: datetime,
     table: str = "",
+    samples: Sequence[ComparisonSample] = (),
+    weight: float | None = None,
 ) -> GateVerdict:
-    """Judge one gate. Order matters: monitor-only, then evaluability, then the data, then thresholds."""
+    """Judge one gate. Order matters: monitor-only, then evaluability, then the data, then thresholds.
+
+    ``samples`` are the metric's per-version counts or histograms (any order), read when the gate has
+    a comparison and ``weight`` (the step's traffic weight) splits traffic (see ``compares_at``).
+    """
     require_aware(now, "now")
     require_aware(stage_started_at, "stage_started_at")
 
@@ -74,8 +157,9 @@ def evaluate_gate(
         )
 
     ok_value = measurement.value if measurement is not None and measurement.phase is Phase.OK else None
+    compared = gate.comparison is not None and compares_at(weight)
 
-    if gate.monitor_only or (gate.target is None and gate.alert is None):
+    if gate.monitor_only or (gate.target is None and gate.alert is None and not compared):
         what = gate.note or "no thresholds"
         shown = "no data" if ok_value is None else _show(ok_value, metric.unit)
         return verdict(Verdict.MONITOR, f"monitor only ({what}): {shown}", ok_value)
@@ -86,6 +170,56 @@ def evaluate_gate(
             Verdict.NOT_YET_EVALUABLE,
             f"evaluable {format_duration(metric.evaluable_after)} into the stage; {span(in_stage)} so far",
         )
+    thresholds = _judge_thresholds(gate, metric, measurement, now=now, verdict=verdict)
+    if not compared:
+        assert thresholds is not None  # a gate without thresholds or a comparison is monitor-only
+        return thresholds
+    assert gate.comparison is not None
+    part = judge_comparison(gate.comparison, metric, samples, now=now, stage_started_at=stage_started_at)
+    if thresholds is None:  # the comparison alone decides this gate
+        return _with_comparison(verdict(part.verdict, part.reason, ok_value), part, part.verdict, part.reason)
+    worse = _SEVERITY[part.verdict] > _SEVERITY[thresholds.verdict]
+    if worse:
+        return _with_comparison(thresholds, part, part.verdict, part.reason)
+    if part.verdict is thresholds.verdict and part.verdict is not Verdict.MEETS_TARGET:
+        return _with_comparison(thresholds, part, part.verdict, f"{thresholds.reason}; {part.reason}")
+    return _with_comparison(thresholds, part, thresholds.verdict, thresholds.reason)
+
+
+def _with_comparison(base: GateVerdict, part: ComparisonVerdict, kind: Verdict, reason: str) -> GateVerdict:
+    return GateVerdict(
+        table=base.table,
+        metric=base.metric,
+        name=base.name,
+        verdict=kind,
+        value=base.value,
+        target=base.target,
+        alert=base.alert,
+        unit=base.unit,
+        reason=reason,
+        observed_at=base.observed_at,
+        comparison=part,
+    )
+
+
+class _Make(Protocol):
+    """The signature of evaluate_gate's local verdict builder."""
+
+    def __call__(self, kind: Verdict, reason: str, value: float | None = None) -> GateVerdict: ...
+
+
+def _judge_thresholds(
+    gate: Gate,
+    metric: Metric,
+    measurement: Measurement | None,
+    *,
+    now: datetime,
+    verdict: _Make,
+) -> GateVerdict | None:
+    """The verdict of the gate's target and alert on the newest measurement (None: it has neither)."""
+    if gate.target is None and gate.alert is None:
+        return None
+    ok_value = measurement.value if measurement is not None and measurement.phase is Phase.OK else None
     if measurement is None:
         return verdict(Verdict.NO_DATA, f"no measurement of {metric.id}")
     if measurement.phase is Phase.ERROR:
@@ -117,6 +251,94 @@ def evaluate_gate(
     return verdict(Verdict.BETWEEN, f"{shown} misses target {gate.target}{alert_text}", ok_value)
 
 
+def judge_comparison(
+    settings: GateComparison,
+    metric: Metric,
+    samples: Sequence[ComparisonSample],
+    *,
+    now: datetime,
+    stage_started_at: datetime,
+) -> ComparisonVerdict:
+    """The sequential test over the samples observed in the stage, up to ``now``, as a gate verdict.
+
+    REGRESSION -> beyond alert (roll back), NO_REGRESSION -> meets target, CONTINUE -> between
+    (hold). No samples in the stage -> no data; samples from the future, of the wrong kind or with
+    changing buckets -> error. Stale samples (the newest older than the source's max_age) -> no
+    data, unless the evidence already shows a regression: that evidence stays valid.
+    """
+    require_aware(now, "now")
+    require_aware(stage_started_at, "stage_started_at")
+
+    def part(kind: Verdict, reason: str, result: Comparison | None = None) -> ComparisonVerdict:
+        return ComparisonVerdict(settings, kind, reason, result)
+
+    mine = sorted((s for s in samples if s.metric == metric.id), key=lambda s: s.observed_at)
+    future = [s for s in mine if s.observed_at > now]
+    if future:
+        return part(
+            Verdict.ERROR,
+            f"comparison counts observed at {_iso(future[0].observed_at)}, after now ({_iso(now)}): "
+            "clocks disagree",
+        )
+    in_stage = [s for s in mine if s.observed_at > stage_started_at]
+    what = "rate counts" if settings.kind is ComparisonKind.RATE else "latency histograms"
+    if not in_stage:
+        return part(Verdict.NO_DATA, f"no per-version {what} of {metric.id} in this stage to compare")
+    wanted = RateSample if settings.kind is ComparisonKind.RATE else LatencySample
+    if not all(isinstance(s, wanted) for s in in_stage):
+        return part(
+            Verdict.ERROR, f"the comparison is of kind {settings.kind.value} but was given other samples"
+        )
+    try:
+        result = _run(settings, in_stage)
+    except (UserError, ValueError) as err:
+        return part(Verdict.ERROR, f"comparison failed: {err}")
+    summary = str(comparison_evidence(result)["summary"])
+    kind = _OUTCOME_VERDICTS[result.verdict]
+    age = now - in_stage[-1].observed_at
+    if kind is not Verdict.BEYOND_ALERT and age > metric.source.max_age:
+        return part(
+            Verdict.NO_DATA,
+            f"comparison stale: newest counts {span(age)} old, max age "
+            f"{format_duration(metric.source.max_age)} ({summary})",
+            result,
+        )
+    return part(kind, f"vs baseline: {summary}", result)
+
+
+def _run(settings: GateComparison, samples: Sequence[ComparisonSample]) -> Comparison:
+    """Feed the samples, oldest first, to a fresh test; the test is cheap, so no state is kept."""
+    alpha, margin, tolerance, dispersion = (
+        settings.alpha,
+        settings.margin,
+        settings.tolerance,
+        settings.dispersion,
+    )
+    if settings.kind is ComparisonKind.RATE:
+        rates = RateComparisonBatch(1, alpha=alpha, margin=margin, tolerance=tolerance, dispersion=dispersion)
+        for s in samples:
+            assert isinstance(s, RateSample)
+            rates.observe(s.canary_events, s.canary_trials, s.baseline_events, s.baseline_trials)
+        return rates.comparison(0, metric="rate")
+    first = samples[0]
+    assert isinstance(first, LatencySample)
+    latency = LatencyComparisonBatch(
+        1,
+        first.edges,
+        quantile=settings.latency_quantile,
+        alpha=alpha,
+        margin=margin,
+        tolerance=tolerance,
+        dispersion=dispersion,
+    )
+    for s in samples:
+        assert isinstance(s, LatencySample)
+        if s.edges != first.edges:
+            raise ValueError(f"histogram buckets changed at {_iso(s.observed_at)}")
+        latency.observe(np.asarray([s.canary], dtype=np.float64), np.asarray([s.baseline], dtype=np.float64))
+    return latency.rates.comparison(0, metric=f"latency p{settings.latency_quantile * 100:g}")
+
+
 def evaluate_stage_gates(
     stage: Stage,
     metrics: dict[str, Metric],
@@ -124,9 +346,11 @@ def evaluate_stage_gates(
     *,
     now: datetime,
     stage_started_at: datetime,
+    step: int | None = None,
 ) -> tuple[GateVerdict, ...]:
-    """Every gate of every table of a stage, in plan order."""
+    """Every gate of every table of a stage, in plan order (``step``: which traffic step, if known)."""
     newest = evidence.latest_by_metric()
+    weight = stage.steps[step].weight if step is not None else None
     return tuple(
         evaluate_gate(
             gate,
@@ -135,6 +359,8 @@ def evaluate_stage_gates(
             now=now,
             stage_started_at=stage_started_at,
             table=table.name,
+            samples=evidence.samples_of(gate.metric) if gate.comparison is not None else (),
+            weight=weight,
         )
         for table in stage.tables
         for gate in table.gates

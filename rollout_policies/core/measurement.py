@@ -78,6 +78,72 @@ class Measurement:
         return cls(metric, Phase.ERROR, None, observed_at, message)
 
 
+def _count(value: float, what: str) -> float:
+    if isinstance(value, bool) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{what} must be a finite number, at least 0")
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class RateSample:
+    """One interval's counts per version, for a rate comparison gate (increments, not running totals).
+
+    ``observed_at`` ends the interval. Events are the bad ones (errors, crashes, failed checkouts),
+    trials what they are out of (requests, sessions, checkouts); canary is the candidate (green),
+    baseline the stable version (blue) over the same interval.
+    """
+
+    metric: str
+    observed_at: datetime
+    canary_events: float
+    canary_trials: float
+    baseline_events: float
+    baseline_trials: float
+
+    def __post_init__(self) -> None:
+        where = f"counts of {self.metric}"
+        require_aware(self.observed_at, f"{where}: observed_at")
+        for name in ("canary_events", "canary_trials", "baseline_events", "baseline_trials"):
+            _count(getattr(self, name), f"{where}: {name}")
+        if self.canary_events > self.canary_trials or self.baseline_events > self.baseline_trials:
+            raise ValueError(f"{where}: events cannot exceed trials")
+
+
+@dataclass(frozen=True, slots=True)
+class LatencySample:
+    """One interval's latency histograms per version, for a latency comparison gate.
+
+    ``edges`` are the bucket upper bounds in seconds (Prometheus ``le``, without ``+Inf``); each count
+    list has one count per edge plus the ``+Inf`` bucket last, not cumulative, for the interval
+    ending at ``observed_at``.
+    """
+
+    metric: str
+    observed_at: datetime
+    edges: tuple[float, ...]
+    canary: tuple[float, ...]
+    baseline: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        where = f"histograms of {self.metric}"
+        require_aware(self.observed_at, f"{where}: observed_at")
+        if len(self.edges) < 2 or any(b <= a for a, b in zip(self.edges, self.edges[1:], strict=False)):
+            raise ValueError(f"{where}: edges must be at least two increasing bucket bounds")
+        if not all(math.isfinite(edge) for edge in self.edges):
+            raise ValueError(f"{where}: edges must be finite (the +Inf bucket is implied)")
+        for name in ("canary", "baseline"):
+            counts = getattr(self, name)
+            if len(counts) != len(self.edges) + 1:
+                raise ValueError(
+                    f"{where}: {name} needs {len(self.edges) + 1} counts (one per edge, then +Inf)"
+                )
+            for count in counts:
+                _count(count, f"{where}: {name} counts")
+
+
+ComparisonSample = RateSample | LatencySample
+
+
 @dataclass(frozen=True, slots=True)
 class Evidence:
     """Everything one evaluation reads besides the plan and "now".
@@ -85,14 +151,26 @@ class Evidence:
     ``measurements`` may hold several measurements per metric (a history); the newest one is the
     metric's current value, the whole series feeds windows and rollback triggers.
     ``signoffs`` are the ids of manual criteria a person has signed off.
+    ``samples`` are per-version counts or histograms over time, read by comparison gates.
     """
 
     measurements: tuple[Measurement, ...] = ()
     signoffs: frozenset[str] = field(default_factory=frozenset)
+    samples: tuple[ComparisonSample, ...] = ()
 
     @classmethod
-    def of(cls, measurements: Iterable[Measurement], signoffs: Iterable[str] = ()) -> Evidence:
-        return cls(tuple(measurements), frozenset(signoffs))
+    def of(
+        cls,
+        measurements: Iterable[Measurement],
+        signoffs: Iterable[str] = (),
+        *,
+        samples: Iterable[ComparisonSample] = (),
+    ) -> Evidence:
+        return cls(tuple(measurements), frozenset(signoffs), tuple(samples))
+
+    def samples_of(self, metric: str) -> tuple[ComparisonSample, ...]:
+        """The metric's comparison samples, oldest first."""
+        return tuple(sorted((s for s in self.samples if s.metric == metric), key=lambda s: s.observed_at))
 
     def history(self, metric: str) -> tuple[Measurement, ...]:
         """The metric's measurements, oldest first."""

@@ -6,6 +6,8 @@ from datetime import datetime
 from typing import Any
 
 from rollout_policies.core.decision import StageDecision
+from rollout_policies.core.gates import ComparisonVerdict
+from rollout_policies.core.sequential import comparison_evidence
 from rollout_policies.plan.model import Threshold
 
 
@@ -34,6 +36,7 @@ def decision_as_dict(decision: StageDecision, *, plan: str = "") -> dict[str, An
                 "gating": g.gating,
                 "reason": g.reason,
                 "observed_at": _iso(g.observed_at),
+                **_comparison_fields(g.comparison),
             }
             for g in decision.gates
         ],
@@ -68,17 +71,22 @@ def decision_as_dict(decision: StageDecision, *, plan: str = "") -> dict[str, An
 def render_text(decision: StageDecision, *, plan: str = "") -> str:
     """The verdict table, the criteria, the triggers, then the decision and every reason."""
     lines = [f"plan {plan}  stage {decision.stage}  step {decision.step}  now {_iso(decision.now)}", ""]
-    gate_rows = [
-        [
-            f"{g.table}: {g.name}" if g.table else g.name,
-            "-" if g.value is None else f"{g.value:g}{g.unit if g.unit in ('%', 's', 'ms', 'MB') else ''}",
-            _threshold(g.target) or "-",
-            _threshold(g.alert) or "-",
-            g.verdict.value,
-            g.reason,
-        ]
-        for g in decision.gates
-    ]
+    gate_rows = []
+    for g in decision.gates:
+        gate_rows.append(
+            [
+                f"{g.table}: {g.name}" if g.table else g.name,
+                "-"
+                if g.value is None
+                else f"{g.value:g}{g.unit if g.unit in ('%', 's', 'ms', 'MB') else ''}",
+                _threshold(g.target) or "-",
+                _threshold(g.alert) or "-",
+                g.verdict.value,
+                g.reason,
+            ]
+        )
+        if g.comparison is not None:
+            gate_rows.append(_comparison_row(g.comparison))
     lines += _table(["gate", "value", "target", "alert", "verdict", "reason"], gate_rows)
     if decision.criteria:
         lines.append("")
@@ -101,6 +109,45 @@ def render_text(decision: StageDecision, *, plan: str = "") -> str:
             for c in decision.pending_signoffs
         ]
     return "\n".join(lines) + "\n"
+
+
+def _comparison_fields(part: ComparisonVerdict | None) -> dict[str, Any]:
+    """A comparison gate's extra JSON keys: its own verdict and reason, and the test's evidence."""
+    if part is None:
+        return {}
+    s = part.settings
+    return {
+        "comparison_verdict": part.verdict.value,
+        "comparison_reason": part.reason,
+        "comparison_settings": {
+            "kind": s.kind.value,
+            "alpha": s.alpha,
+            "margin": s.margin,
+            "tolerance": s.tolerance,
+            "quantile": s.latency_quantile if s.kind.value == "latency" else None,
+            "dispersion": s.dispersion,
+        },
+        "comparison": None if part.result is None else comparison_evidence(part.result),
+    }
+
+
+def _comparison_row(part: ComparisonVerdict) -> list[str]:
+    """The row under a comparison gate: the canary-to-baseline ratio, its pass and rollback bounds."""
+    s = part.settings
+    result = part.result
+    ratio = "-" if result is None or result.estimate is None else f"{result.estimate:.2f}x"
+    what = "rate" if s.kind.value == "rate" else f"p{s.latency_quantile * 100:g}"
+    reason = part.reason if result is None else str(comparison_evidence(result)["summary"])
+    if result is not None and part.reason != f"vs baseline: {reason}":
+        reason = part.reason  # stale or failed: the part's own reason says why, with the summary
+    return [
+        f"  vs baseline ({what})",
+        ratio,
+        f"< {s.tolerance:g}x",
+        f"> {1 + s.margin:g}x @{s.alpha:g}",
+        part.verdict.value,
+        reason,
+    ]
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:

@@ -10,7 +10,8 @@ passes, each reporting the problem nearest the top of the file:
    the line of the offending key);
 3. stage table references resolved by name;
 4. cross-field rules: known metric ids and providers, thresholds the right way round for the
-   metric's direction, unique ids, increasing traffic weights, and the rest listed in docs/plan.md.
+   metric's direction, comparisons only on lower-is-better gates that decide, unique ids,
+   increasing traffic weights, and the rest listed in docs/plan.md.
 """
 
 from __future__ import annotations
@@ -250,9 +251,16 @@ def _cross_check(
                 yield problem
                 continue
             metric = metrics[gate.metric]
+            if gate.comparison is not None:
+                problem = _comparison_problem(gate.monitor_only, metric, (*loc, "comparison"))
+                if problem:
+                    yield problem
+                    continue
             if gate.monitor_only:
                 continue
             if gate.target is None and gate.alert is None:
+                if gate.comparison is not None:
+                    continue  # a comparison alone decides the gate
                 if metric.source.provider != "manual":
                     yield _Problem(
                         loc,
@@ -359,6 +367,19 @@ def _table_index(data: Mapping[str, Any], name: str, fallback: int) -> int:
         if isinstance(table, Mapping) and table.get("name") == name:
             return index
     return fallback
+
+
+def _comparison_problem(monitor_only: bool, metric: Metric, loc: Loc) -> _Problem | None:
+    """A comparison gate decides, and counts bad events (or slow requests): lower must be better."""
+    if monitor_only:
+        return _Problem(loc, "a monitor-only gate never decides, so it cannot have a comparison")
+    if metric.direction is not Direction.LOWER_IS_BETTER:
+        return _Problem(
+            loc,
+            f"metric {metric.id!r} is not lower-is-better; a comparison counts bad events or slow "
+            "requests, so it needs direction: lower",
+        )
+    return None
 
 
 def _direction_problems(

@@ -7,7 +7,8 @@ Vocabulary (from the seed plan):
 - a *stage* is a release phase (beta, limited, medium, majority, full) with an audience, traffic
   *steps*, a minimum duration, a feature set, metric *gates* and go/no-go *criteria*;
 - a *gate* compares one metric with a *target* and an *alert* threshold; a monitor-only gate is
-  reported but never decides;
+  reported but never decides; a gate may also carry a *comparison* of the candidate against the
+  stable version (a sequential test on per-version counts);
 - a *trigger* rolls back automatically when its condition holds for its window.
 """
 
@@ -138,6 +139,73 @@ class Metric(_Frozen):
         return parse_duration(value)
 
 
+class ComparisonKind(StrEnum):
+    """What a comparison gate compares between the candidate and the stable version."""
+
+    RATE = "rate"  # counts of bad events (errors, crashes, failed checkouts) per trials
+    LATENCY = "latency"  # a latency quantile, through latency histograms
+
+
+class GateComparison(_Frozen):
+    """A canary-versus-baseline comparison on a gate, next to its absolute thresholds.
+
+    The candidate's counts are compared with the stable version's by an anytime-valid sequential
+    test (``core.sequential``, docs/statistics.md): ``alpha`` bounds its false-rollback rate however
+    often it is evaluated; a canary-to-baseline ratio up to ``1 + margin`` is no regression; the gate
+    passes once the ratio is shown to be below ``tolerance``. ``quantile`` is for latency only.
+    """
+
+    kind: ComparisonKind
+    alpha: float = 0.01
+    margin: float = 0.0
+    tolerance: float = 1.5
+    quantile: float | None = None  # latency: the quantile compared (0.95 when not given)
+    dispersion: float | None = None  # a fixed overdispersion factor >= 1; None estimates it
+
+    @field_validator("alpha")
+    @classmethod
+    def _alpha(cls, value: float) -> float:
+        if not 0 < value < 0.5:
+            raise ValueError(f"alpha must be above 0 and below 0.5, got {value:g}")
+        return value
+
+    @field_validator("margin")
+    @classmethod
+    def _margin(cls, value: float) -> float:
+        if not 0 <= value < 10:
+            raise ValueError(f"margin must be at least 0 (and below 10), got {value:g}")
+        return value
+
+    @field_validator("quantile")
+    @classmethod
+    def _quantile(cls, value: float | None) -> float | None:
+        if value is not None and not 0 < value < 1:
+            raise ValueError(f"quantile must be above 0 and below 1, got {value:g}")
+        return value
+
+    @field_validator("dispersion")
+    @classmethod
+    def _dispersion(cls, value: float | None) -> float | None:
+        if value is not None and value < 1:
+            raise ValueError(f"dispersion must be at least 1 (or left out to estimate it), got {value:g}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GateComparison:
+        if self.tolerance <= 1 + self.margin:
+            raise ValueError(
+                f"tolerance must be above 1 + margin ({1 + self.margin:g}), got {self.tolerance:g}"
+            )
+        if self.kind is ComparisonKind.RATE and self.quantile is not None:
+            raise ValueError("quantile is for latency comparisons; a rate comparison has none")
+        return self
+
+    @property
+    def latency_quantile(self) -> float:
+        """The quantile a latency comparison compares (0.95 unless the plan says otherwise)."""
+        return 0.95 if self.quantile is None else self.quantile
+
+
 class Gate(_Frozen):
     """One row of a seed metric table, in one stage."""
 
@@ -147,6 +215,8 @@ class Gate(_Frozen):
     # Reported, never decides (the seed's "Monitor:" and "Track:" rows).
     monitor_only: bool = False
     note: str = ""  # the seed's words for monitor-only rows, e.g. "Growth trend"
+    # Also compare the candidate with the stable version (at steps that split traffic between them).
+    comparison: GateComparison | None = None
 
 
 class GateTable(_Frozen):

@@ -79,6 +79,14 @@ def test_show_json_is_the_whole_plan_and_loads_back(plan: Plan) -> None:
         "alert": "> 2",
         "monitor_only": False,
         "note": "",
+        "comparison": {
+            "kind": "rate",
+            "alpha": 0.01,
+            "margin": 0.0,
+            "tolerance": 1.5,
+            "quantile": None,
+            "dispersion": None,
+        },
     }
     assert [t["window"] for t in data["triggers"]] == ["5m", "2m", "1m", "0s"]
 
