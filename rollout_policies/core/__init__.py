@@ -5,8 +5,22 @@ No I/O and no clock: plan, measurements and "now" come in as values. This module
 
 from rollout_policies.core.criteria import CriterionResult, CriterionStatus, evaluate_criterion
 from rollout_policies.core.decision import Action, Reason, ReasonCode, StageDecision, decide
-from rollout_policies.core.gates import GateVerdict, Verdict, evaluate_gate, evaluate_stage_gates
-from rollout_policies.core.measurement import Evidence, Measurement, Phase
+from rollout_policies.core.gates import (
+    ComparisonVerdict,
+    GateVerdict,
+    Verdict,
+    evaluate_gate,
+    evaluate_stage_gates,
+    judge_comparison,
+)
+from rollout_policies.core.measurement import (
+    ComparisonSample,
+    Evidence,
+    LatencySample,
+    Measurement,
+    Phase,
+    RateSample,
+)
 from rollout_policies.core.progression import (
     Move,
     StateNotInPlan,
@@ -21,13 +35,17 @@ from rollout_policies.core.triggers import TriggerResult, TriggerStatus, evaluat
 
 __all__ = [
     "Action",
+    "ComparisonSample",
+    "ComparisonVerdict",
     "CriterionResult",
     "CriterionStatus",
     "Evidence",
     "GateVerdict",
+    "LatencySample",
     "Measurement",
     "Move",
     "Phase",
+    "RateSample",
     "Reason",
     "ReasonCode",
     "StageDecision",
@@ -45,6 +63,7 @@ __all__ = [
     "evaluate_trigger",
     "evaluate_triggers",
     "is_rolled_back",
+    "judge_comparison",
     "locate",
     "render_text",
     "rollback_target",

@@ -8,7 +8,7 @@ from typing import Any
 from rollout_policies.core.decision import StageDecision
 from rollout_policies.core.gates import ComparisonVerdict
 from rollout_policies.core.sequential import comparison_evidence
-from rollout_policies.plan.model import Threshold
+from rollout_policies.plan.model import ComparisonKind, Threshold
 
 
 def decision_as_dict(decision: StageDecision, *, plan: str = "") -> dict[str, Any]:
@@ -124,7 +124,7 @@ def _comparison_fields(part: ComparisonVerdict | None) -> dict[str, Any]:
             "alpha": s.alpha,
             "margin": s.margin,
             "tolerance": s.tolerance,
-            "quantile": s.latency_quantile if s.kind.value == "latency" else None,
+            "quantile": s.latency_quantile if s.kind is ComparisonKind.LATENCY else None,
             "dispersion": s.dispersion,
         },
         "comparison": None if part.result is None else comparison_evidence(part.result),
@@ -136,7 +136,7 @@ def _comparison_row(part: ComparisonVerdict) -> list[str]:
     s = part.settings
     result = part.result
     ratio = "-" if result is None or result.estimate is None else f"{result.estimate:.2f}x"
-    what = "rate" if s.kind.value == "rate" else f"p{s.latency_quantile * 100:g}"
+    what = "rate" if s.kind is ComparisonKind.RATE else f"p{s.latency_quantile * 100:g}"
     reason = part.reason if result is None else str(comparison_evidence(result)["summary"])
     if result is not None and part.reason != f"vs baseline: {reason}":
         reason = part.reason  # stale or failed: the part's own reason says why, with the summary

@@ -70,7 +70,8 @@ def test_file_observed_at_is_the_default_time(tmp_path: Path) -> None:
         (
             "metrics: {m: 1}\nextra: 1\n",
             "m.yaml:2: extra: unknown key "
-            "(expected one of: comparisons, metrics, observed_at, signoffs, stage_started_at, step_started_at)",
+            "(expected one of: comparisons, metrics, observed_at, signoffs, "
+            "stage_started_at, step_started_at)",
         ),
         ("observed_at: 1\n", "m.yaml:1: 'metrics' is missing"),
         ("- 1\n", "m.yaml:1: the top level must be a mapping with a 'metrics' key"),
