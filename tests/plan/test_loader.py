@@ -475,3 +475,95 @@ def test_cli_validate_shipped_plan(tmp_path: Path) -> None:
         "160 gates (120 gating, 40 monitor-only), "
         "20 go/no-go criteria, 4 rollback triggers"
     ]
+
+
+# --- comparison gates -----------------------------------------------------------------------------
+
+_CRASH_GATE = '{metric: crash_rate, target: "< 1", alert: "> 2"}'
+
+
+def with_comparison(comparison: str, gate: str = _CRASH_GATE) -> str:
+    return changed(gate, gate[:-1] + f", comparison: {comparison}}}")
+
+
+def test_comparison_loads(tmp_path: Path) -> None:
+    plan = load_plan(write(tmp_path, with_comparison("{kind: latency, alpha: 0.05, tolerance: 2}")))
+    comparison = plan.stage("limited").gates[0].comparison
+    assert comparison is not None
+    assert (comparison.kind.value, comparison.alpha, comparison.tolerance, comparison.latency_quantile) == (
+        "latency",
+        0.05,
+        2.0,
+        0.95,
+    )
+
+
+@pytest.mark.parametrize(
+    ("comparison", "message"),
+    [
+        ("{kind: rate, alpha: 0.5}", "comparison.alpha: alpha must be above 0 and below 0.5, got 0.5"),
+        ("{kind: rate, alpha: 0}", "comparison.alpha: alpha must be above 0 and below 0.5, got 0"),
+        ("{kind: rate, tolerance: 1}", "comparison: tolerance must be above 1 + margin (1), got 1"),
+        (
+            "{kind: rate, margin: 0.5, tolerance: 1.4}",
+            "comparison: tolerance must be above 1 + margin (1.5), got 1.4",
+        ),
+        (
+            "{kind: rate, margin: -0.1}",
+            "comparison.margin: margin must be at least 0 (and below 10), got -0.1",
+        ),
+        ("{kind: latency, quantile: 1}", "comparison.quantile: quantile must be above 0 and below 1, got 1"),
+        (
+            "{kind: rate, quantile: 0.9}",
+            "comparison: quantile is for latency comparisons; a rate comparison has none",
+        ),
+        (
+            "{kind: rate, dispersion: 0.5}",
+            "comparison.dispersion: dispersion must be at least 1 (or left out to estimate it), got 0.5",
+        ),
+        ("{kind: median}", "comparison.kind: Input should be 'rate' or 'latency'"),
+        ("{alpha: 0.01}", "comparison.kind: required field is missing"),
+        (
+            "{kind: rate, window: 5m}",
+            "comparison.window: unknown field (misspelt, or not part of the plan format)",
+        ),
+    ],
+)
+def test_bad_comparison_settings(tmp_path: Path, comparison: str, message: str) -> None:
+    assert error_of(tmp_path, with_comparison(comparison)) == f"plan.yaml:21: tables[0].gates[0].{message}"
+
+
+def test_comparison_on_a_higher_is_better_metric(tmp_path: Path) -> None:
+    text = with_comparison("{kind: rate}", '{metric: nps, target: "> 7", alert: "< 5"}')
+    assert error_of(tmp_path, text) == (
+        "plan.yaml:22: tables[0].gates[1].comparison: metric 'nps' is not lower-is-better; a comparison "
+        "counts bad events or slow requests, so it needs direction: lower"
+    )
+
+
+def test_comparison_on_a_monitor_only_gate(tmp_path: Path) -> None:
+    text = changed(
+        "{metric: dau, monitor_only: true, note: Growth trend}",
+        "{metric: crash_rate, monitor_only: true, note: Growth trend, comparison: {kind: rate}}",
+    )
+    assert error_of(tmp_path, text) == (
+        "plan.yaml:23: tables[0].gates[2].comparison: a monitor-only gate never decides, "
+        "so it cannot have a comparison"
+    )
+
+
+def test_a_comparison_alone_makes_a_gate(tmp_path: Path) -> None:
+    plan = load_plan(write(tmp_path, changed(_CRASH_GATE, "{metric: crash_rate, comparison: {kind: rate}}")))
+    gate = plan.stage("beta").gates[0]
+    assert (gate.target, gate.alert, gate.comparison is not None) == (None, None, True)
+
+
+def test_shipped_plan_compares_where_it_matters() -> None:
+    plan = load_plan(DEFAULT_PLAN)
+    compared = {
+        (gate.metric, gate.comparison.kind.value)
+        for stage in plan.stages
+        for gate in stage.gates
+        if gate.comparison is not None
+    }
+    assert compared == {("crash_rate", "rate"), ("api_error_rate", "rate"), ("api_response_time", "latency")}
