@@ -21,12 +21,13 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
+from rollout_policies.core.durations import span
 from rollout_policies.env.local import EnvInfo, LocalEnvironment
 from rollout_policies.errors import UserError
 from rollout_policies.state import Colour, RolloutState
@@ -38,6 +39,7 @@ PRIMARY = "local-us-east-1"
 SERVICE, NAMESPACE = "markethub-mobile", "markethub"
 FORGE_REPO, FORGE_TOKEN = "markethub/rollout", "demo-token"
 BACKUP_BUCKET, BACKUP_PREFIX = "markethub-backups", "postgres"
+KEPT_MARKER = "kept"  # in <state dir>/demo: the folder of the run whose deployments --keep left
 
 Weights = dict[Colour, int]
 
@@ -339,8 +341,9 @@ def _aws_credentials() -> dict[str, str]:
     return {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
 
 
-def run_demo(info: EnvInfo, *, out: TextIO = sys.stdout, keep: bool = False) -> DemoReport:
+def run_demo(info: EnvInfo, *, out: TextIO | None = None, keep: bool = False) -> DemoReport:
     """Run the whole demo on the environment ``info`` describes; raises DemoError on a failed step."""
+    out = out or sys.stdout
     from rollout_policies.forge_standin import serve_forge
 
     runs = Path(info.state_dir) / "demo"
@@ -365,7 +368,7 @@ def run_demo(info: EnvInfo, *, out: TextIO = sys.stdout, keep: bool = False) -> 
         with steps.step(
             2, "prepare the rollout repository (this project's HEAD on a bare remote)"
         ) as outcome:
-            _clean_previous_run(runs, run_dir, info, steps)
+            destroy_kept(info, steps.say)
             repo = _prepare_repository(info, run_dir)
             steps.say(f"remote {repo.remote}")
             steps.say(f"clone  {repo.work}  (stacks point at their region's kubeconfig)")
@@ -378,8 +381,9 @@ def run_demo(info: EnvInfo, *, out: TextIO = sys.stdout, keep: bool = False) -> 
                 steps.say(f"{stack}: {', '.join(f'{op} {n}' for op, n in sorted(changes.items()))}")
             # The first `pulumi up` writes each stack's encryption salt: committed once, as after
             # `pulumi stack init`.
-            git(repo.work, "commit", "-qam", "pulumi stack init: encryption salts")
-            git(repo.work, "push", "-q", "origin", "main")
+            if git(repo.work, "status", "--porcelain", "--untracked-files=no"):
+                git(repo.work, "commit", "-qam", "pulumi stack init: encryption salts")
+                git(repo.work, "push", "-q", "origin", "main")
             report.live["beta"] = {stack: repo.live_weights(stack) for stack in STACKS}
             for stack, weights in report.live["beta"].items():
                 steps.say(f"{stack} HTTPRoute (read from {STACKS[stack]}'s API server): {_fmt(weights)}")
@@ -397,7 +401,7 @@ def run_demo(info: EnvInfo, *, out: TextIO = sys.stdout, keep: bool = False) -> 
             signoffs = [arg for s in manual_signoffs(beta.stage) for arg in ("--signoff", s)]
             steps.say(
                 f"compressed time: --now {_iso(now)} (stage began {_iso(beta.stage_started_at)}, "
-                f"min duration {_min_duration(beta.stage)})"
+                f"min duration {span(_min_duration(beta.stage))})"
             )
             decision, reasons = _decision(
                 repo.rollout_ok(
@@ -582,22 +586,26 @@ def _drift(status: Any) -> dict[str, str]:
 
 
 def _remember(runs: Path, run_dir: Path) -> None:
-    (runs / "kept").write_text(f"{run_dir}\n")
+    (runs / KEPT_MARKER).write_text(f"{run_dir}\n")
 
 
-def _clean_previous_run(runs: Path, run_dir: Path, info: EnvInfo, steps: _Steps) -> None:
-    """A run kept with --keep still owns the stacks: destroy them from its clone (it has the salts)."""
-    marker = runs / "kept"
+def destroy_kept(info: EnvInfo, say: Callable[[str], None] = lambda line: None) -> Path | None:
+    """Destroy the deployments a run kept with --keep still owns, from its clone (it has the salts).
+
+    Returns that run's folder (its files stay), or None when no kept run is recorded.
+    """
+    marker = Path(info.state_dir) / "demo" / KEPT_MARKER
     if not marker.exists():
-        return
+        return None
     previous = Path(marker.read_text().strip())
     if (previous / "work").is_dir():
-        steps.say(f"destroying the deployments a kept run left: {previous.name}")
+        say(f"destroying the deployments a kept run left: {previous.name}")
         env = {**os.environ, **info.pulumi_env(), **info.aws_env()}
         old = _Repository(info, previous / "remote.git", previous / "work", env)
         for stack in STACKS:
             old.destroy(stack)
     marker.unlink()
+    return previous
 
 
 def _summary(report: DemoReport, out: TextIO, keep: bool) -> None:
@@ -626,7 +634,7 @@ def _summary(report: DemoReport, out: TextIO, keep: bool) -> None:
     print("the environment keeps running: `make env-down` stops it", file=out, flush=True)
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Parse flags, find the running environment, run the demo; exit 2 with one line on failure."""
     parser = argparse.ArgumentParser(
         prog="python -m rollout_policies.demo", description=__doc__.splitlines()[0]
