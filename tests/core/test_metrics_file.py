@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rollout_policies.core import Measurement
+from rollout_policies.core import LatencySample, Measurement, RateSample
 from rollout_policies.errors import UserError
 from rollout_policies.metrics_file import load_metrics_file
 
@@ -91,6 +91,82 @@ def test_file_observed_at_is_the_default_time(tmp_path: Path) -> None:
 def test_bad_file_is_one_line_user_error(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "m.yaml"
     path.write_text(text)
+    with pytest.raises(UserError) as caught:
+        load_metrics_file(path, now=NOW)
+    assert str(caught.value) == f"{tmp_path}/{message}"
+
+
+# --- comparison samples -------------------------------------------------------------------------------
+
+COMPARISONS = """\
+metrics: {m: 1}
+comparisons:
+  api_error_rate:
+    - {observed_at: 2026-11-28T08:55:00Z, canary_events: 3, canary_trials: 1000,
+       baseline_events: 250, baseline_trials: 99000}
+  api_response_time:
+    edges: [0.1, 0.5]
+    samples:
+      - {observed_at: 2026-11-28T08:56:00Z, canary: [5, 3, 1], baseline: [500, 300, 100]}
+"""
+
+
+def test_comparisons_become_samples(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(COMPARISONS)
+    loaded = load_metrics_file(path, now=NOW)
+    assert loaded.samples == (
+        RateSample("api_error_rate", t(8, 55), 3, 1000, 250, 99000),
+        LatencySample("api_response_time", t(8, 56), (0.1, 0.5), (5, 3, 1), (500, 300, 100)),
+    )
+    assert loaded.evidence().samples_of("api_response_time") == loaded.samples[1:]
+
+
+@pytest.mark.parametrize(
+    ("comparisons", "message"),
+    [
+        ("[1]", "m.yaml:2: comparisons: must be a mapping of metric id to samples"),
+        ("{r: 3}", "m.yaml:2: comparisons.r: must be a list of rate counts or a mapping {edges, samples}"),
+        (
+            "{r: [{observed_at: 2026-11-28T08:55:00Z, canary_events: 3, canary_trials: 1000,"
+            " baseline_events: 1}]}",
+            "m.yaml:2: comparisons.r[0]: baseline_trials is missing",
+        ),
+        (
+            "{r: [{observed_at: 2026-11-28T08:55:00Z, canary_events: 3, canary_trials: 2, baseline_events: 1,"
+            " baseline_trials: 9}]}",
+            "m.yaml:2: comparisons.r[0]: events cannot exceed trials",
+        ),
+        (
+            "{r: [{observed_at: 2026-11-28T08:55:00Z, canary_events: -1, canary_trials: 2,"
+            " baseline_events: 1, baseline_trials: 9}]}",
+            "m.yaml:2: comparisons.r[0]: canary_events must be a finite number, at least 0",
+        ),
+        (
+            "{r: [{canary_events: 1, canary_trials: 2, baseline_events: 1, baseline_trials: 9}]}",
+            "m.yaml:2: comparisons.r[0]: observed_at is missing",
+        ),
+        ("{l: {edges: [0.1, 0.5]}}", "m.yaml:2: comparisons.l: a latency comparison needs samples"),
+        (
+            "{l: {edges: [0.5, 0.1], samples: [{observed_at: 2026-11-28T08:55:00Z, canary: [1, 1, 1],"
+            " baseline: [1, 1, 1]}]}}",
+            "m.yaml:2: comparisons.l.samples[0]: edges must be at least two increasing bucket bounds",
+        ),
+        (
+            "{l: {edges: [0.1, 0.5], samples: [{observed_at: 2026-11-28T08:55:00Z, canary: [1, 1],"
+            " baseline: [1, 1, 1]}]}}",
+            "m.yaml:2: comparisons.l.samples[0]: canary needs 3 counts (one per edge, then +Inf)",
+        ),
+        (
+            "{l: {edges: [0.1, 0.5], samples: [{observed_at: 2026-11-28T08:55:00Z, canary: [1, x, 1],"
+            " baseline: [1, 1, 1]}]}}",
+            "m.yaml:2: comparisons.l.samples[0].canary[1]: not a finite number: 'x'",
+        ),
+    ],
+)
+def test_bad_comparisons_are_one_line_user_errors(tmp_path: Path, comparisons: str, message: str) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(f"metrics: {{m: 1}}\ncomparisons: {comparisons}\n")
     with pytest.raises(UserError) as caught:
         load_metrics_file(path, now=NOW)
     assert str(caught.value) == f"{tmp_path}/{message}"
