@@ -380,3 +380,112 @@ def test_unreachable_live_provider_holds_never_promotes(plan_file: Path) -> None
         "hold",
         ["error", "error"],
     )
+
+
+# --- comparison gates: per-version counts in the metrics file -----------------------------------------
+
+COMPARED_PLAN = PLAN.replace(
+    '{metric: crash_rate, target: "< 1", alert: "> 2"}',
+    '{metric: crash_rate, target: "< 1", alert: "> 2", comparison: {kind: rate, alpha: 0.01}}',
+)
+
+
+def counts_file(tmp_path: Path, canary_errors: int, minutes: int) -> Path:
+    """A metrics file with healthy absolute values and a minute-by-minute count history.
+
+    1% of traffic on the canary, a 1% baseline crash rate; the canary has ``canary_errors`` per
+    1000 (10 is no regression).
+    """
+    lines = [
+        "observed_at: 2026-11-28T08:59:00Z",
+        "stage_started_at: 2026-11-28T07:00:00Z",
+        "step_started_at: 2026-11-27T07:00:00Z",
+        "metrics: {crash_rate: 0.4, app_load_time: 2.1}",
+        "comparisons:",
+        "  crash_rate:",
+    ]
+    for minute in range(60 - minutes, 60):  # the newest at 08:59, a minute before NOW
+        lines.append(
+            f"    - {{observed_at: 2026-11-28T08:{minute:02d}:00Z, canary_events: {canary_errors}, "
+            "canary_trials: 1000, baseline_events: 990, baseline_trials: 99000}"
+        )
+    return metrics(tmp_path, "\n".join(lines) + "\n")
+
+
+def evaluate_limited(plan_file: Path, metrics_file: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return rollout(
+        "--plan", plan_file, "--stage", "limited", "--step", "0", "--metrics-file", metrics_file,
+        "--now", NOW, *extra,
+    )  # fmt: skip
+
+
+def test_comparison_evidence_in_json(tmp_path: Path) -> None:
+    plan_file = metrics(tmp_path, COMPARED_PLAN, "plan.yaml")
+    result = evaluate_limited(plan_file, counts_file(tmp_path, 30, 30), "--json")
+    assert (result.returncode, result.stderr) == (0, "")
+    data = json.loads(result.stdout)
+    crash = data["gates"][0]
+    evidence = crash["comparison"]
+    assert (data["decision"], data["reasons"][0]["code"], crash["verdict"], crash["comparison_verdict"]) == (
+        "rollback",
+        "gate_beyond_alert",
+        "beyond_alert",
+        "beyond_alert",
+    )
+    counts = (evidence["canary_events"], evidence["baseline_trials"])
+    assert (evidence["verdict"], evidence["ratio"], *counts) == (
+        "regression",
+        3.0,
+        900.0,
+        2_970_000.0,
+    )
+    assert evidence["e_value"] >= 100 and evidence["observations"] == 30
+    assert crash["reason"] == f"vs baseline: {evidence['summary']}"
+    # The gate without a comparison has no comparison keys.
+    assert "comparison" not in data["gates"][1]
+
+
+def test_comparison_evidence_in_table(tmp_path: Path) -> None:
+    plan_file = metrics(tmp_path, COMPARED_PLAN, "plan.yaml")
+    as_json = json.loads(evaluate_limited(plan_file, counts_file(tmp_path, 10, 59), "--json").stdout)
+    result = evaluate_limited(plan_file, counts_file(tmp_path, 10, 59))
+    assert (result.returncode, result.stderr) == (0, "")
+    row = next(line for line in result.stdout.splitlines() if line.lstrip().startswith("vs baseline (rate)"))
+    summary = as_json["gates"][0]["comparison"]["summary"]
+    assert summary.startswith("no_regression: rate ratio 1.00x")
+    assert row.split()[3:9] == ["1.00x", "<", "1.5x", ">", "1x", "@0.01"]
+    assert row.endswith(f"meets_target  {summary}")
+    assert "decision: PROMOTE" in result.stdout
+
+
+def test_too_few_counts_hold(tmp_path: Path) -> None:
+    plan_file = metrics(tmp_path, COMPARED_PLAN, "plan.yaml")
+    data = json.loads(evaluate_limited(plan_file, counts_file(tmp_path, 10, 3), "--json").stdout)
+    assert (data["decision"], data["gates"][0]["verdict"], data["gates"][0]["comparison"]["verdict"]) == (
+        "hold",
+        "between",
+        "continue",
+    )
+
+
+def test_missing_counts_never_promote(tmp_path: Path) -> None:
+    plan_file = metrics(tmp_path, COMPARED_PLAN, "plan.yaml")
+    result = evaluate_limited(
+        plan_file, metrics(tmp_path, GOOD.replace("2026-11-20T09:00:00Z", "2026-11-28T07:00:00Z")), "--json"
+    )
+    crash = json.loads(result.stdout)["gates"][0]
+    assert (crash["verdict"], crash["comparison"], crash["comparison_reason"]) == (
+        "no_data",
+        None,
+        "no per-version rate counts of crash_rate in this stage to compare",
+    )
+
+
+def test_counts_for_a_metric_without_comparison_exit_2(tmp_path: Path) -> None:
+    plan_file = metrics(tmp_path, PLAN, "plan.yaml")
+    path = counts_file(tmp_path, 10, 3)
+    result = evaluate_limited(plan_file, path)
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"rollout: error: {path}: comparisons.crash_rate: no gate of plan cli-test-plan compares it\n",
+    )
