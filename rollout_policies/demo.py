@@ -284,8 +284,11 @@ class _Steps:
         started = time.monotonic()
         try:
             yield outcome
-        except DemoError as err:
+        except UserError as err:
             raise DemoError(f"step {number} ({title}): {err}") from None
+        except Exception as err:  # a tool's own failure: still one line, naming the step
+            first = (str(err).strip().splitlines() or [""])[0][:300]
+            raise DemoError(f"step {number} ({title}): {type(err).__name__}: {first}") from err
         seconds = time.monotonic() - started
         self.report.steps.append(StepRecord(number, title, seconds, outcome[0] if outcome else "done"))
         print(f"     ... {seconds:.1f}s", file=self.out, flush=True)
