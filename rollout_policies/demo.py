@@ -171,8 +171,10 @@ class _Repository:
 
 
 def _last_line(output: str) -> str:
-    lines = [line.strip() for line in output.splitlines() if "error" in line.lower()]
-    return (lines[-1] if lines else (output.strip().splitlines() or ["failed"])[-1])[:300]
+    """The first real error Pulumi reported (not its "update failed" / "2 errored" tallies)."""
+    causes = [line.split("error: ", 1)[1].strip() for line in output.splitlines() if "error: " in line]
+    causes = [cause for cause in causes if cause != "update failed"]
+    return (causes[0] if causes else (output.strip().splitlines() or ["failed"])[-1].strip())[:200]
 
 
 def _prepare_repository(info: EnvInfo, run_dir: Path) -> _Repository:
