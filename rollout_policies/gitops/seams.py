@@ -103,9 +103,12 @@ class AutomationApplier:
         from infra.program import main
         from rollout_policies.env.pulumi_runner import pulumi_command
 
+        def program() -> None:
+            main()
+
         workspace = auto.LocalWorkspace(
             work_dir=str(self.project_dir),
-            program=main,
+            program=program,
             env_vars=self.environment(stack),
             pulumi_command=pulumi_command(),
         )

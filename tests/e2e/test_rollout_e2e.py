@@ -34,7 +34,9 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 STACKS = {"local-us-east-1": "us-east-1", "local-us-west-2": "us-west-2"}
-SERVICE, NAMESPACE = "markethub-mobile", "markethub"
+SERVICE = "markethub-mobile"
+# Its own namespace and Pulumi backend: other end-to-end tests share the session's clusters.
+NAMESPACE = "markethub-e2e"
 POLICY_PACK = ROOT / "policy" / "run-policy-pack"
 
 
@@ -95,8 +97,15 @@ def rollout(local_env_info: EnvInfo, tmp_path_factory: pytest.TempPathFactory) -
     for stack, region in STACKS.items():
         path = work / f"Pulumi.{stack}.yaml"
         kubeconfig = local_env_info.kubeconfig(region)
-        path.write_text(path.read_text() + f"  kubernetes:kubeconfig: {kubeconfig}\n")
+        text = path.read_text().replace(
+            "markethub-rollout:namespace: markethub\n", f"markethub-rollout:namespace: {NAMESPACE}\n"
+        )
+        text = text.replace("veleroNamespace: markethub\n", f"veleroNamespace: {NAMESPACE}\n")
+        path.write_text(text + f"  kubernetes:kubeconfig: {kubeconfig}\n")
+    backend = base / "pulumi-backend"
+    backend.mkdir()
     env = {**os.environ, **local_env_info.pulumi_env(), **local_env_info.aws_env()}
+    env["PULUMI_BACKEND_URL"] = backend.as_uri()
     git(work, "commit", "-qam", "Point the local stacks at this environment's clusters")
     git(work, "push", "-q", "origin", "main")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
