@@ -38,7 +38,8 @@ from runbooks.region_failover import FailoverDns
 pytestmark = pytest.mark.e2e
 __all__ = ["local_env"]
 
-NAMESPACE = "markethub"
+# Its own namespace: other end-to-end tests deploy the service into the same clusters.
+NAMESPACE = "markethub-drill"
 STAGES = Path(__file__).with_name("kwok-velero-stages.yaml")
 
 
@@ -171,7 +172,7 @@ def test_both_drills_with_execute_on_the_local_environment(
     assert code == 0, out + err
 
     code, out, err = run(
-        ["drill", "region-failover", "--execute", *env, *bucket, "--ensure-records",
+        ["drill", "region-failover", "--execute", *env, *bucket, "--ensure-records", "--namespace", NAMESPACE,
          "--zone", regions.zone, "--record", regions.record, "--stacks-dir", str(tmp_path),
          "--endpoint", f"{PRIMARY}={regions.primary.url}",
          "--endpoint", f"{SECONDARY}={regions.secondary.url}",
@@ -189,7 +190,8 @@ def test_both_drills_with_execute_on_the_local_environment(
 
     # A fault injected mid-failover (after the secondary took the traffic) ends with DNS on the primary.
     code, out, err = run(
-        ["drill", "region-failover", "--execute", *env, *bucket, "--inject-fault", "verify-secondary-serves",
+        ["drill", "region-failover", "--execute", *env, *bucket, "--namespace", NAMESPACE,
+         "--inject-fault", "verify-secondary-serves",
          "--zone", regions.zone, "--record", regions.record, "--stacks-dir", str(tmp_path),
          "--endpoint", f"{PRIMARY}={regions.primary.url}",
          "--endpoint", f"{SECONDARY}={regions.secondary.url}",
@@ -203,7 +205,7 @@ def test_both_drills_with_execute_on_the_local_environment(
 
     code, out, err = run(
         ["drill", "backup-restore", "--execute", *env, *bucket, "--restore-dsn", postgres.dsn,
-         "--velero-wait", "30", "--report-dir", str(reports)],
+         "--namespace", NAMESPACE, "--velero-wait", "30", "--report-dir", str(reports)],
         capsys,
     )  # fmt: skip
     assert code == 0, out + err
