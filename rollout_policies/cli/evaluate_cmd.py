@@ -14,7 +14,7 @@ from rollout_policies.core.report import decision_as_dict, render_text
 from rollout_policies.errors import UserError
 from rollout_policies.metrics_file import load_metrics_file
 from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
-from rollout_policies.providers import PROVIDERS, collect
+from rollout_policies.providers import PROVIDERS, collect_evidence
 
 
 def _time(value: str | None, flag: str) -> datetime | None:
@@ -107,9 +107,10 @@ def evaluate(
         stage_started = _time(stage_started_text, "--stage-started") or loaded.stage_started_at
         step_started = _time(step_started_text, "--step-started") or loaded.step_started_at
     else:
-        evidence = Evidence.of(collect(plan, stage.id, now), signoffs)
         stage_started = _time(stage_started_text, "--stage-started")
         step_started = _time(step_started_text, "--step-started")
+        # comparison gates: per-version counts since the stage started, from Prometheus
+        evidence = collect_evidence(plan, stage.id, now, since=stage_started, signoffs=signoffs)
     if stage_started is None:
         raise UserError("--stage-started: required (or stage_started_at in the metrics file)")
 

@@ -220,9 +220,10 @@ def _evidence_source(
         return lambda state: evidence
 
     def live(state: RolloutState) -> Evidence:
-        from rollout_policies.providers import collect
+        from rollout_policies.providers import collect_evidence
 
-        return Evidence.of(collect(plan, state.stage, now), signoffs)
+        # comparison gates: per-version counts since the stage started, from Prometheus
+        return collect_evidence(plan, state.stage, now, since=state.stage_started_at, signoffs=signoffs)
 
     return live
 

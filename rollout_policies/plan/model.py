@@ -161,6 +161,23 @@ class GateComparison(_Frozen):
     tolerance: float = 1.5
     quantile: float | None = None  # latency: the quantile compared (0.95 when not given)
     dispersion: float | None = None  # a fixed overdispersion factor >= 1; None estimates it
+    # Where live counts come from (PromQL range queries, one series per version; docs/providers.md).
+    # Without them only a metrics file supplies the samples. A rate comparison names ``events`` and
+    # ``trials``; a latency comparison names ``histogram`` (grouped by ``label`` and ``le``).
+    events: str | None = None  # rate: bad events per interval, e.g. sum by (track) (increase(...[1m]))
+    trials: str | None = None  # rate: what the events are out of, per interval
+    histogram: str | None = None  # latency: cumulative bucket counts per interval, by (label, le)
+    label: str = "track"  # the series label that tells the versions apart
+    canary: str = "candidate"  # its value on the candidate's series
+    baseline: str = "stable"  # its value on the stable version's series
+    # The range-query step: one sample per interval. Must equal the range in the queries ([1m]),
+    # so the intervals neither overlap nor leave gaps.
+    interval: Duration = timedelta(minutes=1)
+
+    @field_validator("interval", mode="before")
+    @classmethod
+    def _interval(cls, value: Any) -> timedelta:
+        return parse_duration(value)
 
     @field_validator("alpha")
     @classmethod
@@ -198,7 +215,33 @@ class GateComparison(_Frozen):
             )
         if self.kind is ComparisonKind.RATE and self.quantile is not None:
             raise ValueError("quantile is for latency comparisons; a rate comparison has none")
+        if self.kind is ComparisonKind.RATE:
+            if self.histogram is not None:
+                raise ValueError(
+                    "histogram is for latency comparisons; a rate comparison uses events and trials"
+                )
+            if (self.events is None) != (self.trials is None):
+                raise ValueError("a rate comparison's queries come in pairs: give both events and trials")
+        elif self.events is not None or self.trials is not None:
+            raise ValueError(
+                "events and trials are for rate comparisons; a latency comparison uses histogram"
+            )
+        for name in ("events", "trials", "histogram", "label", "canary", "baseline"):
+            value = getattr(self, name)
+            if value is not None and not value.strip():
+                raise ValueError(f"{name} must not be empty")
+        if self.canary == self.baseline:
+            raise ValueError(f"canary and baseline must be different values of label {self.label!r}")
+        if self.interval <= timedelta(0):
+            raise ValueError("interval must be above 0")
         return self
+
+    @property
+    def live_queries(self) -> tuple[str, ...]:
+        """The PromQL range queries that supply this comparison's samples (empty: none given)."""
+        if self.kind is ComparisonKind.RATE:
+            return (self.events, self.trials) if self.events and self.trials else ()
+        return (self.histogram,) if self.histogram else ()
 
     @property
     def latency_quantile(self) -> float:

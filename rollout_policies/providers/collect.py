@@ -1,14 +1,17 @@
-"""Measure every metric one stage needs (its gates, its go/no-go criteria, the rollback triggers)."""
+"""Measure every metric one stage needs (its gates, its go/no-go criteria, the rollback triggers),
+and fetch the per-version samples its comparison gates read."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
-from rollout_policies.core.measurement import Measurement
+from rollout_policies.core.measurement import Evidence, Measurement
 from rollout_policies.errors import UserError
-from rollout_policies.plan.model import Plan, Stage
+from rollout_policies.plan.model import Gate, Plan, Stage
 from rollout_policies.providers.base import MetricProvider, as_utc
+from rollout_policies.providers.prometheus import ComparisonFetch, PrometheusProvider
 from rollout_policies.providers.registry import PROVIDERS, provider_for
 from rollout_policies.providers.settings import ProviderSettings
 
@@ -66,3 +69,77 @@ def collect(
 
     with ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="collect") as pool:
         return tuple(pool.map(measure_one, range(len(metrics))))
+
+
+def comparison_gates(stage: Stage) -> tuple[Gate, ...]:
+    """The stage's gates with a comparison, one per metric (the first in plan order): samples are
+    keyed by metric, so a second comparison of the same metric would read the same samples."""
+    first: dict[str, Gate] = {}
+    for gate in stage.gates:
+        if gate.comparison is not None and gate.metric not in first:
+            first[gate.metric] = gate
+    return tuple(first.values())
+
+
+def collect_comparisons(
+    plan: Plan,
+    stage_id: str,
+    now: datetime,
+    settings: ProviderSettings | None = None,
+    *,
+    since: datetime | None = None,
+) -> tuple[ComparisonFetch, ...]:
+    """Per-version samples for each comparison gate of the stage, from Prometheus range queries
+    (``since``: when the stage started; the window is bounded, see ``prometheus.comparison_window``).
+
+    Comparison queries are PromQL whatever provider the metric's own value comes from (the crash
+    rate's value is the crash reporter's, its per-version counts Prometheus's). A comparison that
+    names no queries is skipped: its samples can only come from a metrics file. A missing URL or a
+    dead server gives fetches with an ``error`` measurement and no samples, never a raise.
+    """
+    settings = settings or ProviderSettings.from_env()
+    now = as_utc(now)
+    try:
+        stage = plan.stage(stage_id)
+    except KeyError:
+        known = ", ".join(s.id for s in plan.stages)
+        raise UserError(f"unknown stage {stage_id!r} in plan {plan.name!r} (stages: {known})") from None
+    gates = [gate for gate in comparison_gates(stage) if gate.comparison and gate.comparison.live_queries]
+    if not gates:
+        return ()
+    try:
+        provider: PrometheusProvider | UserError = PrometheusProvider(**settings.for_provider("prometheus"))
+    except UserError as err:  # no Prometheus URL: the comparisons have no data source, the rest goes on
+        provider = err
+
+    def fetch(gate: Gate) -> ComparisonFetch:
+        assert gate.comparison is not None
+        metric = plan.metric(gate.metric)
+        if isinstance(provider, UserError):
+            return ComparisonFetch(gate.metric, Measurement.error(gate.metric, now, str(provider)))
+        return provider.compare(
+            gate.comparison, now, metric=gate.metric, since=since, max_age=metric.source.max_age
+        )
+
+    with ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="compare") as pool:
+        return tuple(pool.map(fetch, gates))
+
+
+def collect_evidence(
+    plan: Plan,
+    stage_id: str,
+    now: datetime,
+    settings: ProviderSettings | None = None,
+    *,
+    since: datetime | None = None,
+    signoffs: Iterable[str] = (),
+) -> Evidence:
+    """``collect``'s measurements and ``collect_comparisons``' samples as the core's ``Evidence``.
+
+    A failed comparison fetch adds no samples, so its gate reads ``no_data`` and holds; the fetch's
+    own message is in ``collect_comparisons`` (the core has no slot for it yet).
+    """
+    settings = settings or ProviderSettings.from_env()
+    measurements = collect(plan, stage_id, now, settings)
+    fetches = collect_comparisons(plan, stage_id, now, settings, since=since)
+    return Evidence.of(measurements, signoffs, samples=(s for f in fetches for s in f.samples))

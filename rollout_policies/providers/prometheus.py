@@ -1,4 +1,5 @@
-"""Prometheus: a PromQL instant query over the HTTP API (``/api/v1/query``), evaluated at ``now``.
+"""Prometheus: a PromQL instant query over the HTTP API (``/api/v1/query``), evaluated at ``now``,
+and the per-version range queries (``/api/v1/query_range``) that feed comparison gates.
 
 An empty vector and NaN are no data. The returned sample's timestamp is the observation time; a
 series whose target stopped answering gets Prometheus's staleness marker and drops out of the
@@ -7,15 +8,17 @@ result, so a dead exporter reads as no data rather than as its last good value.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import UTC, datetime
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import httpx
 
-from rollout_policies.core.measurement import Measurement
+from rollout_policies.core.measurement import ComparisonSample, LatencySample, Measurement, RateSample
 from rollout_policies.errors import UserError
-from rollout_policies.plan.model import MetricSource
+from rollout_policies.plan.model import ComparisonKind, GateComparison, MetricSource
 from rollout_policies.providers.base import (
     DEFAULT_ATTEMPTS,
     DEFAULT_TIMEOUT,
@@ -36,6 +39,14 @@ class PromQLClient(Protocol):
     def instant_query(self, promql: str, at: datetime) -> Mapping[str, Any]: ...
 
 
+class PromQLRangeClient(PromQLClient, Protocol):
+    """A client that can also run a range query (start..end every ``step``)."""
+
+    def range_query(
+        self, promql: str, start: datetime, end: datetime, step: timedelta
+    ) -> Mapping[str, Any]: ...
+
+
 class HttpPromQLClient:
     """The real client: Prometheus's HTTP API through httpx."""
 
@@ -44,10 +55,20 @@ class HttpPromQLClient:
         self.http = http or httpx.Client(timeout=timeout)
 
     def instant_query(self, promql: str, at: datetime) -> Mapping[str, Any]:
+        return self._get("query", {"query": promql, "time": f"{at.timestamp():.3f}"})
+
+    def range_query(self, promql: str, start: datetime, end: datetime, step: timedelta) -> Mapping[str, Any]:
+        params = {
+            "query": promql,
+            "start": f"{start.timestamp():.3f}",
+            "end": f"{end.timestamp():.3f}",
+            "step": f"{step.total_seconds():g}",
+        }
+        return self._get("query_range", params)
+
+    def _get(self, endpoint: str, params: Mapping[str, str]) -> Mapping[str, Any]:
         try:
-            response = self.http.get(
-                f"{self.url}/api/v1/query", params={"query": promql, "time": f"{at.timestamp():.3f}"}
-            )
+            response = self.http.get(f"{self.url}/api/v1/{endpoint}", params=params)
         except httpx.TimeoutException as err:
             raise TransientQueryFailure(f"timed out asking {self.url}: {type(err).__name__}") from err
         except httpx.TransportError as err:
@@ -123,9 +144,241 @@ class PrometheusProvider:
 
         return measure(self.name, metric, source, now, read, attempts=self.attempts)
 
+    def compare(
+        self,
+        settings: GateComparison,
+        now: datetime,
+        *,
+        metric: str,
+        since: datetime | None = None,
+        max_age: timedelta = timedelta(minutes=15),
+    ) -> ComparisonFetch:
+        """The comparison's per-version samples from ``since`` (the stage start) to ``now``.
+
+        Failures and empty answers are a ``ComparisonFetch`` whose measurement has phase ``error``
+        or ``no_data``, judged by ``base.measure`` like every other query; never raised.
+        """
+        now = as_utc(now)
+        found: list[ComparisonSample] = []
+        range_query = getattr(self.client, "range_query", None)
+
+        def read() -> Reading:
+            found.clear()
+            if not settings.live_queries:
+                raise QueryFailed("the comparison names no PromQL queries (events and trials, or histogram)")
+            if range_query is None:
+                raise QueryFailed("this Prometheus client cannot run range queries")
+            start, end = comparison_window(since, now, settings.interval)
+            if end - start < settings.interval:
+                raise NoValues(f"less than one interval ({settings.interval}) since the stage started")
+
+            def ask(promql: str) -> list[Series]:
+                return matrix_from(range_query(promql, start, end, settings.interval))
+
+            if settings.kind is ComparisonKind.RATE:
+                assert settings.events is not None and settings.trials is not None
+                samples: Sequence[ComparisonSample] = rate_samples(
+                    metric, settings, ask(settings.events), ask(settings.trials)
+                )
+            else:
+                assert settings.histogram is not None
+                samples = latency_samples(metric, settings, ask(settings.histogram))
+            if not samples:
+                raise NoValues(
+                    f"no interval with counts for both {settings.label}={settings.canary!r}"
+                    f" and {settings.label}={settings.baseline!r}"
+                )
+            found.extend(samples)
+            return Reading(float(len(samples)), samples[-1].observed_at)
+
+        source = MetricSource(provider=self.name, query=" ; ".join(settings.live_queries), max_age=max_age)
+        measurement = measure(f"{self.name} comparison", metric, source, now, read, attempts=self.attempts)
+        return ComparisonFetch(metric, measurement, tuple(found))
+
     def is_online(self) -> bool:
         try:
             with_retries(lambda: self.client.instant_query("vector(1)", datetime.now(UTC)), attempts=1)
         except Exception:
             return False
         return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparison gates: per-version counts per interval from range queries.
+# ---------------------------------------------------------------------------------------------
+
+MAX_POINTS = 10_000  # Prometheus refuses a range query of more than 11,000 points per series
+DEFAULT_LOOKBACK = timedelta(hours=24)  # when the caller does not say when the stage started
+# increase() extrapolates each series on its own, so an interval's events can come out a little
+# above its trials; within this slack they are capped at the trials, beyond it the queries are wrong.
+_EVENTS_SLACK = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class ComparisonFetch:
+    """One comparison gate's live samples, and how fetching them went.
+
+    ``measurement`` judges the fetch like any other query: phase ``ok`` (value: how many samples),
+    ``no_data`` (no series, no interval with both versions, or the newest older than ``max_age``)
+    or ``error`` (Prometheus failed or answered something unreadable). ``samples`` are empty unless
+    something was read; stale samples are kept, because a regression they show stays valid.
+    """
+
+    metric: str
+    measurement: Measurement
+    samples: tuple[ComparisonSample, ...] = ()
+
+
+def comparison_window(
+    since: datetime | None, now: datetime, interval: timedelta
+) -> tuple[datetime, datetime]:
+    """The range queried: from ``since`` (the stage start) to ``now``, at most ``MAX_POINTS`` steps."""
+    now = as_utc(now)
+    earliest = now - interval * MAX_POINTS
+    start = as_utc(since) if since is not None else now - DEFAULT_LOOKBACK
+    return max(start, earliest), now
+
+
+Series = tuple[Mapping[str, str], list[tuple[float, float]]]
+
+
+def matrix_from(data: Mapping[str, Any]) -> list[Series]:
+    """The series of a range query's answer: labels and (unix time, value) points."""
+    if data.get("resultType") != "matrix" or not isinstance(data.get("result"), list):
+        kind = data.get("resultType")
+        raise QueryFailed(f"unexpected result type {kind!r}; a range query returns a matrix")
+    series: list[Series] = []
+    for item in data["result"]:
+        labels = item.get("metric") if isinstance(item, Mapping) else None
+        values = item.get("values") if isinstance(item, Mapping) else None
+        if not isinstance(labels, Mapping) or not isinstance(values, list):
+            raise QueryFailed(f"malformed series {str(item)[:120]!r}")
+        points: list[tuple[float, float]] = []
+        for point in values:
+            try:
+                stamp, text = point
+                value = to_float(text, "a sample")
+                points.append((float(stamp), math.nan if value is None else value))
+            except (TypeError, ValueError) as err:
+                raise QueryFailed(f"malformed sample {point!r}") from err
+        series.append(({str(k): str(v) for k, v in labels.items()}, points))
+    return series
+
+
+def _version(labels: Mapping[str, str], settings: GateComparison, what: str) -> str | None:
+    """``canary``, ``baseline`` or None (another version: ignored) for a series' labels."""
+    if settings.label not in labels:
+        raise QueryFailed(
+            f"the {what} query returned a series without label {settings.label!r}"
+            f" ({dict(labels)}); group it by ({settings.label})"
+        )
+    value = labels[settings.label]
+    if value == settings.canary:
+        return "canary"
+    if value == settings.baseline:
+        return "baseline"
+    return None
+
+
+def _per_version(
+    series: Sequence[Series], settings: GateComparison, what: str
+) -> dict[str, dict[float, float]]:
+    """``{"canary": {t: v}, "baseline": {t: v}}`` from a query grouped by the version label only."""
+    found: dict[str, dict[float, float]] = {"canary": {}, "baseline": {}}
+    seen: set[str] = set()
+    for labels, points in series:
+        version = _version(labels, settings, what)
+        if version is None:
+            continue
+        if version in seen:
+            raise QueryFailed(
+                f"the {what} query returned several series for {settings.label}={labels[settings.label]!r};"
+                f" aggregate it: sum by ({settings.label}) (...)"
+            )
+        seen.add(version)
+        found[version] = {t: v for t, v in points if math.isfinite(v)}
+    return found
+
+
+def _at(stamp: float) -> datetime:
+    return datetime.fromtimestamp(stamp, tz=UTC)
+
+
+def rate_samples(
+    metric: str, settings: GateComparison, events: Sequence[Series], trials: Sequence[Series]
+) -> tuple[RateSample, ...]:
+    """One ``RateSample`` per step where both versions have trials (events missing there count 0).
+
+    No events series at all is no data, not zero: a typo in the query must not read as a clean
+    canary (initialise error counters at 0, as the simulator does).
+    """
+    bad = _per_version(events, settings, "events")
+    out_of = _per_version(trials, settings, "trials")
+    for version, name in (("canary", settings.canary), ("baseline", settings.baseline)):
+        if not out_of[version]:
+            raise NoValues(f"the trials query has no series for {settings.label}={name!r}")
+    if not bad["canary"] and not bad["baseline"]:
+        raise NoValues("the events query returned no series for either version")
+    samples: list[RateSample] = []
+    for stamp in sorted(set(out_of["canary"]) & set(out_of["baseline"])):
+        counts = []
+        for version in ("canary", "baseline"):
+            trial_count = max(0.0, out_of[version][stamp])
+            event_count = max(0.0, bad[version].get(stamp, 0.0))
+            if event_count > trial_count * (1 + _EVENTS_SLACK) + 1:
+                raise QueryFailed(
+                    f"{event_count:g} events but {trial_count:g} trials for {version} at"
+                    f" {_at(stamp).isoformat()}: the events query must count a subset of the trials"
+                )
+            counts += [min(event_count, trial_count), trial_count]
+        samples.append(RateSample(metric, _at(stamp), counts[0], counts[1], counts[2], counts[3]))
+    return tuple(samples)
+
+
+def latency_samples(
+    metric: str, settings: GateComparison, histogram: Sequence[Series]
+) -> tuple[LatencySample, ...]:
+    """One ``LatencySample`` per step where both versions have every bucket (cumulative ``le`` counts
+    differenced into per-bucket counts; a small negative difference from extrapolation is 0)."""
+    cumulative: dict[str, dict[float, dict[float, float]]] = {"canary": {}, "baseline": {}}
+    bounds: set[float] = set()
+    for labels, points in histogram:
+        version = _version(labels, settings, "histogram")
+        if version is None:
+            continue
+        if "le" not in labels:
+            raise QueryFailed(
+                f"the histogram query returned a series without le; group it by ({settings.label}, le)"
+            )
+        try:
+            bound = float(labels["le"])
+        except ValueError:
+            raise QueryFailed(f"le={labels['le']!r} is not a number") from None
+        bounds.add(bound)
+        per_step = cumulative[version]
+        for stamp, value in points:
+            if math.isfinite(value):
+                per_step.setdefault(stamp, {})[bound] = value
+    if not cumulative["canary"] or not cumulative["baseline"]:
+        missing = settings.canary if not cumulative["canary"] else settings.baseline
+        raise NoValues(f"the histogram query has no series for {settings.label}={missing!r}")
+    if math.inf not in bounds:
+        raise QueryFailed('the histogram query has no le="+Inf" bucket')
+    ordered = sorted(bounds)
+    edges = tuple(ordered[:-1])
+    if len(edges) < 2:
+        raise QueryFailed("the histogram query needs at least two finite le buckets")
+    samples: list[LatencySample] = []
+    for stamp in sorted(set(cumulative["canary"]) & set(cumulative["baseline"])):
+        counts: dict[str, tuple[float, ...]] = {}
+        for version in ("canary", "baseline"):
+            row = cumulative[version][stamp]
+            if any(bound not in row for bound in ordered):
+                break
+            running = [row[bound] for bound in ordered]
+            counts[version] = tuple(
+                max(0.0, running[i] - (running[i - 1] if i else 0.0)) for i in range(len(running))
+            )
+        if len(counts) == 2:
+            samples.append(LatencySample(metric, _at(stamp), edges, counts["canary"], counts["baseline"]))
+    return tuple(samples)

@@ -86,6 +86,13 @@ def test_show_json_is_the_whole_plan_and_loads_back(plan: Plan) -> None:
             "tolerance": 1.5,
             "quantile": None,
             "dispersion": None,
+            "events": "sum by (track) (increase(markethub_crashes_total[1m]))",
+            "trials": "sum by (track) (increase(markethub_sessions_total[1m]))",
+            "histogram": None,
+            "label": "track",
+            "canary": "candidate",
+            "baseline": "stable",
+            "interval": "1m",
         },
     }
     assert [t["window"] for t in data["triggers"]] == ["5m", "2m", "1m", "0s"]
