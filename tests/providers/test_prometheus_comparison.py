@@ -1,0 +1,261 @@
+"""Comparison gates fed by a real Prometheus: per-version range queries -> samples -> the core's test.
+
+Debian's Prometheus scrapes a local exporter every second whose counters (label ``track``:
+``candidate``/``stable``, as the simulator exports) a background thread raises at known rates. The
+queries use a 3s interval (``increase(...[3s])``, step 3s) instead of the plan's 1m so a few
+seconds of data give several intervals; waiting for them is a readiness poll, not an assertion.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from rollout_policies.core.gates import Verdict, judge_comparison
+from rollout_policies.core.measurement import LatencySample, Phase, RateSample
+from rollout_policies.env.services import free_port
+from rollout_policies.plan.loader import load_plan
+from rollout_policies.plan.model import ComparisonKind, GateComparison, Metric, MetricSource
+from rollout_policies.providers import PROVIDERS, ProviderSettings
+from rollout_policies.providers.collect import collect_comparisons, collect_evidence
+from rollout_policies.providers.prometheus import ComparisonFetch, PrometheusProvider
+
+pytestmark = pytest.mark.services
+
+INTERVAL = timedelta(seconds=3)
+TICK = 0.1  # seconds between counter increments
+TRIALS_PER_TICK = 100.0
+SHIPPED_PLAN = Path(__file__).parents[2] / "rollout_policies" / "plans" / "markethub-mobile.yaml"
+# Per version and tick: (events, trials) for the rate scenarios, and the share of requests at or
+# below each bucket bound for the latency ones.
+RATE_SCENARIOS = {
+    "clean": {"candidate": 10.0, "stable": 10.0},  # 10% errors on both versions
+    "regressed": {"candidate": 30.0, "stable": 10.0},  # the canary errs three times as often
+}
+BOUNDS = ("0.1", "0.25", "0.5", "1", "+Inf")
+FAST = (0.50, 0.80, 0.95, 0.99, 1.0)
+SLOW = (0.05, 0.20, 0.50, 0.80, 1.0)  # the canary's p95 moves from 0.5s to above 1s
+LATENCY_SCENARIOS = {
+    "clean": {"candidate": FAST, "stable": FAST},
+    "regressed": {"candidate": SLOW, "stable": FAST},
+}
+
+
+class Traffic:
+    """Raises the exporter's counters every ``TICK`` until stopped (Prometheus sees counters grow)."""
+
+    def __init__(self, exporter) -> None:
+        self.exporter = exporter
+        self.totals: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        self.stop = threading.Event()
+        self.tick()  # every series exists from the first scrape on
+        self.thread = threading.Thread(target=self.run, name="comparison-traffic", daemon=True)
+        self.thread.start()
+
+    def add(self, name: str, amount: float, **labels: str) -> None:
+        key = (name, tuple(sorted(labels.items())))
+        self.totals[key] = self.totals.get(key, 0.0) + amount
+        self.exporter.set(name, self.totals[key], **labels)
+
+    def tick(self) -> None:
+        for scenario, events in RATE_SCENARIOS.items():
+            for track, bad in events.items():
+                self.add(f"{scenario}_errors_total", bad, track=track, colour="x")
+                self.add(f"{scenario}_requests_total", TRIALS_PER_TICK, track=track, colour="x")
+        for scenario, shares in LATENCY_SCENARIOS.items():
+            for track, cumulative in shares.items():
+                for bound, share in zip(BOUNDS, cumulative, strict=True):
+                    self.add(
+                        f"{scenario}_duration_seconds_bucket", TRIALS_PER_TICK * share, track=track, le=bound
+                    )
+
+    def run(self) -> None:
+        while not self.stop.wait(TICK):
+            self.tick()
+
+
+@pytest.fixture(scope="module")
+def live(exporter_factory, prometheus_factory) -> Iterator[tuple[PrometheusProvider, datetime]]:
+    exporter = exporter_factory()
+    started = datetime.now(UTC)
+    traffic = Traffic(exporter)
+    try:
+        prometheus = prometheus_factory(scrape_targets=[exporter.target])
+        yield PrometheusProvider(url=prometheus.url), started
+    finally:
+        traffic.stop.set()
+        traffic.thread.join(timeout=5)
+
+
+def rate(scenario: str) -> GateComparison:
+    return GateComparison(
+        kind=ComparisonKind.RATE,
+        events=f"sum by (track) (increase({scenario}_errors_total[3s]))",
+        trials=f"sum by (track) (increase({scenario}_requests_total[3s]))",
+        interval=INTERVAL,
+    )
+
+
+def latency(scenario: str) -> GateComparison:
+    return GateComparison(
+        kind=ComparisonKind.LATENCY,
+        quantile=0.95,
+        histogram=f"sum by (track, le) (increase({scenario}_duration_seconds_bucket[3s]))",
+        interval=INTERVAL,
+    )
+
+
+def metric(metric_id: str) -> Metric:
+    return Metric(
+        id=metric_id,
+        name=metric_id,
+        direction="lower",
+        source=MetricSource(provider="prometheus", max_age=timedelta(minutes=1)),
+    )
+
+
+def fetch_enough(
+    provider: PrometheusProvider, settings: GateComparison, since: datetime, metric_id: str, want: int = 4
+) -> tuple[ComparisonFetch, datetime]:
+    """Poll until Prometheus holds ``want`` intervals of both versions (a readiness wait)."""
+    deadline = time.monotonic() + 40
+    while True:
+        now = datetime.now(UTC)
+        fetched = provider.compare(settings, now, metric=metric_id, since=since)
+        if len(fetched.samples) >= want or time.monotonic() > deadline:
+            return fetched, now
+        time.sleep(0.5)
+
+
+def judged(provider, settings, since, metric_id: str, want: int = 4) -> tuple[ComparisonFetch, Verdict, str]:
+    fetched, now = fetch_enough(provider, settings, since, metric_id, want)
+    part = judge_comparison(settings, metric(metric_id), fetched.samples, now=now, stage_started_at=since)
+    return fetched, part.verdict, part.reason
+
+
+def test_clean_canary_rate_is_not_a_regression(live) -> None:
+    provider, since = live
+
+    fetched, verdict, reason = judged(provider, rate("clean"), since, "api_error_rate")
+
+    assert fetched.measurement.phase is Phase.OK, fetched.measurement.message
+    assert fetched.measurement.value == len(fetched.samples) >= 4
+    assert all(isinstance(s, RateSample) for s in fetched.samples)
+    first = fetched.samples[0]
+    assert isinstance(first, RateSample)
+    # about 3s of traffic per interval: 10 ticks of 100 requests, 10% errors, on each version
+    assert 1500 < first.canary_trials < 4500 and 1500 < first.baseline_trials < 4500
+    assert first.canary_events == pytest.approx(first.canary_trials / 10, rel=0.2)
+    assert [s.observed_at for s in fetched.samples] == sorted(s.observed_at for s in fetched.samples)
+    assert all(s.observed_at > since for s in fetched.samples)
+    assert verdict in (Verdict.MEETS_TARGET, Verdict.BETWEEN), reason
+
+
+def test_regressed_canary_rate_is_a_regression(live) -> None:
+    provider, since = live
+
+    # the test estimates overdispersion from the intervals: a 3x ratio needs about 7 of them
+    fetched, verdict, reason = judged(provider, rate("regressed"), since, "api_error_rate", want=8)
+
+    assert fetched.measurement.phase is Phase.OK, fetched.measurement.message
+    newest = fetched.samples[-1]
+    assert isinstance(newest, RateSample)
+    assert newest.canary_events / newest.canary_trials == pytest.approx(0.3, rel=0.2)
+    assert newest.baseline_events / newest.baseline_trials == pytest.approx(0.1, rel=0.2)
+    assert verdict is Verdict.BEYOND_ALERT, reason
+    assert "regression" in reason
+
+
+def test_latency_histograms_become_per_bucket_counts(live) -> None:
+    provider, since = live
+
+    clean, clean_verdict, clean_reason = judged(provider, latency("clean"), since, "api_response_time")
+    _, slow_verdict, slow_reason = judged(provider, latency("regressed"), since, "api_response_time")
+
+    assert clean.measurement.phase is Phase.OK, clean.measurement.message
+    sample = clean.samples[0]
+    assert isinstance(sample, LatencySample)
+    assert sample.edges == (0.1, 0.25, 0.5, 1.0)
+    total = sum(sample.canary)
+    # non-cumulative: 50% / 30% / 15% / 4% / 1% of the interval's requests per bucket
+    shares = [count / total for count in sample.canary]
+    assert shares == pytest.approx([0.50, 0.30, 0.15, 0.04, 0.01], abs=0.02)
+    assert clean_verdict in (Verdict.MEETS_TARGET, Verdict.BETWEEN), clean_reason
+    assert slow_verdict is Verdict.BEYOND_ALERT, slow_reason
+
+
+def test_no_series_is_no_data(live) -> None:
+    provider, since = live
+    missing = GateComparison(
+        kind=ComparisonKind.RATE,
+        events="sum by (track) (increase(nobody_exports_this_total[3s]))",
+        trials="sum by (track) (increase(nor_this_total[3s]))",
+        interval=INTERVAL,
+    )
+
+    fetched = provider.compare(missing, datetime.now(UTC), metric="api_error_rate", since=since)
+
+    assert fetched.measurement.phase is Phase.NO_DATA
+    assert "no series" in fetched.measurement.message
+    assert fetched.samples == ()
+    part = judge_comparison(
+        missing, metric("api_error_rate"), fetched.samples, now=datetime.now(UTC), stage_started_at=since
+    )
+    assert part.verdict is Verdict.NO_DATA
+
+
+def test_series_without_the_version_label_is_an_error(live) -> None:
+    provider, since = live
+    ungrouped = GateComparison(
+        kind=ComparisonKind.RATE,
+        events="sum(increase(clean_errors_total[3s]))",
+        trials="sum(increase(clean_requests_total[3s]))",
+        interval=INTERVAL,
+    )
+
+    fetched = provider.compare(ungrouped, datetime.now(UTC), metric="api_error_rate", since=since)
+
+    assert fetched.measurement.phase is Phase.ERROR
+    assert "without label 'track'" in fetched.measurement.message
+
+
+def test_prometheus_down_is_an_error() -> None:
+    provider = PrometheusProvider(url=f"http://127.0.0.1:{free_port()}", attempts=1, timeout=2)
+    now = datetime.now(UTC)
+
+    fetched = provider.compare(rate("clean"), now, metric="api_error_rate", since=now - timedelta(minutes=5))
+
+    assert fetched.measurement.phase is Phase.ERROR
+    assert "cannot reach" in fetched.measurement.message
+    assert fetched.samples == ()
+
+
+def test_collect_fetches_every_comparison_of_the_shipped_plan() -> None:
+    """The shipped plan's limited stage against a dead Prometheus: one error fetch per comparison
+    gate, and evidence without samples (those gates then read no_data and hold)."""
+    plan = load_plan(SHIPPED_PLAN, providers=tuple(PROVIDERS))
+    settings = ProviderSettings(prometheus_url=f"http://127.0.0.1:{free_port()}", attempts=1, timeout=2)
+    now = datetime.now(UTC)
+
+    fetches = collect_comparisons(plan, "limited", now, settings, since=now - timedelta(hours=1))
+    evidence = collect_evidence(plan, "limited", now, settings, since=now - timedelta(hours=1))
+
+    assert [f.metric for f in fetches] == ["crash_rate", "api_response_time", "api_error_rate"]
+    assert all(f.measurement.phase is Phase.ERROR for f in fetches)
+    assert evidence.samples == ()
+    assert {m.metric for m in evidence.measurements} >= {"crash_rate", "api_error_rate"}
+
+
+def test_collect_without_a_prometheus_url_says_so() -> None:
+    plan = load_plan(SHIPPED_PLAN, providers=tuple(PROVIDERS))
+
+    fetches = collect_comparisons(plan, "medium", datetime.now(UTC), ProviderSettings())
+
+    assert len(fetches) == 3
+    assert all(f.measurement.phase is Phase.ERROR for f in fetches)
+    assert all("ROLLOUT_PROMETHEUS_URL" in f.measurement.message for f in fetches)
