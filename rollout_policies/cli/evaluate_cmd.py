@@ -109,8 +109,9 @@ def evaluate(
     else:
         stage_started = _time(stage_started_text, "--stage-started")
         step_started = _time(step_started_text, "--step-started")
-        # comparison gates: per-version counts since the stage started, from Prometheus
-        evidence = collect_evidence(plan, stage.id, now, since=stage_started, signoffs=signoffs)
+        if stage_started is not None:  # without it the error below comes before any query
+            # comparison gates: per-version counts since the stage started, from Prometheus
+            evidence = collect_evidence(plan, stage.id, now, since=stage_started, signoffs=signoffs)
     if stage_started is None:
         raise UserError("--stage-started: required (or stage_started_at in the metrics file)")
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from rollout_policies.core.gates import Verdict, judge_comparison
 from rollout_policies.core.measurement import LatencySample, Phase, RateSample
@@ -22,8 +23,15 @@ from rollout_policies.env.services import free_port
 from rollout_policies.plan.loader import load_plan
 from rollout_policies.plan.model import ComparisonKind, GateComparison, Metric, MetricSource
 from rollout_policies.providers import PROVIDERS, ProviderSettings
+from rollout_policies.providers.base import QueryFailed
 from rollout_policies.providers.collect import collect_comparisons, collect_evidence
-from rollout_policies.providers.prometheus import ComparisonFetch, PrometheusProvider
+from rollout_policies.providers.prometheus import (
+    ComparisonFetch,
+    PrometheusProvider,
+    latency_samples,
+    matrix_from,
+    rate_samples,
+)
 
 pytestmark = pytest.mark.services
 
@@ -259,3 +267,80 @@ def test_collect_without_a_prometheus_url_says_so() -> None:
     assert len(fetches) == 3
     assert all(f.measurement.phase is Phase.ERROR for f in fetches)
     assert all("ROLLOUT_PROMETHEUS_URL" in f.measurement.message for f in fetches)
+
+
+# --- reading answers and plan fields (no server: the answers are Prometheus's JSON shape) ---
+
+
+def matrix(*series: tuple[dict[str, str], list[tuple[float, str]]]) -> dict:
+    return {"resultType": "matrix", "result": [{"metric": m, "values": v} for m, v in series]}
+
+
+def test_one_version_twice_asks_for_aggregation() -> None:
+    twice = matrix(
+        ({"track": "candidate", "code": "500"}, [(1e9, "1")]), ({"track": "candidate"}, [(1e9, "2")])
+    )
+    trials = matrix(({"track": "candidate"}, [(1e9, "10")]), ({"track": "stable"}, [(1e9, "10")]))
+
+    with pytest.raises(QueryFailed, match=r"several series for track='candidate'.*sum by \(track\)"):
+        rate_samples("m", rate("clean"), matrix_from(twice), matrix_from(trials))
+
+
+def test_events_far_above_trials_is_an_error_and_a_little_above_is_capped() -> None:
+    trials = matrix(({"track": "candidate"}, [(1e9, "100")]), ({"track": "stable"}, [(1e9, "100")]))
+    a_little = matrix(({"track": "candidate"}, [(1e9, "101")]), ({"track": "stable"}, [(1e9, "3")]))
+    far = matrix(({"track": "candidate"}, [(1e9, "300")]), ({"track": "stable"}, [(1e9, "3")]))
+
+    (capped,) = rate_samples("m", rate("clean"), matrix_from(a_little), matrix_from(trials))
+    assert (capped.canary_events, capped.canary_trials, capped.baseline_events) == (100.0, 100.0, 3.0)
+    with pytest.raises(QueryFailed, match="300 events but 100 trials"):
+        rate_samples("m", rate("clean"), matrix_from(far), matrix_from(trials))
+
+
+def test_other_versions_are_ignored_and_missing_events_count_zero() -> None:
+    trials = matrix(
+        ({"track": "candidate"}, [(1e9, "50"), (1e9 + 60, "40")]),
+        ({"track": "stable"}, [(1e9, "60"), (1e9 + 60, "70")]),
+        ({"track": "shadow"}, [(1e9, "5")]),
+    )
+    events = matrix(({"track": "stable"}, [(1e9 + 60, "2")]))
+
+    samples = rate_samples("m", rate("clean"), matrix_from(events), matrix_from(trials))
+
+    assert [(s.canary_events, s.canary_trials, s.baseline_events, s.baseline_trials) for s in samples] == [
+        (0.0, 50.0, 0.0, 60.0),
+        (0.0, 40.0, 2.0, 70.0),
+    ]
+
+
+def test_histogram_without_inf_bucket_is_an_error() -> None:
+    buckets = matrix(
+        *(({"track": t, "le": le}, [(1e9, "5")]) for t in ("candidate", "stable") for le in ("0.1", "0.5"))
+    )
+
+    with pytest.raises(QueryFailed, match=r'no le="\+Inf" bucket'):
+        latency_samples("m", latency("clean"), matrix_from(buckets))
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"kind": "rate", "events": "a"}, "give both events and trials"),
+        ({"kind": "rate", "histogram": "h"}, "histogram is for latency"),
+        ({"kind": "latency", "events": "a", "trials": "b"}, "events and trials are for rate"),
+        ({"kind": "rate", "canary": "blue", "baseline": "blue"}, "must be different"),
+        ({"kind": "latency", "histogram": "h", "interval": "0s"}, "interval must be above 0"),
+    ],
+)
+def test_plan_rejects_inconsistent_comparison_queries(fields: dict[str, str], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        GateComparison.model_validate(fields)
+
+
+def test_a_comparison_without_queries_needs_a_metrics_file() -> None:
+    assert GateComparison(kind=ComparisonKind.RATE).live_queries == ()
+    fetched = PrometheusProvider(url="http://127.0.0.1:9").compare(
+        GateComparison(kind=ComparisonKind.RATE), datetime.now(UTC), metric="m"
+    )
+    assert fetched.measurement.phase is Phase.ERROR
+    assert "names no PromQL queries" in fetched.measurement.message
