@@ -2,8 +2,11 @@
 the tool's webhook, and a Grafana dashboard of the stage's metrics against their thresholds.
 
 Two rule objects, so each changes only when it must: the trigger rules are plan-wide (a promotion
-never touches them); the gate alerts follow the current stage's tables. A trigger's ``for:`` is its
-window from the plan ("crash rate > 5% for 5 minutes"; "immediately" is ``0s``). A metric whose
+never touches them); the gate alerts follow the current stage's tables. The plan says "roll back
+within" a window ("crash rate > 5%: auto-rollback in 5 minutes"; "immediately"), so a trigger's
+``for:`` is its window less the detection budget (``alerts.detectionBudget``, 35s: the rule group's
+30s evaluation interval plus webhook, commit and apply), never below ``0s``: the rollback is live
+within the window, not one evaluation and one apply after it. A metric whose
 source is Prometheus is watched with its own query. A metric from another provider (CloudWatch, SQL,
 a JSON API) is watched through a bridge gauge, ``markethub_rollout_measurement{metric, service}``
 by default (``alerts.bridgeMetric``), which whatever carries those measurements into Prometheus
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import pulumi
@@ -27,7 +31,16 @@ import pulumi
 from infra import kube, naming
 from infra.kube import Manifest
 from infra.settings import Alerts
-from rollout_policies.plan.model import Direction, Gate, Metric, Plan, Stage, Threshold, format_duration
+from rollout_policies.plan.model import (
+    Direction,
+    Gate,
+    Metric,
+    Plan,
+    Stage,
+    Threshold,
+    format_duration,
+    parse_duration,
+)
 
 COMPONENT = "alerts"
 PROMETHEUS = "prometheus"
@@ -51,6 +64,11 @@ class AlertsArgs:
 def prometheus_duration(value: Any) -> str:
     """A plan duration as Prometheus writes it: ``5m``, ``1h``, ``0s`` for "immediately"."""
     return format_duration(value)
+
+
+def trigger_for(args: AlertsArgs, window: timedelta) -> timedelta:
+    """How long a trigger's condition must hold before its rule fires (see the module doc)."""
+    return max(timedelta(0), window - parse_duration(args.alerts.detection_budget))
 
 
 def _camel(identifier: str) -> str:
@@ -88,7 +106,7 @@ def trigger_rules(args: AlertsArgs) -> list[Manifest]:
             {
                 "alert": f"Rollback{_camel(trigger.id)}",
                 "expr": expr,
-                "for": prometheus_duration(trigger.window),
+                "for": prometheus_duration(trigger_for(args, trigger.window)),
                 "labels": {
                     **routing_labels(args),
                     "severity": "critical",

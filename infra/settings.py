@@ -120,6 +120,9 @@ class Alerts(_Section):
     traffic_query: str = ""
     # The gauge carrying non-Prometheus measurements into Prometheus, labelled metric and service.
     bridge_metric: str = "markethub_rollout_measurement"
+    # Taken off each trigger's window in its rule's `for:`, so the rollback is live within the
+    # window: the rule group's evaluation interval (30s) plus the webhook, commit and apply (~5s).
+    detection_budget: str = "35s"
 
 
 class Drills(_Section):

@@ -34,5 +34,6 @@ def test_pulumi_failing_names_the_stack(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_an_unknown_applier_is_rejected(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match=r"^--applier 'kubectl': unknown \(known: pulumi, pulumi-cli, pulumi-local\)$"):
+    known = r"\(known: pulumi, pulumi-cli, pulumi-local\)"
+    with pytest.raises(UserError, match=rf"^--applier 'kubectl': unknown {known}$"):
         make_applier("kubectl", tmp_path)

@@ -21,9 +21,19 @@ def _rules(deployed, name):
     return {r["alert"]: r for r in deployed.one("PrometheusRule", name)["spec"]["groups"][0]["rules"]}
 
 
-def test_each_trigger_waits_for_its_window_before_firing(plan):
+def test_each_trigger_fires_its_detection_budget_before_its_window_ends(plan):
     rules = _rules(deploy(settings(), plan), f"{SERVICE}-rollback-triggers")
     assert {name: rule["for"] for name, rule in rules.items()} == {
+        "RollbackCrashRate": "265s",
+        "RollbackApiErrorRate": "85s",
+        "RollbackLoadBalancerFailures": "25s",
+        "RollbackDatabaseConnectionLoss": "0s",
+    }
+
+
+def test_the_plan_window_stays_on_each_trigger_rule(plan):
+    rules = _rules(deploy(settings(), plan), f"{SERVICE}-rollback-triggers")
+    assert {name: rule["annotations"]["window"] for name, rule in rules.items()} == {
         "RollbackCrashRate": "5m",
         "RollbackApiErrorRate": "2m",
         "RollbackLoadBalancerFailures": "1m",
@@ -145,7 +155,7 @@ def test_promtool_accepts_the_rules_generated_from_the_shipped_plan(tmp_path):
 
 @pytest.mark.services
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian's prometheus package) is not installed")
-def test_prometheus_fires_a_trigger_only_after_its_window(plan, tmp_path):
+def test_prometheus_fires_a_trigger_after_its_for_duration_inside_its_window(plan, tmp_path):
     args = AlertsArgs(
         service=SERVICE,
         namespace="m",
@@ -180,9 +190,10 @@ def test_prometheus_fires_a_trigger_only_after_its_window(plan, tmp_path):
                     }
                 ],
                 "alert_rule_test": [
-                    {"eval_time": "90s", "alertname": "RollbackLoadBalancerFailures", "exp_alerts": []},
+                    # Pending at 60s; held 30s >= its 25s `for:` at 90s, inside the 1m window.
+                    {"eval_time": "60s", "alertname": "RollbackLoadBalancerFailures", "exp_alerts": []},
                     {
-                        "eval_time": "150s",
+                        "eval_time": "90s",
                         "alertname": "RollbackLoadBalancerFailures",
                         "exp_alerts": [
                             {
