@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from rollout_policies.core.gates import Verdict, judge_comparison
+from rollout_policies.core.gates import Verdict, evaluate_stage_gates, judge_comparison
 from rollout_policies.core.measurement import LatencySample, Phase, RateSample
 from rollout_policies.env.services import free_port
 from rollout_policies.plan.loader import load_plan
@@ -81,6 +81,20 @@ class Traffic:
                     self.add(
                         f"{scenario}_duration_seconds_bucket", TRIALS_PER_TICK * share, track=track, le=bound
                     )
+
+        # the shipped plan's series, as simulator/service.py exports them: 1% bad on both versions
+        for track in ("candidate", "stable"):
+            self.add("markethub_sessions_total", TRIALS_PER_TICK, track=track)
+            self.add("markethub_crashes_total", 1.0, track=track)
+            self.add("http_server_requests_total", TRIALS_PER_TICK - 1, track=track, code="200")
+            self.add("http_server_requests_total", 1.0, track=track, code="500")
+            for bound, share in zip(BOUNDS, FAST, strict=True):
+                self.add(
+                    "http_server_request_duration_seconds_bucket",
+                    TRIALS_PER_TICK * share,
+                    track=track,
+                    le=bound,
+                )
 
     def run(self) -> None:
         while not self.stop.wait(TICK):
@@ -344,3 +358,34 @@ def test_a_comparison_without_queries_needs_a_metrics_file() -> None:
     )
     assert fetched.measurement.phase is Phase.ERROR
     assert "names no PromQL queries" in fetched.measurement.message
+
+
+def test_collect_evidence_feeds_the_shipped_plans_comparison_gates(live, tmp_path: Path) -> None:
+    """The shipped plan with its ranges and interval shortened from 1m to 3s (the only change):
+    every comparison gate of the limited stage gets samples and a verdict from the test."""
+    provider, since = live
+    text = SHIPPED_PLAN.read_text().replace("[1m]))", "[3s]))").replace("interval: 1m", "interval: 3s")
+    (tmp_path / "plan.yaml").write_text(text)
+    plan = load_plan(tmp_path / "plan.yaml", providers=tuple(PROVIDERS))
+    settings = ProviderSettings(prometheus_url=provider.client.url, attempts=1)
+    compared = {"crash_rate", "api_response_time", "api_error_rate"}
+    deadline = time.monotonic() + 40
+    while True:  # readiness: at least two intervals of every compared metric
+        now = datetime.now(UTC)
+        evidence = collect_evidence(plan, "limited", now, settings, since=since)
+        if all(len(evidence.samples_of(m)) >= 2 for m in compared) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+
+    stage = plan.stage("limited")
+    verdicts = evaluate_stage_gates(
+        stage, {m.id: m for m in plan.metrics}, evidence, now=now, stage_started_at=since, step=0
+    )
+
+    parts = {v.metric: v.comparison for v in verdicts if v.comparison is not None}
+    assert set(parts) == compared
+    for metric_id, part in parts.items():
+        assert part.result is not None, (metric_id, part.reason)
+        assert part.verdict in (Verdict.MEETS_TARGET, Verdict.BETWEEN), (metric_id, part.reason)
+    kinds = {type(s) for s in evidence.samples_of("api_response_time")}
+    assert kinds == {LatencySample}
