@@ -82,9 +82,9 @@ def _git_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--applier",
             type=click.Choice(sorted(APPLIERS)),
-            default="pulumi-cli",
+            default="pulumi",
             show_default=True,
-            help="How the apply reaches the cluster.",
+            help="How the apply reaches the cluster (as for `rollout rollback --applier`).",
         ),
         click.option("--actor", default=None, help="Who rolls back, for the audit trail."),
         click.option(
