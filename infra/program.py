@@ -7,15 +7,11 @@
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pulumi
-from pydantic import ValidationError
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 
 from infra import kube, naming
 from infra.alerts import AlertsArgs, RollbackAlerts
@@ -28,6 +24,7 @@ from infra.flags import FeatureFlags, FlagsArgs, config_map_name
 from infra.settings import KEYS, NAMESPACE, StackSettings, read_settings
 from infra.traffic import TrafficSplit, TrafficSplitArgs
 from rollout_policies.errors import UserError
+from rollout_policies.plan.loader import load_plan
 from rollout_policies.plan.model import Plan, Stage
 from rollout_policies.state import Colour
 
@@ -89,29 +86,7 @@ def resolve_plan_path(path: str) -> Path:
 
 def load_plan_file(path: Path) -> Plan:
     """The plan, through the plan loader (whose errors name the file, line and field)."""
-    try:
-        loader = importlib.import_module("rollout_policies.plan.loader")
-    except ModuleNotFoundError as err:
-        if err.name != "rollout_policies.plan.loader":
-            raise
-        return _load_plan_plainly(path)
-    plan: Plan = loader.load_plan(path)
-    return plan
-
-
-def _load_plan_plainly(path: Path) -> Plan:
-    # Used only until the plan loader lands: the same model, with less precise error locations.
-    try:
-        data = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise UserError(f"{path}: cannot read the plan ({err.strerror})") from None
-    except YAMLError as err:
-        raise UserError(f"{path}: not valid YAML ({err})") from None
-    try:
-        return Plan.model_validate(data)
-    except ValidationError as err:
-        first = err.errors()[0]
-        raise UserError(f"{path}: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+    return load_plan(path)
 
 
 def current_stage(settings: StackSettings, plan: Plan) -> Stage:
