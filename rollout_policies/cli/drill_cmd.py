@@ -11,16 +11,12 @@ from typing import Any
 import click
 
 from rollout_policies.errors import UserError
+from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
 from rollout_policies.plan.model import Plan
 
 
 def _load_plan(path: str | None) -> Plan:
-    try:
-        from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
-    except ImportError as err:  # the loader is built by another module; say so plainly
-        raise UserError(f"--plan: the plan loader is not available ({err})") from err
-    plan: Plan = load_plan(Path(path) if path else DEFAULT_PLAN)
-    return plan
+    return load_plan(Path(path) if path else DEFAULT_PLAN)
 
 
 def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
