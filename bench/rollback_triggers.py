@@ -10,8 +10,9 @@ condition begin (the alert's ``activeAt``), so the figure splits into "condition
 window" and the pipeline's own overhead. Two lanes with no fault run for the whole benchmark, one
 with the real windows and one with windows compressed 60x; neither may roll back.
 
-The apply to an API server (stable weights live on the HTTPRoute) is not in these figures: the lanes
-run ``rollout serve --no-apply`` until the Pulumi applier for the local environment is wired.
+The lanes run ``rollout serve --no-apply``: these figures end at the rollback commit. ``--applied``
+measures instead, on the local environment, database loss -> stable weights live on the HTTPRoute
+(the commit plus the Pulumi apply).
 """
 
 from __future__ import annotations
