@@ -23,10 +23,11 @@ from typing import Self
 
 import httpx
 
+from infra.settings import Alerts
 from rollout_policies.alerting.rules import alertmanager_config, write_trigger_rules
 from rollout_policies.env.local import EnvInfo
 from rollout_policies.env.services import HOST, Alertmanager, Prometheus, free_port
-from rollout_policies.plan.model import Plan
+from rollout_policies.plan.model import Plan, parse_duration
 from rollout_policies.state import Colour
 from simulator.bridge import write_bridge_rules
 from simulator.simulation import Simulation
@@ -106,6 +107,12 @@ def compressed(plan: Plan, factor: float) -> Plan:
     return plan.model_copy(update={"triggers": triggers})
 
 
+def compressed_budget(factor: float) -> str:
+    """The rules' detection budget divided like the windows, so compressed triggers keep their order."""
+    seconds = parse_duration(Alerts().detection_budget).total_seconds() / factor
+    return f"{seconds:g}s"
+
+
 class ServeProcess:
     """``rollout serve`` as its own process (the real command line), stopped by its pid."""
 
@@ -180,9 +187,11 @@ class AlertingLane:
         region: str = REGION,
         serve_apply: tuple[str, ...] = ("--no-apply",),
         serve_env: dict[str, str] | None = None,
+        detection_budget: str | None = None,
     ) -> None:
         self.root = root
         self.plan = plan
+        self.detection_budget = detection_budget
         self.weights = weights or FixedSplit(50.0, 50.0)
         self.sessions_per_second = sessions_per_second
         self.evaluation_interval = evaluation_interval
@@ -239,6 +248,7 @@ class AlertingLane:
                 self.plan,
                 {self.stack: self.region},
                 interval=self.evaluation_interval,
+                detection_budget=self.detection_budget,
             ),
             write_bridge_rules(
                 root / "bridge.rules.json", self.plan.service, interval=self.evaluation_interval

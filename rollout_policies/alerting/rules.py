@@ -20,8 +20,15 @@ DEFAULT_NAMESPACE = "markethub"
 RECEIVER = "rollout-webhook"
 
 
-def _args(plan: Plan, stack: str, region: str, bridge_metric: str | None = None) -> AlertsArgs:
-    alerts = Alerts() if bridge_metric is None else Alerts(bridge_metric=bridge_metric)
+def _args(
+    plan: Plan,
+    stack: str,
+    region: str,
+    bridge_metric: str | None = None,
+    detection_budget: str | None = None,
+) -> AlertsArgs:
+    settings = {"bridge_metric": bridge_metric, "detection_budget": detection_budget}
+    alerts = Alerts(**{key: value for key, value in settings.items() if value is not None})
     return AlertsArgs(
         service=plan.service,
         namespace=DEFAULT_NAMESPACE,
@@ -44,20 +51,33 @@ def trigger_queries(plan: Plan) -> dict[str, str]:
     return queries
 
 
-def trigger_rule_groups(plan: Plan, stacks: dict[str, str], *, interval: str = "30s") -> dict[str, Any]:
-    """A rule file's content: one group per stack (``stacks`` maps stack -> region)."""
+def trigger_rule_groups(
+    plan: Plan, stacks: dict[str, str], *, interval: str = "30s", detection_budget: str | None = None
+) -> dict[str, Any]:
+    """A rule file's content: one group per stack (``stacks`` maps stack -> region).
+
+    ``detection_budget`` (default: the infra's, 35s) is taken off each window in ``for:``.
+    """
     groups = []
     for stack, region in stacks.items():
-        rules = trigger_rules(_args(plan, stack, region))
+        rules = trigger_rules(_args(plan, stack, region, detection_budget=detection_budget))
         groups.append(
             {"name": f"{plan.service}.rollback-triggers.{stack}", "interval": interval, "rules": rules}
         )
     return {"groups": groups}
 
 
-def write_trigger_rules(path: Path, plan: Plan, stacks: dict[str, str], *, interval: str = "30s") -> Path:
+def write_trigger_rules(
+    path: Path,
+    plan: Plan,
+    stacks: dict[str, str],
+    *,
+    interval: str = "30s",
+    detection_budget: str | None = None,
+) -> Path:
     """Write the trigger rule file (atomically: Prometheus may reload at any moment)."""
-    content = json.dumps(trigger_rule_groups(plan, stacks, interval=interval), indent=1)
+    groups = trigger_rule_groups(plan, stacks, interval=interval, detection_budget=detection_budget)
+    content = json.dumps(groups, indent=1)
     partial = path.with_name(path.name + ".partial")
     partial.write_text(content + "\n")
     partial.replace(path)

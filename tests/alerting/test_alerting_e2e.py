@@ -17,7 +17,7 @@ import pytest
 from rollout_policies.gitops.stack_config import state_from_text
 from rollout_policies.plan.model import Plan
 from rollout_policies.state import Colour
-from simulator.harness import FAULTS, STACK, AlertingLane, compressed
+from simulator.harness import FAULTS, STACK, AlertingLane, compressed, compressed_budget
 
 pytestmark = pytest.mark.services
 
@@ -28,7 +28,7 @@ def test_each_fault_in_green_lands_one_rollback_commit_through_alertmanager(
 ) -> None:
     fast = compressed(plan, 60)
     text = next(t.text for t in plan.triggers if t.id == trigger)
-    with AlertingLane(tmp_path, fast, seed=11) as lane:
+    with AlertingLane(tmp_path, fast, seed=11, detection_budget=compressed_budget(60)) as lane:
         lane.wait_for_traffic()
         time.sleep(2)
         assert lane.remote.commits_since_seed() == []

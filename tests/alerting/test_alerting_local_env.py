@@ -19,7 +19,7 @@ import pytest
 
 from rollout_policies.env.local import EnvInfo
 from rollout_policies.plan.model import Plan
-from simulator.harness import AlertingLane, GitRemote, LocalDeployment, compressed
+from simulator.harness import AlertingLane, GitRemote, LocalDeployment, compressed, compressed_budget
 from simulator.traffic import HTTPRouteWeights
 
 pytestmark = [pytest.mark.e2e, pytest.mark.services]
@@ -48,6 +48,7 @@ def test_database_loss_in_green_rolls_back_and_the_route_on_the_api_server_retur
         tmp_path, compressed(plan, 60), weights=weights, sessions_per_second=25,
         remote=GitRemote.existing(deployed.remote), stack=STACK, region=REGION,
         serve_apply=("--apply", "--applier", "pulumi"), serve_env=deployed.env,
+        detection_budget=compressed_budget(60),
     ) as lane:  # fmt: skip
         lane.wait_for_traffic(timeout=60)
         lane.simulation.inject("green", db_down=True)
