@@ -46,7 +46,8 @@ def _now(text: str | None) -> datetime:
     return moment
 
 
-def _common(command: Callable[..., Any]) -> Callable[..., Any]:
+def repository_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options naming the plan, the repository and its stacks (shared with `rollout serve`)."""
     options = [
         click.option(
             "--plan",
@@ -76,14 +77,18 @@ def _common(command: Callable[..., Any]) -> Callable[..., Any]:
             multiple=True,
             help="A stack (repeatable; default: every stack config with a rollout block).",
         ),
-        click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON."),
     ]
     for option in reversed(options):
         command = option(command)
     return command
 
 
-def _setup(
+def _common(command: Callable[..., Any]) -> Callable[..., Any]:
+    command = click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")(command)
+    return repository_options(command)
+
+
+def open_repository(
     plan_path: Path, repo_dir: Path, config_dir: str, remote: str, main_branch: str, stacks: tuple[str, ...]
 ) -> tuple[Plan, GitRepo, tuple[str, ...]]:
     plan = load_plan(plan_path)
@@ -167,7 +172,7 @@ def promote(
     Exit status 0 for promote and hold, 3 when a stack needs a rollback, 2 for bad input.
     """
     now = _now(now_text)
-    plan, repo, stacks = _setup(plan_path, repo_dir, config_dir, remote, main_branch, stacks)
+    plan, repo, stacks = open_repository(plan_path, repo_dir, config_dir, remote, main_branch, stacks)
     evidence_for = _evidence_source(plan, metrics_file, signoffs, now)
     forge = None
     reviewers: tuple[str, ...] = ()
@@ -291,7 +296,7 @@ def rollback(
     now = _now(now_text)
     if not stacks:
         raise UserError("--stack: name the stacks to roll back (a rollback never guesses)")
-    plan, repo, stacks = _setup(plan_path, repo_dir, config_dir, remote, main_branch, stacks)
+    plan, repo, stacks = open_repository(plan_path, repo_dir, config_dir, remote, main_branch, stacks)
     ops = GitOps(
         repo=repo,
         plan=plan,
@@ -340,7 +345,7 @@ def status(
     live: str,
 ) -> None:
     """Per stack: stage, step, versions, weights, since when, last decision and its commit, drift."""
-    plan, repo, stacks = _setup(plan_path, repo_dir, config_dir, remote, main_branch, stacks)
+    plan, repo, stacks = open_repository(plan_path, repo_dir, config_dir, remote, main_branch, stacks)
     ops = GitOps(repo=repo, plan=plan, config_dir=config_dir)
     found = ops.status(stacks, make_live_state(live, repo_dir / config_dir, plan.service))
     rows = []

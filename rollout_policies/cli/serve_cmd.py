@@ -13,13 +13,12 @@ from typing import Any
 
 import click
 
-from rollout_policies.cli.gitops_cmd import _setup
+from rollout_policies.cli.gitops_cmd import open_repository, repository_options
 from rollout_policies.errors import UserError
 from rollout_policies.gitops.engine import GitOps, default_actor
 from rollout_policies.gitops.notify import Notifier
 from rollout_policies.gitops.seams import APPLIERS, make_applier
 from rollout_policies.gitops.stack_config import config_name
-from rollout_policies.plan.loader import DEFAULT_PLAN
 from rollout_policies.plan.model import parse_duration
 
 
@@ -54,25 +53,6 @@ def _seconds(text: str, flag: str) -> float:
 def _git_options(command: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option(
-            "--plan",
-            "plan_path",
-            type=click.Path(path_type=Path, dir_okay=False),
-            default=DEFAULT_PLAN,
-            show_default="the shipped markethub-mobile plan",
-            help="Plan file (its triggers say which alerts roll back).",
-        ),
-        click.option(
-            "--repo",
-            "repo_dir",
-            type=click.Path(path_type=Path, file_okay=False),
-            default=Path("."),
-            help="The git clone holding the stack configs (default: the current directory).",
-        ),
-        click.option("--config-dir", default="", help="Folder of the Pulumi.<stack>.yaml files in the repo."),
-        click.option("--remote", default="origin", show_default=True, help="The git remote to push to."),
-        click.option("--main", "main_branch", default="main", show_default=True, help="The main branch."),
-        click.option("--stack", "stacks", multiple=True, help="A stack (repeatable)."),
-        click.option(
             "--apply/--no-apply",
             "apply_now",
             default=True,
@@ -97,7 +77,7 @@ def _git_options(command: Callable[..., Any]) -> Callable[..., Any]:
     ]
     for option in reversed(options):
         command = option(command)
-    return command
+    return repository_options(command)
 
 
 def _rollback(
@@ -113,7 +93,7 @@ def _rollback(
 ) -> tuple[Any, tuple[str, ...], Any]:
     from rollout_policies.alerting import GitRollback
 
-    plan, repo, stacks = _setup(plan_path, repo_dir, config_dir, remote, main_branch, stacks)
+    plan, repo, stacks = open_repository(plan_path, repo_dir, config_dir, remote, main_branch, stacks)
     for stack in stacks:
         # Found out at start, not at the first alert in the middle of an incident.
         if not (repo_dir / config_dir / config_name(stack)).is_file():
