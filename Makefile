@@ -19,11 +19,11 @@ help:
 	@echo "make lint       ruff, mypy on the decision core, import layering, workflow lint"
 	@echo "make bench      every benchmark; make bench-gates the canary statistics benchmark"
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml rig/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "[venv] installing Python packages into $(VENV)"
 	@$(PY) -m pip install -q --upgrade pip
-	@$(PY) -m pip install -q -e '.[dev]'
+	@$(PY) -m pip install -q -e '.[dev]' -e ./rig
 	@touch $@
 
 venv: $(VENV)/.installed
@@ -47,7 +47,7 @@ test-fast: venv
 
 demo: venv tools
 	$(VENV)/bin/rollout env up
-	$(PY) -m rollout_policies.demo
+	$(PY) -m devenv.demo
 
 env-up: venv tools
 	$(VENV)/bin/rollout env up

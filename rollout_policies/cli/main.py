@@ -9,12 +9,13 @@ from typing import Any
 import click
 
 from rollout_policies.errors import UserError
+from rollout_policies.plugins import COMMANDS_GROUP, registered
 
 # command name -> "module:attribute" of its click command. Adding a command is one line here.
+# Other installed distributions add commands under plugins.COMMANDS_GROUP (the rig adds `env`).
 COMMANDS: dict[str, str] = {
     "plan": "rollout_policies.cli.plan_cmd:plan",
     "evaluate": "rollout_policies.cli.evaluate_cmd:evaluate",
-    "env": "rollout_policies.cli.env_cmd:env",
     "promote": "rollout_policies.cli.gitops_cmd:promote",
     "rollback": "rollout_policies.cli.gitops_cmd:rollback",
     "status": "rollout_policies.cli.gitops_cmd:status",
@@ -28,7 +29,7 @@ class _LazyGroup(click.Group):
     """Imports a command's module only when that command runs, so `rollout --help` stays fast."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
+        return sorted({*COMMANDS, *registered(COMMANDS_GROUP)})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         return self._load(cmd_name)
@@ -37,7 +38,8 @@ class _LazyGroup(click.Group):
     def _load(name: str) -> click.Command | None:
         target = COMMANDS.get(name)
         if target is None:
-            return None
+            plugin = registered(COMMANDS_GROUP).get(name)
+            return None if plugin is None else plugin.load()
         module_name, attribute = target.split(":")
         command: click.Command = getattr(importlib.import_module(module_name), attribute)
         return command
