@@ -14,6 +14,7 @@ from rollout_policies.core.report import decision_as_dict, render_text
 from rollout_policies.errors import UserError
 from rollout_policies.metrics_file import load_metrics_file
 from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
+from rollout_policies.plan.model import UnknownStage
 from rollout_policies.providers import PROVIDERS, collect_evidence
 
 
@@ -91,9 +92,8 @@ def evaluate(
     plan = load_plan(plan_path, providers=tuple(PROVIDERS))
     try:
         stage = plan.stage(stage_id)
-    except KeyError:
-        known = ", ".join(s.id for s in plan.stages)
-        raise UserError(f"--stage: {stage_id!r} is not a stage of {plan_path} (stages: {known})") from None
+    except UnknownStage as err:
+        raise UserError(f"--stage: {err}") from None
     if step is None:
         step = len(stage.steps) - 1
     elif not 0 <= step < len(stage.steps):

@@ -12,7 +12,7 @@ from rollout_policies.core.gates import GateVerdict, Verdict, evaluate_stage_gat
 from rollout_policies.core.measurement import Evidence, require_aware
 from rollout_policies.core.triggers import TriggerResult, TriggerStatus, evaluate_triggers
 from rollout_policies.errors import UserError
-from rollout_policies.plan.model import CriterionKind, Metric, Plan, Stage, format_duration
+from rollout_policies.plan.model import CriterionKind, Metric, Plan, format_duration
 
 
 class Action(StrEnum):
@@ -117,7 +117,7 @@ def decide(
     require_aware(now, "now")
     require_aware(stage_started_at, "stage_started_at")
     require_aware(step_started_at, "step_started_at")
-    stage = _stage(plan, stage_id)
+    stage = plan.stage(stage_id)
     if not 0 <= step < len(stage.steps):
         raise UserError(
             f"stage {stage.id} has steps 0..{len(stage.steps) - 1}; step {step} is not in plan {plan.name}"
@@ -237,14 +237,6 @@ def _criterion_code(result: CriterionResult, last_step: bool) -> ReasonCode | No
     if not result.no_go and result.status is CriterionStatus.NOT_MET:
         return ReasonCode.GO_NOT_MET
     return None
-
-
-def _stage(plan: Plan, stage_id: str) -> Stage:
-    try:
-        return plan.stage(stage_id)
-    except KeyError:
-        known = ", ".join(s.id for s in plan.stages)
-        raise UserError(f"stage {stage_id!r} is not in plan {plan.name} (stages: {known})") from None
 
 
 def _metric_map(plan: Plan) -> dict[str, Metric]:

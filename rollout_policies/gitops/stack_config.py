@@ -1,7 +1,8 @@
-"""Round-trip reads and edits of the rollout block in a stack's ``Pulumi.<stack>.yaml``.
+"""Round-trip edits of the rollout block in a stack's ``Pulumi.<stack>.yaml``.
 
-Only the keys whose values change are rewritten: comments, key order, quoting, flow style and
-indentation survive, so the pull request's diff is the few lines that moved traffic.
+Reading is ``rollout_policies.stack_file``'s (re-exported here for the gitops callers). Only the
+keys whose values change are rewritten: comments, key order, quoting, flow style and indentation
+survive, so the pull request's diff is the few lines that moved traffic.
 """
 
 from __future__ import annotations
@@ -17,33 +18,25 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
-from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, ScalarString
 from ruamel.yaml.util import load_yaml_guess_indent
 
 from rollout_policies.errors import UserError
+from rollout_policies.stack_file import config_name, load_document, read_state, stacks_in, state_from_text
 from rollout_policies.state import CONFIG_KEY, RolloutState
 
-CONFIG_PREFIX = "Pulumi."
-CONFIG_SUFFIX = ".yaml"
-
-
-def config_name(stack: str) -> str:
-    """The file name of a stack's config, relative to the Pulumi project directory."""
-    return f"{CONFIG_PREFIX}{stack}{CONFIG_SUFFIX}"
-
-
-def stacks_in(directory: Path) -> tuple[str, ...]:
-    """Stacks in a directory whose config holds a rollout block, sorted by name."""
-    found = []
-    for path in sorted(directory.glob(f"{CONFIG_PREFIX}*{CONFIG_SUFFIX}")):
-        stack = path.name[len(CONFIG_PREFIX) : -len(CONFIG_SUFFIX)]
-        if stack and CONFIG_KEY in path.read_text(encoding="utf-8"):
-            found.append(stack)
-    return tuple(found)
+__all__ = [
+    "changed_lines",
+    "config_name",
+    "read_state",
+    "render_state",
+    "stacks_in",
+    "state_from_text",
+    "write_state",
+    "write_text_atomically",
+]
 
 
 def _yaml(indent: int | None = None, block_seq_indent: int | None = None) -> YAML:
@@ -55,17 +48,8 @@ def _yaml(indent: int | None = None, block_seq_indent: int | None = None) -> YAM
     return yaml
 
 
-def _load(text: str, source: str) -> Any:
-    try:
-        return _yaml().load(text)
-    except YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
-        raise UserError(f"{where}: not valid YAML ({getattr(err, 'problem', None) or err})") from None
-
-
 def _plain(value: Any) -> Any:
-    """ruamel's commented containers and timestamps as plain Python values for validation."""
+    """ruamel's commented containers and timestamps as plain Python values for comparison."""
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -81,26 +65,6 @@ def _block(document: Any, source: str) -> CommentedMap:
     if not isinstance(block, CommentedMap):
         raise UserError(f"{source}: config.{CONFIG_KEY}: missing (the stack has no rollout state)")
     return block
-
-
-def state_from_text(text: str, source: str) -> RolloutState:
-    """The rollout state in a stack config's text; ``source`` names the file in errors."""
-    block = _block(_load(text, source), source)
-    try:
-        return RolloutState.model_validate(_plain(block))
-    except ValidationError as err:
-        first = err.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        where = f"config.{CONFIG_KEY}" + (f".{field}" if field else "")
-        raise UserError(f"{source}: {where}: {first['msg']}") from None
-
-
-def read_state(path: Path) -> RolloutState:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such stack config") from None
-    return state_from_text(text, str(path))
 
 
 def _needs_quotes(text: str) -> bool:
@@ -197,7 +161,7 @@ def render_state(text: str, state: RolloutState, source: str) -> str:
     Each changed value is replaced where it stands, in its own quoting, so nothing else in the file
     moves. Keys the block lacks are added through a ruamel dump (a one-off reformat of the file).
     """
-    document = _load(text, source)
+    document = load_document(text, source, _yaml())
     block = _block(document, source)
     wanted = state.to_config()
     edits = _edits(block, wanted)

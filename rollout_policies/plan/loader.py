@@ -26,7 +26,6 @@ from ruamel.yaml import YAML
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from rollout_policies.errors import UserError
 from rollout_policies.plan.model import (
     Criterion,
     CriterionKind,
@@ -35,6 +34,7 @@ from rollout_policies.plan.model import (
     Metric,
     Op,
     Plan,
+    PlanError,
     Threshold,
 )
 
@@ -50,10 +50,6 @@ _LOWER_OK = {"target": (Op.LT, Op.LE), "alert": (Op.GT, Op.GE)}
 _HIGHER_OK = {"target": (Op.GT, Op.GE), "alert": (Op.LT, Op.LE)}
 
 Loc = tuple[str | int, ...]
-
-
-class PlanError(UserError):
-    """A plan file that cannot be used; the message is one line naming the file, line and field."""
 
 
 @dataclass(frozen=True)

@@ -37,11 +37,7 @@ def collect(
     """
     settings = settings or ProviderSettings.from_env()
     now = as_utc(now)
-    try:
-        stage = plan.stage(stage_id)
-    except KeyError:
-        known = ", ".join(s.id for s in plan.stages)
-        raise UserError(f"unknown stage {stage_id!r} in plan {plan.name!r} (stages: {known})") from None
+    stage = plan.stage(stage_id)
     metrics = []
     for metric_id in metrics_for_stage(plan, stage):
         try:
@@ -99,11 +95,7 @@ def collect_comparisons(
     """
     settings = settings or ProviderSettings.from_env()
     now = as_utc(now)
-    try:
-        stage = plan.stage(stage_id)
-    except KeyError:
-        known = ", ".join(s.id for s in plan.stages)
-        raise UserError(f"unknown stage {stage_id!r} in plan {plan.name!r} (stages: {known})") from None
+    stage = plan.stage(stage_id)
     gates = [gate for gate in comparison_gates(stage) if gate.comparison and gate.comparison.live_queries]
     if not gates:
         return ()
