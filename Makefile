@@ -34,7 +34,9 @@ tools:
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check rollout_policies/core rollout_policies/plan
-	$(VENV)/bin/mypy rollout_policies/core rollout_policies/plan rollout_policies/state.py infra
+	$(VENV)/bin/mypy rollout_policies/core rollout_policies/plan rollout_policies/state.py rollout_policies/stack_file.py \
+		rollout_policies/providers infra
+	$(VENV)/bin/mypy tests/test_public_api.py
 	$(VENV)/bin/lint-imports
 	bash .github/lint-workflows.sh
 

@@ -44,7 +44,7 @@ DEFAULT_PLAN = Path(__file__).resolve().parent.parent / "plans" / "markethub-mob
 # cannot import the providers' registry; the command line passes the registry's names in
 # (``load_plan(path, providers=...)``) and this tuple is the default until then. "manual" is not a
 # backend: a person supplies the value (a sign-off or a figure from finance or research).
-KNOWN_PROVIDERS: tuple[str, ...] = ("prometheus", "cloudwatch", "sql", "json_http", "manual")
+KNOWN_PROVIDERS: tuple[str, ...] = ("prometheus", "cloudwatch", "sql", "json_http", "manual", "metrics_file")
 
 _LOWER_OK = {"target": (Op.LT, Op.LE), "alert": (Op.GT, Op.GE)}
 _HIGHER_OK = {"target": (Op.GT, Op.GE), "alert": (Op.LT, Op.LE)}

@@ -10,11 +10,12 @@ from datetime import datetime
 from rollout_policies.core.measurement import Evidence, Measurement
 from rollout_policies.errors import UserError
 from rollout_policies.plan.model import Gate, Plan, Stage
-from rollout_policies.providers.base import MetricProvider, as_utc
-from rollout_policies.providers.prometheus import ComparisonFetch, PrometheusProvider
-from rollout_policies.providers.registry import PROVIDERS, provider_for
+from rollout_policies.providers.base import ComparisonFetch, ComparisonProvider, MetricProvider, as_utc
+from rollout_policies.providers.registry import PROVIDERS, comparison_provider_for, provider_for
 from rollout_policies.providers.settings import ProviderSettings
 
+# Comparison queries are PromQL whatever provider a metric's own value comes from.
+COMPARISONS_FROM = "prometheus"
 _WORKERS = 8  # queries wait on the network, not the CPU; a few at once keeps a stage under seconds
 
 
@@ -100,7 +101,9 @@ def collect_comparisons(
     if not gates:
         return ()
     try:
-        provider: PrometheusProvider | UserError = PrometheusProvider(**settings.for_provider("prometheus"))
+        provider: ComparisonProvider | UserError = comparison_provider_for(
+            COMPARISONS_FROM, **settings.for_provider(COMPARISONS_FROM)
+        )
     except UserError as err:  # no Prometheus URL: the comparisons have no data source, the rest goes on
         provider = err
 
