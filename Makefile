@@ -33,9 +33,11 @@ $(VENV)/.installed: pyproject.toml rig/pyproject.toml requirements.lock
 venv: $(VENV)/.installed
 
 # Re-pin requirements.lock (product + dev extra + rig) and requirements-runtime.lock (the product
-# alone, the same versions) from the ranges in pyproject.toml and rig/pyproject.toml.
+# alone, the same versions) from the ranges in pyproject.toml and rig/pyproject.toml. Pins already
+# in the lock stay where the ranges allow; LOCK_ARGS=--upgrade moves all to the newest in range.
+LOCK_ARGS ?=
 lock: venv
-	$(VENV)/bin/uv pip compile requirements.in --generate-hashes --python-version 3.11 --quiet \
+	$(VENV)/bin/uv pip compile requirements.in --generate-hashes --python-version 3.11 --quiet $(LOCK_ARGS) \
 		--no-emit-package markethub-rollout --no-emit-package markethub-rollout-devenv -o requirements.lock
 	$(VENV)/bin/uv pip compile pyproject.toml --generate-hashes --python-version 3.11 --quiet \
 		-c requirements.lock -o requirements-runtime.lock
