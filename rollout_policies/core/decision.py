@@ -12,7 +12,7 @@ from rollout_policies.core.gates import GateVerdict, Verdict, evaluate_stage_gat
 from rollout_policies.core.measurement import Evidence, require_aware
 from rollout_policies.core.triggers import TriggerResult, TriggerStatus, evaluate_triggers
 from rollout_policies.errors import UserError
-from rollout_policies.plan.model import CriterionKind, Metric, Plan, format_duration
+from rollout_policies.plan.model import CriterionKind, Metric, Plan, Stage, format_duration
 
 
 class Action(StrEnum):
@@ -117,14 +117,47 @@ def decide(
     require_aware(now, "now")
     require_aware(stage_started_at, "stage_started_at")
     require_aware(step_started_at, "step_started_at")
+    stage = _stage_at(plan, stage_id, step)
+    last_step = step == len(stage.steps) - 1
+
+    gates, criteria, triggers = _judge_evidence(plan, stage, step, evidence, now, stage_started_at)
+    reasons = _ordered(
+        [
+            *_evidence_reasons(gates, criteria, triggers, last_step),
+            *_clock_reasons(stage, step, last_step, now, stage_started_at, step_started_at),
+        ]
+    )
+    action = _action(reasons)
+    if action is Action.PROMOTE:
+        reasons.append(_ready(plan, stage, step, last_step, gates))
+    return StageDecision(
+        stage=stage.id,
+        step=step,
+        last_step=last_step,
+        action=action,
+        reasons=tuple(reasons),
+        gates=gates,
+        criteria=criteria,
+        triggers=triggers,
+        now=now,
+    )
+
+
+def _stage_at(plan: Plan, stage_id: str, step: int) -> Stage:
+    """The stage, when ``step`` is one of its steps (an unknown stage is the plan's UnknownStage)."""
     stage = plan.stage(stage_id)
     if not 0 <= step < len(stage.steps):
         raise UserError(
             f"stage {stage.id} has steps 0..{len(stage.steps) - 1}; step {step} is not in plan {plan.name}"
         )
-    last_step = step == len(stage.steps) - 1
-    metrics = _metric_map(plan)
+    return stage
 
+
+def _judge_evidence(
+    plan: Plan, stage: Stage, step: int, evidence: Evidence, now: datetime, stage_started_at: datetime
+) -> tuple[tuple[GateVerdict, ...], tuple[CriterionResult, ...], tuple[TriggerResult, ...]]:
+    """The stage's gate verdicts, its go and no-go criteria, and the plan's rollback triggers."""
+    metrics = _metric_map(plan)
     gates = evaluate_stage_gates(
         stage, metrics, evidence, now=now, stage_started_at=stage_started_at, step=step
     )
@@ -141,8 +174,16 @@ def decide(
         for no_go, group in ((False, stage.go), (True, stage.no_go))
         for criterion in group
     )
-    triggers = evaluate_triggers(plan, evidence, now=now)
+    return gates, criteria, evaluate_triggers(plan, evidence, now=now)
 
+
+def _evidence_reasons(
+    gates: tuple[GateVerdict, ...],
+    criteria: tuple[CriterionResult, ...],
+    triggers: tuple[TriggerResult, ...],
+    last_step: bool,
+) -> list[Reason]:
+    """What in the measurements stands in the way: gates off target, criteria, triggers."""
     reasons: list[Reason] = []
     for gate in gates:
         if gate.gating and gate.verdict is not Verdict.MEETS_TARGET:
@@ -154,7 +195,19 @@ def decide(
     for trig in triggers:
         if trig.status is not TriggerStatus.CLEAR:
             reasons.append(Reason(_TRIGGER_CODES[trig.status], trig.id, f"{trig.text}: {trig.reason}"))
+    return reasons
 
+
+def _clock_reasons(
+    stage: Stage,
+    step: int,
+    last_step: bool,
+    now: datetime,
+    stage_started_at: datetime,
+    step_started_at: datetime,
+) -> list[Reason]:
+    """What the clock still asks for: the step's bake time, and at the last step the stage's minimum."""
+    reasons: list[Reason] = []
     baked = now - step_started_at
     bake = stage.steps[step].bake
     if baked < bake:
@@ -174,41 +227,38 @@ def decide(
                 f"in stage {span(in_stage)} of minimum {format_duration(stage.min_duration)}",
             )
         )
+    return reasons
 
-    # A metric in two tables gives the same reason twice; keep the first.
-    reasons = list(dict.fromkeys(reasons))
-    # Roll-back reasons first: they are what a reader must see first.
-    reasons.sort(key=lambda r: r.code not in ROLLBACK_CODES)
+
+def _ordered(reasons: list[Reason]) -> list[Reason]:
+    """Each reason once (a metric in two tables gives the same reason twice), roll-back reasons
+    first: they are what a reader must see first."""
+    unique = list(dict.fromkeys(reasons))
+    unique.sort(key=lambda r: r.code not in ROLLBACK_CODES)
+    return unique
+
+
+def _action(reasons: list[Reason]) -> Action:
+    """Any roll-back reason rolls back; any other reason holds; none promotes."""
     if any(r.code in ROLLBACK_CODES for r in reasons):
-        action = Action.ROLLBACK
-    elif reasons:
-        action = Action.HOLD
+        return Action.ROLLBACK
+    return Action.HOLD if reasons else Action.PROMOTE
+
+
+def _ready(plan: Plan, stage: Stage, step: int, last_step: bool, gates: tuple[GateVerdict, ...]) -> Reason:
+    """The reason of a promotion: what was met, and where it leads."""
+    if not last_step:
+        target = f"step {step + 1}"
+    elif plan.stage_index(stage.id) + 1 < len(plan.stages):
+        target = "the next stage"
     else:
-        action = Action.PROMOTE
-        if not last_step:
-            target = f"step {step + 1}"
-        elif plan.stage_index(stage.id) + 1 < len(plan.stages):
-            target = "the next stage"
-        else:
-            target = "completing the rollout"
-        gating = sum(1 for g in gates if g.gating)
-        reasons.append(
-            Reason(
-                ReasonCode.READY,
-                f"{stage.id}/step {step}",
-                f"{gating} gating gates meet target, bake {format_duration(bake)} done; ready for {target}",
-            )
-        )
-    return StageDecision(
-        stage=stage.id,
-        step=step,
-        last_step=last_step,
-        action=action,
-        reasons=tuple(reasons),
-        gates=gates,
-        criteria=criteria,
-        triggers=triggers,
-        now=now,
+        target = "completing the rollout"
+    gating = sum(1 for g in gates if g.gating)
+    bake = format_duration(stage.steps[step].bake)
+    return Reason(
+        ReasonCode.READY,
+        f"{stage.id}/step {step}",
+        f"{gating} gating gates meet target, bake {bake} done; ready for {target}",
     )
 
 
