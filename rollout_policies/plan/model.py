@@ -224,8 +224,22 @@ UNIT_RANGES: dict[str, tuple[str, ValueRange]] = {
     **{
         unit: _COUNT
         for unit in (
-            "alerts", "bugs", "crashes", "errors", "events", "hosts", "issues", "items", "orders",
-            "pods", "referrals", "requests", "sessions", "tickets", "users", "count",
+            "alerts",
+            "bugs",
+            "crashes",
+            "errors",
+            "events",
+            "hosts",
+            "issues",
+            "items",
+            "orders",
+            "pods",
+            "referrals",
+            "requests",
+            "sessions",
+            "tickets",
+            "users",
+            "count",
         )
     },
     "ratio": _RATIO,
