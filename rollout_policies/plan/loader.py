@@ -583,10 +583,10 @@ def _range_problem(threshold: Threshold, metric: Metric) -> str | None:
         Op.EQ: False,
     }[op]
     if never:
-        return f"'{threshold}' can never hold: {metric.id} lies in {metric.range_text}"
+        return f"'{threshold}' can never hold: {metric.id} is always {metric.range_text}"
     if always:
         return (
-            f"'{threshold}' holds for every value {metric.id} can take ({metric.range_text}), "
+            f"'{threshold}' holds for every value {metric.id} can take (always {metric.range_text}), "
             "so it judges nothing"
         )
     return None

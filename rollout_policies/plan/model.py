@@ -101,9 +101,17 @@ def safe_id(value: Any) -> Any:
 
 
 def metric_id(value: Any) -> Any:
+    return _name(value, "metric id")
+
+
+def feature_name(value: Any) -> Any:
+    return _name(value, "feature name")
+
+
+def _name(value: Any, kind: str) -> Any:
     if isinstance(value, str) and not METRIC_ID.match(value):
         raise ValueError(
-            f"{_shown(value)} is not a safe metric id (a lower-case letter, then lower-case letters, "
+            f"{_shown(value)} is not a safe {kind} (a lower-case letter, then lower-case letters, "
             "digits and underscores, at most 63)"
         )
     return value
@@ -197,11 +205,11 @@ class ValueRange(_Frozen):
 
     def __str__(self) -> str:
         if self.min is not None and self.max is not None:
-            return f"{self.min:g}..{self.max:g}"
+            return f"within {self.min:g}..{self.max:g}"
         if self.min is not None:
-            return f"at least {self.min:g}"
+            return f">= {self.min:g}"
         if self.max is not None:
-            return f"at most {self.max:g}"
+            return f"<= {self.max:g}"
         return "any finite number"
 
 
@@ -273,7 +281,7 @@ class MetricSource(_Frozen):
     @field_validator("options")
     @classmethod
     def _finite_options(cls, value: dict[str, Any]) -> dict[str, Any]:
-        _finite_inside(value, "options")
+        _finite_inside(value, "")
         return value
 
 
@@ -283,7 +291,7 @@ def _finite_inside(value: Any, where: str) -> None:
         raise ValueError(f"{where}: expected a finite number, got {value}")
     if isinstance(value, dict):
         for key, item in value.items():
-            _finite_inside(item, f"{where}.{key}")
+            _finite_inside(item, f"{where}.{key}" if where else str(key))
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
             _finite_inside(item, f"{where}[{index}]")
@@ -316,9 +324,9 @@ class Metric(_Frozen):
 
     @property
     def range_text(self) -> str:
-        """The valid range in words: "0..100 (a percentage)", "at least -100 (the plan's range)"."""
+        """The valid range in words: "within 0..100 (a percentage)", ">= -100 (the plan's range)"."""
         if self.range is not None:
-            return f"{self.range} (the plan's range for {self.id})"
+            return f"{self.range} (the plan's range)"
         what, values = unit_range(self.unit)
         return f"{values} ({what})" if what else str(values)
 
@@ -527,7 +535,7 @@ class Criterion(_Frozen):
         return None if value is None else positive_duration(value)
 
 
-FeatureName = Annotated[str, BeforeValidator(metric_id)]  # a flag name, like a metric id
+FeatureName = Annotated[str, BeforeValidator(feature_name)]  # a flag name, like a metric id
 
 
 class Stage(_Frozen):
