@@ -30,10 +30,7 @@ def out_of_range(measurement: Measurement, metric: Metric) -> str | None:
     if metric.valid_range.holds(measurement.value):
         return None
     unit = f" {metric.unit}" if metric.unit else ""
-    return (
-        f"{measurement.value:g}{unit} is out of range: {metric.id} is always {metric.range_text}, "
-        "so the source is wrong (held, never judged)"
-    )
+    return f"{measurement.value:g}{unit} is out of range: {metric.id} is always {metric.range_text}"
 
 
 def within_range(measurement: Measurement, metric: Metric) -> Measurement:

@@ -51,7 +51,18 @@ def evaluate_trigger(
     samples = sorted(
         (m for m in history if m.phase is Phase.OK and m.observed_at <= now), key=lambda m: m.observed_at
     )
+    failed = max(
+        (m for m in history if m.phase is Phase.ERROR and m.observed_at <= now),
+        key=lambda m: m.observed_at,
+        default=None,
+    )
+    if failed is not None and (not samples or failed.observed_at >= samples[-1].observed_at):
+        failure = f"newest measurement of {metric.id} failed: {failed.message or 'unknown error'}"
+    else:
+        failure = None
     if not samples or now - samples[-1].observed_at > metric.source.max_age:
+        if failure is not None:
+            return result(TriggerStatus.UNKNOWN, failure)
         return result(
             TriggerStatus.UNKNOWN,
             f"no fresh measurement of {metric.id} (max age {format_duration(metric.source.max_age)})",
@@ -59,12 +70,8 @@ def evaluate_trigger(
     newest = samples[-1]
     assert newest.value is not None
     if not trigger.threshold.holds(newest.value):
-        failed = [
-            m for m in history if m.phase is Phase.ERROR and newest.observed_at <= m.observed_at <= now
-        ]
-        if failed:
-            latest = max(failed, key=lambda m: m.observed_at)
-            return result(TriggerStatus.UNKNOWN, f"newest measurement of {metric.id} failed: {latest.message}")
+        if failure is not None:
+            return result(TriggerStatus.UNKNOWN, failure)
         return result(
             TriggerStatus.CLEAR, f"{metric.id} = {newest.value:g}, condition {trigger.threshold} clear"
         )
