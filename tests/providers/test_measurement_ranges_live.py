@@ -213,7 +213,8 @@ ROWS = [
         -5,
         Phase.ERROR,
         "-5 min is out of range: session_duration is always >= 0 (a duration)",
-        "session_duration: source error: -5 min is out of range: session_duration is always >= 0 (a duration)",
+        "session_duration: source error: "
+        "-5 min is out of range: session_duration is always >= 0 (a duration)",
     ),
     Row(
         "SQL drop-off 101%",
