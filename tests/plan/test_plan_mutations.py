@@ -663,3 +663,18 @@ def test_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(PlanError) as caught:
         load_plan(tmp_path)
     assert str(caught.value) == f"{tmp_path}: is a directory, not a plan file"
+
+
+def test_anchored_boolean_weight_is_still_a_boolean(tmp_path: Path) -> None:
+    """ruamel builds an anchored ``true`` as an int subclass; it is still no weight."""
+    needle = "- {weight: 30, bake: 2w}"
+    text = BASELINE.replace(needle, "- {weight: &on true, bake: 2w}")
+    file = tmp_path / "anchored.yaml"
+    file.write_text(text, encoding="utf-8")
+    with pytest.raises(PlanError) as caught:
+        load_plan(file)
+    medium = index_of(fresh()["stages"], "id", "medium")
+    assert str(caught.value) == (
+        f"{file}:{text_line(text, '&on true')}: stages[{medium}].steps[0].weight: "
+        "expected a number, got a boolean (true)"
+    )
