@@ -28,7 +28,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic import TypeAdapter, ValidationError
 from ruamel.yaml import YAML
@@ -304,7 +304,7 @@ def _bad_scalar(text: str) -> tuple[int | None, Loc]:
     return None, ()
 
 
-def _structure_error(source: str, line: int | None, loc: Loc, problem: str) -> None:
+def _structure_error(source: str, line: int | None, loc: Loc, problem: str) -> NoReturn:
     where = f"{source}:{line}" if line is not None else source
     raise PlanError(f"{where}: {format_loc(loc)}: {problem}")
 
