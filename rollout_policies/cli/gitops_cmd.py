@@ -369,6 +369,7 @@ def status(
                 "last_decision_at": item.last_decision_at,
                 "last_decision_by": item.last_decision_by,
                 "pending_promotions": list(item.pending),
+                "pending_apply": item.pending_apply,
                 "live_weights": item.live,
                 "drift": item.drift,
             }
@@ -385,6 +386,8 @@ def status(
             f"    since: stage {s.stage_started_at.isoformat()}, step {s.step_started_at.isoformat()}",
             f"    last decision: {decision}",
             f"    pending promotions: {', '.join(item.pending) or 'none'}",
+            *([f"    pending apply: {item.pending_apply[:12]} (run `rollout rollback --apply` to finish it)"]
+              if item.pending_apply else []),
             f"    drift: {item.drift}" + (f" (live {item.live})" if item.live is not None else ""),
         ]
     _emit(as_json, rows, lines)
