@@ -211,8 +211,10 @@ class GitRepo:
     def _failure(
         self, args: Sequence[str], stdout: str, stderr: str, code: int, lock: Path | None
     ) -> Exception:
-        message = (stderr.strip() or stdout.strip()).splitlines()
-        text = _one_line(message[-1]) if message else f"exit status {code}"
+        lines = [line for line in (stderr.strip() or stdout.strip()).splitlines() if line.strip()]
+        # git's first "fatal:"/"error:" line says what went wrong; the lines after it are advice.
+        first = next((line for line in lines if line.startswith(("fatal:", "error:"))), None)
+        text = _one_line(first or lines[-1]) if lines else f"exit status {code}"
         if lock is not None:
             return LockHeld(f"git {args[0]}: {self._describe_lock(lock)}")
         if args[0] == "push":
