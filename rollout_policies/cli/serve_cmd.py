@@ -109,6 +109,17 @@ def _rollback(
     return plan, stacks, GitRollback(ops, chosen)
 
 
+def _finish_pending(rollback: Any, stacks: tuple[str, ...]) -> None:
+    """A rollback killed between its push and its apply left a record: apply it before serving."""
+    if rollback.applier is None:
+        return
+    try:
+        rollback.ops.finish_pending_applies(rollback.applier, stacks)
+    except UserError as err:
+        # Serving matters more: the next alert's rollback applies again (and clears the record).
+        logging.getLogger("rollout.gitops").error("pending apply not finished: %s", err)
+
+
 def _logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper()),
@@ -177,6 +188,7 @@ def serve(
         plan_path, repo_dir, config_dir, remote, main_branch, stacks, apply_now, applier, actor
     )
     _logging(log_level)
+    _finish_pending(rollback, stacks)
     receiver = WebhookReceiver(
         plan,
         rollback,
@@ -251,6 +263,7 @@ def watch(
         plan_path, repo_dir, config_dir, remote, main_branch, stacks, apply_now, applier, actor
     )
     _logging(log_level)
+    _finish_pending(rollback, stacks)
     watcher = TriggerWatch(plan, prometheus_url, stacks, rollback, step=timedelta(seconds=step))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -159,7 +159,8 @@ class Identity:
 
 @dataclass
 class GitRepo:
-    """A local clone with a remote. ``hook`` is called at named points (tests inject crashes there)."""
+    """A local clone with a remote. ``hook`` is called at named points (tests inject crashes there):
+    ``committing``, ``committed``, ``pushed`` here; ``applied`` and ``pr_opened`` in the engine."""
 
     path: Path
     remote: str = "origin"
@@ -385,6 +386,7 @@ class GitRepo:
             )
         if when is not None:
             env.update(GIT_AUTHOR_DATE=when, GIT_COMMITTER_DATE=when)
+        self.hook("committing")
         with tempfile.TemporaryDirectory(prefix="rollout-index-") as scratch:
             env["GIT_INDEX_FILE"] = str(Path(scratch) / "index")
             self.git("read-tree", parent, env=env)
