@@ -128,6 +128,8 @@ def _logging(level: str) -> None:
     )
     # One line per HTTP request to Prometheus would bury the decisions.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # uvicorn's start and stop chatter; its warnings (a malformed request, the connection cap) stay.
+    logging.getLogger("uvicorn.error").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
 
 
 @click.command("serve")
@@ -154,6 +156,25 @@ def _logging(level: str) -> None:
     show_default=True,
     help="A firing alert that started longer ago than this is refused as a replay.",
 )
+@click.option(
+    "--header-timeout",
+    default="10s",
+    show_default=True,
+    help="A request's line and headers must arrive within this (408 and closed after).",
+)
+@click.option(
+    "--body-timeout", default="10s", show_default=True, help="A request's body must arrive within this."
+)
+@click.option(
+    "--idle-timeout", default="5s", show_default=True, help="An idle keep-alive connection closes after this."
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=2048,
+    show_default=True,
+    help="Connections and requests served at once; beyond it, 503.",
+)
 def serve(
     plan_path: Path,
     repo_dir: Path,
@@ -170,20 +191,31 @@ def serve(
     dedup_ttl: str,
     skew: str,
     max_age: str,
+    header_timeout: str,
+    body_timeout: str,
+    idle_timeout: str,
+    max_connections: int,
 ) -> None:
     """Receive Alertmanager webhooks; roll back the stacks of firing rollback-trigger alerts.
 
     POST /alerts (or /webhook) with `Authorization: Bearer <token>`; GET /healthz and /metrics.
+    Served by uvicorn; SIGTERM stops accepting and lets a rollback in flight finish.
     """
     from datetime import timedelta
 
-    from rollout_policies.alerting import Deduplicator, RunningReceiver, WebhookReceiver
+    from rollout_policies.alerting import Deduplicator, RunningReceiver, ServerLimits, WebhookReceiver
 
     host, port = _listen(listen)
     token = _token(token_env)
     ttl = _seconds(dedup_ttl, "--dedup-ttl")
     skew_seconds = _seconds(skew, "--skew")
     max_age_seconds = _seconds(max_age, "--max-age")
+    limits = ServerLimits(
+        header_timeout=_seconds(header_timeout, "--header-timeout"),
+        body_timeout=_seconds(body_timeout, "--body-timeout"),
+        idle_timeout=_seconds(idle_timeout, "--idle-timeout"),
+        max_connections=max_connections,
+    )
     plan, stacks, rollback = _rollback(
         plan_path, repo_dir, config_dir, remote, main_branch, stacks, apply_now, applier, actor
     )
@@ -199,11 +231,12 @@ def serve(
         dedup=Deduplicator(ttl=ttl),
     )
     try:
-        running = RunningReceiver(receiver, host, port)
+        running = RunningReceiver(receiver, host, port, limits)
     except OSError as err:
         raise UserError(f"--listen {listen}: {err.strerror or err}") from None
-    # SIGTERM (systemd, Kubernetes) stops as cleanly as Ctrl-C.
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=running.server.shutdown).start())
+    # uvicorn catches SIGTERM (systemd, Kubernetes) and Ctrl-C itself, finishes the requests in flight,
+    # then raises the signal again with the handler found before it: for SIGTERM, exit normally.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     click.echo(f"rollout serve: listening on {running.url} for stacks {', '.join(stacks)}", err=True)
     sys.stderr.flush()
     try:
@@ -211,7 +244,7 @@ def serve(
     except KeyboardInterrupt:
         pass
     finally:
-        running.server.server_close()
+        running.socket.close()
 
 
 @click.command("watch")
