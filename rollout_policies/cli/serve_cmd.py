@@ -234,9 +234,10 @@ def serve(
         running = RunningReceiver(receiver, host, port, limits)
     except OSError as err:
         raise UserError(f"--listen {listen}: {err.strerror or err}") from None
-    # uvicorn catches SIGTERM (systemd, Kubernetes) and Ctrl-C itself, finishes the requests in flight,
-    # then raises the signal again with the handler found before it: for SIGTERM, exit normally.
-    signal.signal(signal.SIGTERM, lambda *_: None)
+    # uvicorn catches SIGTERM (systemd, Kubernetes) and Ctrl-C itself once it runs, finishes the
+    # requests in flight, then raises the signal again with the handler found before it. This one
+    # covers a SIGTERM before uvicorn's, and makes the raise after it a normal exit.
+    signal.signal(signal.SIGTERM, lambda *_: setattr(running.server, "should_exit", True))
     click.echo(f"rollout serve: listening on {running.url} for stacks {', '.join(stacks)}", err=True)
     sys.stderr.flush()
     try:

@@ -33,7 +33,7 @@ from gitops_fixtures import Remote, git, write_plan_file
 from rollout_policies.forge_standin import ForgeStandIn
 from rollout_policies.gitops.stack_config import read_state, state_from_text
 
-RIG = Path(__file__).parent / "crashrig"
+RIG = Path(__file__).parents[1] / "crashrig"
 ROLLOUT = Path(sys.executable).with_name("rollout")
 STACK = "prod-us"
 METRICS = "observed_at: 2026-11-20T10:29:00Z\nmetrics:\n  crash_rate: {value: 0.4}\n"

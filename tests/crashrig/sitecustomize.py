@@ -1,11 +1,13 @@
-"""Test rig for the kill -9 tests (tests/gitops/test_crash_recovery.py); never part of the product.
+"""Test rig for the kill -9 and shutdown tests of `rollout`; never part of the product.
 
+Used by tests/gitops/test_crash_recovery.py and tests/alerting/test_serve_shutdown.py.
 Put on PYTHONPATH of a `rollout` subprocess, Python imports it at start-up. It does nothing unless
 the test sets ``ROLLOUT_TEST_LIVE_DIR``; then it:
 
 - registers a ``recording`` applier: it makes "live" what the working tree says, by writing the
   stack's weights to ``$ROLLOUT_TEST_LIVE_DIR/<stack>.json`` (standing in for ``pulumi up`` of the
   HTTPRoute, which needs a cluster), and passes the ``applying`` point half-way through;
+- with ``ROLLOUT_TEST_APPLY_SECONDS``, makes each apply take that long (a slow ``pulumi up``);
 - when ``ROLLOUT_TEST_PAUSE_AT`` names a point (``committing``, ``committed``, ``pushed``,
   ``applying``, ``opening-pull``, ``pr_opened``), stops the process there: it writes the point to
   ``$ROLLOUT_TEST_PAUSED`` and sleeps until the test kills it with SIGKILL.
@@ -42,6 +44,7 @@ if os.environ.get("ROLLOUT_TEST_LIVE_DIR"):
             text = json.dumps({c.value: w for c, w in weights.items()}, sort_keys=True)
             (LIVE / f"{stack}.json.partial").write_text(text)  # a half-done apply leaves this
             pause("applying")
+            time.sleep(float(os.environ.get("ROLLOUT_TEST_APPLY_SECONDS", "0")))
             write_text_atomically(LIVE / f"{stack}.json", text)
             (LIVE / f"{stack}.json.partial").unlink()
 
