@@ -165,7 +165,9 @@ async def send_alert(client: httpx.AsyncClient, url: str, token: str, body: byte
         figures.rollback_seconds = elapsed
 
 
-async def attack(url: str, port: int, token: str, slow: int, alerts: int, seconds: float, give_up: float) -> Figures:
+async def attack(
+    url: str, port: int, token: str, slow: int, alerts: int, seconds: float, give_up: float
+) -> Figures:
     figures = Figures()
     slow_tasks = [asyncio.create_task(slow_connection(port, figures, give_up)) for _ in range(slow)]
     await asyncio.sleep(1.0)  # every slow connection is open before the first alert
@@ -223,8 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     late = [t for t in closed if t > args.header_timeout + args.grace]
     early = [t for t in closed if t < args.header_timeout - 0.5]
     ok = figures.alert_statuses.count(200)
-    print(f"rollout serve ({serve.url}), header timeout {args.header_timeout:g}s; "
-          f"{platform.machine()}, CPython {platform.python_version()}, {datetime.now(UTC):%Y-%m-%d}")  # fmt: skip
+    machine = f"{platform.machine()}, CPython {platform.python_version()}, {datetime.now(UTC):%Y-%m-%d}"
+    print(f"rollout serve ({serve.url}), header timeout {args.header_timeout:g}s; {machine}")
     print(f"slow unauthenticated connections: {args.slow}; closed by the server: {len(closed)} "
           f"(408 sent to {figures.slow_got_408}); still open at {args.header_timeout + args.grace + 5:g}s: "
           f"{figures.slow_still_open}")  # fmt: skip
@@ -232,8 +234,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  closed after: min {min(closed):.2f}s, median {statistics.median(closed):.2f}s, "
               f"max {max(closed):.2f}s (late: {len(late)}, early: {len(early)})")  # fmt: skip
     seconds = figures.alert_seconds
-    print(f"authenticated alerts: {len(seconds)} over {args.seconds:g}s; answered 200: {ok}; "
-          f"results {dict(sorted((r, figures.alert_results.count(r)) for r in set(figures.alert_results)))}")  # fmt: skip
+    results = dict(sorted((r, figures.alert_results.count(r)) for r in set(figures.alert_results)))
+    print(
+        f"authenticated alerts: {len(seconds)} over {args.seconds:g}s; answered 200: {ok}; results {results}"
+    )
     if seconds:
         print(f"  connect -> answer: p50 {percentile(seconds, 0.5) * 1000:.0f} ms, "
               f"p99 {percentile(seconds, 0.99) * 1000:.0f} ms, max {max(seconds) * 1000:.0f} ms; "

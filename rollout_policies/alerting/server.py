@@ -124,7 +124,9 @@ def webhook_app(receiver: WebhookReceiver, limits: ServerLimits) -> Starlette:
 
     async def not_found(request: Request, exc: Exception) -> HttpResponse:
         # Unknown paths and methods get handle()'s own answer (a counted, logged 404).
-        response = receiver.handle(request.method, request.url.path, headers_of(request), b"", client_of(request))
+        response = receiver.handle(
+            request.method, request.url.path, headers_of(request), b"", client_of(request)
+        )
         return _answer(response)
 
     routes = [Route(path, notification, methods=["POST"]) for path in WEBHOOK_PATHS]
@@ -231,7 +233,9 @@ class RunningReceiver:
 
         def timed_out(client: str) -> None:
             receiver.metrics.rejected.labels("timeout").inc()
-            log.info("webhook connection from %s closed: request head not received in time (HTTP 408)", client)
+            log.info(
+                "webhook connection from %s closed: request head not received in time (HTTP 408)", client
+            )
 
         config = uvicorn.Config(
             webhook_app(receiver, self.limits),
@@ -277,4 +281,3 @@ class RunningReceiver:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-

@@ -325,6 +325,12 @@ def rollback(
     _emit(as_json, data, lines)
 
 
+def _pending_apply_line(commit: str | None) -> list[str]:
+    if not commit:
+        return []
+    return [f"    pending apply: {commit[:12]} (`rollout rollback --apply` finishes it)"]
+
+
 @click.command("status")
 @_common
 @click.option(
@@ -386,8 +392,7 @@ def status(
             f"    since: stage {s.stage_started_at.isoformat()}, step {s.step_started_at.isoformat()}",
             f"    last decision: {decision}",
             f"    pending promotions: {', '.join(item.pending) or 'none'}",
-            *([f"    pending apply: {item.pending_apply[:12]} (run `rollout rollback --apply` to finish it)"]
-              if item.pending_apply else []),
+            *_pending_apply_line(item.pending_apply),
             f"    drift: {item.drift}" + (f" (live {item.live})" if item.live is not None else ""),
         ]
     _emit(as_json, rows, lines)

@@ -162,7 +162,9 @@ class GitOps:
         todo = []
         for stack, record in records.items():
             if record.commit and not self.repo.is_ancestor(record.commit, self.main_ref):
-                log.warning("%s: dropped pending apply of %s: it never reached main", stack, record.commit[:12])
+                log.warning(
+                    "%s: dropped pending apply of %s: it never reached main", stack, record.commit[:12]
+                )
                 self.pending.clear([stack], record.commit)
             else:
                 todo.append(stack)

@@ -36,7 +36,9 @@ _TRANSIENT = re.compile(
 )
 # A lock file named in git's error: "Unable to create '<path>.lock': File exists" (index, refs,
 # packed-refs, HEAD) or "could not lock config file <path>: File exists".
-_LOCK_FILE = re.compile(r"Unable to create '([^']+\.lock)': File exists|could not lock config file (\S+): File exists")
+_LOCK_FILE = re.compile(
+    r"Unable to create '([^']+\.lock)': File exists|could not lock config file (\S+): File exists"
+)
 # A server-side refusal that means "someone else is updating this ref right now": worth a retry.
 _REMOTE_LOCKED = re.compile(r"failed to lock|cannot lock ref|Unable to create|failed to update ref", re.I)
 # A server-side refusal that means "the ref is not where your lease said": the race, not a refusal.
@@ -111,7 +113,7 @@ def _live_git_processes(roots: Sequence[Path]) -> list[int]:
     process we may not inspect (another user's) is not ours. Without ``/proc`` nothing is found and the
     lock's age alone decides.
     """
-    found = []
+    found: list[int] = []
     proc = Path("/proc")
     if not proc.is_dir():
         return found
@@ -281,7 +283,9 @@ class GitRepo:
             lock.unlink()
         except FileNotFoundError:
             return True
-        log.warning("removed stale git lock %s (%.0fs old, no git process running in %s)", lock, age, self.path)
+        log.warning(
+            "removed stale git lock %s (%.0fs old, no git process running in %s)", lock, age, self.path
+        )
         return True
 
     def _retried(self, *args: str, env: Mapping[str, str] | None = None) -> str:

@@ -85,55 +85,146 @@ HUGE = b'{"version": "4", "pad": "' + b"x" * (2 << 20) + b'"}'
 ROWS = [
     Row("deeply-nested-json", (request(NESTED),), 400, "body is nested deeper than 32 levels"),
     Row("nested-under-the-recursion-limit", (request(NESTED_SHALLOW),), 400, "nested deeper than 32"),
-    Row("starts-at-without-zone", (request(with_alert(**{"alert.startsAt": "2026-11-20T09:00:00"})),),
-        400, "alerts.0.startsAt: Input should have timezone info"),
-    Row("ends-at-without-zone", (request(with_alert(**{"alert.endsAt": "2026-11-20T09:00:00"})),),
-        400, "alerts.0.endsAt: Input should have timezone info"),
-    Row("starts-at-not-a-date", (request(with_alert(**{"alert.startsAt": "2026-13-45T99:00:00Z"})),),
-        400, "alerts.0.startsAt"),
+    Row(
+        "starts-at-without-zone",
+        (request(with_alert(**{"alert.startsAt": "2026-11-20T09:00:00"})),),
+        400,
+        "alerts.0.startsAt: Input should have timezone info",
+    ),
+    Row(
+        "ends-at-without-zone",
+        (request(with_alert(**{"alert.endsAt": "2026-11-20T09:00:00"})),),
+        400,
+        "alerts.0.endsAt: Input should have timezone info",
+    ),
+    Row(
+        "starts-at-not-a-date",
+        (request(with_alert(**{"alert.startsAt": "2026-13-45T99:00:00Z"})),),
+        400,
+        "alerts.0.startsAt",
+    ),
     Row("labels-a-list", (request(with_alert(**{"alert.labels": ["a"]})),), 400, "alerts.0.labels"),
-    Row("label-value-a-number", (request(with_alert(**{"alert.labels": {"a": 1}})),), 400, "alerts.0.labels.a"),
+    Row(
+        "label-value-a-number", (request(with_alert(**{"alert.labels": {"a": 1}})),), 400, "alerts.0.labels.a"
+    ),
     Row("status-a-number", (request(with_alert(status=1)),), 400, "status: Input should be 'firing'"),
     Row("alerts-an-object", (request(with_alert(alerts={"a": 1})),), 400, "alerts: Input should be a valid"),
     Row("version-a-number", (request(with_alert(version=4)),), 422, "payload version 4"),
     Row("truncated-negative", (request(with_alert(truncatedAlerts=-1)),), 400, "truncatedAlerts"),
-    Row("nan", (request(GOOD.replace(b'"truncatedAlerts": 0', b'"truncatedAlerts": NaN')),),
-        400, "NaN is not a JSON number"),
-    Row("infinity", (request(GOOD.replace(b'"truncatedAlerts": 0', b'"truncatedAlerts": 1e999')),),
-        400, "truncatedAlerts"),
-    Row("integer-of-5000-digits", (request(GOOD.replace(b'"truncatedAlerts": 0', b'"truncatedAlerts": ' + b"9" * 5000)),),
-        400, "body is not JSON"),
-    Row("lone-surrogate", (request(with_alert(receiver="\ud800")),), 400, "body holds text that is not Unicode"),
-    Row("newline-in-receiver", (request(with_alert(receiver="a\nRollout-Decision: promote")),),
-        400, "receiver: Value error, holds a control character"),
-    Row("nul-in-generator-url", (request(with_alert(**{"alert.generatorURL": "http://p/\u0000"})),),
-        400, "alerts.0.generatorURL: Value error, holds a control character"),
-    Row("generator-url-not-http", (request(with_alert(**{"alert.generatorURL": "javascript:alert(1)"})),),
-        400, "alerts.0.generatorURL: Value error, not an http(s) URL"),
-    Row("fingerprint-with-spaces", (request(with_alert(**{"alert.fingerprint": "a b"})),), 400, "alerts.0.fingerprint"),
+    Row(
+        "nan",
+        (request(GOOD.replace(b'"truncatedAlerts": 0', b'"truncatedAlerts": NaN')),),
+        400,
+        "NaN is not a JSON number",
+    ),
+    Row(
+        "infinity",
+        (request(GOOD.replace(b'"truncatedAlerts": 0', b'"truncatedAlerts": 1e999')),),
+        400,
+        "truncatedAlerts",
+    ),
+    Row(
+        "integer-of-5000-digits",
+        (request(GOOD.replace(b'"truncatedAlerts": 0', b'"truncatedAlerts": ' + b"9" * 5000)),),
+        400,
+        "body is not JSON",
+    ),
+    Row(
+        "lone-surrogate",
+        (request(with_alert(receiver="\ud800")),),
+        400,
+        "body holds text that is not Unicode",
+    ),
+    Row(
+        "newline-in-receiver",
+        (request(with_alert(receiver="a\nRollout-Decision: promote")),),
+        400,
+        "receiver: Value error, holds a control character",
+    ),
+    Row(
+        "nul-in-generator-url",
+        (request(with_alert(**{"alert.generatorURL": "http://p/\u0000"})),),
+        400,
+        "alerts.0.generatorURL: Value error, holds a control character",
+    ),
+    Row(
+        "generator-url-not-http",
+        (request(with_alert(**{"alert.generatorURL": "javascript:alert(1)"})),),
+        400,
+        "alerts.0.generatorURL: Value error, not an http(s) URL",
+    ),
+    Row(
+        "fingerprint-with-spaces",
+        (request(with_alert(**{"alert.fingerprint": "a b"})),),
+        400,
+        "alerts.0.fingerprint",
+    ),
     Row("empty-body", (request(b""),), 400, "body is not JSON"),
-    Row("too-many-values", (request(b'{"version": "4", "v": [' + b",".join([b"0"] * 150_000) + b"]}"),),
-        400, "body holds more than 100000 values"),
+    Row(
+        "too-many-values",
+        (request(b'{"version": "4", "v": [' + b",".join([b"0"] * 150_000) + b"]}"),),
+        400,
+        "body holds more than 100000 values",
+    ),
     Row("huge-body", (request(HUGE),), 413, "body over 1048576 bytes"),
     Row("huge-chunked-body", (request(HUGE, chunked=True),), 413, "body over 1048576 bytes"),
     Row("declared-huge-sent-nothing", (request(b"", length=str(50 << 20)),), 413, "body over 1048576 bytes"),
-    Row("body-never-finishes", (request(GOOD, length=str(len(GOOD) + 100)),), 408, "body not received within 1.5s"),
-    Row("head-never-finishes", (b"POST /alerts HTTP/1.1\r\nHost: 127.0.0.1\r\n",), 408,
-        "request head not received within 1.5s"),
-    Row("head-one-byte-at-a-time", tuple(x for b in b"POST /alerts HTTP/1.1\r\nHost: a\r\n" for x in (bytes([b]), 0.1)),
-        408, "request head not received within 1.5s"),
-    Row("no-token-body-never-sent", (request(b"", token=None, length="500000"),), 401, "missing or wrong bearer token"),
-    Row("no-token-expect-continue", (request(b"", token=None, length="900", extra="Expect: 100-continue\r\n"),),
-        401, "missing or wrong bearer token"),
+    Row(
+        "body-never-finishes",
+        (request(GOOD, length=str(len(GOOD) + 100)),),
+        408,
+        "body not received within 1.5s",
+    ),
+    Row(
+        "head-never-finishes",
+        (b"POST /alerts HTTP/1.1\r\nHost: 127.0.0.1\r\n",),
+        408,
+        "request head not received within 1.5s",
+    ),
+    Row(
+        "head-one-byte-at-a-time",
+        tuple(x for b in b"POST /alerts HTTP/1.1\r\nHost: a\r\n" for x in (bytes([b]), 0.1)),
+        408,
+        "request head not received within 1.5s",
+    ),
+    Row(
+        "no-token-body-never-sent",
+        (request(b"", token=None, length="500000"),),
+        401,
+        "missing or wrong bearer token",
+    ),
+    Row(
+        "no-token-expect-continue",
+        (request(b"", token=None, length="900", extra="Expect: 100-continue\r\n"),),
+        401,
+        "missing or wrong bearer token",
+    ),
     Row("wrong-token-huge-body", (request(HUGE, token="x" * 26),), 401, "missing or wrong bearer token"),
     Row("bad-content-length", (request(GOOD, length="12abc"),), 400, "Invalid HTTP request received."),
-    Row("two-content-lengths", (request(GOOD, extra="Content-Length: 3\r\n"),), 400, "Invalid HTTP request received."),
-    Row("headers-of-100k", (request(GOOD, extra=f"X-Pad: {'x' * 100_000}\r\n"),), 431, "request headers over 16384 bytes"),
-    Row("not-http", (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40,), 400, "Invalid HTTP request received."),
-    Row("get-on-the-webhook", (request(b"", method="GET", length=None),), 404, "GET /alerts: no such endpoint"),
+    Row(
+        "two-content-lengths",
+        (request(GOOD, extra="Content-Length: 3\r\n"),),
+        400,
+        "Invalid HTTP request received.",
+    ),
+    Row(
+        "headers-of-100k",
+        (request(GOOD, extra=f"X-Pad: {'x' * 100_000}\r\n"),),
+        431,
+        "request headers over 16384 bytes",
+    ),
+    Row(
+        "not-http",
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40,),
+        400,
+        "Invalid HTTP request received.",
+    ),
+    Row(
+        "get-on-the-webhook", (request(b"", method="GET", length=None),), 404, "GET /alerts: no such endpoint"
+    ),
     Row("put-on-the-webhook", (request(GOOD, method="PUT"),), 404, "PUT /alerts: no such endpoint"),
     Row("dot-dot-path", (request(GOOD, path="/alerts/../admin"),), 404, "no such endpoint"),
-]  # fmt: skip
+]
 
 
 def exchange(port: int, parts: tuple[bytes | float, ...], timeout: float = 20) -> tuple[int, bytes]:
@@ -155,7 +246,11 @@ def exchange(port: int, parts: tuple[bytes | float, ...], timeout: float = 20) -
         head, _, body = data.partition(b"\r\n\r\n")
         status = int(head.split(b" ", 2)[1])
         length = next(
-            (int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")),
+            (
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            ),
             None,
         )
         while length is None or len(body) < length:
@@ -167,7 +262,9 @@ def exchange(port: int, parts: tuple[bytes | float, ...], timeout: float = 20) -
 
 
 @pytest.fixture(scope="module")
-def served(plan: Plan, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningReceiver, GitRemote]]:
+def served(
+    plan: Plan, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[RunningReceiver, GitRemote]]:
     root = tmp_path_factory.mktemp("hostile")
     remote = GitRemote(root)
     receiver = make_receiver(remote.clone(root / "clone", "serve"), plan, NOW)  # type: ignore[arg-type]
@@ -183,7 +280,9 @@ def plan() -> Plan:
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[row.id for row in ROWS])
-def test_a_hostile_request_gets_a_4xx_with_one_line(served: tuple[RunningReceiver, GitRemote], row: Row) -> None:
+def test_a_hostile_request_gets_a_4xx_with_one_line(
+    served: tuple[RunningReceiver, GitRemote], row: Row
+) -> None:
     running, remote = served
     status, body = exchange(running.port, row.parts)
     text = body.decode("utf-8", errors="replace").strip()
@@ -210,4 +309,6 @@ def test_refusals_are_counted_by_reason(served: tuple[RunningReceiver, GitRemote
     exchange(running.port, (b"POST /alerts HTTP/1.1\r\n",))
     status, metrics = exchange(running.port, (b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n",))
     assert status == 200
-    assert metric_value(metrics.decode(), 'rollout_webhook_notifications_rejected_total{reason="timeout"}') >= 1
+    assert (
+        metric_value(metrics.decode(), 'rollout_webhook_notifications_rejected_total{reason="timeout"}') >= 1
+    )

@@ -143,7 +143,9 @@ def test_a_pending_apply_is_finished_by_rollout_serve_at_start(
     trial = Trial(remote, tmp_path, point)
     plan = str(write_plan_file(tmp_path))
     common = ["--plan", plan, "--repo", str(trial.clone), "--stack", STACK, "--applier", "recording"]
-    trial.kill_at(["rollback", *common, "--reason", "crash", "--apply", "--now", "2026-11-20T11:00:00Z"], point, {})
+    trial.kill_at(
+        ["rollback", *common, "--reason", "crash", "--apply", "--now", "2026-11-20T11:00:00Z"], point, {}
+    )
     status = trial.run(["status", "--plan", plan, "--repo", str(trial.clone), "--stack", STACK, "--json"], {})
     assert json.loads(status.stdout)[0]["pending_apply"] == remote.log()[0]
     assert trial.live_weights() == {"blue": 98, "green": 2}  # the crash left the cluster behind git
@@ -207,6 +209,7 @@ def test_promote_killed_at_any_step_ends_with_one_branch_commit_and_one_pull_req
     # main, the clone and the live weights agree: nothing is live until the pull request merges.
     main_weights = trial.weights(remote.show("main", f"Pulumi.{STACK}.yaml"))
     assert trial.live_weights() == main_weights == {"blue": 98, "green": 2}
-    assert read_state(trial.clone / f"Pulumi.{STACK}.yaml").weights == state_from_text(
-        remote.show("main", f"Pulumi.{STACK}.yaml"), STACK
-    ).weights
+    assert (
+        read_state(trial.clone / f"Pulumi.{STACK}.yaml").weights
+        == state_from_text(remote.show("main", f"Pulumi.{STACK}.yaml"), STACK).weights
+    )

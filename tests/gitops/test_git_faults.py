@@ -136,12 +136,15 @@ FAULTS = [
         _lock("refs/remotes/origin/main.lock"),
         logged=r"removed stale git lock .*/refs/remotes/origin/main\.lock",
     ),
-    Fault("stale-branch-ref-lock", _lock("refs/heads/main.lock"), logged=r"removed stale git lock .*main\.lock"),
+    Fault(
+        "stale-branch-ref-lock", _lock("refs/heads/main.lock"), logged=r"removed stale git lock .*main\.lock"
+    ),
     Fault(
         "young-lock-no-process",
         _young_lock,
         error=r"^--apply: .* differs from origin/main \(git merge: lock file .*/\.git/index\.lock exists "
-        r"\(\d+s old; no git process is running here; it is removed once 5s old\) \(gave up after 3 tries\)\)",
+        r"\(\d+s old; no git process is running here; it is removed once 5s old\) "
+        r"\(gave up after 3 tries\)\)",
     ),
     Fault(
         "server-hook-declines",

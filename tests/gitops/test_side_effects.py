@@ -42,7 +42,9 @@ class Slack:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/services/T0/B0/secret-token"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
 
     def close(self) -> None:
         self.server.shutdown()
@@ -67,14 +69,26 @@ def slack_500() -> Iterator[Slack]:
 ROWS = [
     ("trailing-newline", lambda url: url + "\n", None),
     ("surrounding-spaces", lambda url: f"  {url}  ", None),
-    ("unreachable", lambda url: "http://127.0.0.1:9/services/secret-token", "Slack notification failed: ConnectError"),
+    (
+        "unreachable",
+        lambda url: "http://127.0.0.1:9/services/secret-token",
+        "Slack notification failed: ConnectError",
+    ),
     ("server-error", None, "Slack notification failed: HTTP 500"),
-    ("newline-inside", lambda url: url.replace("/services", "/serv\nices"), "Slack notification failed: InvalidURL"),
+    (
+        "newline-inside",
+        lambda url: url.replace("/services", "/serv\nices"),
+        "Slack notification failed: InvalidURL",
+    ),
     ("not-a-url", lambda url: "secret-token", "Slack notification failed: UnsupportedProtocol"),
-    ("bad-port", lambda url: "http://127.0.0.1:99999/secret-token", "Slack notification failed: ConnectError"),
+    (
+        "bad-port",
+        lambda url: "http://127.0.0.1:99999/secret-token",
+        "Slack notification failed: ConnectError",
+    ),
     ("no-host", lambda url: "http:///secret-token", "Slack notification failed: UnsupportedProtocol"),
     ("unclosed-ipv6", lambda url: "http://[::1/secret-token", "Slack notification failed: InvalidURL"),
-]  # fmt: skip
+]
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
