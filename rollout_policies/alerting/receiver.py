@@ -7,6 +7,7 @@ HTTP (Starlette on uvicorn) with timeouts, a connection cap and the token checke
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -164,7 +165,9 @@ class WebhookReceiver:
         except PayloadRejected as err:
             return self._reject(client, err)
         key = notification.dedup_key()
-        with self._lock:
+        # Only a rollback needs the lock (its duplicates must find its result); a notification with
+        # nothing to roll back never waits behind a rollback in flight.
+        with self._lock if request is not None else contextlib.nullcontext():
             if self.dedup.seen(key):
                 self.metrics.dedup_hits.inc()
                 log.info("duplicate notification %s from %s: already handled", notification.group_key, client)
