@@ -25,8 +25,8 @@ from rollout_policies.plan.model import parse_duration
 def _listen(text: str) -> tuple[str, int]:
     host, sep, port_text = text.rpartition(":")
     if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
-        raise UserError(f"--listen {text!r}: write it as HOST:PORT, such as 127.0.0.1:8080")
-    return host, int(port_text)
+        raise UserError(f"--listen {text!r}: write it as HOST:PORT, such as 127.0.0.1:8080 or [::1]:8080")
+    return host.removeprefix("[").removesuffix("]"), int(port_text)
 
 
 def _token(variable: str) -> str:

@@ -312,3 +312,33 @@ def test_refusals_are_counted_by_reason(served: tuple[RunningReceiver, GitRemote
     assert (
         metric_value(metrics.decode(), 'rollout_webhook_notifications_rejected_total{reason="timeout"}') >= 1
     )
+
+
+def test_beyond_the_connection_cap_a_request_gets_503_and_the_server_recovers(
+    plan: Plan, tmp_path: Path
+) -> None:
+    remote = GitRemote(tmp_path)
+    receiver = make_receiver(remote.clone(tmp_path / "clone", "serve"), plan, NOW)  # type: ignore[arg-type]
+    limits = ServerLimits(header_timeout=1.0, body_timeout=1.0, idle_timeout=1, max_connections=4)
+    with RunningReceiver(receiver, limits=limits) as running:
+        silent = [socket.create_connection(("127.0.0.1", running.port)) for _ in range(4)]
+        time.sleep(0.2)
+        over, _ = exchange(running.port, (b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n",))
+        for sock in silent:  # the silent ones are closed at the head deadline
+            sock.settimeout(10)
+            assert sock.recv(1024).startswith(b"HTTP/1.1 408")
+            sock.close()
+        time.sleep(0.2)
+        after, body = exchange(running.port, (b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n",))
+    assert over == 503
+    assert (after, json.loads(body)) == (200, {"status": "ok"})
+
+
+def test_the_server_listens_on_ipv6_loopback(plan: Plan, tmp_path: Path) -> None:
+    remote = GitRemote(tmp_path)
+    receiver = make_receiver(remote.clone(tmp_path / "clone", "serve"), plan, NOW)  # type: ignore[arg-type]
+    with RunningReceiver(receiver, host="::1", limits=LIMITS) as running:
+        with socket.create_connection(("::1", running.port), timeout=10) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+    assert running.url == f"http://[::1]:{running.port}"
