@@ -227,9 +227,11 @@ ROWS = [
 ]
 
 
-def exchange(port: int, parts: tuple[bytes | float, ...], timeout: float = 20) -> tuple[int, bytes]:
+def exchange(
+    port: int, parts: tuple[bytes | float, ...], timeout: float = 20, host: str = "127.0.0.1"
+) -> tuple[int, bytes]:
     """Send the parts (a sender that keeps writing after an early answer is normal), read one answer."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+    with socket.create_connection((host, port), timeout=timeout) as sock:
         for part in parts:
             if isinstance(part, float):
                 time.sleep(part)
@@ -338,7 +340,6 @@ def test_the_server_listens_on_ipv6_loopback(plan: Plan, tmp_path: Path) -> None
     remote = GitRemote(tmp_path)
     receiver = make_receiver(remote.clone(tmp_path / "clone", "serve"), plan, NOW)  # type: ignore[arg-type]
     with RunningReceiver(receiver, host="::1", limits=LIMITS) as running:
-        with socket.create_connection(("::1", running.port), timeout=10) as sock:
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
-            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        status, _ = exchange(running.port, (b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n",), host="::1")
+    assert status == 200
     assert running.url == f"http://[::1]:{running.port}"
