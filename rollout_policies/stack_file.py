@@ -20,6 +20,9 @@ from rollout_policies.state import CONFIG_KEY, RolloutState
 
 PREFIX = "Pulumi."
 SUFFIX = ".yaml"
+# Aliases make a small file stand for a huge tree ("billion laughs"); a stack config is a few dozen
+# values, so more than this once aliases are expanded is refused before anything walks the tree.
+MAX_NODES = 10_000
 
 
 def config_name(stack: str) -> str:
@@ -69,21 +72,41 @@ def config_from_text(text: str, source: str) -> dict[str, Any]:
         return {}
     if not isinstance(config, Mapping):
         raise UserError(f"{source}: config: expected a mapping of config keys")
+    if _too_many_nodes(config, [MAX_NODES]):
+        raise UserError(f"{source}: config: more than {MAX_NODES} values once aliases are expanded")
     return {str(key): value for key, value in config.items()}
 
 
+def _too_many_nodes(value: Any, budget: list[int]) -> bool:
+    budget[0] -= 1
+    if budget[0] < 0:
+        return True
+    if isinstance(value, Mapping):
+        return any(_too_many_nodes(v, budget) for v in value.values())
+    if isinstance(value, list):
+        return any(_too_many_nodes(v, budget) for v in value)
+    return False
+
+
 def read_text(path: Path) -> str:
+    """A stack config's text as it is on disk: no newline translation (CRLF stays CRLF)."""
+    with path.open(encoding="utf-8", newline="") as stream:
+        return stream.read()
+
+
+def _read(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return read_text(path)
     except FileNotFoundError:
         raise UserError(f"{path}: no such stack config") from None
-    except OSError as err:
-        raise UserError(f"{path}: cannot read ({err.strerror})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise UserError(f"{path}: cannot read ({reason})") from None
 
 
 def read_config(path: Path) -> dict[str, Any]:
     """The ``config:`` mapping of a stack file; an unreadable or malformed file is a UserError."""
-    return config_from_text(read_text(path), str(path))
+    return config_from_text(_read(path), str(path))
 
 
 def namespaced(config: Mapping[str, Any], namespace: str) -> dict[str, Any]:
@@ -113,4 +136,4 @@ def state_from_text(text: str, source: str) -> RolloutState:
 
 def read_state(path: Path) -> RolloutState:
     """The rollout state of one stack file."""
-    return state_from_text(read_text(path), str(path))
+    return state_from_text(_read(path), str(path))
