@@ -16,6 +16,7 @@ from rollout_policies.stack_file import (
     namespaced,
     read_config,
     read_state,
+    read_text,
     stack_files,
     stack_name,
     stacks_in,
@@ -157,3 +158,21 @@ def test_the_live_check_reads_an_unreadable_stack_as_unknown(tmp_path: Path) -> 
 def test_the_shipped_stack_files_read_the_same_through_gitops_and_infra() -> None:
     for path in stack_files(ROOT):
         assert settings_from_stack_file(path).rollout == read_state(path)
+
+
+def test_an_alias_bomb_is_refused_before_anything_walks_it() -> None:
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 10)}]\n" for i in range(5)
+    )
+    text = "config:\n" + "".join(f"  {line}\n" for line in bomb.splitlines())
+
+    with pytest.raises(UserError) as caught:
+        state_from_text(text, "s.yaml")
+    assert str(caught.value) == "s.yaml: config: more than 10000 values once aliases are expanded"
+
+
+def test_line_endings_are_read_as_they_are(tmp_path: Path) -> None:
+    path = _write(tmp_path, "s", STACK.replace("\n", "\r\n"))
+
+    assert read_text(path).count("\r\n") == STACK.count("\n")
+    assert read_state(path).stage == "limited"
