@@ -247,7 +247,8 @@ def read_settings(raw: Mapping[str, Any], *, stack: str) -> StackSettings:
 def stack_file_config(path: Path) -> dict[str, Any]:
     """A stack file's ``markethub-rollout:*`` values as Pulumi hands them to the program: structured
     values as JSON text, scalars as strings (keys without the prefix)."""
-    return {key: _as_pulumi_string(value) for key, value in namespaced(read_config(path), NAMESPACE).items()}
+    values = namespaced(read_config(path), NAMESPACE, str(path))
+    return {key: _as_pulumi_string(value) for key, value in values.items()}
 
 
 def settings_from_stack_file(path: Path) -> StackSettings:

@@ -20,8 +20,8 @@ from rollout_policies.state import CONFIG_KEY, RolloutState
 
 PREFIX = "Pulumi."
 SUFFIX = ".yaml"
-# Aliases make a small file stand for a huge tree ("billion laughs"); a stack config is a few dozen
-# values, so more than this once aliases are expanded is refused before anything walks the tree.
+# Aliases make a small file stand for a huge tree ("billion laughs"); a stack's values are a few
+# dozen, so more than this once aliases are expanded is refused before anything walks the tree.
 MAX_NODES = 10_000
 
 
@@ -72,9 +72,18 @@ def config_from_text(text: str, source: str) -> dict[str, Any]:
         return {}
     if not isinstance(config, Mapping):
         raise UserError(f"{source}: config: expected a mapping of config keys")
-    if _too_many_nodes(config, [MAX_NODES]):
-        raise UserError(f"{source}: config: more than {MAX_NODES} values once aliases are expanded")
     return {str(key): value for key, value in config.items()}
+
+
+def bounded(value: Any, where: str) -> Any:
+    """``value``, unless aliases expand it past ``MAX_NODES`` values (then a UserError at ``where``).
+
+    Checked where a value is walked (the rollout block, the values handed to the program), not for
+    the whole file: an anchor nobody walks costs nothing.
+    """
+    if _too_many_nodes(value, [MAX_NODES]):
+        raise UserError(f"{where}: more than {MAX_NODES} values once aliases are expanded")
+    return value
 
 
 def _too_many_nodes(value: Any, budget: list[int]) -> bool:
@@ -109,10 +118,14 @@ def read_config(path: Path) -> dict[str, Any]:
     return config_from_text(_read(path), str(path))
 
 
-def namespaced(config: Mapping[str, Any], namespace: str) -> dict[str, Any]:
-    """The values of one config namespace, keys without the ``namespace:`` prefix."""
+def namespaced(config: Mapping[str, Any], namespace: str, source: str) -> dict[str, Any]:
+    """The values of one config namespace, keys without the ``namespace:`` prefix, each ``bounded``."""
     prefix = f"{namespace}:"
-    return {key[len(prefix) :]: value for key, value in config.items() if key.startswith(prefix)}
+    return {
+        key[len(prefix) :]: bounded(value, f"{source}: config.{key}")
+        for key, value in config.items()
+        if key.startswith(prefix)
+    }
 
 
 def state_from_config(config: Mapping[str, Any], source: str) -> RolloutState:
@@ -120,6 +133,7 @@ def state_from_config(config: Mapping[str, Any], source: str) -> RolloutState:
     block = config.get(CONFIG_KEY)
     if not isinstance(block, Mapping):
         raise UserError(f"{source}: config.{CONFIG_KEY}: missing (the stack has no rollout state)")
+    bounded(block, f"{source}: config.{CONFIG_KEY}")
     try:
         return RolloutState.model_validate(block)
     except ValidationError as err:

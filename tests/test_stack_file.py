@@ -12,6 +12,7 @@ from rollout_policies.errors import UserError
 from rollout_policies.gitops import stack_config
 from rollout_policies.gitops.kube_live import KubeLiveState
 from rollout_policies.stack_file import (
+    config_from_text,
     config_name,
     namespaced,
     read_config,
@@ -82,8 +83,9 @@ def test_config_values_are_plain_and_namespaced(tmp_path: Path) -> None:
     config = read_config(_write(tmp_path, "s", STACK))
 
     assert config["kubernetes:context"] == "east"
-    assert namespaced(config, "markethub-rollout")["gateway"] == {"name": "public", "namespace": "gateway"}
-    assert namespaced(config, "kubernetes") == {"context": "east"}
+    gateway = namespaced(config, "markethub-rollout", "s")["gateway"]
+    assert gateway == {"name": "public", "namespace": "gateway"}
+    assert namespaced(config, "kubernetes", "s") == {"context": "east"}
 
 
 def test_the_state_is_read_with_both_time_spellings(tmp_path: Path) -> None:
@@ -164,11 +166,21 @@ def test_an_alias_bomb_is_refused_before_anything_walks_it() -> None:
     bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 10)}]\n" for i in range(5)
     )
-    text = "config:\n" + "".join(f"  {line}\n" for line in bomb.splitlines())
+    anchors = "  anchors:\n" + "".join(f"    {line}\n" for line in bomb.splitlines())
+    text = "config:\n" + anchors
+    used = text + "  markethub-rollout:gateway: *f\n"
 
+    assert state_from_text(STACK + anchors, "s.yaml").stage == "limited"  # defined, never walked
     with pytest.raises(UserError) as caught:
-        state_from_text(text, "s.yaml")
-    assert str(caught.value) == "s.yaml: config: more than 10000 values once aliases are expanded"
+        namespaced(config_from_text(used, "s.yaml"), "markethub-rollout", "s.yaml")
+    assert str(caught.value) == (
+        "s.yaml: config.markethub-rollout:gateway: more than 10000 values once aliases are expanded"
+    )
+    with pytest.raises(UserError) as caught:
+        state_from_text(text + "  markethub-rollout:rollout:\n    stage: beta\n    extra: *f\n", "s.yaml")
+    assert str(caught.value) == (
+        "s.yaml: config.markethub-rollout:rollout: more than 10000 values once aliases are expanded"
+    )
 
 
 def test_line_endings_are_read_as_they_are(tmp_path: Path) -> None:
