@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 from alerting_helpers import TOKEN, alert, notification
+
 from simulator.harness import STACK, GitRemote
 
 RIG = Path(__file__).parents[1] / "crashrig"
