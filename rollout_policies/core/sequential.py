@@ -3,12 +3,14 @@
 A gate that is watched continuously needs a test whose false-alarm rate holds however often it is
 looked at. This module keeps, per comparison, an e-process (a nonnegative supermartingale under "no
 regression") from the stage start and an e-detector (Shin, Ramdas and Rinaldo 2023) that restarts the
-evidence at every interval, so a regression that begins late is caught about as fast as one that
-begins at once. ``alpha`` is split between the two: the e-process rolls back at
-``1 / ((1 - change_share) alpha)``, the e-detector at ``horizon / (change_share alpha)``. By Ville's
-inequality the first alarms with probability at most ``(1 - change_share) alpha`` over an unbounded
-stream; the second at most ``change_share alpha`` within ``horizon`` intervals (its average run
-length under the null is at least ``horizon / (change_share alpha)`` intervals).
+evidence at every interval, so a regression that begins late is caught nearly as fast as one that
+begins at once. ``alpha`` is split between the two. The e-process rolls back at
+``1 / ((1 - change_share) alpha)``: by Ville's inequality it alarms with probability at most
+``(1 - change_share) alpha`` over an unbounded stream. The e-detector is a Shiryaev-Roberts sum of
+e-processes started at every interval, each weighted ``1 / horizon``; it rolls back at
+``1 / (change_share alpha)``. Within ``horizon`` intervals it alarms with probability at most
+``change_share alpha``, and its average run length under the null is at least
+``horizon / (change_share alpha)`` intervals.
 
 The rate test conditions on the total number of events in each interval: for Poisson counts, given
 ``m = canary_events + baseline_events``, the canary's events are Binomial(m, pi) with
@@ -209,9 +211,9 @@ class RateComparisonBatch:
         self.change_share = change_share
         self.clean_threshold = float(np.log(1 / alpha))
         self.threshold = float(np.log(1 / ((1 - change_share) * alpha)))
-        self.detector_threshold = (
-            float(np.log(horizon / (change_share * alpha))) if change_share > 0 else float("inf")
-        )
+        # The e-detector's starts weigh 1/horizon each, so it alarms at 1/(change_share alpha): within
+        # the horizon, sum_j M_j / horizon is below a test supermartingale that starts at 1.
+        self.detector_threshold = float(np.log(1 / (change_share * alpha))) if change_share > 0 else np.inf
         null_log = float(np.log1p(margin))
         tol_log = float(np.log(tolerance))
         grid = np.linspace(_GRID_LOG_MIN, _GRID_LOG_MAX, _GRID_POINTS)
@@ -337,10 +339,9 @@ class RateComparisonBatch:
         self.loglik += step
 
         # The e-detector (Shin, Ramdas and Rinaldo): a Shiryaev-Roberts sum over start intervals,
-        # one new start of weight 1/horizon per interval until the horizon, per alternative ratio.
+        # one new start of weight 1/horizon per interval, per alternative ratio.
         ratio_step = step[:, self._reg_idx] - step[:, self._null][:, None]
-        start = -np.log(self.horizon) if self.observations < self.horizon else -np.inf
-        self._detector = ratio_step + np.logaddexp(self._detector, start)
+        self._detector = ratio_step + np.logaddexp(self._detector, -np.log(self.horizon))
 
         pi_grid = odds / (1.0 + odds)
         m_grid = m_i * pi_grid
