@@ -61,6 +61,7 @@ _OVERDISPERSION_PRIOR_OBSERVATIONS = 2.0
 # With a baseline history, its c2 is worth this many intervals of the stage's own residuals: an hour
 # at 1-minute evaluation. The stage can still raise c2 when the canary wobbles more than the baseline.
 DISPERSION_HISTORY_WEIGHT = 60.0
+_EXTREME_C2 = 20.0  # a history whose pairs look like more jitter than a gamma model can give
 # The e-detector's default horizon: the plan's longest stage (14 days) at 1-minute evaluation.
 DEFAULT_HORIZON = 14 * 24 * 60
 DEFAULT_CHANGE_SHARE = 0.5
@@ -130,7 +131,9 @@ def _half_normal_weights(offsets: FloatArray, scale: float) -> FloatArray:
     return out
 
 
-def baseline_dispersion(events: npt.ArrayLike, trials: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+def baseline_dispersion(
+    events: npt.ArrayLike, trials: npt.ArrayLike, *, count_scale: float = 1.0
+) -> tuple[FloatArray, FloatArray]:
     """The baseline's own jitter, from its history before the stage: (c2, intervals used), per stream.
 
     ``events`` and ``trials`` have one row per interval (oldest first) and one column per stream (or
@@ -156,12 +159,16 @@ def baseline_dispersion(events: npt.ArrayLike, trials: npt.ArrayLike) -> tuple[F
     with np.errstate(divide="ignore", invalid="ignore"):
         pi = np.where(ok, n1 / (n1 + n2), 0.0)
     e = m * pi * (1 - pi)
-    excess = np.where(ok, (x1 - m * pi) ** 2 - e, 0.0).sum(axis=0)
+    excess = np.where(ok, (x1 - m * pi) ** 2 - count_scale * e, 0.0).sum(axis=0)
     scale = np.where(ok, 2.0 * e**2, 0.0).sum(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        c2 = np.where(scale > 0, np.maximum(excess / np.where(scale > 0, scale, 1.0), 0.0), np.nan)
+        seen = np.where(scale > 0, np.maximum(excess / np.where(scale > 0, scale, 1.0), 0.0), np.nan)
+    # Within an equal-exposure pair the first interval's share of gamma-jittered rates is Beta(k, k)
+    # with k = 1 / c2, whose variance reads as 2 c2 / (2 + c2) here, not c2: invert that, so the
+    # prior is right for a small canary share, where the delta-method variance 2 c2 e^2 is exact.
+    c2 = np.where(seen < 1.9, 2 * seen / (2 - np.minimum(seen, 1.9)), _EXTREME_C2)
     used: FloatArray = 2.0 * ok.sum(axis=0).astype(np.float64)
-    out: FloatArray = c2
+    out: FloatArray = np.where(np.isfinite(seen), c2, np.nan)
     return out, used
 
 
@@ -187,6 +194,8 @@ class RateComparisonBatch:
         dispersion_prior: npt.ArrayLike | None = None,
         horizon: int = DEFAULT_HORIZON,
         change_share: float = DEFAULT_CHANGE_SHARE,
+        count_scale: float = 1.0,
+        baseline_rate: npt.ArrayLike | None = None,
     ) -> None:
         if not 0 < alpha < 1:
             raise UserError(f"alpha must be between 0 and 1, got {alpha}")
@@ -202,7 +211,10 @@ class RateComparisonBatch:
             raise UserError(f"change_share must be at least 0 and below 1, got {change_share}")
         if horizon < 1:
             raise UserError(f"horizon must be at least 1 interval, got {horizon}")
+        if count_scale < 1:
+            raise UserError(f"count_scale must be at least 1, got {count_scale}")
         self.size = size
+        self.count_scale = float(count_scale)
         self.alpha = alpha
         self.margin = margin
         self.tolerance = tolerance
@@ -235,6 +247,9 @@ class RateComparisonBatch:
         self.loglik: FloatArray = np.zeros((size, g))
         # The e-detector per alternative: log of sum over start intervals j of w_j prod_{i>=j} LR_i.
         self._detector: FloatArray = np.full((size, self._reg_idx.size), -np.inf)
+        # Cumulative heavy-tail charge per regression alternative (see _tail_penalty).
+        self._penalty: FloatArray = np.zeros((size, self._reg_idx.size))
+        self._last_penalty: FloatArray = np.zeros((size, self._reg_idx.size))
         self.canary_events: FloatArray = np.zeros(size)
         self.canary_trials: FloatArray = np.zeros(size)
         self.baseline_events: FloatArray = np.zeros(size)
@@ -251,6 +266,11 @@ class RateComparisonBatch:
         self._prior_weight: FloatArray = np.where(
             known, DISPERSION_HISTORY_WEIGHT, _OVERDISPERSION_PRIOR_OBSERVATIONS
         )
+        # The baseline's rate before the stage, worth this many of the stage's trials: the expected
+        # total of the first intervals comes from it, not from the realised (jittered) total.
+        rate = np.full(size, np.nan) if baseline_rate is None else np.asarray(baseline_rate, float)
+        rate = np.broadcast_to(rate, (size,)).astype(np.float64)
+        self._prior_rate: FloatArray = np.where(np.isfinite(rate) & (rate > 0), rate, 0.0)
         self.last_dispersion: FloatArray = np.ones(size)
         self.regressed: npt.NDArray[np.bool_] = np.zeros(size, dtype=bool)
         self.cleared: npt.NDArray[np.bool_] = np.zeros(size, dtype=bool)
@@ -320,12 +340,15 @@ class RateComparisonBatch:
         seen = self.canary_trials + self.baseline_trials
         with np.errstate(divide="ignore", invalid="ignore"):
             pooled_rate = (self.canary_events + self.baseline_events) / seen
-        m_expected = np.where((seen > 0) & (pooled_rate > 0), pooled_rate * (nc + nb), m)
+        pooled_rate = np.where((seen > 0) & (pooled_rate > 0), pooled_rate, self._prior_rate)
+        m_expected = np.where(pooled_rate > 0, pooled_rate * (nc + nb), m)
         scale_var = m_expected * pi_hat * (1 - pi_hat)
+        # count_scale: Prometheus' increase() sees (window - scrape) of each window and scales it up
+        # to the window, so one real event reads as count_scale events; the variance scales alike.
         if self.fixed_dispersion is not None:
-            phi = np.full(self.size, float(self.fixed_dispersion))
+            phi = np.full(self.size, float(self.fixed_dispersion) * self.count_scale)
         else:
-            phi = 1.0 + 2.0 * self.overdispersion() * scale_var
+            phi = self.count_scale + 2.0 * self.overdispersion() * scale_var
         # pi(rho) = odds / (1 + odds) with odds = rho n_c / n_b. Streams without information get
         # odds 1 and no events, so every term below is exactly 0 for them.
         share = np.where(informative, nc / np.where(informative, nb, 1.0), 1.0)
@@ -337,15 +360,19 @@ class RateComparisonBatch:
         # x_c log pi + x_b log(1 - pi) = x_c log(odds) - m log(1 + odds)
         step = (xc_i * log_odds - m_i * log1p_odds) * (1.0 / phi)[:, None]
         self.loglik += step
+        if self.fixed_dispersion is None:
+            self._penalty += self._tail_penalty(informative, phi, scale_var, m_expected * pi_hat)
 
         # The e-detector (Shin, Ramdas and Rinaldo): a Shiryaev-Roberts sum over start intervals,
         # one new start of weight 1/horizon per interval, per alternative ratio.
         ratio_step = step[:, self._reg_idx] - step[:, self._null][:, None]
+        if self.fixed_dispersion is None:
+            ratio_step = ratio_step - self._last_penalty
         self._detector = ratio_step + np.logaddexp(self._detector, -np.log(self.horizon))
 
         pi_grid = odds / (1.0 + odds)
         m_grid = m_i * pi_grid
-        self._excess += (xc_i - m_grid) ** 2 - m_grid * (1.0 - pi_grid)
+        self._excess += (xc_i - m_grid) ** 2 - self.count_scale * m_grid * (1.0 - pi_grid)
         self._excess_scale += np.where(informative, 2.0 * scale_var**2, 0.0)
         self._informative += informative
         self.last_dispersion = np.where(informative, phi, self.last_dispersion)
@@ -362,9 +389,32 @@ class RateComparisonBatch:
         self.cleared |= self.log_evidence_clean() >= self.clean_threshold
         return self.codes()
 
+    def _tail_penalty(
+        self, informative: npt.NDArray[np.bool_], phi: FloatArray, scale_var: FloatArray, canary: FloatArray
+    ) -> FloatArray:
+        """Per regression alternative, this interval's extra compensator for the jitter's heavy tail.
+
+        The quasi-likelihood tilts the canary's count by lambda = log(rho / rho0) / phi and charges
+        the Gaussian-like cumulant v lambda^2 / 2 (v = phi e). A rate that jitters like a gamma variable
+        has an exponential upper tail of scale b = c2 * (expected canary count), and its cumulant is
+        bounded by the sub-gamma form v lambda^2 / (2 (1 - b lambda)) (Howard et al. 2020), so the
+        difference is charged here; alternatives with b lambda >= 1 get no evidence from a jittery
+        stream. With c2 = 0 (clean counts) the charge is 0 and the test is the binomial one.
+        """
+        c2 = self.overdispersion()
+        b = np.where(informative, c2 * canary, 0.0)[:, None]
+        lam = (self.log_ratios[self._reg_idx] - self.log_ratios[self._null])[None, :] / phi[:, None]
+        v = (phi * scale_var)[:, None]
+        bl = b * lam
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pen = np.where(bl < 1.0, v * lam**2 * bl / (2.0 * (1.0 - bl)), np.inf)
+        out: FloatArray = np.where(informative[:, None], pen, 0.0)
+        self._last_penalty = out
+        return out
+
     def log_evidence(self) -> FloatArray:
         """Log e-value against "no regression" (rate ratio at most 1 + margin), per stream."""
-        alt = self.loglik[:, self._reg_idx] + self._reg_logw[None, :]
+        alt = self.loglik[:, self._reg_idx] - self._penalty + self._reg_logw[None, :]
         out: FloatArray = _logsumexp(alt, axis=1) - self.loglik[:, self._null]
         return out
 
@@ -517,7 +567,7 @@ def _tails(hist: FloatArray) -> FloatArray:
     return out
 
 
-def histogram_dispersion(baseline_hists: npt.ArrayLike) -> FloatArray:
+def histogram_dispersion(baseline_hists: npt.ArrayLike, *, count_scale: float = 1.0) -> FloatArray:
     """Per stream and edge, the baseline's jitter c2 of "slower than the edge" from its history.
 
     ``baseline_hists`` has shape (intervals, streams, buckets) (or (intervals, buckets) for one
@@ -529,7 +579,7 @@ def histogram_dispersion(baseline_hists: npt.ArrayLike) -> FloatArray:
     tails = _tails(h)  # (intervals, streams, edges)
     totals = np.broadcast_to(h.sum(axis=-1)[..., None], tails.shape)
     t, s, k = tails.shape
-    c2, _ = baseline_dispersion(tails.reshape(t, s * k), totals.reshape(t, s * k))
+    c2, _ = baseline_dispersion(tails.reshape(t, s * k), totals.reshape(t, s * k), count_scale=count_scale)
     out: FloatArray = c2.reshape(s, k)
     return out
 
@@ -558,6 +608,7 @@ class LatencyComparisonBatch:
         dispersion_prior: npt.ArrayLike | None = None,
         horizon: int = DEFAULT_HORIZON,
         change_share: float = DEFAULT_CHANGE_SHARE,
+        count_scale: float = 1.0,
     ) -> None:
         if not 0 < quantile < 1:
             raise UserError(f"quantile must be between 0 and 1, got {quantile}")
@@ -580,6 +631,7 @@ class LatencyComparisonBatch:
             dispersion_prior=prior,
             horizon=horizon,
             change_share=change_share,
+            count_scale=count_scale,
         )
         self.alpha = alpha
         self.threshold = self.cuts.threshold
@@ -614,9 +666,11 @@ class LatencyComparisonBatch:
         if np.any(c < 0) or np.any(b < 0) or not (np.all(np.isfinite(c)) and np.all(np.isfinite(b))):
             raise UserError("bucket counts must be finite and non-negative")
         k = self.edges.size
-        nc = np.repeat(c.sum(axis=1), k)
-        nb = np.repeat(b.sum(axis=1), k)
-        self.cuts.observe(_tails(c).reshape(-1), nc, _tails(b).reshape(-1), nb)
+        tc, tb = _tails(c), _tails(b)
+        # Totals from the same running sums, so rounding never puts a tail above its total.
+        nc = np.repeat(np.maximum(c.sum(axis=1), tc[:, 0]), k)
+        nb = np.repeat(np.maximum(b.sum(axis=1), tb[:, 0]), k)
+        self.cuts.observe(np.minimum(tc.reshape(-1), nc), nc, np.minimum(tb.reshape(-1), nb), nb)
         self._baseline_hist += b
         self.cut = exceedance_cut(self._baseline_hist, self.quantile)
         self.regressed |= (self.log_evidence() >= self.threshold) | (
