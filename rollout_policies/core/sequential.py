@@ -330,7 +330,10 @@ class RateComparisonBatch:
         # test conditions on it), around the past ratio estimate, so the scaling stays predictable
         # and a real regression does not inflate it.
         rho_hat = self.estimate()
-        rho_hat = np.where(np.isfinite(rho_hat) & (rho_hat > 0), rho_hat, np.exp(self.log_ratios[self._null]))
+        rho_null = float(np.exp(self.log_ratios[self._null]))
+        # Never below the null: an early low estimate (a canary minute that happened to be quiet)
+        # would shrink the variance the next intervals are judged with.
+        rho_hat = np.where(np.isfinite(rho_hat) & (rho_hat > rho_null), rho_hat, rho_null)
         with np.errstate(divide="ignore", invalid="ignore"):
             pi_hat = np.where(informative, rho_hat * nc / (rho_hat * nc + nb), 0.0)
         m = xc + xb
