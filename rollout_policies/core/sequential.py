@@ -249,7 +249,6 @@ class RateComparisonBatch:
         self._detector: FloatArray = np.full((size, self._reg_idx.size), -np.inf)
         # Cumulative heavy-tail charge per regression alternative (see _tail_penalty).
         self._penalty: FloatArray = np.zeros((size, self._reg_idx.size))
-        self._last_penalty: FloatArray = np.zeros((size, self._reg_idx.size))
         self.canary_events: FloatArray = np.zeros(size)
         self.canary_trials: FloatArray = np.zeros(size)
         self.baseline_events: FloatArray = np.zeros(size)
@@ -363,14 +362,14 @@ class RateComparisonBatch:
         # x_c log pi + x_b log(1 - pi) = x_c log(odds) - m log(1 + odds)
         step = (xc_i * log_odds - m_i * log1p_odds) * (1.0 / phi)[:, None]
         self.loglik += step
+        ratio_step = step[:, self._reg_idx] - step[:, self._null][:, None]
         if self.fixed_dispersion is None:
-            self._penalty += self._tail_penalty(informative, phi, scale_var, m_expected * pi_hat)
+            charge = self._tail_penalty(informative, phi, scale_var, m_expected * pi_hat, ratio_step)
+            self._penalty += charge
+            ratio_step = ratio_step - charge
 
         # The e-detector (Shin, Ramdas and Rinaldo): a Shiryaev-Roberts sum over start intervals,
         # one new start of weight 1/horizon per interval, per alternative ratio.
-        ratio_step = step[:, self._reg_idx] - step[:, self._null][:, None]
-        if self.fixed_dispersion is None:
-            ratio_step = ratio_step - self._last_penalty
         self._detector = ratio_step + np.logaddexp(self._detector, -np.log(self.horizon))
 
         pi_grid = odds / (1.0 + odds)
@@ -393,7 +392,12 @@ class RateComparisonBatch:
         return self.codes()
 
     def _tail_penalty(
-        self, informative: npt.NDArray[np.bool_], phi: FloatArray, scale_var: FloatArray, canary: FloatArray
+        self,
+        informative: npt.NDArray[np.bool_],
+        phi: FloatArray,
+        scale_var: FloatArray,
+        canary: FloatArray,
+        ratio_step: FloatArray,
     ) -> FloatArray:
         """Per regression alternative, this interval's extra compensator for the jitter's heavy tail.
 
@@ -401,8 +405,9 @@ class RateComparisonBatch:
         the Gaussian-like cumulant v lambda^2 / 2 (v = phi e). A rate that jitters like a gamma variable
         has an exponential upper tail of scale b = c2 * (expected canary count), and its cumulant is
         bounded by the sub-gamma form v lambda^2 / (2 (1 - b lambda)) (Howard et al. 2020), so the
-        difference is charged here; alternatives with b lambda >= 1 get no evidence from a jittery
-        stream. With c2 = 0 (clean counts) the charge is 0 and the test is the binomial one.
+        difference is charged here. An alternative with b lambda >= 1 sits this interval out: its
+        factor is 1 (the whole step is charged), a predictable choice, so the product stays an
+        e-process. With c2 = 0 (clean counts) the charge is 0 and the test is the binomial one.
         """
         c2 = self.overdispersion()
         b = np.where(informative, c2 * canary, 0.0)[:, None]
@@ -410,9 +415,8 @@ class RateComparisonBatch:
         v = (phi * scale_var)[:, None]
         bl = b * lam
         with np.errstate(divide="ignore", invalid="ignore"):
-            pen = np.where(bl < 1.0, v * lam**2 * bl / (2.0 * (1.0 - bl)), np.inf)
+            pen = np.where(bl < 1.0, v * lam**2 * bl / (2.0 * (1.0 - bl)), ratio_step)
         out: FloatArray = np.where(informative[:, None], pen, 0.0)
-        self._last_penalty = out
         return out
 
     def log_evidence(self) -> FloatArray:

@@ -35,6 +35,7 @@ from rollout_policies.plan.model import (
     Metric,
     Op,
     Plan,
+    Stage,
     Threshold,
 )
 
@@ -302,6 +303,9 @@ def _cross_check(
                 (*sloc, "steps"),
                 "the steps before the last bake longer than the stage's min_duration",
             )
+        problem = _like_for_like_problem(stage, sloc)
+        if problem:
+            yield problem
         split = stage.audience.platform_split
         if split is not None and split.ios + split.android != 100:
             yield _Problem(
@@ -367,6 +371,29 @@ def _table_index(data: Mapping[str, Any], name: str, fallback: int) -> int:
         if isinstance(table, Mapping) and table.get("name") == name:
             return index
     return fallback
+
+
+def _like_for_like_problem(stage: Stage, sloc: Loc) -> _Problem | None:
+    """A stage that keeps segments from the candidate must filter the baseline to the same users.
+
+    The comparison assumes both versions serve alike users; with VIPs excluded from the candidate,
+    the stable version's counts would include users the candidate never sees. Only comparisons with
+    live queries can be checked (a metrics file's counts are the team's to filter).
+    """
+    excluded = stage.audience.exclude_segments
+    if not excluded or not any(0 < step.weight < 100 for step in stage.steps):
+        return None
+    for table in stage.tables:
+        for gate in table.gates:
+            c = gate.comparison
+            if c is not None and c.live_queries and c.segment_label is None:
+                return _Problem(
+                    (*sloc, "audience", "exclude_segments"),
+                    f"the candidate does not serve {', '.join(excluded)}, so the comparison of "
+                    f"{gate.metric!r} (table {table.name!r}) cannot be like-for-like: give it "
+                    "segment_label and group its queries by that label",
+                )
+    return None
 
 
 def _comparison_problem(monitor_only: bool, metric: Metric, loc: Loc) -> _Problem | None:
