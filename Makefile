@@ -9,7 +9,7 @@ export PULUMI_SKIP_UPDATE_CHECK := true
 export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION := true
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools lint test test-fast demo env-up env-down env-status bench bench-gates bench-rollback bench-triggers clean
+.PHONY: help venv tools lint test test-fast demo env-up env-down env-status bench bench-gates bench-rollback bench-triggers bench-cli clean
 
 help:
 	@echo "make test       install everything, lint, run every test"
@@ -19,11 +19,11 @@ help:
 	@echo "make lint       ruff, mypy on the decision core, import layering, workflow lint"
 	@echo "make bench      every benchmark; make bench-gates the canary statistics benchmark"
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml rig/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "[venv] installing Python packages into $(VENV)"
 	@$(PY) -m pip install -q --upgrade pip
-	@$(PY) -m pip install -q -e '.[dev]'
+	@$(PY) -m pip install -q -e '.[dev]' -e ./rig
 	@touch $@
 
 venv: $(VENV)/.installed
@@ -47,7 +47,7 @@ test-fast: venv
 
 demo: venv tools
 	$(VENV)/bin/rollout env up
-	$(PY) -m rollout_policies.demo
+	$(PY) -m devenv.demo
 
 env-up: venv tools
 	$(VENV)/bin/rollout env up
@@ -58,7 +58,11 @@ env-down: venv
 env-status: venv
 	$(VENV)/bin/rollout env status
 
-bench: bench-gates bench-rollback bench-triggers
+bench: bench-gates bench-rollback bench-triggers bench-cli
+
+# `rollout --help` start-up against bare Python (README).
+bench-cli: venv
+	$(PY) -m bench.cli
 
 # Canary statistics against Flagger-, Kayenta-style and naive gates (docs/statistics.md).
 bench-gates: venv

@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from simulator.harness import FAULTS, AlertingLane, GitRemote, LocalDeployment, compressed, window_of
+from simulator.traffic import HTTPRouteWeights
 
 from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
 from rollout_policies.plan.model import Plan
-from simulator.harness import FAULTS, AlertingLane, GitRemote, LocalDeployment, compressed, window_of
-from simulator.traffic import HTTPRouteWeights
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,7 +106,7 @@ class NoFaultLane(threading.Thread):
 
 def applied_runs(plan: Plan, options: argparse.Namespace) -> list[dict[str, Any]]:
     """On the local environment: database loss in green -> commit -> stable weights live on the HTTPRoute."""
-    from rollout_policies.env.local import LocalEnvironment
+    from devenv.local import LocalEnvironment
 
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-applied-") as tmp:

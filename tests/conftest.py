@@ -1,6 +1,6 @@
 """Shared fixtures for tests that need real local services (Prometheus, Alertmanager, PostgreSQL, moto).
 
-Each service runs once per test session on a free 127.0.0.1 port, from rollout_policies/env/services.py,
+Each service runs once per test session on a free 127.0.0.1 port, from rig/devenv/services.py,
 and is stopped by its pid when the session ends, also after failures. Factories start one more
 instance per call (each in its own folder) and stop all of them at the end of the session.
 """
@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from devenv.services import HOST, Alertmanager, MotoServer, PostgreSQL, Prometheus, Service
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
-from rollout_policies.env.services import HOST, Alertmanager, MotoServer, PostgreSQL, Prometheus, Service
-
 # `local_env` / `local_env_info`: the two-region local environment, started once per session.
-pytest_plugins = ["rollout_policies.env.pytest_fixtures"]
+pytest_plugins = ["devenv.pytest_fixtures"]
 
 
 class _Started:

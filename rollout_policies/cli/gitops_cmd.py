@@ -24,7 +24,7 @@ from rollout_policies.gitops.owners import (
     reviewers_for,
 )
 from rollout_policies.gitops.repo import GitRepo
-from rollout_policies.gitops.seams import APPLIERS, LIVE_STATES, make_applier, make_live_state
+from rollout_policies.gitops.seams import LIVE_STATES, applier_names, make_applier, make_live_state
 from rollout_policies.gitops.stack_config import stacks_in
 from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
 from rollout_policies.plan.model import Plan
@@ -259,12 +259,13 @@ def _promotion_dict(outcome: PromotionOutcome) -> dict[str, Any]:
 )
 @click.option(
     "--applier",
-    type=click.Choice(sorted(APPLIERS)),
+    type=click.Choice(applier_names()),
     default="pulumi",
     show_default=True,
     help="How --apply reaches the cluster: pulumi (Automation API, backend and cluster from the "
-    "environment and stack config), pulumi-local (the local environment's clusters), pulumi-cli "
-    "(the `pulumi` command; needs its Python language host).",
+    "environment and stack config), pulumi-cli "
+    "(the `pulumi` command; needs its Python language host); pulumi-local where the development rig "
+    "is installed (the local environment's clusters).",
 )
 @click.option(
     "--now", "now_text", default=None, help="Rollback time, ISO 8601 with zone (default: the clock)."

@@ -17,7 +17,7 @@ from rollout_policies.cli.gitops_cmd import open_repository, repository_options
 from rollout_policies.errors import UserError
 from rollout_policies.gitops.engine import GitOps, default_actor
 from rollout_policies.gitops.notify import Notifier
-from rollout_policies.gitops.seams import APPLIERS, make_applier
+from rollout_policies.gitops.seams import applier_names, make_applier
 from rollout_policies.gitops.stack_config import config_name
 from rollout_policies.plan.model import parse_duration
 
@@ -61,7 +61,7 @@ def _git_options(command: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--applier",
-            type=click.Choice(sorted(APPLIERS)),
+            type=click.Choice(applier_names()),
             default="pulumi",
             show_default=True,
             help="How the apply reaches the cluster (as for `rollout rollback --applier`).",

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from rollout_policies.errors import UserError
+from rollout_policies.plugins import APPLIERS_GROUP, registered
 from rollout_policies.state import Colour
 
 HTTPROUTE_TYPE = "kubernetes:gateway.networking.k8s.io/v1:HTTPRoute"
@@ -101,16 +103,16 @@ class AutomationApplier:
         from pulumi import automation as auto
 
         from infra.program import main
-        from rollout_policies.env.pulumi_runner import pulumi_command
 
         def program() -> None:
             main()
 
+        environment = self.environment(stack)
         workspace = auto.LocalWorkspace(
             work_dir=str(self.project_dir),
             program=program,
-            env_vars=self.environment(stack),
-            pulumi_command=pulumi_command(),
+            env_vars=environment,
+            pulumi_command=pulumi_command(environment),
         )
         try:
             return auto.Stack.create_or_select(stack, workspace)
@@ -135,28 +137,43 @@ def _last_error(output: str) -> str:
     return (lines[-1] if lines else output.strip().splitlines()[-1] if output.strip() else "failed")[:300]
 
 
-def _local_environment(project_dir: Path) -> Callable[[str], dict[str, str]]:
-    """Variables for a stack of the local environment: its region's kubeconfig, the file backend."""
+def pulumi_binary(environment: Mapping[str, str] | None = None) -> Path:
+    """The Pulumi CLI a production applier runs: ``ROLLOUT_PULUMI`` when set, else ``pulumi`` on PATH.
 
-    def variables(stack: str) -> dict[str, str]:
-        from infra.settings import settings_from_stack_file
-        from rollout_policies.env.local import LocalEnvironment
-        from rollout_policies.gitops.stack_config import config_name
+    A missing one is a one-line ApplyError; nothing here knows about the development tool cache.
+    """
+    variables = os.environ if environment is None else environment
+    configured = variables.get("ROLLOUT_PULUMI")
+    if configured:
+        path = Path(configured)
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise ApplyError(f"--apply: ROLLOUT_PULUMI={configured}: not an executable file")
+        return path
+    found = shutil.which("pulumi", path=variables.get("PATH", os.defpath))
+    if found is None:
+        raise ApplyError("--apply: the Pulumi CLI is not on PATH (install it, or set ROLLOUT_PULUMI)")
+    return Path(found)
 
-        info = LocalEnvironment().load()
-        if info is None:
-            raise ApplyError("--apply: the local environment is not running (run `rollout env up`)")
-        region = settings_from_stack_file(project_dir / config_name(stack)).region
-        return {**info.pulumi_env(), **info.aws_env(region), "KUBECONFIG": str(info.kubeconfig(region))}
 
-    return variables
+def pulumi_command(environment: Mapping[str, str] | None = None) -> Any:
+    """The Automation API's handle on :func:`pulumi_binary`, wherever the binary lives."""
+    from pulumi import automation as auto
+
+    binary = pulumi_binary(environment)
+    command = auto.PulumiCommand(skip_version_check=True)
+    command.command = str(binary)
+    return command
 
 
 APPLIERS: dict[str, Callable[[Path], Applier]] = {
     "pulumi": lambda project_dir: AutomationApplier(project_dir, lambda stack: dict(os.environ)),
-    "pulumi-local": lambda project_dir: AutomationApplier(project_dir, _local_environment(project_dir)),
     "pulumi-cli": lambda project_dir: PulumiCliApplier(project_dir),
 }
+
+
+def applier_names() -> list[str]:
+    """The built-in appliers and those other installed distributions register (plugins.APPLIERS_GROUP)."""
+    return sorted({*APPLIERS, *registered(APPLIERS_GROUP)})
 
 
 def _kube_live(project_dir: Path, service: str) -> LiveState:
@@ -173,10 +190,13 @@ LIVE_STATES: dict[str, Callable[[Path, str], LiveState]] = {
 
 
 def make_applier(name: str, project_dir: Path) -> Applier:
-    try:
-        return APPLIERS[name](project_dir)
-    except KeyError:
-        raise UserError(f"--applier {name!r}: unknown (known: {', '.join(sorted(APPLIERS))})") from None
+    factory = APPLIERS.get(name)
+    if factory is None:
+        plugin = registered(APPLIERS_GROUP).get(name)
+        if plugin is None:
+            raise UserError(f"--applier {name!r}: unknown (known: {', '.join(applier_names())})")
+        factory = plugin.load()
+    return factory(project_dir)
 
 
 def make_live_state(name: str, project_dir: Path, service: str) -> LiveState:

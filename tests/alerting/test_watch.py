@@ -14,16 +14,16 @@ from typing import Any
 
 import httpx
 import pytest
-
-from rollout_policies.alerting import GitRollback, TriggerWatch, WatchTick
-from rollout_policies.core import TriggerStatus
-from rollout_policies.env.services import Prometheus
-from rollout_policies.gitops.engine import GitOps
-from rollout_policies.gitops.repo import GitRepo
-from rollout_policies.plan.model import Plan
+from devenv.services import Prometheus
 from simulator.bridge import write_bridge_rules
 from simulator.harness import STACK, GitRemote, compressed
 from simulator.simulation import Simulation
+
+from rollout_policies.alerting import GitRollback, TriggerWatch, WatchTick
+from rollout_policies.core import TriggerStatus
+from rollout_policies.gitops.engine import GitOps
+from rollout_policies.gitops.repo import GitRepo
+from rollout_policies.plan.model import Plan
 
 pytestmark = pytest.mark.services
 

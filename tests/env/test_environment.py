@@ -16,12 +16,12 @@ from pathlib import Path
 
 import boto3
 import pytest
+from devenv.cluster import KWOK_NODE_ANNOTATION, ClusterPorts, KwokCluster
+from devenv.local import DEFAULT_REGIONS, LocalEnvironment
+from devenv.processes import alive
+from devenv.tools import crds_dir, tools_bin
 from kubernetes import client, config
 
-from rollout_policies.env.cluster import KWOK_NODE_ANNOTATION, ClusterPorts, KwokCluster
-from rollout_policies.env.local import DEFAULT_REGIONS, LocalEnvironment
-from rollout_policies.env.processes import alive
-from rollout_policies.env.tools import crds_dir, tools_bin
 from rollout_policies.errors import UserError
 
 pytestmark = pytest.mark.e2e

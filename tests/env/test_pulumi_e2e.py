@@ -13,10 +13,8 @@ from pathlib import Path
 import pulumi
 import pulumi_kubernetes as k8s
 import pytest
-from kubernetes import client, config
-
-from rollout_policies.env.local import LocalEnvironment
-from rollout_policies.env.pulumi_runner import (
+from devenv.local import LocalEnvironment
+from devenv.pulumi_runner import (
     PulumiRunError,
     PulumiTarget,
     destroy,
@@ -24,7 +22,8 @@ from rollout_policies.env.pulumi_runner import (
     select_stack,
     up,
 )
-from rollout_policies.env.tools import tool
+from devenv.tools import tool
+from kubernetes import client, config
 
 pytestmark = pytest.mark.e2e
 

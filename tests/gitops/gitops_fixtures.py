@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from devenv.forge_standin import ForgeStandIn, ensure_openapi, serve_forge
 
 from rollout_policies.core import Evidence, Measurement
-from rollout_policies.forge_standin import ForgeStandIn, ensure_openapi, serve_forge
 from rollout_policies.plan.model import Plan
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)

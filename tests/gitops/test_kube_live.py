@@ -61,7 +61,7 @@ def test_an_unreachable_cluster_is_unknown_not_in_sync(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    from rollout_policies.env.cluster import KwokCluster
+    from devenv.cluster import KwokCluster
 
     started = KwokCluster("gitops-drift", tmp_path_factory.mktemp("kwok"), nodes=1)
     try:

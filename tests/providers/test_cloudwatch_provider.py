@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from devenv.services import free_port
 
 from rollout_policies.core.measurement import Phase
-from rollout_policies.env.services import free_port
 from rollout_policies.plan.model import MetricSource
 from rollout_policies.providers.cloudwatch import CloudWatchProvider
 

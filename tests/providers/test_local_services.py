@@ -1,4 +1,4 @@
-"""The local service launchers in rollout_policies/env/services.py (used by these and other tests)."""
+"""The local service launchers in rig/devenv/services.py (used by these and other tests)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import socket
 import httpx
 import psycopg
 import pytest
-
-from rollout_policies.env.services import HOST, MotoServer, Prometheus, ServiceError
+from devenv.services import HOST, MotoServer, Prometheus, ServiceError
 
 pytestmark = pytest.mark.services
 
@@ -111,7 +110,7 @@ def test_interpreter_exit_stops_a_service_left_running(tmp_path):
 
     script = (
         "import sys\n"
-        "from rollout_policies.env.services import MotoServer\n"
+        "from devenv.services import MotoServer\n"
         f"moto = MotoServer({str(tmp_path)!r}).start()\n"
         "print(moto.pid, flush=True)\n"
         "sys.exit(0)\n"  # no stop(): the exit hook must do it

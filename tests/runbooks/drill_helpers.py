@@ -10,12 +10,12 @@ from typing import Any
 import boto3
 import psycopg
 import pytest
+from devenv.health_standin import RegionEndpoint
+from devenv.services import MotoServer, PostgreSQL
 
 from rollout_policies.cli.main import main
-from rollout_policies.env.services import MotoServer, PostgreSQL
 from rollout_policies.plan.model import Plan
 from runbooks.region_failover import FailoverTarget, RegionTarget
-from runbooks.standin import RegionEndpoint
 
 PRIMARY, SECONDARY = "us-east-1", "us-west-2"
 BUCKET, PREFIX = "markethub-backups", "postgres"

@@ -1,7 +1,7 @@
 """`rollout drill ...` end to end through the command line: real PostgreSQL, moto S3 and Route 53, git.
 
 moto stands in for AWS (the only stand-in allowed); the region endpoints are loopback stand-ins
-(``runbooks.standin``) because nothing serves HTTP on kwok's fake nodes. The plan is the packaged one.
+(``devenv.health_standin``) because nothing serves HTTP on kwok's fake nodes. The plan is the packaged one.
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from devenv.services import MotoServer, PostgreSQL
 from drill_helpers import PRIMARY, SECONDARY, Regions, run
-
-from rollout_policies.env.services import MotoServer, PostgreSQL
 
 pytestmark = pytest.mark.services
 

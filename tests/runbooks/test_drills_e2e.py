@@ -2,7 +2,7 @@
 
 Real: two Kubernetes control planes (kwok nodes make the Deployments Available), the moto server of
 the environment for S3 and Route 53, PostgreSQL with pg_dump / pg_restore, git. Stand-ins, and why:
-- the regions' HTTP endpoints are loopback servers (``runbooks.standin``): no pod really serves HTTP on
+- the regions' HTTP endpoints are loopback servers (``devenv.health_standin``): no pod really serves HTTP on
   kwok's fake nodes;
 - Velero: the environment has Velero's CRDs but no Velero server. This test writes the velero.io/v1
   Backup with phase Completed, as Velero's schedule would, and runs a kwok controller of its own with
@@ -24,15 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from devenv.local import LocalEnvironment
+from devenv.pytest_fixtures import local_env  # the session's environment
+from devenv.services import PostgreSQL
+from devenv.tools import tool
 from drill_helpers import PRIMARY, SECONDARY, Regions, run
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-from rollout_policies.env.local import LocalEnvironment
-from rollout_policies.env.pytest_fixtures import local_env  # the session's environment
-from rollout_policies.env.services import PostgreSQL
-from rollout_policies.env.tools import tool
 from runbooks.region_failover import FailoverDns
 
 pytestmark = pytest.mark.e2e

@@ -1,7 +1,7 @@
 """The region failover drill: Route 53 failover records on a moto server, HTTP probes of stand-in endpoints.
 
 moto stands in for Route 53 (the only AWS stand-in allowed here). The regions' endpoints are two
-loopback HTTP servers (``runbooks.standin``), because no pod really serves on kwok's fake nodes. The
+loopback HTTP servers (``devenv.health_standin``), because no pod really serves on kwok's fake nodes. The
 Kubernetes readiness check sits behind the drill's ``Workloads`` seam, given recorded Deployment
 statuses here; the e2e test reads real Deployments from the local clusters.
 """

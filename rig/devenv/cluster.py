@@ -23,9 +23,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from rollout_policies.env.processes import alive, terminate
-from rollout_policies.env.services import HOST, free_port, port_is_free
-from rollout_policies.env.tools import crds_dir, path_with_tools, tool
+from devenv.processes import alive, terminate
+from devenv.services import HOST, free_port, port_is_free
+from devenv.tools import crds_dir, path_with_tools, tool
 from rollout_policies.errors import UserError
 
 KUBE_VERSION = "v1.33.4"  # tools/versions.env KUBERNETES_VERSION; kwokctl picks component flags by it

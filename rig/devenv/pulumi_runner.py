@@ -25,8 +25,8 @@ from typing import Any
 
 from pulumi import automation as auto
 
-from rollout_policies.env.local import EnvInfo
-from rollout_policies.env.tools import path_with_tools, tools_cache
+from devenv.local import EnvInfo
+from devenv.tools import path_with_tools, tools_cache
 from rollout_policies.errors import UserError
 
 Program = Callable[[], None]

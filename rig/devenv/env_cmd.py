@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from rollout_policies.env.local import DEFAULT_REGIONS, LocalEnvironment
+from devenv.local import DEFAULT_REGIONS, LocalEnvironment
 
 _state_dir = click.option(
     "--state-dir",

@@ -14,7 +14,7 @@ Endpoints served (the ones ``gitops.forge.GitHubForge`` uses):
 
 Fetching the description: ``ensure_openapi()`` runs ``npm pack @octokit/openapi@<pinned>`` into a
 cache folder outside the work tree (``~/.cache/markethub-rollout/openapi``) and extracts the one JSON
-file it needs; later runs reuse it. ``python -m rollout_policies.forge_standin fetch`` does the same.
+file it needs; later runs reuse it. ``python -m devenv.forge_standin fetch`` does the same.
 """
 
 from __future__ import annotations
@@ -340,5 +340,5 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["fetch"]:
         print(ensure_openapi())
     else:
-        print("usage: python -m rollout_policies.forge_standin fetch", file=sys.stderr)
+        print("usage: python -m devenv.forge_standin fetch", file=sys.stderr)
         sys.exit(2)

@@ -23,10 +23,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from rollout_policies.env.cluster import KwokCluster
-from rollout_policies.env.processes import alive, terminate
-from rollout_policies.env.services import MotoServer
-from rollout_policies.env.tools import path_with_tools, tools_bin
+from devenv.cluster import KwokCluster
+from devenv.processes import alive, terminate
+from devenv.services import MotoServer
+from devenv.tools import path_with_tools, tools_bin
 from rollout_policies.errors import UserError
 
 DEFAULT_REGIONS = ("us-east-1", "us-west-2")

@@ -2,7 +2,7 @@
 
 The local clusters run kwok's fake nodes, so no pod really serves HTTP; this small server answers the
 failover drill's probes in a region's place: ``GET /healthz`` gives ``{"region": ..., "ok": true}``
-while healthy and 503 when marked down. Run ``python -m runbooks.standin us-east-1 us-west-2`` to
+while healthy and 503 when marked down. Run ``python -m devenv.health_standin us-east-1 us-west-2`` to
 serve one per region (it prints ``REGION=URL`` pairs for ``--endpoint``).
 """
 

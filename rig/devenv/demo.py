@@ -1,7 +1,7 @@
 """`make demo`: one whole rollout on the running local environment, step by step, with a summary.
 
     rollout env up                               # once (make demo does it)
-    python -m rollout_policies.demo [--state-dir DIR] [--keep]
+    python -m devenv.demo [--state-dir DIR] [--keep]
 
 It drives the product as a team would: the rollout repository is a clone of this project's HEAD on
 a bare remote, each local stack names its region's cluster in a committed ``kubernetes:kubeconfig``,
@@ -27,8 +27,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
+from devenv.local import EnvInfo, LocalEnvironment
 from rollout_policies.core.durations import span
-from rollout_policies.env.local import EnvInfo, LocalEnvironment
 from rollout_policies.errors import UserError
 from rollout_policies.state import Colour, RolloutState
 
@@ -349,7 +349,7 @@ def _aws_credentials() -> dict[str, str]:
 def run_demo(info: EnvInfo, *, out: TextIO | None = None, keep: bool = False) -> DemoReport:
     """Run the whole demo on the environment ``info`` describes; raises DemoError on a failed step."""
     out = out or sys.stdout
-    from rollout_policies.forge_standin import serve_forge
+    from devenv.forge_standin import serve_forge
 
     runs = Path(info.state_dir) / "demo"
     runs.mkdir(parents=True, exist_ok=True)
@@ -642,7 +642,7 @@ def _summary(report: DemoReport, out: TextIO, keep: bool) -> None:
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Parse flags, find the running environment, run the demo; exit 2 with one line on failure."""
     parser = argparse.ArgumentParser(
-        prog="python -m rollout_policies.demo", description=__doc__.splitlines()[0]
+        prog="python -m devenv.demo", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--state-dir", help="the environment's folder (default: .local/env of the work tree)")
     parser.add_argument("--keep", action="store_true", help="leave the demo's deployments and repository")

@@ -1,7 +1,7 @@
 """pytest fixtures for end-to-end tests: one local environment per test session, always torn down.
 
-Use it from a conftest.py with ``pytest_plugins = ["rollout_policies.env.pytest_fixtures"]`` (top
-level) or by importing the fixtures (``from rollout_policies.env.pytest_fixtures import local_env``).
+Use it from a conftest.py with ``pytest_plugins = ["devenv.pytest_fixtures"]`` (top
+level) or by importing the fixtures (``from devenv.pytest_fixtures import local_env``).
 Set MARKETHUB_ENV_STATE_DIR to keep the environment's state (logs, Pulumi backend) after the run.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from rollout_policies.env.local import EnvInfo, LocalEnvironment
+from devenv.local import EnvInfo, LocalEnvironment
 
 
 class _Shared:
