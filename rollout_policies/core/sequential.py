@@ -360,26 +360,31 @@ class RateComparisonBatch:
         scale_var = m_expected * pi_hat * (1 - pi_hat)
         # count_scale: Prometheus' increase() sees (window - scrape) of each window and scales it up
         # to the window, so one real event reads as count_scale events; the variance scales alike.
+        c2 = self.overdispersion() if self.fixed_dispersion is None else np.zeros(self.size)
         if self.fixed_dispersion is not None:
             phi = np.full(self.size, float(self.fixed_dispersion) * self.count_scale)
         else:
-            phi = self.count_scale + 2.0 * self.overdispersion() * scale_var
-        # pi(rho) = odds / (1 + odds) with odds = rho n_c / n_b. Streams without information get
-        # odds 1 and no events, so every term below is exactly 0 for them.
-        share = np.where(informative, nc / np.where(informative, nb, 1.0), 1.0)
-        xc_i = np.where(informative, xc, 0.0)[:, None]
-        m_i = np.where(informative, m, 0.0)[:, None]
+            phi = self.count_scale + 2.0 * c2 * scale_var
+        # pi(rho) = odds / (1 + odds) with odds = rho n_c / n_b. Only streams with events in this
+        # interval are computed: for the others every term is exactly 0.
+        rows = np.flatnonzero(informative)
+        share = nc[rows] / nb[rows]
+        xc_i = xc[rows][:, None]
+        m_i = m[rows][:, None]
         odds = self._ratios[None, :] * share[:, None]
         log1p_odds = np.log1p(odds)
         log_odds = self.log_ratios[None, :] + np.log(share)[:, None]
         # x_c log pi + x_b log(1 - pi) = x_c log(odds) - m log(1 + odds)
-        step = (xc_i * log_odds - m_i * log1p_odds) * (1.0 / phi)[:, None]
-        self.loglik += step
-        ratio_step = step[:, self._reg_idx] - step[:, self._null][:, None]
-        if self.fixed_dispersion is None:
-            charge = self._tail_penalty(informative, phi, scale_var, m_expected * pi_hat, ratio_step)
-            self._penalty += charge
-            ratio_step = ratio_step - charge
+        step = (xc_i * log_odds - m_i * log1p_odds) * (1.0 / phi[rows])[:, None]
+        self.loglik[rows] += step
+        ratio_step = np.zeros((self.size, self._reg_idx.size))
+        ratio_step[rows] = step[:, self._reg_idx] - step[:, self._null][:, None]
+        if self.fixed_dispersion is None and rows.size:
+            charge = self._tail_penalty(
+                c2[rows], phi[rows], scale_var[rows], (m_expected * pi_hat)[rows], ratio_step[rows]
+            )
+            self._penalty[rows] += charge
+            ratio_step[rows] -= charge
 
         # The e-detector (Shin, Ramdas and Rinaldo): a Shiryaev-Roberts sum over start intervals,
         # one new start of weight 1/horizon per interval, per alternative ratio.
@@ -387,7 +392,7 @@ class RateComparisonBatch:
 
         pi_grid = odds / (1.0 + odds)
         m_grid = m_i * pi_grid
-        self._excess += (xc_i - m_grid) ** 2 - self.count_scale * m_grid * (1.0 - pi_grid)
+        self._excess[rows] += (xc_i - m_grid) ** 2 - self.count_scale * m_grid * (1.0 - pi_grid)
         self._excess_scale += np.where(informative, 2.0 * scale_var**2, 0.0)
         self._informative += informative
         self.last_dispersion = np.where(informative, phi, self.last_dispersion)
@@ -406,7 +411,7 @@ class RateComparisonBatch:
 
     def _tail_penalty(
         self,
-        informative: npt.NDArray[np.bool_],
+        c2: FloatArray,
         phi: FloatArray,
         scale_var: FloatArray,
         canary: FloatArray,
@@ -422,21 +427,19 @@ class RateComparisonBatch:
         factor is 1 (the whole step is charged), a predictable choice, so the product stays an
         e-process. With c2 = 0 (clean counts) the charge is 0 and the test is the binomial one.
         """
-        c2 = self.overdispersion()
-        b = np.where(informative, c2 * canary, 0.0)[:, None]
+        b = (c2 * canary)[:, None]
         lam = (self.log_ratios[self._reg_idx] - self.log_ratios[self._null])[None, :] / phi[:, None]
         v = (phi * scale_var)[:, None]
         bl = b * lam
         with np.errstate(divide="ignore", invalid="ignore"):
-            pen = np.where(bl < 1.0, v * lam**2 * bl / (2.0 * (1.0 - bl)), ratio_step)
-        out: FloatArray = np.where(informative[:, None], pen, 0.0)
+            out: FloatArray = np.where(bl < 1.0, v * lam**2 * bl / (2.0 * (1.0 - bl)), ratio_step)
         return out
 
     def log_evidence(self) -> FloatArray:
         """Log e-value against "no regression" (rate ratio at most 1 + margin), per stream."""
-        charged = self.loglik.copy()
-        charged[:, self._reg_idx] -= self._penalty
-        return mixture_log_e(charged, self._reg_idx, self._reg_logw, self._null)
+        alt = self.loglik[:, self._reg_idx] - self._penalty + self._reg_logw[None, :]
+        out: FloatArray = _logsumexp(alt, axis=1) - self.loglik[:, self._null]
+        return out
 
     def log_detector(self) -> FloatArray:
         """Log of the e-detector: evidence restarted at every interval, mixed over ratios, per stream."""
