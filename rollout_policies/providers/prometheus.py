@@ -385,7 +385,7 @@ def rate_samples(
     for stamp in sorted(history | stage):
         counts = []
         for version in ("canary", "baseline"):
-            if stamp not in out_of[version]:  # the history: the canary did not serve yet
+            if stamp <= cut and version == "canary":  # the history: the baseline's counts only
                 counts += [0.0, 0.0]
                 continue
             trial_count = max(0.0, out_of[version][stamp])

@@ -295,7 +295,10 @@ def test_comparison_evidence_is_plain_json_with_a_table_summary() -> None:
     assert evidence["alpha"] == 0.01
     assert evidence["ratio"] == pytest.approx(2.97)
     assert evidence["summary"].startswith("regression: rate ratio 2.97x [")
-    assert "(rollback at 100)" in evidence["summary"]
+    # alpha 0.01, half of it for the e-detector: the evidence since the start rolls back at 200
+    assert "(rollback at 200)" in evidence["summary"]
+    assert evidence["log_threshold"] == pytest.approx(math.log(200), abs=1e-4)
+    assert evidence["log_detector_threshold"] == pytest.approx(math.log(200), abs=1e-4)
 
 
 def test_no_data_is_continue_not_a_pass() -> None:

@@ -442,3 +442,60 @@ def test_collect_evidence_feeds_the_shipped_plans_comparison_gates(live, tmp_pat
         assert part.verdict in (Verdict.MEETS_TARGET, Verdict.BETWEEN), (metric_id, part.reason)
     kinds = {type(s) for s in evidence.samples_of("api_response_time")}
     assert kinds == {LatencySample}
+
+
+class _StageLongClient:
+    """A stand-in for Prometheus' range API over a 14-day stage (a real server here has seconds of
+    data, not weeks): it answers any range with one point per step per version and records the
+    ranges asked, refusing more than 11,000 points as Prometheus does."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[datetime, datetime]] = []
+
+    def instant_query(self, promql: str, at: datetime) -> dict:
+        raise AssertionError("comparisons use range queries")
+
+    def range_query(self, promql: str, start: datetime, end: datetime, step: timedelta) -> dict:
+        points = int((end - start) / step) + 1
+        if points > 11_000:
+            return {"resultType": "error"}
+        self.asked.append((start, end))
+        value = "1" if "errors" in promql else "100"
+        stamps = [(start + i * step).timestamp() for i in range(points)]
+        return {
+            "resultType": "matrix",
+            "result": [
+                {"metric": {"track": track}, "values": [[t, value] for t in stamps]}
+                for track in ("candidate", "stable")
+            ],
+        }
+
+
+def test_a_fourteen_day_stage_is_read_whole_in_chunks() -> None:
+    """The anytime guarantee needs every interval since the stage start: 20,160 one-minute steps
+    are asked in consecutive chunks of at most 10,000 (plus a day of baseline history before)."""
+    client = _StageLongClient()
+    provider = PrometheusProvider(client=client)
+    settings = GateComparison(
+        kind=ComparisonKind.RATE,
+        events="sum by (track) (increase(errors_total[75s]))",
+        trials="sum by (track) (increase(requests_total[75s]))",
+        scrape_interval=timedelta(seconds=15),
+    )
+    now = datetime(2026, 12, 15, tzinfo=UTC)
+    since = now - timedelta(days=14)
+
+    fetched = provider.compare(settings, now, metric="api_error_rate", since=since)
+
+    assert fetched.measurement.phase is Phase.OK, fetched.measurement.message
+    in_stage = [s for s in fetched.samples if s.observed_at > since]
+    history = [s for s in fetched.samples if s.observed_at <= since]
+    assert len(in_stage) == 14 * 24 * 60
+    assert in_stage[0].observed_at == since + timedelta(minutes=1)
+    assert len(history) == 24 * 60 + 1
+    assert all(isinstance(s, RateSample) and s.canary_trials == 0 for s in history)
+    per_query = len(client.asked) // 2
+    assert per_query == 3  # 21,601 steps (15 days and one): 10,000 + 10,000 + 1,601
+    starts = [a for a, _ in client.asked[:per_query]]
+    ends = [b for _, b in client.asked[:per_query]]
+    assert all(b + timedelta(minutes=1) == a for a, b in zip(starts[1:], ends[:-1], strict=True))
