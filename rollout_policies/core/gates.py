@@ -334,12 +334,14 @@ def _run(
         settings.dispersion,
     )
     horizon = _horizon(settings)
+    scale = settings.count_scale  # increase() reads range / interval counts per event
     if settings.kind is ComparisonKind.RATE:
-        prior = None
+        prior, rate = None, None
         if len(history) >= 2:
             events = np.array([s.baseline_events for s in history if isinstance(s, RateSample)])
             trials = np.array([s.baseline_trials for s in history if isinstance(s, RateSample)])
-            prior = float(baseline_dispersion(events, trials)[0][0])
+            prior = float(baseline_dispersion(events, trials, count_scale=scale)[0][0])
+            rate = float(events.sum() / trials.sum()) if trials.sum() > 0 else None
         rates = RateComparisonBatch(
             1,
             alpha=alpha,
@@ -347,7 +349,9 @@ def _run(
             tolerance=tolerance,
             dispersion=dispersion,
             dispersion_prior=prior,
+            baseline_rate=rate,
             horizon=horizon,
+            count_scale=scale,
         )
         for s in samples:
             assert isinstance(s, RateSample)
@@ -356,7 +360,11 @@ def _run(
     first = samples[0]
     assert isinstance(first, LatencySample)
     past = [s for s in history if isinstance(s, LatencySample) and s.edges == first.edges]
-    hist_prior = histogram_dispersion(np.array([s.baseline for s in past])) if len(past) >= 2 else None
+    hist_prior = (
+        histogram_dispersion(np.array([s.baseline for s in past]), count_scale=scale)
+        if len(past) >= 2
+        else None
+    )
     latency = LatencyComparisonBatch(
         1,
         first.edges,
@@ -367,6 +375,7 @@ def _run(
         dispersion=dispersion,
         dispersion_prior=hist_prior,
         horizon=horizon,
+        count_scale=scale,
     )
     for s in samples:
         assert isinstance(s, LatencySample)
