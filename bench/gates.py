@@ -587,6 +587,8 @@ def fmt_min(x: float) -> str:
 
 
 def summary(r: Result, name: str) -> str:
+    if name not in r.rolled_back:  # days-long cells run this project's gate only
+        return "-"
     t = r.rolled_back[name]
     if not r.cell.regression:
         k = int(np.isfinite(t).sum())
