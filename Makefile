@@ -9,7 +9,7 @@ export PULUMI_SKIP_UPDATE_CHECK := true
 export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION := true
 PYTEST_ARGS ?=
 
-.PHONY: help venv lock check-install tools lint test test-fast demo env-up env-down env-status bench bench-gates bench-rollback bench-triggers bench-cli bench-webhook clean
+.PHONY: help venv lock check-install tools lint test test-fast demo env-up env-down env-status bench bench-gates bench-replay bench-rollback bench-triggers bench-cli bench-webhook clean
 
 help:
 	@echo "make test       install everything, lint, run every test"
@@ -78,7 +78,7 @@ env-down: venv
 env-status: venv
 	$(VENV)/bin/rollout env status
 
-bench: bench-gates bench-rollback bench-triggers bench-cli bench-webhook
+bench: bench-gates bench-replay bench-rollback bench-triggers bench-cli bench-webhook
 
 # `rollout --help` start-up against bare Python (README).
 bench-cli: venv
@@ -87,6 +87,10 @@ bench-cli: venv
 # Canary statistics against Flagger-, Kayenta-style and naive gates (docs/statistics.md).
 bench-gates: venv
 	$(PY) -m bench.gates
+
+# A comparison gate judging a whole 14-day stage of 1-minute intervals (docs/statistics.md).
+bench-replay: venv
+	$(PY) -m bench.replay
 
 # `rollout rollback` until the commit is on the remote's main (docs/gitops.md).
 bench-rollback: venv

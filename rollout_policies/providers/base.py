@@ -9,7 +9,7 @@ query is a measurement with phase ``error``, an empty or stale one a measurement
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, TypeVar, runtime_checkable
@@ -71,8 +71,10 @@ class ComparisonProvider(Protocol):
         metric: str,
         since: datetime | None = None,
         max_age: timedelta = DEFAULT_MAX_AGE,
+        exclude_segments: Sequence[str] = (),
     ) -> ComparisonFetch:
-        """The per-version samples of ``metric`` from ``since`` (the stage start) to ``now``."""
+        """The per-version samples of ``metric`` from ``since`` (the stage start) to ``now``, without
+        the audience segments the stage leaves out (like is compared with like)."""
         ...
 
 

@@ -90,7 +90,8 @@ def collect_comparisons(
     since: datetime | None = None,
 ) -> tuple[ComparisonFetch, ...]:
     """Per-version samples for each comparison gate of the stage, from Prometheus range queries
-    (``since``: when the stage started; the window is bounded, see ``prometheus.comparison_window``).
+    (``since``: when the stage started; the whole stage and a day of the baseline before it are read,
+    and segments the stage keeps from the candidate are dropped from the baseline too).
 
     Comparison queries are PromQL whatever provider the metric's own value comes from (the crash
     rate's value is the crash reporter's, its per-version counts Prometheus's). A comparison that
@@ -116,7 +117,12 @@ def collect_comparisons(
         if isinstance(provider, UserError):
             return ComparisonFetch(gate.metric, Measurement.error(gate.metric, now, str(provider)))
         return provider.compare(
-            gate.comparison, now, metric=gate.metric, since=since, max_age=metric.source.max_age
+            gate.comparison,
+            now,
+            metric=gate.metric,
+            since=since,
+            max_age=metric.source.max_age,
+            exclude_segments=stage.audience.exclude_segments,
         )
 
     with ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="compare") as pool:

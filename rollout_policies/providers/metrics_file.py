@@ -32,7 +32,7 @@ Event counts (critical bugs, critical issues) are metrics like any other. Bad co
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -196,8 +196,12 @@ class MetricsFileProvider:
         metric: str,
         since: datetime | None = None,
         max_age: timedelta = DEFAULT_MAX_AGE,
+        exclude_segments: Sequence[str] = (),
     ) -> ComparisonFetch:
-        """The file's samples for ``metric`` from ``since`` on (all of them without ``since``)."""
+        """The file's samples for ``metric`` from ``since`` on (all of them without ``since``).
+
+        A file's samples are already the two versions' totals: there are no segments to leave out.
+        """
         found: list[ComparisonSample] = []
 
         def read() -> Reading:
