@@ -27,7 +27,7 @@ from ruamel.yaml.util import load_yaml_guess_indent
 
 from rollout_policies.errors import UserError
 from rollout_policies.stack_file import (
-    MAX_NODES,
+    bounded,
     config_name,
     load_document,
     read_state,
@@ -59,16 +59,13 @@ def _yaml(indent: int | None = None, block_seq_indent: int | None = None) -> YAM
     return yaml
 
 
-def _plain(value: Any, budget: list[int] | None = None) -> Any:
-    """ruamel's commented containers and timestamps as plain Python values for validation."""
-    budget = budget if budget is not None else [MAX_NODES]
-    budget[0] -= 1
-    if budget[0] < 0:
-        raise UserError(f"config.{CONFIG_KEY}: more than {MAX_NODES} values once aliases are expanded")
+def _plain(value: Any) -> Any:
+    """ruamel's commented containers and timestamps as plain Python values for comparison (a block
+    with aliases is ``bounded`` before it is expanded)."""
     if isinstance(value, Mapping):
-        return {str(k): _plain(v, budget) for k, v in value.items()}
+        return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_plain(v, budget) for v in value]
+        return [_plain(v) for v in value]
     if isinstance(value, ScalarString):
         return str(value)
     return value
@@ -236,7 +233,7 @@ def _resolved(
     """
     config = document["config"]
     fresh = CommentedMap()
-    plain = _plain(block)
+    plain = _plain(bounded(block, f"{source}: config.{CONFIG_KEY}"))
     for key, value in {**wanted, **{k: v for k, v in plain.items() if k not in wanted}}.items():
         fresh[key] = _fresh(value)
     config[CONFIG_KEY] = fresh
