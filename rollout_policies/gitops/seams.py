@@ -8,8 +8,10 @@ Pulumi automation-API applier; until then ``pulumi-cli`` shells out to the Pulum
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import socket
 import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +21,8 @@ from typing import Any, Protocol
 from rollout_policies.errors import UserError
 from rollout_policies.plugins import APPLIERS_GROUP, registered
 from rollout_policies.state import Colour
+
+log = logging.getLogger("rollout.gitops")
 
 HTTPROUTE_TYPE = "kubernetes:gateway.networking.k8s.io/v1:HTTPRoute"
 
@@ -123,13 +127,74 @@ class AutomationApplier:
         from pulumi import automation as auto
 
         selected = self.stack(stack)
+        for attempt in range(2):
+            try:
+                exported = selected.export_stack().deployment or {}
+                resources = exported.get("resources", []) or []
+                urns = [r["urn"] for r in resources if r.get("type") == HTTPROUTE_TYPE]
+                # No HTTPRoute yet (a first deployment): a full up is the only way to get traffic right.
+                selected.up(target=urns or None, color="never")
+                return
+            except auto.CommandError as err:
+                locked = "currently locked" in str(err)
+                if not (locked and attempt == 0 and self._cancel_stale_lock(selected, stack)):
+                    raise ApplyError(f"--apply: pulumi up --stack {stack}: {_last_error(str(err))}") from None
+
+    def _cancel_stale_lock(self, selected: Any, stack: str) -> bool:
+        """Remove a file backend's stack lock whose holder (on this host) is dead: a killed ``pulumi up``.
+
+        Only a ``file://`` backend's lock files can be read here; a lock held by a live process, or by
+        another host, or in any other backend, is left for a person (the error names ``pulumi cancel``).
+        """
+        from pulumi import automation as auto
+
+        dead = _dead_file_backend_locks(self.environment(stack) or dict(os.environ), stack)
+        if not dead:
+            return False
         try:
-            exported = selected.export_stack().deployment or {}
-            urns = [r["urn"] for r in exported.get("resources", []) or [] if r.get("type") == HTTPROUTE_TYPE]
-            # No HTTPRoute yet (a first deployment): a full up is the only way to get traffic right.
-            selected.up(target=urns or None, color="never")
-        except auto.CommandError as err:
-            raise ApplyError(f"--apply: pulumi up --stack {stack}: {_last_error(str(err))}") from None
+            selected.cancel()
+        except auto.CommandError:
+            return False
+        for path, pid in dead:
+            log.warning(
+                "removed the stale Pulumi lock of stack %s held by dead pid %d (%s)", stack, pid, path
+            )
+        return True
+
+
+def _dead_file_backend_locks(environment: Mapping[str, str], stack: str) -> list[tuple[Path, int]]:
+    """Lock files of a ``file://`` backend's stack whose holder ran on this host and is gone.
+
+    Empty when any lock's holder is alive or unknown: then nothing may be removed.
+    """
+    url = environment.get("PULUMI_BACKEND_URL", "")
+    if not url.startswith("file://"):
+        return []
+    locks = Path(url[len("file://") :]).expanduser() / ".pulumi" / "locks"
+    leaf = stack.rsplit("/", 1)[-1]
+    dead: list[tuple[Path, int]] = []
+    for path in locks.rglob("*.json") if locks.is_dir() else ():
+        if path.parent.name != leaf:
+            continue
+        try:
+            holder = json.loads(path.read_text())
+            pid = int(holder["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return []
+        if holder.get("hostname") != socket.gethostname() or _alive(pid):
+            return []
+        dead.append((path, pid))
+    return dead
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _last_error(output: str) -> str:
