@@ -43,7 +43,6 @@ from ruamel.yaml.events import (
     ScalarEvent,
 )
 
-from rollout_policies.errors import UserError
 from rollout_policies.plan.model import (
     Criterion,
     CriterionKind,
@@ -53,6 +52,7 @@ from rollout_policies.plan.model import (
     Metric,
     Op,
     Plan,
+    PlanError,
     Stage,
     Threshold,
 )
@@ -63,7 +63,7 @@ DEFAULT_PLAN = Path(__file__).resolve().parent.parent / "plans" / "markethub-mob
 # cannot import the providers' registry; the command line passes the registry's names in
 # (``load_plan(path, providers=...)``) and this tuple is the default until then. "manual" is not a
 # backend: a person supplies the value (a sign-off or a figure from finance or research).
-KNOWN_PROVIDERS: tuple[str, ...] = ("prometheus", "cloudwatch", "sql", "json_http", "manual")
+KNOWN_PROVIDERS: tuple[str, ...] = ("prometheus", "cloudwatch", "sql", "json_http", "manual", "metrics_file")
 
 # Bounds checked before parsing. The shipped plan is about 40 KB, nested 6 deep, with 3 aliases that
 # expand to a few hundred nodes; these leave room for plans many times its size and nothing more.
@@ -77,10 +77,6 @@ _LOWER_OK = {"target": (Op.LT, Op.LE), "alert": (Op.GT, Op.GE)}
 _HIGHER_OK = {"target": (Op.GT, Op.GE), "alert": (Op.LT, Op.LE)}
 
 Loc = tuple[str | int, ...]
-
-
-class PlanError(UserError):
-    """A plan file that cannot be used; the message is one line naming the file, line and field."""
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,22 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from rollout_policies.errors import UserError
+
+
+class PlanError(UserError):
+    """A plan file that cannot be used; the message is one line naming the file, line and field."""
+
+
+class UnknownStage(PlanError):
+    """A stage id the plan does not have. Every caller gets the same line: no translation per caller."""
+
+    def __init__(self, plan: Plan, stage_id: str) -> None:
+        known = ", ".join(stage.id for stage in plan.stages)
+        super().__init__(f"stage {stage_id!r} is not in plan {plan.name} (stages: {known})")
+        self.stage_id = stage_id
+
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -711,10 +727,11 @@ class Plan(_Frozen):
         raise KeyError(metric_id)
 
     def stage(self, stage_id: str) -> Stage:
+        """The stage called ``stage_id``; else ``UnknownStage``, a PlanError naming the plan's stages."""
         for stage in self.stages:
             if stage.id == stage_id:
                 return stage
-        raise KeyError(stage_id)
+        raise UnknownStage(self, stage_id)
 
     def stage_index(self, stage_id: str) -> int:
         return [stage.id for stage in self.stages].index(stage_id)

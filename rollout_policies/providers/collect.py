@@ -11,11 +11,12 @@ from rollout_policies.core.measurement import Evidence, Measurement
 from rollout_policies.core.ranges import within_range
 from rollout_policies.errors import UserError
 from rollout_policies.plan.model import Gate, Plan, Stage
-from rollout_policies.providers.base import MetricProvider, as_utc
-from rollout_policies.providers.prometheus import ComparisonFetch, PrometheusProvider
-from rollout_policies.providers.registry import PROVIDERS, provider_for
+from rollout_policies.providers.base import ComparisonFetch, ComparisonProvider, MetricProvider, as_utc
+from rollout_policies.providers.registry import PROVIDERS, comparison_provider_for, provider_for
 from rollout_policies.providers.settings import ProviderSettings
 
+# Comparison queries are PromQL whatever provider a metric's own value comes from.
+COMPARISONS_FROM = "prometheus"
 _WORKERS = 8  # queries wait on the network, not the CPU; a few at once keeps a stage under seconds
 
 
@@ -40,11 +41,7 @@ def collect(
     """
     settings = settings or ProviderSettings.from_env()
     now = as_utc(now)
-    try:
-        stage = plan.stage(stage_id)
-    except KeyError:
-        known = ", ".join(s.id for s in plan.stages)
-        raise UserError(f"unknown stage {stage_id!r} in plan {plan.name!r} (stages: {known})") from None
+    stage = plan.stage(stage_id)
     metrics = []
     for metric_id in metrics_for_stage(plan, stage):
         try:
@@ -103,16 +100,14 @@ def collect_comparisons(
     """
     settings = settings or ProviderSettings.from_env()
     now = as_utc(now)
-    try:
-        stage = plan.stage(stage_id)
-    except KeyError:
-        known = ", ".join(s.id for s in plan.stages)
-        raise UserError(f"unknown stage {stage_id!r} in plan {plan.name!r} (stages: {known})") from None
+    stage = plan.stage(stage_id)
     gates = [gate for gate in comparison_gates(stage) if gate.comparison and gate.comparison.live_queries]
     if not gates:
         return ()
     try:
-        provider: PrometheusProvider | UserError = PrometheusProvider(**settings.for_provider("prometheus"))
+        provider: ComparisonProvider | UserError = comparison_provider_for(
+            COMPARISONS_FROM, **settings.for_provider(COMPARISONS_FROM)
+        )
     except UserError as err:  # no Prometheus URL: the comparisons have no data source, the rest goes on
         provider = err
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
@@ -21,7 +20,9 @@ from rollout_policies.errors import UserError
 from rollout_policies.plan.model import ComparisonKind, GateComparison, MetricSource
 from rollout_policies.providers.base import (
     DEFAULT_ATTEMPTS,
+    DEFAULT_MAX_AGE,
     DEFAULT_TIMEOUT,
+    ComparisonFetch,
     NoValues,
     QueryFailed,
     Reading,
@@ -39,6 +40,7 @@ class PromQLClient(Protocol):
     def instant_query(self, promql: str, at: datetime) -> Mapping[str, Any]: ...
 
 
+@runtime_checkable
 class PromQLRangeClient(PromQLClient, Protocol):
     """A client that can also run a range query (start..end every ``step``)."""
 
@@ -157,7 +159,7 @@ class PrometheusProvider:
         *,
         metric: str,
         since: datetime | None = None,
-        max_age: timedelta = timedelta(minutes=15),
+        max_age: timedelta = DEFAULT_MAX_AGE,
         exclude_segments: Sequence[str] = (),
     ) -> ComparisonFetch:
         """The comparison's per-version samples from ``since`` (the stage start) to ``now``, and the
@@ -172,7 +174,7 @@ class PrometheusProvider:
         """
         now = as_utc(now)
         found: list[ComparisonSample] = []
-        range_query = getattr(self.client, "range_query", None)
+        range_query = self.client.range_query if isinstance(self.client, PromQLRangeClient) else None
 
         def read() -> Reading:
             found.clear()
@@ -233,21 +235,6 @@ HISTORY = timedelta(hours=24)
 # increase() extrapolates each series on its own, so an interval's events can come out a little
 # above its trials; within this slack they are capped at the trials, beyond it the queries are wrong.
 _EVENTS_SLACK = 0.05
-
-
-@dataclass(frozen=True, slots=True)
-class ComparisonFetch:
-    """One comparison gate's live samples, and how fetching them went.
-
-    ``measurement`` judges the fetch like any other query: phase ``ok`` (value: how many samples),
-    ``no_data`` (no series, no interval with both versions, or the newest older than ``max_age``)
-    or ``error`` (Prometheus failed or answered something unreadable). ``samples`` are empty unless
-    something was read; stale samples are kept, because a regression they show stays valid.
-    """
-
-    metric: str
-    measurement: Measurement
-    samples: tuple[ComparisonSample, ...] = ()
 
 
 def comparison_window(

@@ -220,7 +220,7 @@ def test_unknown_provider(tmp_path: Path) -> None:
     text = changed("{provider: json_http, query: score}", "{provider: graphite, query: score}")
     assert error_of(tmp_path, text) == (
         "plan.yaml:14: metrics[1].source.provider: unknown provider 'graphite' "
-        "(known: cloudwatch, json_http, manual, prometheus, sql)"
+        "(known: cloudwatch, json_http, manual, metrics_file, prometheus, sql)"
     )
 
 
