@@ -15,7 +15,8 @@ import click
 from rollout_policies.core import Evidence
 from rollout_policies.errors import UserError
 from rollout_policies.gitops.engine import GitOps, PromotionOutcome, default_actor
-from rollout_policies.gitops.forge import DEFAULT_API_URL, make_forge
+from rollout_policies.gitops.forge import DEFAULT_API_URL, TOKEN_ENV, make_forge
+from rollout_policies.gitops.ledger import DecisionLedger
 from rollout_policies.gitops.notify import Notifier
 from rollout_policies.gitops.owners import (
     DEFAULT_REVIEWERS_FILE,
@@ -181,6 +182,9 @@ def promote(
             raise UserError(
                 "--forge-repo: required to open pull requests (or set GITHUB_REPOSITORY, or --no-pr)"
             )
+        if not os.environ.get(TOKEN_ENV):
+            # Found out before deciding, not after a promotion branch is pushed with no pull request.
+            raise UserError(f"{TOKEN_ENV}: not set; it opens the promotion pull requests (or --no-pr)")
         source = reviewers_file or repo_dir / DEFAULT_REVIEWERS_FILE
         handles = load_handles(source) if (reviewers_file or source.exists() or not reviewer_flags) else {}
         handles.update(parse_handle_flags(reviewer_flags))
@@ -194,6 +198,7 @@ def promote(
         reviewers=reviewers,
         notifier=Notifier(plan.notifications),
         actor=actor or default_actor(),
+        ledger=None if dry_run else DecisionLedger(repo),
     )
     outcomes = [
         ops.promote(stack, evidence_for, now=now, dry_run=dry_run, open_pull=not no_pr) for stack in stacks
