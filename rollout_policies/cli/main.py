@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "rollback": "rollout_policies.cli.gitops_cmd:rollback",
     "status": "rollout_policies.cli.gitops_cmd:status",
     "drill": "rollout_policies.cli.drill_cmd:drill",
+    "deploy": "rollout_policies.cli.deploy_cmd:deploy",
     "serve": "rollout_policies.cli.serve_cmd:serve",
     "watch": "rollout_policies.cli.serve_cmd:watch",
 }

@@ -22,6 +22,10 @@ from rollout_policies.gitops.stack_config import config_name
 from rollout_policies.plan.model import parse_duration
 
 
+# The variable holding the webhook's shared token (the default of --token-env).
+WEBHOOK_TOKEN_ENV = "ROLLOUT_WEBHOOK_TOKEN"
+
+
 def _listen(text: str) -> tuple[str, int]:
     host, sep, port_text = text.rpartition(":")
     if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
@@ -126,7 +130,7 @@ def _logging(level: str) -> None:
 )
 @click.option(
     "--token-env",
-    default="ROLLOUT_WEBHOOK_TOKEN",
+    default=WEBHOOK_TOKEN_ENV,
     show_default=True,
     help="The variable holding the shared bearer token Alertmanager sends.",
 )
