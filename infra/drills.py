@@ -41,10 +41,21 @@ KUBECONFIG_MOUNT = "/etc/markethub-rollout/kubeconfig"
 REPORT_DIR = "/tmp/drills"
 
 
+def plan_flags(plan_path: str) -> list[str]:
+    """``--plan`` for a plan of the team's own; none for the packaged plan, which the command finds
+    in the installed package (a pod has no checkout, so a path into the repository would not exist)."""
+    from infra.program import resolve_plan_path
+    from rollout_policies.plan.loader import DEFAULT_PLAN
+
+    if resolve_plan_path(plan_path).resolve() == DEFAULT_PLAN:
+        return []
+    return ["--plan", plan_path]
+
+
 def drill_command(args: DrillArgs, drill: str) -> list[str]:
     """The container's command line: the flags ``rollout drill --stack`` would read from the file."""
     return [
-        "rollout", "drill", drill, "--execute", "--plan", args.plan_path,
+        "rollout", "drill", drill, "--execute", *plan_flags(args.plan_path),
         *drill_flags(args.options, drill), "--report-dir", REPORT_DIR,
     ]  # fmt: skip
 
