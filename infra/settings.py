@@ -9,9 +9,9 @@ one line instead of a traceback deep inside a component.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any

@@ -27,7 +27,7 @@ READ = MappingProxyType(
         "AWS_REGION": "CloudWatch region when ROLLOUT_CLOUDWATCH_REGION is unset",
         "AWS_DEFAULT_REGION": "CloudWatch region when neither of the above is set",
         # forge and git (gitops/)
-        "GITHUB_TOKEN": "token that pushes promotion branches' pull requests (a GitHub App's, so they trigger previews)",
+        "GITHUB_TOKEN": "token that opens promotion pull requests (a GitHub App's, so they start previews)",
         "GITHUB_REPOSITORY": "owner/name of the repository on the forge (default of --forge-repo)",
         "GITHUB_API_URL": "forge API base URL (default of --forge-url)",
         "GITHUB_ACTOR": "who runs a decision, for the audit trail",

@@ -100,7 +100,9 @@ class KubernetesVelero:
         from kubernetes import client, config  # imported on use: slow to import
 
         self._api = client.CustomObjectsApi(
-            config.new_client_from_config(config_file=str(kubeconfig) if kubeconfig else None, context=context)
+            config.new_client_from_config(
+                config_file=str(kubeconfig) if kubeconfig else None, context=context
+            )
         )
         self._namespace = velero_namespace
 

@@ -328,11 +328,16 @@ def push_report(
     if token and url.startswith("https://"):
         # The token goes in through a credential helper reading the environment: never in the URL,
         # the process list or an error message.
-        config = ["-c", f"credential.helper=!f() {{ echo username=x-access-token; echo password=${GIT_TOKEN_ENV}; }}; f"]
+        config = [
+            "-c",
+            f"credential.helper=!f() {{ echo username=x-access-token; echo password=${GIT_TOKEN_ENV}; }}; f",
+        ]
         env[GIT_TOKEN_ENV] = token
     with tempfile.TemporaryDirectory(prefix="drill-report-") as scratch:
         clone = Path(scratch) / "repo"
-        _git_env(Path(scratch), env, *config, "clone", "-q", "--depth", "1", "--branch", branch, url, str(clone))
+        _git_env(
+            Path(scratch), env, *config, "clone", "-q", "--depth", "1", "--branch", branch, url, str(clone)
+        )
         target = clone / REPORTS_PATH / drill
         target.mkdir(parents=True, exist_ok=True)
         for path in paths:

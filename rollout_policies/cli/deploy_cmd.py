@@ -38,7 +38,9 @@ def _changed(project: Path, since: str) -> list[str]:
         ["git", "-C", str(project), "diff", "--name-only", f"{since}...HEAD"], capture_output=True, text=True
     )
     if done.returncode != 0:
-        raise UserError(f"--changed-since {since}: {done.stderr.strip().splitlines()[-1:] or ['git diff failed']}")
+        raise UserError(
+            f"--changed-since {since}: {done.stderr.strip().splitlines()[-1:] or ['git diff failed']}"
+        )
     return done.stdout.split()
 
 
@@ -151,7 +153,8 @@ def preview(
                 color="never", diff=True, policy_packs=list(policy_packs) or None, on_output=lines.append
             )
             changes = {op: n for op, n in result.change_summary.items() if op != "same" and n}
-            verdict = f"preview ok ({', '.join(f'{n} to {op}' for op, n in sorted(changes.items())) or 'no changes'})"
+            summary = ", ".join(f"{n} to {op}" for op, n in sorted(changes.items())) or "no changes"
+            verdict = f"preview ok ({summary})"
         except (auto.CommandError, UserError) as err:
             lines.append(str(err))
             verdict = "preview FAILED"
@@ -159,7 +162,9 @@ def preview(
         click.echo(f"{stack}: {verdict}")
         if forge is not None and comment_pr is not None:
             text = "\n".join(lines)[-COMMENT_LIMIT:]
-            forge.comment(comment_pr, f"### `pulumi preview` of stack `{stack}`: {verdict}\n\n```\n{text}\n```")
+            forge.comment(
+                comment_pr, f"### `pulumi preview` of stack `{stack}`: {verdict}\n\n```\n{text}\n```"
+            )
     if not selection.stacks:
         click.echo("no production stack changed")
     if failed:

@@ -124,7 +124,10 @@ def _stack_context(plan_path: str | None, stack: str | None, stacks_dir: str) ->
             theirs = settings_from_stack_file(other)
         except UserError:
             continue
-        if theirs.environment is settings.environment and theirs.region in plan.objectives.disaster_recovery.regions:
+        if (
+            theirs.environment is settings.environment
+            and theirs.region in plan.objectives.disaster_recovery.regions
+        ):
             raw = _raw_config(other)
             kubeconfig = raw.get("kubernetes:kubeconfig")
             context = raw.get("kubernetes:context")
@@ -140,7 +143,13 @@ def _raw_config(path: Path) -> dict[str, Any]:
     return config if isinstance(config, dict) else {}
 
 
-def _finish(report: Any, report_dir: str, commit: bool, push_to: str | None = None, context: DrillContext | None = None) -> None:
+def _finish(
+    report: Any,
+    report_dir: str,
+    commit: bool,
+    push_to: str | None = None,
+    context: DrillContext | None = None,
+) -> None:
     from runbooks.report import GIT_TOKEN_ENV, commit_report, push_report, write_report
 
     for step in report.steps:
@@ -163,7 +172,9 @@ def _finish(report: Any, report_dir: str, commit: bool, push_to: str | None = No
         commit_id = commit_report(paths, message)
         click.echo(f"committed {commit_id[:12]}")
     if push_to:
-        commit_id = push_report(paths, report.drill, push_to, message, token=os.environ.get(GIT_TOKEN_ENV, ""))
+        commit_id = push_report(
+            paths, report.drill, push_to, message, token=os.environ.get(GIT_TOKEN_ENV, "")
+        )
         click.echo(f"pushed {commit_id[:12]} (reports/drills/{report.drill}/{paths[0].name})")
     if context is not None and report.executed:
         for warning in notify_drill(report, context.notifications, paths[1].name):
@@ -203,15 +214,20 @@ _common = [
         "--aws-endpoint-url", envvar="AWS_ENDPOINT_URL", help="AWS endpoint (a moto server locally)."
     ),
     click.option(
-        "--bucket", default=None, help="S3 bucket of database dumps (default: the stack's, else markethub-backups)."
+        "--bucket",
+        default=None,
+        help="S3 bucket of database dumps (default: the stack's, else markethub-backups).",
     ),
     click.option(
-        "--prefix", default=None, help="Key prefix of the dumps in --bucket (default: the stack's, else postgres)."
+        "--prefix",
+        default=None,
+        help="Key prefix of the dumps in --bucket (default: the stack's, else postgres).",
     ),
     click.option(
         "--stack",
         default=None,
-        help="Take zone, record, probe URLs, bucket, prefix, S3 endpoint and clusters from Pulumi.<stack>.yaml.",
+        help="Take zone, record, probe URLs, bucket, prefix, S3 endpoint and clusters from "
+        "Pulumi.<stack>.yaml.",
     ),
     click.option(
         "--stacks-dir", default=".", show_default=True, help="Folder of the Pulumi.<stack>.yaml files."
@@ -240,15 +256,21 @@ def drill() -> None:
 @drill.command("region-failover")
 @_with_common
 @click.option("--stay", is_flag=True, help="Leave traffic on the secondary region (default: fail back).")
-@click.option("--zone", default=None, help="Route 53 hosted zone (default: the stack's, else markethub.test.).")
 @click.option(
-    "--record", default=None, help="The failover record name (default: the stack's, else api.markethub.test.)."
+    "--zone", default=None, help="Route 53 hosted zone (default: the stack's, else markethub.test.)."
+)
+@click.option(
+    "--record",
+    default=None,
+    help="The failover record name (default: the stack's, else api.markethub.test.).",
 )
 @click.option("--endpoint", "endpoints", multiple=True, metavar="REGION=URL", help="Probe URL of a region.")
 @click.option(
     "--kubeconfig", "kubeconfigs", multiple=True, metavar="REGION=PATH", help="Kubeconfig of a region."
 )
-@click.option("--namespace", default=None, help="Namespace of the workloads (default: the stack's, else markethub).")
+@click.option(
+    "--namespace", default=None, help="Namespace of the workloads (default: the stack's, else markethub)."
+)
 @click.option("--ensure-records", is_flag=True, help="Create the zone, health checks and records if missing.")
 @click.option(
     "--inject-fault", metavar="STEP", hidden=True, help="Fail at the end of STEP (drill the safety)."
@@ -360,7 +382,9 @@ def _prefix(flag: str | None, options: DrillOptions | None) -> str:
 @click.option(
     "--velero-namespace", default="velero", show_default=True, help="Namespace of Velero's objects."
 )
-@click.option("--namespace", default=None, help="Workload namespace to restore (default: the stack's, else markethub).")
+@click.option(
+    "--namespace", default=None, help="Workload namespace to restore (default: the stack's, else markethub)."
+)
 @click.option(
     "--velero-wait",
     type=click.FloatRange(min=1),

@@ -26,7 +26,7 @@ from rollout_policies.gitops.owners import (
 )
 from rollout_policies.gitops.repo import GitRepo
 from rollout_policies.gitops.seams import LIVE_STATES, applier_names, make_applier, make_live_state
-from rollout_policies.gitops.stack_config import stacks_in
+from rollout_policies.gitops.stack_config import config_name, stack_environment, stacks_in
 from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
 from rollout_policies.plan.model import Plan
 from rollout_policies.state import RolloutState
@@ -173,7 +173,19 @@ def promote(
     Exit status 0 for promote and hold, 3 when a stack needs a rollback, 2 for bad input.
     """
     now = _now(now_text)
+    named = bool(stacks)
     plan, repo, stacks = open_repository(plan_path, repo_dir, config_dir, remote, main_branch, stacks)
+    skipped: list[str] = []
+    if not named:
+        # The scheduled run decides the real stacks; the local environment's stacks (environment:
+        # local) are promoted only when named, by `rollout env` or a person.
+        local = {s for s in stacks if stack_environment(repo_dir / config_dir / config_name(s)) == "local"}
+        skipped = sorted(local)
+        stacks = tuple(s for s in stacks if s not in local)
+        if not stacks:
+            raise UserError(
+                f"--repo {repo_dir}: only local stacks ({', '.join(skipped)}); name one with --stack"
+            )
     evidence_for = _evidence_source(plan, metrics_file, signoffs, now)
     forge = None
     reviewers: tuple[str, ...] = ()
@@ -203,7 +215,7 @@ def promote(
     outcomes = [
         ops.promote(stack, evidence_for, now=now, dry_run=dry_run, open_pull=not no_pr) for stack in stacks
     ]
-    lines = []
+    lines = [f"skipped: {stack}: environment local (name it with --stack)" for stack in skipped]
     for outcome in outcomes:
         lines.append(f"{outcome.result}: {outcome.message}")
         lines += [f"    {line}" for line in outcome.diff] if outcome.result == "dry-run" else []

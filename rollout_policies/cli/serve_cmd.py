@@ -21,7 +21,6 @@ from rollout_policies.gitops.seams import applier_names, make_applier
 from rollout_policies.gitops.stack_config import config_name
 from rollout_policies.plan.model import parse_duration
 
-
 # The variable holding the webhook's shared token (the default of --token-env).
 WEBHOOK_TOKEN_ENV = "ROLLOUT_WEBHOOK_TOKEN"
 

@@ -318,10 +318,12 @@ class GitOps:
                 link=outcome.pull.url if outcome.pull else None,
             )
         )
-        if self.ledger is not None and self.notifier is not None and not warnings:
-            # Only what was delivered is recorded: a failed post is tried again by the next run.
-            if not self.ledger.record(outcome.stack, signature, f"rollout({outcome.stack}): posted {signature}"):
-                warnings += ("could not record the posted decision in git; the next run may post it again",)
+        # Only what was delivered is recorded: a failed post is tried again by the next run.
+        delivered = self.notifier is not None and not warnings
+        note = f"rollout({outcome.stack}): posted {signature}"
+        recorded = not delivered or self.ledger is None or self.ledger.record(outcome.stack, signature, note)
+        if not recorded:
+            warnings += ("could not record the posted decision in git; the next run may post it again",)
         return _replace(outcome, warnings=outcome.warnings + warnings)
 
     # -- rollback ----------------------------------------------------------------------------------

@@ -60,7 +60,10 @@ class DecisionLedger:
         for _ in range(ATTEMPTS):
             try:
                 head = self._fetch()
-                if head is not None and (self.repo.show(head, f"{stack}.decision") or "").strip() == signature:
+                if (
+                    head is not None
+                    and (self.repo.show(head, f"{stack}.decision") or "").strip() == signature
+                ):
                     return True
                 sha = self._commit(head, stack, signature, message)
                 lease = f"--force-with-lease={self.ref}:{head or ''}"

@@ -146,7 +146,9 @@ def notify_drill(
     head = f"*DRILL* {report.drill}: {verdict.upper()} (report {report_name})"
     lines = []
     for objective in report.objectives:
-        measured = "not measured" if objective.measured_seconds is None else f"{objective.measured_seconds:.1f}s"
+        measured = (
+            "not measured" if objective.measured_seconds is None else f"{objective.measured_seconds:.1f}s"
+        )
         lines.append(f"{objective.name}: {measured} (limit {objective.limit_seconds:.0f}s)")
     lines += [f"{step.name}: {step.status.value} {step.detail}".strip() for step in report.steps
               if step.status.value not in ("passed", "skipped")]  # fmt: skip

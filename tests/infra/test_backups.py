@@ -53,7 +53,7 @@ def test_the_database_is_dumped_to_s3_every_hour(plan):
     assert cronjob["spec"]["schedule"] == "15 * * * *"
     assert container["command"][:3] == ["rollout", "drill", "backup"]
     backup = cli.get_command(Context(cli), "drill").get_command(Context(cli), "backup")  # type: ignore[union-attr]
-    parsed = backup.make_context("backup", container["command"][3:] + ["--dsn", "postgresql://x"])
+    parsed = backup.make_context("backup", [*container["command"][3:], "--dsn", "postgresql://x"])
     assert parsed.params["bucket"] == "mh-backups"
     assert parsed.params["prefix"] == f"pg-dumps/{SERVICE}"
 

@@ -66,15 +66,23 @@ def test_the_cronjob_passes_what_rollout_drill_stack_reads_from_the_stack_file(p
 
 
 def test_the_restore_drill_reads_its_scratch_database_from_a_secret(plan):
-    container = _container(_drill(deploy(settings(drills={"restoreDatabaseSecret": "scratch"}), plan), "backup-restore"))
-    assert {"name": "DRILL_RESTORE_DSN", "valueFrom": {"secretKeyRef": {"name": "scratch", "key": "url"}}} in container["env"]
+    container = _container(
+        _drill(deploy(settings(drills={"restoreDatabaseSecret": "scratch"}), plan), "backup-restore")
+    )
+    assert {
+        "name": "DRILL_RESTORE_DSN",
+        "valueFrom": {"secretKeyRef": {"name": "scratch", "key": "url"}},
+    } in container["env"]
 
 
 def test_drill_reports_are_pushed_when_the_stack_names_a_repository(plan):
     stack = settings(drills={"reportsRepository": "https://github.com/markethub/rollout.git"})
     env = {e["name"]: e for e in _container(_drill(deploy(stack, plan), "backup-restore"))["env"]}
     assert env["ROLLOUT_REPORTS_GIT_URL"]["value"] == "https://github.com/markethub/rollout.git"
-    assert env["ROLLOUT_GIT_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "markethub-rollout-git", "key": "token"}
+    assert env["ROLLOUT_GIT_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "markethub-rollout-git",
+        "key": "token",
+    }
 
 
 def test_drills_are_suspended_in_the_secondary_region(plan):

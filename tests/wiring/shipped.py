@@ -209,7 +209,11 @@ def names_read_in_source(root: Path = ROOT, packages: tuple[str, ...] = PRODUCT)
                     for keyword in node.keywords:
                         if keyword.arg == "envvar":
                             add(_literal(keyword.value), path, node)
-                elif isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load) and _env_like(node.value):
+                elif (
+                    isinstance(node, ast.Subscript)
+                    and isinstance(node.ctx, ast.Load)
+                    and _env_like(node.value)
+                ):
                     add(_literal(node.slice), path, node)
                 elif isinstance(node, ast.Assign):
                     for target in node.targets:

@@ -49,7 +49,9 @@ def _rollout_calls(step) -> list[list[str]]:
             match = _SHELL_VAR.match(token)
             value = step.env.get(match.group(1)) if match else None
             if value is not None:
-                value = re.sub(r"\$\{\{\s*matrix\.(\w+)\s*\}\}", lambda m: str(step.matrix[m.group(1)]), value)
+                value = re.sub(
+                    r"\$\{\{\s*matrix\.(\w+)\s*\}\}", lambda m: str(step.matrix[m.group(1)]), value
+                )
             words.append(value if value is not None and "${{" not in value else token)
         calls.append(words)
     return calls
@@ -112,17 +114,27 @@ def test_the_promote_workflow_gives_every_variable_the_plans_providers_read() ->
     """A provider whose variable is missing errors every gate it serves, and every run holds."""
     env = next(s.env for s in STEPS if s.run and "rollout promote" in s.run)
     providers = {metric.source.provider for metric in PLAN.metrics}
-    wanted = {"prometheus": "ROLLOUT_PROMETHEUS_URL", "sql": "ROLLOUT_SQL_DSN", "json_http": "ROLLOUT_JSON_BASE_URLS"}
-    missing = [variable for provider, variable in wanted.items() if provider in providers and variable not in env]
+    wanted = {
+        "prometheus": "ROLLOUT_PROMETHEUS_URL",
+        "sql": "ROLLOUT_SQL_DSN",
+        "json_http": "ROLLOUT_JSON_BASE_URLS",
+    }
+    missing = [
+        variable for provider, variable in wanted.items() if provider in providers and variable not in env
+    ]
     assert missing == []
-    notify = [v for v in (PLAN.notifications.slack_webhook_env, PLAN.notifications.pagerduty_routing_key_env) if v]
+    notify = [
+        v for v in (PLAN.notifications.slack_webhook_env, PLAN.notifications.pagerduty_routing_key_env) if v
+    ]
     assert [v for v in notify if v not in env] == []
 
 
 # ------------------------------------------------------------------ commands and flags
 
 
-@pytest.mark.parametrize("step", [s for s in RUN_STEPS if commands_in(s.run, "rollout")], ids=lambda s: s.where)
+@pytest.mark.parametrize(
+    "step", [s for s in RUN_STEPS if commands_in(s.run, "rollout")], ids=lambda s: s.where
+)
 def test_every_rollout_call_in_a_workflow_uses_real_commands_and_flags(step) -> None:
     for call in _rollout_calls(step):
         assert unknown_flags(call) == [], f"{step.where}: rollout {' '.join(call)}"
@@ -131,7 +143,12 @@ def test_every_rollout_call_in_a_workflow_uses_real_commands_and_flags(step) -> 
 def test_no_workflow_runs_the_pulumi_command_past_the_policy_pack() -> None:
     """Preview and up go through `rollout deploy`, which runs the CLI with the policy pack; a bare
     `pulumi preview|up` in a workflow would skip it (and the local-stack guard)."""
-    bare = [(s.where, c) for s in RUN_STEPS for c in commands_in(s.run, "pulumi") if c[:1] in (["preview"], ["up"])]
+    bare = [
+        (s.where, c)
+        for s in RUN_STEPS
+        for c in commands_in(s.run, "pulumi")
+        if c[:1] in (["preview"], ["up"])
+    ]
     assert bare == []
 
 
@@ -168,7 +185,9 @@ def test_actions_are_pinned_by_full_commit_sha_and_dependabot_keeps_them_current
                 assert re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", match.group(1)), f"{path.name}: {line}"
                 assert re.search(r"#\s*v\d", match.group(2)), f"{path.name}: say which version: {line}"
     dependabot = yaml.safe_load((ROOT / ".github" / "dependabot.yml").read_text())
-    assert {"package-ecosystem": "github-actions", "directory": "/"}.items() <= dependabot["updates"][0].items()
+    assert {"package-ecosystem": "github-actions", "directory": "/"}.items() <= dependabot["updates"][
+        0
+    ].items()
 
 
 # ------------------------------------------------------------------ CronJobs
@@ -190,7 +209,7 @@ def test_every_cronjob_command_parses_as_the_cli_would(job) -> None:
     command, path, rest = click_path(argv[1:])
     env = {e["name"]: e.get("value", "from-a-secret") for e in job.env}
     context = click.Context(command, auto_envvar_prefix=None)
-    for name, value in env.items():
+    for name in env:
         assert name in known(PLAN), f"{job.name}: sets {name}, which nothing reads"
     import os
 
