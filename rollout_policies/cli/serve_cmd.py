@@ -188,6 +188,7 @@ def serve(
         skew=timedelta(seconds=skew_seconds),
         max_age=timedelta(seconds=max_age_seconds),
         dedup=Deduplicator(ttl=ttl),
+        notifier=Notifier(plan.notifications),
     )
     try:
         running = RunningReceiver(receiver, host, port)
