@@ -244,3 +244,15 @@ def test_deploy_refuses_a_local_stack_in_one_line() -> None:
         "rollout: error: --stack local-us-east-1: environment local; only production stacks deploy from "
         "here (the local environment's stacks are `rollout env`'s)"
     ]
+
+
+def test_the_docs_name_exactly_the_secrets_and_variables_the_workflows_read() -> None:
+    used = set()
+    for path in WORKFLOWS.glob("*.yml"):
+        used |= set(re.findall(r"\$\{\{\s*(?:secrets|vars)\.([A-Z0-9_]+)\s*\}\}", path.read_text()))
+    text = (ROOT / "docs" / "gitops.md").read_text()
+    table = text[text.index("### Secrets and variables") :].split("\n\n")[2]
+    documented = set(
+        re.findall(r"`([A-Z][A-Z0-9_]+)`", "\n".join(line.split("|")[1] for line in table.splitlines()[2:]))
+    )
+    assert documented == used
