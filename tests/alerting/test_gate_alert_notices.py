@@ -10,10 +10,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from alerting_helpers import AUTH, alert, make_receiver, notification
-from simulator.harness import GitRemote
 
 from rollout_policies.gitops.notify import Notifier
 from rollout_policies.plan.model import Plan
+from simulator.harness import GitRemote
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 

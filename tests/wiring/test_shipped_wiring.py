@@ -34,14 +34,14 @@ import psycopg
 import pytest
 import yaml
 from actions_runner import JobRun, run_job
-from devenv.forge_standin import ForgeStandIn, serve_forge
-from devenv.local import LocalEnvironment
-from devenv.pytest_fixtures import local_env  # the session's environment
-from devenv.services import PostgreSQL, Prometheus
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from shipped import ROOT, production_stacks, rendered_cronjobs
 
+from devenv.forge_standin import ForgeStandIn, serve_forge
+from devenv.local import LocalEnvironment
+from devenv.pytest_fixtures import local_env  # the session's environment
+from devenv.services import PostgreSQL, Prometheus
 from rollout_policies.environment import known
 from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
 
