@@ -34,6 +34,9 @@ def _environments(project: Path) -> dict[str, str]:
 
 
 def _changed(project: Path, since: str) -> list[str]:
+    if since.strip("0") == "":
+        # GitHub's `before` of a branch's first push: nothing to compare with, so everything changed.
+        return ["Pulumi.yaml"]
     done = subprocess.run(
         ["git", "-C", str(project), "diff", "--name-only", f"{since}...HEAD"], capture_output=True, text=True
     )

@@ -256,3 +256,12 @@ def test_the_docs_name_exactly_the_secrets_and_variables_the_workflows_read() ->
         re.findall(r"`([A-Z][A-Z0-9_]+)`", "\n".join(line.split("|")[1] for line in table.splitlines()[2:]))
     )
     assert documented == used
+
+
+def test_the_first_push_of_a_branch_deploys_every_production_stack(tmp_path: Path) -> None:
+    """GitHub sends `before` as forty zeros on a branch's first push: nothing to diff against."""
+    from rollout_policies.cli.deploy_cmd import _changed, _selection
+
+    assert _changed(tmp_path, "0" * 40) == ["Pulumi.yaml"]
+    selection = _selection(ROOT, (), "0" * 40)
+    assert selection.stacks == tuple(p.name[len("Pulumi.") : -len(".yaml")] for p in production_stacks())
