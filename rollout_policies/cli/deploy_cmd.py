@@ -82,6 +82,11 @@ def _stack(project: Path, stack: str) -> Any:
         raise UserError(f"pulumi stack {stack}: {_last_line(str(err))}") from None
 
 
+def _absolute(policy_packs: tuple[str, ...]) -> list[str] | None:
+    # The CLI does not find a relative policy-pack path (it resolves it elsewhere than the cwd).
+    return [str(Path(p).resolve()) for p in policy_packs] or None
+
+
 def _last_line(output: str) -> str:
     lines = [line.strip() for line in output.splitlines() if "error" in line.lower()]
     return (lines[-1] if lines else (output.strip().splitlines() or ["failed"])[-1])[:300]
@@ -153,7 +158,7 @@ def preview(
         lines: list[str] = []
         try:
             result = _stack(project_dir, stack).preview(
-                color="never", diff=True, policy_packs=list(policy_packs) or None, on_output=lines.append
+                color="never", diff=True, policy_packs=_absolute(policy_packs), on_output=lines.append
             )
             changes = {op: n for op, n in result.change_summary.items() if op != "same" and n}
             summary = ", ".join(f"{n} to {op}" for op, n in sorted(changes.items())) or "no changes"
@@ -162,6 +167,7 @@ def preview(
             lines.append(str(err))
             verdict = "preview FAILED"
             failed.append(stack)
+            click.echo(f"{stack}: {_last_line(str(err))}", err=True)
         click.echo(f"{stack}: {verdict}")
         if forge is not None and comment_pr is not None:
             text = "\n".join(lines)[-COMMENT_LIMIT:]
@@ -189,7 +195,7 @@ def up(
         click.echo(f"::group::pulumi up --stack {stack}")
         try:
             result = _stack(project_dir, stack).up(
-                color="never", policy_packs=list(policy_packs) or None, on_output=click.echo
+                color="never", policy_packs=_absolute(policy_packs), on_output=click.echo
             )
         except auto.CommandError as err:
             click.echo("::endgroup::")

@@ -235,7 +235,7 @@ def team(
     slack = SlackReceiver()
     app_token, workflow_token = "ghs_app_" + os.urandom(12).hex(), "ghs_workflow_" + os.urandom(12).hex()
     json_bases = sorted({str(m.source.options["base"]) for m in PLAN.metrics if "base" in m.source.options})
-    with serve_forge(token=app_token) as (forge_url, forge):
+    with serve_forge(token=(app_token, workflow_token)) as (forge_url, forge):
         values = {
             "app token": app_token,
             "github.token": workflow_token,
