@@ -183,7 +183,7 @@ class WebhookReceiver:
             if request is None:
                 self.dedup.remember(key)
                 notice = gate_alerts(notification)
-                if notice is not None and self.notifier is not None:
+                if notice is not None and self.notifier is not None and self.notifier.posts:
                     for warning in self.notifier.post_text(*notice):
                         log.warning("gate alert notice: %s", warning)
                     return Response.json(200, result="notified")

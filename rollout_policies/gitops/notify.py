@@ -67,6 +67,11 @@ class Notifier:
                 warnings += self._post("PagerDuty", url, pagerduty_event(notice, key), expect=202)
         return warnings
 
+    @property
+    def posts(self) -> bool:
+        """A Slack webhook is configured: notices go somewhere."""
+        return self._secret(self.config.slack_webhook_env) is not None
+
     def post_text(self, head: str, lines: Sequence[str] = (), *, page: str | None = None) -> list[str]:
         """A notice that is not a stage decision (a gate alert, a drill): Slack, and PagerDuty when
         ``page`` (its dedup key) is given. Returns warnings, as ``notify`` does."""
