@@ -21,7 +21,7 @@ from infra.bluegreen import BlueGreenArgs, BlueGreenService
 from infra.drills import DrillArgs, DrillSchedule
 from infra.failover import FailoverArgs, RegionalFailover
 from infra.flags import FeatureFlags, FlagsArgs, config_map_name
-from infra.settings import KEYS, NAMESPACE, StackSettings, read_settings
+from infra.settings import KEYS, NAMESPACE, StackSettings, drill_options, read_settings
 from infra.traffic import TrafficSplit, TrafficSplitArgs
 from rollout_policies.errors import UserError
 from rollout_policies.plan.loader import load_plan
@@ -208,6 +208,8 @@ def build(settings: StackSettings, plan: Plan) -> RolloutInfra:
                 objectives=plan.objectives,
                 backup=settings.backup,
                 region=settings.region,
+                image=settings.drills.image,
+                options=drill_options(settings, service),
             ),
             in_namespace,
         )
@@ -221,6 +223,7 @@ def build(settings: StackSettings, plan: Plan) -> RolloutInfra:
             role=settings.region_role,
             disaster_recovery=plan.objectives.disaster_recovery,
             drills=settings.drills,
+            options=drill_options(settings, service),
         ),
         in_namespace,
     )

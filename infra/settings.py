@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,6 @@ class Backup(_Section):
     prefix: str = "pg-dumps"
     # A Secret in the service's namespace whose key ``url`` is the libpq connection URL.
     database_secret: str = "markethub-db"
-    dump_image: str = "ghcr.io/markethub/pg-dump-s3:15"
     # Set for an S3-compatible endpoint (moto in tests); empty means AWS itself.
     s3_endpoint: str = ""
 
@@ -99,6 +99,11 @@ class Failover(_Section):
     target: str = ""
     ttl: int = Field(default=60, ge=1)
     service_type: str = "ClusterIP"
+    # The Route 53 hosted zone holding ``hostname`` (e.g. ``markethub.example.``): the drill's zone.
+    zone: str = ""
+    # Region -> URL that proves the region serves (every region, the same map in each region's
+    # stack): the region failover drill probes these.
+    probe_urls: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("service_type")
     @classmethod
@@ -125,10 +130,23 @@ class Alerts(_Section):
 
 
 class Drills(_Section):
+    """The drill and backup CronJobs: the rollout image runs ``rollout drill ...`` in the cluster."""
+
     enabled: bool = True
     image: str = "ghcr.io/markethub/markethub-rollout:latest"
     # A cron expression; empty derives it from the plan's disaster_recovery.drill_every.
     schedule: str = ""
+    # A Secret whose key ``url`` is the PostgreSQL server the restore drill restores into (scratch).
+    restore_database_secret: str = "markethub-restore-db"
+    # A Secret whose key ``config`` is a kubeconfig with a context per region (the failover drill
+    # reads both regions' Deployments); empty: the drills see only their own cluster.
+    kubeconfig_secret: str = ""
+    # Where drill reports are committed (reports/drills/): the rollout repository's git URL, and a
+    # Secret whose key ``token`` may push to it. Empty URL: reports go to the job's log only.
+    reports_repository: str = ""
+    git_secret: str = "markethub-rollout-git"
+    # A Secret whose keys are the plan's notification variables (SLACK_WEBHOOK_URL, ...): drills post.
+    notify_secret: str = "markethub-rollout-notify"
 
 
 class StackSettings(_Section):
@@ -212,11 +230,11 @@ COMPONENT_KEYS: dict[str, tuple[str, ...]] = {
         "port",
     ),
     "autoscaling": ("rollout", "minReplicas", "maxReplicas", "headroom", "cpuUtilization", "customMetric"),
-    "backup-schedule": ("backup", "region"),
+    "backup-schedule": ("backup", "region", "namespace", "drills"),
     "regional-failover": ("region", "regionRole", "failover", "port"),
     "rollback-alerts": ("rollout", "alerts", "region"),
     "feature-flags": ("rollout",),
-    "drill-schedule": ("plan", "regionRole", "drills"),
+    "drill-schedule": ("plan", "regionRole", "drills", "namespace", "backup", "failover"),
 }
 
 
@@ -272,3 +290,54 @@ def _decode(value: Any) -> Any:
         except json.JSONDecodeError:
             return value
     return value
+
+
+@dataclass(frozen=True)
+class DrillOptions:
+    """What the drills take from a stack's config. The CronJobs pass these as flags (a pod has no
+    stack files); ``rollout drill --stack`` reads them from the same file through this function."""
+
+    namespace: str
+    bucket: str
+    prefix: str
+    s3_endpoint: str
+    zone: str
+    record: str
+    probe_urls: dict[str, str]
+
+
+def drill_options(settings: StackSettings, service: str) -> DrillOptions:
+    """Bucket and prefix are where the database dump CronJob writes; zone, record and probe URLs
+    are the failover records' (``failover``)."""
+    hostname = settings.failover.hostname
+    return DrillOptions(
+        namespace=settings.namespace,
+        bucket=settings.backup.bucket or f"{service}-backups",
+        prefix=f"{settings.backup.prefix}/{service}",
+        s3_endpoint=settings.backup.s3_endpoint,
+        zone=_fqdn(settings.failover.zone),
+        record=_fqdn(hostname),
+        probe_urls=dict(settings.failover.probe_urls),
+    )
+
+
+def drill_flags(options: DrillOptions, drill: str) -> list[str]:
+    """The ``rollout drill <drill>`` flags that carry ``options`` (empty values are left out, so
+    the command names what is missing in one line rather than running against a default)."""
+    flags = ["--bucket", options.bucket, "--prefix", options.prefix]
+    if options.s3_endpoint:
+        flags += ["--aws-endpoint-url", options.s3_endpoint]
+    if drill in ("backup-restore", "region-failover"):
+        flags += ["--namespace", options.namespace]
+    if drill == "region-failover":
+        if options.zone:
+            flags += ["--zone", options.zone]
+        if options.record:
+            flags += ["--record", options.record]
+        for region, url in sorted(options.probe_urls.items()):
+            flags += ["--endpoint", f"{region}={url}"]
+    return flags
+
+
+def _fqdn(name: str) -> str:
+    return name if not name or name.endswith(".") else f"{name}."

@@ -21,6 +21,9 @@ from rollout_policies.gitops.seams import applier_names, make_applier
 from rollout_policies.gitops.stack_config import config_name
 from rollout_policies.plan.model import parse_duration
 
+# The variable holding the webhook's shared token (the default of --token-env).
+WEBHOOK_TOKEN_ENV = "ROLLOUT_WEBHOOK_TOKEN"
+
 
 def _listen(text: str) -> tuple[str, int]:
     host, sep, port_text = text.rpartition(":")
@@ -139,7 +142,7 @@ def _logging(level: str) -> None:
 )
 @click.option(
     "--token-env",
-    default="ROLLOUT_WEBHOOK_TOKEN",
+    default=WEBHOOK_TOKEN_ENV,
     show_default=True,
     help="The variable holding the shared bearer token Alertmanager sends.",
 )
@@ -229,6 +232,7 @@ def serve(
         skew=timedelta(seconds=skew_seconds),
         max_age=timedelta(seconds=max_age_seconds),
         dedup=Deduplicator(ttl=ttl),
+        notifier=Notifier(plan.notifications),
     )
     try:
         running = RunningReceiver(receiver, host, port, limits)

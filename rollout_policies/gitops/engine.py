@@ -23,7 +23,8 @@ from rollout_policies.core import Action, Evidence, StageDecision, advance, deci
 from rollout_policies.core.progression import Move, Transition
 from rollout_policies.errors import UserError
 from rollout_policies.gitops.forge import Forge, PullRequest
-from rollout_policies.gitops.notify import DecisionNotice, Notifier
+from rollout_policies.gitops.ledger import DecisionLedger
+from rollout_policies.gitops.notify import DecisionNotice, Notifier, decision_signature
 from rollout_policies.gitops.pending import PendingApplies
 from rollout_policies.gitops.repo import Commit, GitRepo, PushRejected, commit_message
 from rollout_policies.gitops.report import pull_body
@@ -113,6 +114,8 @@ class GitOps:
     reviewers: tuple[str, ...] = ()
     notifier: Notifier | None = None
     actor: str = field(default_factory=default_actor)
+    # Where the last posted decision per stack is kept (git), so a repeated one is not posted again.
+    ledger: DecisionLedger | None = None
 
     def path(self, stack: str) -> str:
         return f"{self.config_dir.strip('/')}/{config_name(stack)}".lstrip("/")
@@ -342,6 +345,11 @@ class GitOps:
 
     def _notify_promotion(self, outcome: PromotionOutcome) -> PromotionOutcome:
         decision = outcome.decision
+        signature = decision_signature(decision.action.value, decision.stage, decision.step, decision.reasons)
+        if self.ledger is not None and self.ledger.last(outcome.stack) == signature:
+            # Notifications follow changes of state: the same decision for the same reasons as the
+            # last one posted is already known to everyone who reads the channel.
+            return _replace(outcome, message=f"{outcome.message} (unchanged since the last post: not posted)")
         warnings = self._notify(
             DecisionNotice(
                 plan=self.plan.name,
@@ -357,6 +365,12 @@ class GitOps:
                 link=outcome.pull.url if outcome.pull else None,
             )
         )
+        # Only what was delivered is recorded: a failed post is tried again by the next run.
+        delivered = self.notifier is not None and not warnings
+        note = f"rollout({outcome.stack}): posted {signature}"
+        recorded = not delivered or self.ledger is None or self.ledger.record(outcome.stack, signature, note)
+        if not recorded:
+            warnings += ("could not record the posted decision in git; the next run may post it again",)
         return _replace(outcome, warnings=outcome.warnings + warnings)
 
     # -- rollback ----------------------------------------------------------------------------------

@@ -207,14 +207,14 @@ def pulumi_binary(environment: Mapping[str, str] | None = None) -> Path:
 
     A missing one is a one-line ApplyError; nothing here knows about the development tool cache.
     """
-    variables = os.environ if environment is None else environment
-    configured = variables.get("ROLLOUT_PULUMI")
+    env_vars = os.environ if environment is None else environment
+    configured = env_vars.get("ROLLOUT_PULUMI")
     if configured:
         path = Path(configured)
         if not (path.is_file() and os.access(path, os.X_OK)):
             raise ApplyError(f"--apply: ROLLOUT_PULUMI={configured}: not an executable file")
         return path
-    found = shutil.which("pulumi", path=variables.get("PATH", os.defpath))
+    found = shutil.which("pulumi", path=env_vars.get("PATH", os.defpath))
     if found is None:
         raise ApplyError("--apply: the Pulumi CLI is not on PATH (install it, or set ROLLOUT_PULUMI)")
     return Path(found)

@@ -50,6 +50,16 @@ __all__ = [
 ]
 
 
+def stack_environment(path: Path) -> str | None:
+    """A stack file's ``markethub-rollout:environment`` as written (None when it says nothing)."""
+    try:
+        data = YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, YAMLError):
+        return None
+    value = (data.get("config") or {}).get("markethub-rollout:environment")
+    return str(value) if value is not None else None
+
+
 def _yaml(indent: int | None = None, block_seq_indent: int | None = None) -> YAML:
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
