@@ -28,6 +28,7 @@ from rollout_policies.core.progression import (
     advance,
     is_rolled_back,
     locate,
+    needs_rollback,
     rollback_target,
 )
 from rollout_policies.core.report import decision_as_dict, render_text
@@ -65,6 +66,7 @@ __all__ = [
     "is_rolled_back",
     "judge_comparison",
     "locate",
+    "needs_rollback",
     "render_text",
     "rollback_target",
 ]

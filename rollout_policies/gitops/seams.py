@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,10 +21,23 @@ from rollout_policies.plugins import APPLIERS_GROUP, registered
 from rollout_policies.state import Colour
 
 HTTPROUTE_TYPE = "kubernetes:gateway.networking.k8s.io/v1:HTTPRoute"
+# The flags ConfigMap is a child of the FeatureFlags component: its URN names the parent's type.
+FLAGS_PARENT = "markethub:infra:FeatureFlags$"
+
+
+def traffic_urns(resources: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The URNs a rollback applies: the routes (weights and the cohort rule) and the flags ConfigMap,
+    so every user leaves the candidate, and its features, in the same ``pulumi up``."""
+    return [
+        str(r["urn"])
+        for r in resources
+        if r.get("type") == HTTPROUTE_TYPE or FLAGS_PARENT in str(r.get("urn", ""))
+    ]
 
 
 class Applier(Protocol):
-    """Makes the cluster serve what git says for one stack's traffic resources (the HTTPRoute)."""
+    """Makes the cluster serve what git says for one stack's traffic: the HTTPRoute (weights and the
+    cohort rule) and the feature flags."""
 
     def apply_traffic(self, stack: str) -> None: ...
 
@@ -41,7 +54,7 @@ class ApplyError(UserError):
 
 @dataclass
 class PulumiCliApplier:
-    """``pulumi up --target <HTTPRoute URNs>`` from the project directory, which holds the stack configs."""
+    """``pulumi up --target <HTTPRoute and flags URNs>`` from the project directory (the stack configs)."""
 
     project_dir: Path
     pulumi: str = "pulumi"
@@ -67,8 +80,7 @@ class PulumiCliApplier:
 
     def traffic_urns(self, stack: str) -> list[str]:
         exported = json.loads(self._run(stack, "stack", "export"))
-        resources = exported.get("deployment", {}).get("resources", []) or []
-        return [r["urn"] for r in resources if r.get("type") == HTTPROUTE_TYPE]
+        return traffic_urns(exported.get("deployment", {}).get("resources", []) or [])
 
     def apply_traffic(self, stack: str) -> None:
         urns = self.traffic_urns(stack)
@@ -87,7 +99,7 @@ class NoLiveState:
 
 @dataclass
 class AutomationApplier:
-    """``pulumi up --target <HTTPRoute>`` through the Automation API, from the project directory.
+    """``pulumi up --target <HTTPRoute and flags>`` through the Automation API, from the project directory.
 
     The project (Pulumi.yaml) and the stack's config (Pulumi.<stack>.yaml, just rolled back) are read
     by the real CLI from ``project_dir``; the program is ``infra.program.main`` hosted in this process,
@@ -125,7 +137,7 @@ class AutomationApplier:
         selected = self.stack(stack)
         try:
             exported = selected.export_stack().deployment or {}
-            urns = [r["urn"] for r in exported.get("resources", []) or [] if r.get("type") == HTTPROUTE_TYPE]
+            urns = traffic_urns(exported.get("resources", []) or [])
             # No HTTPRoute yet (a first deployment): a full up is the only way to get traffic right.
             selected.up(target=urns or None, color="never")
         except auto.CommandError as err:

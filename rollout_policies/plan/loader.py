@@ -347,6 +347,12 @@ def _cross_check(
                 ("stages", s_index, "features"),
                 f"lists no state for {', '.join(missing)} (every stage names the same features)",
             )
+    for name in plan.stable_features:
+        if name not in every_name:
+            yield _Problem(
+                ("stable_features", name),
+                f"{name!r} is not a feature any stage names ({', '.join(sorted(every_name)) or 'none'})",
+            )
     trigger_ids = [trigger.id for trigger in plan.triggers]
     for index, trigger_id in enumerate(trigger_ids):
         if trigger_id in trigger_ids[:index]:
