@@ -143,6 +143,13 @@ def _logging(level: str) -> None:
     show_default=True,
     help="A firing alert that started longer ago than this is refused as a replay.",
 )
+@click.option(
+    "--collect-interval",
+    default="15s",
+    show_default=True,
+    help="How often the plan's non-Prometheus metrics are measured and exported at /metrics "
+    "(providers configured by the ROLLOUT_* variables); 0 turns collection off.",
+)
 def serve(
     plan_path: Path,
     repo_dir: Path,
@@ -159,24 +166,34 @@ def serve(
     dedup_ttl: str,
     skew: str,
     max_age: str,
+    collect_interval: str,
 ) -> None:
     """Receive Alertmanager webhooks; roll back the stacks of firing rollback-trigger alerts.
 
-    POST /alerts (or /webhook) with `Authorization: Bearer <token>`; GET /healthz and /metrics.
+    POST /alerts (or /webhook) with `Authorization: Bearer <token>`; GET /healthz and /metrics,
+    which also exports the measurements the alert rules read (docs/alerting.md).
     """
     from datetime import timedelta
 
-    from rollout_policies.alerting import Deduplicator, RunningReceiver, WebhookReceiver
+    from rollout_policies.alerting import Deduplicator, ReceiverMetrics, RunningReceiver, WebhookReceiver
+    from rollout_policies.alerting.collector import start_collection
 
     host, port = _listen(listen)
     token = _token(token_env)
     ttl = _seconds(dedup_ttl, "--dedup-ttl")
     skew_seconds = _seconds(skew, "--skew")
     max_age_seconds = _seconds(max_age, "--max-age")
+    collect_seconds = (
+        0.0 if collect_interval.strip() == "0" else _seconds(collect_interval, "--collect-interval")
+    )
     plan, stacks, rollback = _rollback(
         plan_path, repo_dir, config_dir, remote, main_branch, stacks, apply_now, applier, actor
     )
     _logging(log_level)
+    metrics = ReceiverMetrics()
+    stop_collecting = threading.Event()
+    if collect_seconds:
+        start_collection(plan, metrics.registry, timedelta(seconds=collect_seconds), stop_collecting)
     receiver = WebhookReceiver(
         plan,
         rollback,
@@ -185,6 +202,7 @@ def serve(
         skew=timedelta(seconds=skew_seconds),
         max_age=timedelta(seconds=max_age_seconds),
         dedup=Deduplicator(ttl=ttl),
+        metrics=metrics,
     )
     try:
         running = RunningReceiver(receiver, host, port)
@@ -199,6 +217,7 @@ def serve(
     except KeyboardInterrupt:
         pass
     finally:
+        stop_collecting.set()
         running.server.server_close()
 
 
