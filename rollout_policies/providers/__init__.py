@@ -5,6 +5,7 @@ from rollout_policies.providers.collect import (
     collect,
     collect_comparisons,
     collect_evidence,
+    collect_windows,
     metrics_for_stage,
 )
 from rollout_policies.providers.registry import PROVIDERS, provider_for
@@ -20,6 +21,7 @@ __all__ = [
     "collect",
     "collect_comparisons",
     "collect_evidence",
+    "collect_windows",
     "metrics_for_stage",
     "provider_for",
 ]
