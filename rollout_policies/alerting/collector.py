@@ -4,8 +4,9 @@ The alert rules read every metric whose source is not Prometheus (the crash repo
 CloudWatch, the analytics database) from one gauge, ``markethub_rollout_measurement{metric,
 service}`` (``infra.alerts.bridged_metric_ids``). ``rollout serve`` runs this collector: each metric
 is measured by its own provider (the same code ``rollout evaluate`` uses, configured by the same
-``ROLLOUT_*`` variables) every ``interval``, or every tenth of its ``max_age`` when that is longer
-(at most ``MAX_PERIOD``), so a day-old SQL figure is not re-queried every few seconds. The gauge
+``ROLLOUT_*`` variables) every ``interval``; a gate-only metric every tenth of its ``max_age`` when
+that is longer (at most ``MAX_PERIOD``), so a day-old SQL figure is not re-queried every few
+seconds. The gauge
 is served from the controller's ``/metrics`` and Prometheus scrapes it.
 
 Only a fresh measurement is exported. A provider error, no data, or a value older than the metric's
@@ -40,8 +41,11 @@ MAX_PERIOD = timedelta(minutes=10)
 _WORKERS = 4  # providers wait on the network; a few at once keeps a round short
 
 
-def period_for(metric: Metric, interval: timedelta) -> timedelta:
-    """How often ``metric`` is measured: ``interval``, or a tenth of its max_age when longer."""
+def period_for(metric: Metric, interval: timedelta, *, trigger: bool = False) -> timedelta:
+    """How often ``metric`` is measured: a trigger's every ``interval`` (a rollback waits on it);
+    a gate's every ``interval``, or a tenth of its max_age when that is longer (at most MAX_PERIOD)."""
+    if trigger:
+        return interval
     return max(interval, min(metric.source.max_age / 10, MAX_PERIOD))
 
 
@@ -59,6 +63,7 @@ class MeasurementCollector(Collector):
 
     def __post_init__(self) -> None:
         self.metrics = tuple(self.plan.metric(m) for m in bridged_metric_ids(self.plan))
+        self.trigger_metrics = frozenset(t.metric for t in self.plan.triggers)
         if self.providers is None:
             built: dict[str, MetricProvider | UserError] = {}
             for name in dict.fromkeys(m.source.provider for m in self.metrics):
@@ -89,7 +94,8 @@ class MeasurementCollector(Collector):
         with self._lock:
             for metric, measurement in zip(due, found, strict=True):
                 self.latest[metric.id] = measurement
-                self._due[metric.id] = now + period_for(metric, self.interval)
+                trigger = metric.id in self.trigger_metrics
+                self._due[metric.id] = now + period_for(metric, self.interval, trigger=trigger)
                 if measurement.phase is not Phase.OK:
                     log.warning("%s: %s: %s", metric.id, measurement.phase.value, measurement.message)
             self.rounds += 1

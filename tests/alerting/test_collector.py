@@ -127,10 +127,11 @@ def test_each_metric_is_measured_on_its_own_period(plan: Plan) -> None:
     provider.asked.clear()
     clock.now = NOW + timedelta(seconds=31)
     collector.collect_once()
-    assert "crash_rate" in provider.asked  # max_age 5m: every 30s
-    assert "session_duration" not in provider.asked  # max_age 1d: every 10 minutes
+    assert "crash_rate" in provider.asked  # a trigger: every interval
+    assert "session_duration" not in provider.asked  # a gate, max_age 1d: every 10 minutes
     assert period_for(plan.metric("session_duration"), timedelta(seconds=15)) == MAX_PERIOD
-    assert period_for(plan.metric("lb_unhealthy_hosts"), timedelta(seconds=15)) == timedelta(seconds=15)
+    assert period_for(plan.metric("nps"), timedelta(seconds=15)) == MAX_PERIOD  # 7d
+    assert period_for(plan.metric("crash_rate"), timedelta(seconds=15), trigger=True) == timedelta(seconds=15)
 
 
 def test_an_unconfigured_provider_is_an_error_phase_not_a_crash(plan: Plan) -> None:
