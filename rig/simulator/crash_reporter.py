@@ -28,6 +28,7 @@ class CrashReporter:
 
     def __init__(self, port: int = 0) -> None:
         self._lock = threading.Lock()
+        self.stopped = threading.Event()
         self._reports: dict[str, deque[tuple[float, bool]]] = {}
         reporter = self
 
@@ -38,6 +39,10 @@ class CrashReporter:
                 pass
 
             def do_GET(self) -> None:
+                if reporter.stopped.is_set():
+                    # Gone: a kept-alive connection must not outlive the server and keep answering.
+                    self.close_connection = True
+                    return
                 status, body = reporter.answer(self.path)
                 data = json.dumps(body).encode()
                 self.send_response(status)
@@ -93,6 +98,7 @@ class CrashReporter:
         return self
 
     def stop(self) -> None:
+        self.stopped.set()
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=10)
