@@ -70,13 +70,7 @@ def test_serve_with_a_bad_provider_variable_is_one_line(
         ["serve", "--repo", str(clone), "--stack", STACK, "--listen", "127.0.0.1:0", "--no-apply"], capsys
     )
     assert code == 2
-    assert (
-        err.strip()
-        == (
-            "error: ROLLOUT_JSON_BASE_URLS: 'crash_reporter' is not name=url (e.g. crash_reporter=https://crashes.example)"
-        )
-        or "ROLLOUT_JSON_BASE_URLS: 'crash_reporter' is not name=url" in err
-    )
+    assert "ROLLOUT_JSON_BASE_URLS: 'crash_reporter' is not name=url" in err
     assert len(err.strip().splitlines()) == 1
 
 
