@@ -31,6 +31,7 @@ from rollout_policies.core.progression import (
     needs_rollback,
     rollback_target,
 )
+from rollout_policies.core.ranges import judged, within_range
 from rollout_policies.core.report import decision_as_dict, render_text
 from rollout_policies.core.triggers import TriggerResult, TriggerStatus, evaluate_trigger, evaluate_triggers
 
@@ -65,8 +66,10 @@ __all__ = [
     "evaluate_triggers",
     "is_rolled_back",
     "judge_comparison",
+    "judged",
     "locate",
     "needs_rollback",
     "render_text",
     "rollback_target",
+    "within_range",
 ]

@@ -16,13 +16,13 @@ import httpx
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from simulator.service import ServiceVersion
 
 from infra.alerts import AlertsArgs, bridged_metric_ids, gate_rules, missing_data_rules, trigger_rules
 from rollout_policies.alerting.collector import MeasurementCollector
 from rollout_policies.alerting.receiver import ReceiverMetrics
 from rollout_policies.plan.model import Plan
 from rollout_policies.providers.settings import ProviderSettings
+from simulator.service import ServiceVersion
 
 PROMQL_WORDS = {
     "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool",

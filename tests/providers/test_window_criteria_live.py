@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from devenv.services import Prometheus
 
+from devenv.services import Prometheus
 from rollout_policies.core.criteria import CriterionStatus, evaluate_criterion
 from rollout_policies.core.measurement import Evidence
 from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan

@@ -9,15 +9,15 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from devenv.services import MotoServer
 from prometheus_client.parser import text_string_to_metric_families
-from simulator.crash_reporter import CrashReporter
-from simulator.service import Faults, ServiceVersion
-from simulator.traffic import FixedSplit, LoadBalancer, Users
 
+from devenv.services import MotoServer
 from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
 from rollout_policies.providers.cloudwatch import CloudWatchProvider
 from rollout_policies.providers.json_http import JsonHttpProvider
+from simulator.crash_reporter import CrashReporter
+from simulator.service import Faults, ServiceVersion
+from simulator.traffic import FixedSplit, LoadBalancer, Users
 
 
 @pytest.fixture
