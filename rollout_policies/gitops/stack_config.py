@@ -253,7 +253,7 @@ def render_state(text: str, state: RolloutState, source: str) -> str:
     if "rolledBack" in wanted and "rolledBack" not in block and not block.fa.flow_style():
         # The rollback adds one line at the top of the block rather than re-dumping the file.
         first_line, first_col = block.lc.key(next(iter(block)))
-        lines.insert(first_line, " " * first_col + "rolledBack: true\n")
+        lines.insert(first_line, " " * first_col + "rolledBack: true" + _newline(text))
         text = "".join(lines)
         document = _load(text, source)
         block = _block(document, source)
