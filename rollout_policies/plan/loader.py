@@ -742,6 +742,8 @@ def _same_features_everywhere(ctx: _Context) -> Iterator[_Problem]:
 
 def _stable_features_named_by_stages(ctx: _Context) -> Iterator[_Problem]:
     """A rolled-back stack's flags name only features the stages have (a typo would be a new flag)."""
+    if not ctx.plan.stages:
+        return  # "a plan needs at least one stage" says what is wrong
     every_name = {name for stage in ctx.plan.stages for name in stage.features}
     for name in ctx.plan.stable_features:
         if name not in every_name:
