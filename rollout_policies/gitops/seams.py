@@ -172,8 +172,15 @@ def pulumi_command(environment: Mapping[str, str] | None = None) -> Any:
     from pulumi import automation as auto
 
     binary = pulumi_binary(environment)
-    command = auto.PulumiCommand(skip_version_check=True)
+    if binary.parent.name == "bin":
+        # PulumiCommand runs `<root>/bin/pulumi version`: this binary, not whatever this process's
+        # PATH has (the stack's environment may be the only place that names it).
+        return auto.PulumiCommand(root=str(binary.parent.parent), skip_version_check=True)
+    # Elsewhere (a release tarball's pulumi/pulumi): skip the constructor, which would run `pulumi`
+    # from this process's PATH; no version is known, so the Automation API skips version checks.
+    command = object.__new__(auto.PulumiCommand)
     command.command = str(binary)
+    command.version = None
     return command
 
 
