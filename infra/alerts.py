@@ -8,11 +8,15 @@ within" a window ("crash rate > 5%: auto-rollback in 5 minutes"; "immediately"),
 30s evaluation interval plus webhook, commit and apply), never below ``0s``: the rollback is live
 within the window, not one evaluation and one apply after it. A metric whose
 source is Prometheus is watched with its own query. A metric from another provider (CloudWatch, SQL,
-a JSON API) is watched through a bridge gauge, ``markethub_rollout_measurement{metric, service}``
-by default (``alerts.bridgeMetric``), which whatever carries those measurements into Prometheus
-publishes (a cloudwatch exporter, or the tool's own poller); until something publishes it, those
-rules see no data and never fire, and ``rollout watch`` still polls the providers directly. Manual
-metrics get no rule (``unruled`` output).
+a JSON API) is watched through the gauge ``markethub_rollout_measurement{metric, service}``
+(``alerts.bridgeMetric``), which the controller (``rollout serve``) exports: it measures those
+metrics with the same providers ``rollout evaluate`` uses, on an interval
+(``rollout_policies.alerting.collector``). Manual metrics get no rule (``unruled`` output).
+
+Missing data is never silence: for every trigger a second rule, ``absent(<its query>)``, fires when
+the trigger's data is gone (the controller down, a provider failing or stale, a series renamed) for
+the trigger's ``for:`` or ``alerts.missingDataFor`` (2m), whichever is longer, and notifies as a
+gate alert does (``rollout_action: alert``): a trigger that cannot see cannot roll back.
 
 The dashboard shows the live traffic split from a PromQL query rather than the configured weights,
 so a step (a weight change) updates the route alone; the stage, its planned steps and its
@@ -86,6 +90,17 @@ def metric_query(args: AlertsArgs, metric: Metric) -> str | None:
     return f'max({args.alerts.bridge_metric}{{metric="{metric.id}",service="{args.service}"}})'
 
 
+def bridged_metric_ids(plan: Plan) -> tuple[str, ...]:
+    """Every metric some rule reads through the gauge, in any stage: what the controller exports."""
+    watched = [t.metric for t in plan.triggers]
+    watched += [g.metric for stage in plan.stages for g in stage.gates if _alertable(g)]
+    return tuple(
+        metric
+        for metric in dict.fromkeys(watched)
+        if plan.metric(metric).source.provider not in (PROMETHEUS, MANUAL)
+    )
+
+
 def _expr(args: AlertsArgs, metric: Metric, threshold: Threshold) -> str | None:
     query = metric_query(args, metric)
     return None if query is None else f"({query}) {threshold.op.value} {threshold.value:g}"
@@ -118,6 +133,42 @@ def trigger_rules(args: AlertsArgs) -> list[Manifest]:
                     "summary": trigger.text,
                     "threshold": str(trigger.threshold),
                     "window": prometheus_duration(trigger.window),
+                },
+            }
+        )
+    return rules
+
+
+def missing_data_rules(args: AlertsArgs) -> list[Manifest]:
+    """One ``absent()`` rule per trigger: it notifies (never rolls back) when the trigger is blind."""
+    rules = []
+    floor = parse_duration(args.alerts.missing_data_for)
+    for trigger in args.plan.triggers:
+        metric = args.plan.metric(trigger.metric)
+        query = metric_query(args, metric)
+        if query is None:
+            continue
+        source = (
+            "its Prometheus series"
+            if metric.source.provider == PROMETHEUS
+            else f"the controller's {args.alerts.bridge_metric} (from {metric.source.provider})"
+        )
+        rules.append(
+            {
+                "alert": f"RollbackDataMissing{_camel(trigger.id)}",
+                "expr": f"absent({query})",
+                "for": prometheus_duration(max(trigger_for(args, trigger.window), floor)),
+                "labels": {
+                    **routing_labels(args),
+                    "severity": "warning",
+                    "rollout_action": "alert",
+                    "rollout_reason": "missing-data",
+                    "rollout_trigger": trigger.id,
+                    "rollout_metric": trigger.metric,
+                },
+                "annotations": {
+                    "summary": f"No data for the rollback trigger {trigger.text!r}: it cannot fire",
+                    "description": f"{metric.name} ({metric.id}) has no value in {source}",
                 },
             }
         )
@@ -191,7 +242,10 @@ def _rule_manifest(args: AlertsArgs, name: str, group: str, rules: list[Manifest
 
 def trigger_rule_manifest(args: AlertsArgs) -> Manifest:
     return _rule_manifest(
-        args, f"{args.service}-rollback-triggers", f"{args.service}.rollback-triggers", trigger_rules(args)
+        args,
+        f"{args.service}-rollback-triggers",
+        f"{args.service}.rollback-triggers",
+        trigger_rules(args) + missing_data_rules(args),
     )
 
 

@@ -123,7 +123,14 @@ def build(settings: StackSettings, plan: Plan) -> RolloutInfra:
     in_namespace = pulumi.ResourceOptions(depends_on=depends)
 
     flags = FeatureFlags(
-        f"{service}-flags", FlagsArgs(service=service, namespace=ns, stage=stage), in_namespace
+        f"{service}-flags",
+        FlagsArgs(
+            service=service,
+            namespace=ns,
+            stage=stage,
+            stable_features=plan.stable_feature_set() if state.rolled_back else None,
+        ),
+        in_namespace,
     )
     blue_green = BlueGreenService(
         service,

@@ -122,8 +122,11 @@ class Alerts(_Section):
     dashboard_namespace: str = ""
     # PromQL giving requests per second by colour: the dashboard's live traffic split.
     traffic_query: str = ""
-    # The gauge carrying non-Prometheus measurements into Prometheus, labelled metric and service.
+    # The gauge the controller (`rollout serve`) exports with every non-Prometheus measurement the
+    # rules read, labelled metric and service (rollout_policies.alerting.collector).
     bridge_metric: str = "markethub_rollout_measurement"
+    # A trigger's missing-data rule (absent()) waits at least this long before it notifies.
+    missing_data_for: str = "2m"
     # Taken off each trigger's window in its rule's `for:`, so the rollback is live within the
     # window: the rule group's evaluation interval (30s) plus the webhook, commit and apply (~5s).
     detection_budget: str = "35s"

@@ -160,6 +160,13 @@ def _logging(level: str) -> None:
     help="A firing alert that started longer ago than this is refused as a replay.",
 )
 @click.option(
+    "--collect-interval",
+    default="15s",
+    show_default=True,
+    help="How often the plan's non-Prometheus metrics are measured and exported at /metrics "
+    "(providers configured by the ROLLOUT_* variables); 0 turns collection off.",
+)
+@click.option(
     "--header-timeout",
     default="10s",
     show_default=True,
@@ -194,6 +201,7 @@ def serve(
     dedup_ttl: str,
     skew: str,
     max_age: str,
+    collect_interval: str,
     header_timeout: str,
     body_timeout: str,
     idle_timeout: str,
@@ -201,18 +209,29 @@ def serve(
 ) -> None:
     """Receive Alertmanager webhooks; roll back the stacks of firing rollback-trigger alerts.
 
-    POST /alerts (or /webhook) with `Authorization: Bearer <token>`; GET /healthz and /metrics.
+    POST /alerts (or /webhook) with `Authorization: Bearer <token>`; GET /healthz and /metrics,
+    which also exports the measurements the alert rules read (docs/alerting.md).
     Served by uvicorn; SIGTERM stops accepting and lets a rollback in flight finish.
     """
     from datetime import timedelta
 
-    from rollout_policies.alerting import Deduplicator, RunningReceiver, ServerLimits, WebhookReceiver
+    from rollout_policies.alerting import (
+        Deduplicator,
+        ReceiverMetrics,
+        RunningReceiver,
+        ServerLimits,
+        WebhookReceiver,
+    )
+    from rollout_policies.alerting.collector import start_collection
 
     host, port = _listen(listen)
     token = _token(token_env)
     ttl = _seconds(dedup_ttl, "--dedup-ttl")
     skew_seconds = _seconds(skew, "--skew")
     max_age_seconds = _seconds(max_age, "--max-age")
+    collect_seconds = (
+        0.0 if collect_interval.strip() == "0" else _seconds(collect_interval, "--collect-interval")
+    )
     limits = ServerLimits(
         header_timeout=_seconds(header_timeout, "--header-timeout"),
         body_timeout=_seconds(body_timeout, "--body-timeout"),
@@ -224,6 +243,10 @@ def serve(
     )
     _logging(log_level)
     _finish_pending(rollback, stacks)
+    metrics = ReceiverMetrics()
+    stop_collecting = threading.Event()
+    if collect_seconds:
+        start_collection(plan, metrics.registry, timedelta(seconds=collect_seconds), stop_collecting)
     receiver = WebhookReceiver(
         plan,
         rollback,
@@ -233,6 +256,7 @@ def serve(
         max_age=timedelta(seconds=max_age_seconds),
         dedup=Deduplicator(ttl=ttl),
         notifier=Notifier(plan.notifications),
+        metrics=metrics,
     )
     try:
         running = RunningReceiver(receiver, host, port, limits)
@@ -249,6 +273,7 @@ def serve(
     except KeyboardInterrupt:
         pass
     finally:
+        stop_collecting.set()
         running.socket.close()
 
 

@@ -31,7 +31,9 @@ from rollout_policies.errors import UserError
 _TRANSIENT = re.compile(
     r"Could not resolve host|Connection (reset|refused|timed out)|timed out|early EOF|"
     r"the remote end hung up|unable to access|RPC failed|index\.lock|cannot lock ref|"
-    r"Temporary failure|503|502|504",
+    # HTTP 502-504 only as git reports them ("The requested URL returned error: 503"): a bare "502"
+    # also matches inside object ids, which made `git show` of a missing file look transient.
+    r"Temporary failure|returned error: 50[234]\b",
     re.IGNORECASE,
 )
 # A lock file named in git's error: "Unable to create '<path>.lock': File exists" (index, refs,

@@ -13,7 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,10 +25,23 @@ from rollout_policies.state import Colour
 log = logging.getLogger("rollout.gitops")
 
 HTTPROUTE_TYPE = "kubernetes:gateway.networking.k8s.io/v1:HTTPRoute"
+# The flags ConfigMap is a child of the FeatureFlags component: its URN names the parent's type.
+FLAGS_PARENT = "markethub:infra:FeatureFlags$"
+
+
+def traffic_urns(resources: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The URNs a rollback applies: the routes (weights and the cohort rule) and the flags ConfigMap,
+    so every user leaves the candidate, and its features, in the same ``pulumi up``."""
+    return [
+        str(r["urn"])
+        for r in resources
+        if r.get("type") == HTTPROUTE_TYPE or FLAGS_PARENT in str(r.get("urn", ""))
+    ]
 
 
 class Applier(Protocol):
-    """Makes the cluster serve what git says for one stack's traffic resources (the HTTPRoute)."""
+    """Makes the cluster serve what git says for one stack's traffic: the HTTPRoute (weights and the
+    cohort rule) and the feature flags."""
 
     def apply_traffic(self, stack: str) -> None: ...
 
@@ -45,7 +58,7 @@ class ApplyError(UserError):
 
 @dataclass
 class PulumiCliApplier:
-    """``pulumi up --target <HTTPRoute URNs>`` from the project directory, which holds the stack configs."""
+    """``pulumi up --target <HTTPRoute and flags URNs>`` from the project directory (the stack configs)."""
 
     project_dir: Path
     pulumi: str = "pulumi"
@@ -71,8 +84,7 @@ class PulumiCliApplier:
 
     def traffic_urns(self, stack: str) -> list[str]:
         exported = json.loads(self._run(stack, "stack", "export"))
-        resources = exported.get("deployment", {}).get("resources", []) or []
-        return [r["urn"] for r in resources if r.get("type") == HTTPROUTE_TYPE]
+        return traffic_urns(exported.get("deployment", {}).get("resources", []) or [])
 
     def apply_traffic(self, stack: str) -> None:
         urns = self.traffic_urns(stack)
@@ -91,7 +103,7 @@ class NoLiveState:
 
 @dataclass
 class AutomationApplier:
-    """``pulumi up --target <HTTPRoute>`` through the Automation API, from the project directory.
+    """``pulumi up --target <HTTPRoute and flags>`` through the Automation API, from the project directory.
 
     The project (Pulumi.yaml) and the stack's config (Pulumi.<stack>.yaml, just rolled back) are read
     by the real CLI from ``project_dir``; the program is ``infra.program.main`` hosted in this process,
@@ -131,7 +143,7 @@ class AutomationApplier:
             try:
                 exported = selected.export_stack().deployment or {}
                 resources = exported.get("resources", []) or []
-                urns = [r["urn"] for r in resources if r.get("type") == HTTPROUTE_TYPE]
+                urns = traffic_urns(resources)
                 # No HTTPRoute yet (a first deployment): a full up is the only way to get traffic right.
                 selected.up(target=urns or None, color="never")
                 return
@@ -225,8 +237,15 @@ def pulumi_command(environment: Mapping[str, str] | None = None) -> Any:
     from pulumi import automation as auto
 
     binary = pulumi_binary(environment)
-    command = auto.PulumiCommand(skip_version_check=True)
+    if binary.parent.name == "bin":
+        # PulumiCommand runs `<root>/bin/pulumi version`: this binary, not whatever this process's
+        # PATH has (the stack's environment may be the only place that names it).
+        return auto.PulumiCommand(root=str(binary.parent.parent), skip_version_check=True)
+    # Elsewhere (a release tarball's pulumi/pulumi): skip the constructor, which would run `pulumi`
+    # from this process's PATH; no version is known, so the Automation API skips version checks.
+    command = object.__new__(auto.PulumiCommand)
     command.command = str(binary)
+    command.version = None
     return command
 
 

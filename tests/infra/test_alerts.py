@@ -21,8 +21,14 @@ def _rules(deployed, name):
     return {r["alert"]: r for r in deployed.one("PrometheusRule", name)["spec"]["groups"][0]["rules"]}
 
 
+def _trigger_rules(deployed):
+    """The rollback rules of the trigger PrometheusRule (without their missing-data companions)."""
+    rules = _rules(deployed, f"{SERVICE}-rollback-triggers")
+    return {name: rule for name, rule in rules.items() if rule["labels"]["rollout_action"] == "rollback"}
+
+
 def test_each_trigger_fires_its_detection_budget_before_its_window_ends(plan):
-    rules = _rules(deploy(settings(), plan), f"{SERVICE}-rollback-triggers")
+    rules = _trigger_rules(deploy(settings(), plan))
     assert {name: rule["for"] for name, rule in rules.items()} == {
         "RollbackCrashRate": "265s",
         "RollbackApiErrorRate": "85s",
@@ -32,7 +38,7 @@ def test_each_trigger_fires_its_detection_budget_before_its_window_ends(plan):
 
 
 def test_the_plan_window_stays_on_each_trigger_rule(plan):
-    rules = _rules(deploy(settings(), plan), f"{SERVICE}-rollback-triggers")
+    rules = _trigger_rules(deploy(settings(), plan))
     assert {name: rule["annotations"]["window"] for name, rule in rules.items()} == {
         "RollbackCrashRate": "5m",
         "RollbackApiErrorRate": "2m",
@@ -51,6 +57,23 @@ def test_a_trigger_from_another_provider_reads_the_bridge_gauge(plan):
     assert rule["expr"] == (
         '(max(markethub_rollout_measurement{metric="lb_unhealthy_hosts",service="markethub-mobile"})) > 0'
     )
+
+
+def test_every_trigger_has_a_missing_data_rule_that_notifies(plan):
+    rules = _rules(deploy(settings(), plan), f"{SERVICE}-rollback-triggers")
+    missing = {name: rule for name, rule in rules.items() if rule["labels"]["rollout_action"] == "alert"}
+    assert {name: rule["for"] for name, rule in missing.items()} == {
+        "RollbackDataMissingCrashRate": "265s",
+        "RollbackDataMissingApiErrorRate": "2m",
+        "RollbackDataMissingLoadBalancerFailures": "2m",
+        "RollbackDataMissingDatabaseConnectionLoss": "2m",
+    }
+    for trigger_rule in _trigger_rules(deploy(settings(), plan)).values():
+        twin = missing[trigger_rule["alert"].replace("Rollback", "RollbackDataMissing", 1)]
+        query = trigger_rule["expr"].rsplit(") ", 1)[0][1:]  # "(<query>) > 5" -> "<query>"
+        assert twin["expr"] == f"absent({query})"
+        assert twin["labels"]["rollout_trigger"] == trigger_rule["labels"]["rollout_trigger"]
+        assert (twin["labels"]["severity"], twin["labels"]["rollout_reason"]) == ("warning", "missing-data")
 
 
 def test_trigger_alerts_carry_the_labels_the_webhook_routes_on(plan):
