@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from rollout_policies import envvars
 from rollout_policies.errors import UserError
 from rollout_policies.plugins import APPLIERS_GROUP, registered
 from rollout_policies.state import Colour
@@ -143,11 +144,11 @@ def pulumi_binary(environment: Mapping[str, str] | None = None) -> Path:
     A missing one is a one-line ApplyError; nothing here knows about the development tool cache.
     """
     variables = os.environ if environment is None else environment
-    configured = variables.get("ROLLOUT_PULUMI")
+    configured = variables.get(envvars.PULUMI)
     if configured:
         path = Path(configured)
         if not (path.is_file() and os.access(path, os.X_OK)):
-            raise ApplyError(f"--apply: ROLLOUT_PULUMI={configured}: not an executable file")
+            raise ApplyError(f"--apply: {envvars.PULUMI}={configured}: not an executable file")
         return path
     found = shutil.which("pulumi", path=variables.get("PATH", os.defpath))
     if found is None:
@@ -169,6 +170,10 @@ APPLIERS: dict[str, Callable[[Path], Applier]] = {
     "pulumi": lambda project_dir: AutomationApplier(project_dir, lambda stack: dict(os.environ)),
     "pulumi-cli": lambda project_dir: PulumiCliApplier(project_dir),
 }
+
+
+# The appliers that run the Pulumi CLI found by pulumi_binary (checked when `rollout serve` starts).
+PRODUCTION_APPLIERS = ("pulumi",)
 
 
 def applier_names() -> list[str]:

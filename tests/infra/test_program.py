@@ -72,6 +72,7 @@ def test_components_parent_their_children(plan):
         "markethub:infra:FeatureFlags",
         "markethub:infra:RegionalFailover",
         "markethub:infra:RollbackAlerts",
+        "markethub:infra:RolloutController",
         "markethub:infra:BackupSchedule",
         "markethub:infra:DrillSchedule",
     }
