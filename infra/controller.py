@@ -38,6 +38,7 @@ PASSPHRASE_KEY = "config-passphrase"
 ACCESS_TOKEN_KEY = "access-token"
 SLACK_KEY = "slack-webhook-url"
 PAGERDUTY_KEY = "pagerduty-routing-key"
+SERVICE_LABEL = "rollout.markethub.io/service"
 RUN_AS = 10001  # the image's `rollout` user (Dockerfile)
 
 
@@ -67,12 +68,17 @@ def webhook_url(service: str, namespace: str, port: int = 8080) -> str:
 
 
 def labels(args: ControllerArgs) -> dict[str, str]:
-    return {**naming.base_labels(args.service, COMPONENT), "app.kubernetes.io/instance": args.stack}
+    # Named for itself, not for the service: the service's public Service selects every pod
+    # labelled with the service's name, and must never send users to the controller.
+    return {
+        **naming.base_labels(names(args.service)["deployment"], COMPONENT),
+        "app.kubernetes.io/instance": args.stack,
+        SERVICE_LABEL: args.service,
+    }
 
 
 def selector(args: ControllerArgs) -> dict[str, str]:
-    # The component label keeps the controller's pods out of the service's colour selectors.
-    return {naming.NAME: args.service, naming.COMPONENT: COMPONENT}
+    return {naming.NAME: names(args.service)["deployment"], naming.COMPONENT: COMPONENT}
 
 
 def _metadata(args: ControllerArgs, kind: str) -> Manifest:
