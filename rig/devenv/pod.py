@@ -68,7 +68,11 @@ class LocalPod:
         return path
 
     def _field(self, path: str) -> str:
-        fields = {"status.podIP": self.pod_ip, "metadata.name": self.name, "metadata.namespace": self.namespace}
+        fields = {
+            "status.podIP": self.pod_ip,
+            "metadata.name": self.name,
+            "metadata.namespace": self.namespace,
+        }
         if path not in fields:
             raise PodError(f"fieldRef {path}: not supported here")
         return fields[path]

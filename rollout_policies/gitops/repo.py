@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -266,13 +267,14 @@ class GitRepo:
         return Identity(config("user.name", "rollout"), config("user.email", "rollout@localhost"))
 
 
-# Answers git's credential requests from the environment: the token never reaches a command line,
-# a file or git's configuration on disk. Git runs a helper starting with "!" through the shell.
-_CREDENTIAL_HELPER = (
-    "!f() { test \"$1\" = get || exit 0; "
-    f'printf "username=%s\\npassword=%s\\n" "${{{envvars.GIT_USERNAME}:-{envvars.DEFAULT_GIT_USERNAME}}}" '
-    f'"${envvars.GIT_TOKEN}"; }}; f'
-)
+def _credential_helper(username: str) -> str:
+    """A git credential helper answering from the environment: the token is read by the shell git
+    starts (``$ROLLOUT_GIT_TOKEN``), so it never reaches a command line, a file or git's configuration.
+    Git runs a helper that starts with "!" through the shell."""
+    return (
+        '!f() { test "$1" = get || exit 0; '
+        f'printf "username=%s\\npassword=%s\\n" {shlex.quote(username)} "${envvars.GIT_TOKEN}"; }}; f'
+    )
 
 
 def git_environment(environ: Mapping[str, str]) -> dict[str, str]:
@@ -288,7 +290,9 @@ def git_environment(environ: Mapping[str, str]) -> dict[str, str]:
             {
                 "GIT_CONFIG_COUNT": str(count + 1),
                 f"GIT_CONFIG_KEY_{count}": "credential.helper",
-                f"GIT_CONFIG_VALUE_{count}": _CREDENTIAL_HELPER,
+                f"GIT_CONFIG_VALUE_{count}": _credential_helper(
+                    environ.get(envvars.GIT_USERNAME) or envvars.DEFAULT_GIT_USERNAME
+                ),
             }
         )
     return env

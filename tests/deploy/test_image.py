@@ -93,7 +93,9 @@ def test_the_deployments_command_is_the_console_script_on_the_images_path(stack_
     pyproject = (ROOT / "pyproject.toml").read_text()
     for container in _containers(stack_file):
         assert container["command"] == ["rollout"]
-        assert re.search(rf'^{container["command"][0]} = "rollout_policies\.cli\.main:main"$', pyproject, re.M)
+        assert re.search(
+            rf'^{container["command"][0]} = "rollout_policies\.cli\.main:main"$', pyproject, re.M
+        )
     # A container that sets `command` replaces the image's ENTRYPOINT; the two name the same program.
     assert DOCKERFILE.final.exec_form("ENTRYPOINT") == ["rollout"]
 

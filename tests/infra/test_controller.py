@@ -84,7 +84,9 @@ def test_the_apply_gets_the_pulumi_backend_from_its_secret(plan):
 
 def test_notification_variables_are_the_ones_the_plan_names(plan):
     named = plan.model_copy(
-        update={"notifications": Notifications(slack_webhook_env="TEAM_SLACK", pagerduty_routing_key_env="PD")}
+        update={
+            "notifications": Notifications(slack_webhook_env="TEAM_SLACK", pagerduty_routing_key_env="PD")
+        }
     )
     env = _env(_container(deploy(settings(), named)))
     assert env["TEAM_SLACK"]["valueFrom"]["secretKeyRef"] == {
@@ -242,7 +244,9 @@ def test_a_disabled_controller_declares_nothing(plan):
 
 
 def test_the_controller_needs_its_repository():
-    with pytest.raises(UserError, match=r"Pulumi.prod-us-east-1.yaml: markethub-rollout:controller.repository"):
+    with pytest.raises(
+        UserError, match=r"Pulumi.prod-us-east-1.yaml: markethub-rollout:controller.repository"
+    ):
         settings(controller={"image": "x"})
 
 
