@@ -18,8 +18,8 @@ from pathlib import Path
 
 import click
 import pytest
+from devenv.dockerfile import parse
 from devenv.pod import expand
-from dockerfile import parse
 
 from infra.controller import ControllerArgs, deployment_manifest
 from infra.program import load_plan_file, resolve_plan_path
