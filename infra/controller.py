@@ -7,13 +7,15 @@ pod's ServiceAccount. A Service gives Alertmanager its address; a Role allows ex
 controller does to the cluster: read and update the HTTPRoute, read the Deployments.
 
 Secrets are referenced by name and key, never created here (no secret value goes through the
-program or its state): the webhook token, the git credentials, the Pulumi backend's credentials and
-the notification addresses. docs/deploy.md says how a team creates them.
+program or its state): the webhook token, the git credentials, the forge token (a rollback marks the
+stack's open promotion pull requests stale), the Pulumi backend's credentials and the notification
+addresses. docs/deploy.md says how a team creates them.
 """
 
 from __future__ import annotations
 
 import posixpath
+import re
 from dataclasses import dataclass
 
 import pulumi
@@ -108,6 +110,8 @@ def common_env(args: ControllerArgs) -> list[Manifest]:
             _secret(envvars.GIT_TOKEN, c.git_secret, TOKEN_KEY),
             _secret(envvars.GIT_USERNAME, c.git_secret, USERNAME_KEY, optional=True),
         ]
+    if forge_repository(c):
+        env.append(_secret(envvars.FORGE_TOKEN, c.forge_secret, TOKEN_KEY))
     env += [
         _secret(envvars.PULUMI_BACKEND_URL, c.pulumi_secret, BACKEND_KEY),
         _secret(envvars.PULUMI_CONFIG_PASSPHRASE, c.pulumi_secret, PASSPHRASE_KEY, optional=True),
@@ -125,11 +129,21 @@ def common_env(args: ControllerArgs) -> list[Manifest]:
     return env
 
 
+def forge_repository(controller: Controller) -> str:
+    """owner/name on GitHub: the setting, else read from a github.com https URL, else none."""
+    if controller.forge_repository:
+        return controller.forge_repository
+    match = re.fullmatch(r"https://github\.com/([^/]+)/([^/]+?)(?:\.git)?/?", controller.repository)
+    return f"{match.group(1)}/{match.group(2)}" if match else ""
+
+
 def repository_args(args: ControllerArgs, clone: str) -> list[str]:
     c = args.controller
     found = ["--repo", clone, "--clone-from", c.repository, "--main", c.branch]
     if c.config_dir:
         found += ["--config-dir", c.config_dir]
+    if forge_repository(c):
+        found += ["--forge-repo", forge_repository(c)]
     return [
         *found,
         "--plan",
@@ -330,6 +344,8 @@ class RolloutController(pulumi.ComponentResource):
         self.register_outputs(
             {
                 "webhookUrl": webhook_url(args.service, args.namespace, c.port),
-                "secrets": sorted({c.webhook_secret, c.pulumi_secret, c.notify_secret, c.git_secret}),
+                "secrets": sorted(
+                    {c.webhook_secret, c.pulumi_secret, c.notify_secret, c.git_secret, c.forge_secret}
+                ),
             }
         )

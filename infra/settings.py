@@ -143,8 +143,12 @@ class Controller(_Section):
     # Also run `rollout watch` (polling Prometheus) beside `rollout serve`.
     watch: bool = False
     prometheus_url: str = ""
+    # owner/name on GitHub, for marking open promotion pull requests stale after a rollback; empty:
+    # taken from a https://github.com/<owner>/<name>(.git) repository URL, else no forge.
+    forge_repository: str = ""
     webhook_secret: str = "rollout-webhook"
     git_secret: str = "rollout-git"
+    forge_secret: str = "rollout-forge"
     pulumi_secret: str = "rollout-pulumi"
     notify_secret: str = "rollout-notify"
     resources: Resources = Resources(

@@ -14,6 +14,8 @@ GIT_TOKEN = "ROLLOUT_GIT_TOKEN"
 # The user name sent with it; GitHub accepts any, ``x-access-token`` by convention.
 GIT_USERNAME = "ROLLOUT_GIT_USERNAME"
 DEFAULT_GIT_USERNAME = "x-access-token"
+# The forge (GitHub) API token: promotion pull requests, and marking them stale after a rollback.
+FORGE_TOKEN = "GITHUB_TOKEN"
 # The Pulumi CLI the production applier runs, when it is not `pulumi` on PATH.
 PULUMI = "ROLLOUT_PULUMI"
 # `rollout watch --prometheus` default, and the live Prometheus provider's address.

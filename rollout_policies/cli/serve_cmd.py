@@ -17,6 +17,7 @@ from rollout_policies import envvars
 from rollout_policies.cli.gitops_cmd import open_repository, repository_options
 from rollout_policies.errors import UserError
 from rollout_policies.gitops.engine import GitOps, default_actor
+from rollout_policies.gitops.forge import DEFAULT_API_URL, make_forge
 from rollout_policies.gitops.notify import Notifier
 from rollout_policies.gitops.repo import clone
 from rollout_policies.gitops.seams import PRODUCTION_APPLIERS, applier_names, make_applier, pulumi_binary
@@ -78,6 +79,19 @@ def _git_options(command: Callable[..., Any]) -> Callable[..., Any]:
             f"empty volume); https credentials come from ${envvars.GIT_TOKEN}.",
         ),
         click.option(
+            "--forge-repo",
+            default=lambda: os.environ.get("GITHUB_REPOSITORY", ""),
+            show_default="$GITHUB_REPOSITORY",
+            help="owner/name on GitHub: a rollback then marks the stack's open promotion pull requests "
+            "stale (token from $GITHUB_TOKEN). Empty: no forge.",
+        ),
+        click.option(
+            "--forge-url",
+            default=lambda: os.environ.get("GITHUB_API_URL", DEFAULT_API_URL),
+            show_default="$GITHUB_API_URL or https://api.github.com",
+            help="Forge API base URL.",
+        ),
+        click.option(
             "--log-level",
             type=click.Choice(["debug", "info", "warning"]),
             default="info",
@@ -112,6 +126,8 @@ def _rollback(
     applier: str,
     actor: str | None,
     clone_from: str | None,
+    forge_repo: str,
+    forge_url: str,
 ) -> tuple[Any, tuple[str, ...], Any]:
     from rollout_policies.alerting import GitRollback
 
@@ -127,6 +143,7 @@ def _rollback(
         config_dir=config_dir,
         notifier=Notifier(plan.notifications),
         actor=actor or f"rollout-automatic/{default_actor()}",
+        forge=make_forge("github", forge_repo, forge_url) if forge_repo else None,
     )
     chosen = make_applier(applier, repo_dir / config_dir) if apply_now else None
     return plan, stacks, GitRollback(ops, chosen)
@@ -177,6 +194,8 @@ def serve(
     applier: str,
     actor: str | None,
     clone_from: str | None,
+    forge_repo: str,
+    forge_url: str,
     log_level: str,
     listen: str,
     token_env: str,
@@ -198,7 +217,18 @@ def serve(
     skew_seconds = _seconds(skew, "--skew")
     max_age_seconds = _seconds(max_age, "--max-age")
     plan, stacks, rollback = _rollback(
-        plan_path, repo_dir, config_dir, remote, main_branch, stacks, apply_now, applier, actor, clone_from
+        plan_path,
+        repo_dir,
+        config_dir,
+        remote,
+        main_branch,
+        stacks,
+        apply_now,
+        applier,
+        actor,
+        clone_from,
+        forge_repo,
+        forge_url,
     )
     _logging(log_level)
     receiver = WebhookReceiver(
@@ -251,6 +281,8 @@ def watch(
     applier: str,
     actor: str | None,
     clone_from: str | None,
+    forge_repo: str,
+    forge_url: str,
     log_level: str,
     prometheus_url: str,
     interval: str,
@@ -273,7 +305,18 @@ def watch(
         raise UserError("--stack: name the stacks to watch (a rollback never guesses)")
     step = _seconds(interval, "--interval")
     plan, stacks, rollback = _rollback(
-        plan_path, repo_dir, config_dir, remote, main_branch, stacks, apply_now, applier, actor, clone_from
+        plan_path,
+        repo_dir,
+        config_dir,
+        remote,
+        main_branch,
+        stacks,
+        apply_now,
+        applier,
+        actor,
+        clone_from,
+        forge_repo,
+        forge_url,
     )
     _logging(log_level)
     watcher = TriggerWatch(plan, prometheus_url, stacks, rollback, step=timedelta(seconds=step))

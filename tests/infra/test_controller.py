@@ -73,6 +73,21 @@ def test_an_https_repository_gets_the_git_token_and_a_local_one_does_not(plan):
     assert envvars.GIT_TOKEN not in local and envvars.GIT_USERNAME not in local
 
 
+def test_a_github_repository_gives_the_forge_to_mark_stale_promotions(plan):
+    serve = _container(deploy(settings(), plan))
+    assert _flag(serve["args"], "--forge-repo") == "markethub/markethub-rollout"
+    assert _env(serve)[envvars.FORGE_TOKEN]["valueFrom"]["secretKeyRef"] == {
+        "name": "rollout-forge",
+        "key": "token",
+    }
+    other = _container(deploy(settings(controller={"repository": "https://git.example/r.git"}), plan))
+    assert "--forge-repo" not in other["args"] and envvars.FORGE_TOKEN not in _env(other)
+    named = {"repository": "https://git.example/r.git", "forgeRepository": "org/rollout"}
+    assert (
+        _flag(_container(deploy(settings(controller=named), plan))["args"], "--forge-repo") == "org/rollout"
+    )
+
+
 def test_the_apply_gets_the_pulumi_backend_from_its_secret(plan):
     env = _env(_container(deploy(settings(), plan)))
     assert env[envvars.PULUMI_BACKEND_URL]["valueFrom"]["secretKeyRef"] == {
@@ -107,7 +122,7 @@ def test_secrets_are_referenced_never_created(plan):
         for item in container["env"]
         if "secretKeyRef" in item.get("valueFrom", {})
     }
-    assert referenced == {"rollout-webhook", "rollout-git", "rollout-pulumi"}
+    assert referenced == {"rollout-webhook", "rollout-git", "rollout-forge", "rollout-pulumi"}
 
 
 def test_the_pod_runs_as_a_non_root_user_without_privilege_escalation(plan):
