@@ -47,11 +47,15 @@ class RolloutInfra:
     drills: DrillSchedule
 
 
-def main() -> RolloutInfra:
-    """Read the current stack's config and the plan it names, and declare everything."""
+def main(project_dir: Path | None = None) -> RolloutInfra:
+    """Read the current stack's config and the plan it names, and declare everything.
+
+    ``project_dir`` is where Pulumi.yaml is: an inline program (the Automation API) runs in its
+    host's working directory, not the project's, so the applier says where the plan is relative to.
+    """
     stack = pulumi.get_stack()
     settings = read_settings(stack_config(), stack=stack)
-    plan = load_plan_file(resolve_plan_path(settings.plan))
+    plan = load_plan_file(resolve_plan_path(settings.plan, project_dir))
     return build(settings, plan)
 
 
@@ -78,10 +82,15 @@ def route_urn(stack: str, service: str = "markethub-mobile", project: str = "mar
     return f"urn:pulumi:{stack}::{project}::{route_type}::{service}-traffic-httproute"
 
 
-def resolve_plan_path(path: str) -> Path:
-    """A relative plan path is taken from the working directory, then from the project root."""
+def resolve_plan_path(path: str, project_dir: Path | None = None) -> Path:
+    """A relative plan path is taken from the Pulumi project (when known), then the working
+    directory, then this package's own root (the shipped plan)."""
     candidate = Path(path)
-    if candidate.is_absolute() or candidate.exists():
+    if candidate.is_absolute():
+        return candidate
+    if project_dir is not None and (project_dir / candidate).exists():
+        return project_dir / candidate
+    if candidate.exists():
         return candidate
     return PROJECT_ROOT / candidate
 

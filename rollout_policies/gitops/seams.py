@@ -106,7 +106,8 @@ class AutomationApplier:
         from infra.program import main
 
         def program() -> None:
-            main()
+            # The plan path in the stack config is relative to the project, not to this process.
+            main(self.project_dir)
 
         environment = self.environment(stack)
         workspace = auto.LocalWorkspace(
