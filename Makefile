@@ -9,7 +9,7 @@ export PULUMI_SKIP_UPDATE_CHECK := true
 export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION := true
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools lint test test-fast demo env-up env-down env-status bench bench-gates bench-rollback bench-triggers clean
+.PHONY: help venv tools lint test test-fast demo env-up env-down env-status bench bench-gates bench-rollback bench-triggers bench-cli clean
 
 help:
 	@echo "make test       install everything, lint, run every test"
@@ -58,7 +58,11 @@ env-down: venv
 env-status: venv
 	$(VENV)/bin/rollout env status
 
-bench: bench-gates bench-rollback bench-triggers
+bench: bench-gates bench-rollback bench-triggers bench-cli
+
+# `rollout --help` start-up against bare Python (README).
+bench-cli: venv
+	$(PY) -m bench.cli
 
 # Canary statistics against Flagger-, Kayenta-style and naive gates (docs/statistics.md).
 bench-gates: venv

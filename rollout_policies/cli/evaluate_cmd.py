@@ -8,13 +8,16 @@ from pathlib import Path
 
 import click
 
-from rollout_policies.core.decision import decide
+from rollout_policies.core.decision import Action, decide
 from rollout_policies.core.measurement import Evidence
 from rollout_policies.core.report import decision_as_dict, render_text
 from rollout_policies.errors import UserError
 from rollout_policies.metrics_file import load_metrics_file
 from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
 from rollout_policies.providers import PROVIDERS, collect_evidence
+
+# `evaluate --exit-code`: the decision as the exit status. 2 is click's and ours for bad input.
+EXIT_CODES: dict[Action, int] = {Action.PROMOTE: 0, Action.HOLD: 1, Action.ROLLBACK: 3}
 
 
 def _time(value: str | None, flag: str) -> datetime | None:
@@ -73,6 +76,11 @@ def _time(value: str | None, flag: str) -> datetime | None:
     help="A manual criterion id that has been signed off (repeatable; adds to the metrics file's).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the verdicts and decision as JSON.")
+@click.option(
+    "--exit-code",
+    is_flag=True,
+    help="Exit with the decision: 0 promote, 1 hold, 3 rollback (2 stays bad input), for scripts.",
+)
 def evaluate(
     plan_path: Path,
     stage_id: str,
@@ -83,10 +91,11 @@ def evaluate(
     step_started_text: str | None,
     signoffs: tuple[str, ...],
     as_json: bool,
+    exit_code: bool,
 ) -> None:
     """Print each gate's verdict and the stage decision (promote, hold or rollback) with its reasons.
 
-    The exit status is 0 whatever the decision (read it from the output); 2 for bad input.
+    The exit status is 0 whatever the decision, unless --exit-code; 2 for bad input.
     """
     plan = load_plan(plan_path, providers=tuple(PROVIDERS))
     try:
@@ -128,3 +137,5 @@ def evaluate(
         click.echo(json.dumps(decision_as_dict(decision, plan=plan.name), indent=2))
     else:
         click.echo(render_text(decision, plan=plan.name), nl=False)
+    if exit_code:
+        raise click.exceptions.Exit(EXIT_CODES[decision.action])

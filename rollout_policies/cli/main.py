@@ -4,24 +4,35 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Any
+from typing import Any, NamedTuple
 
 import click
 
 from rollout_policies.errors import UserError
 from rollout_policies.plugins import COMMANDS_GROUP, registered
 
-# command name -> "module:attribute" of its click command. Adding a command is one line here.
+
+class Entry(NamedTuple):
+    """A command: where its click object lives, and the one line `rollout --help` shows for it."""
+
+    target: str
+    summary: str
+
+
+# command name -> its entry. Adding a command is one line here. The summary is kept here, not read
+# from the command, so drawing the help imports no command module (numpy, pydantic, httpx).
 # Other installed distributions add commands under plugins.COMMANDS_GROUP (the rig adds `env`).
-COMMANDS: dict[str, str] = {
-    "plan": "rollout_policies.cli.plan_cmd:plan",
-    "evaluate": "rollout_policies.cli.evaluate_cmd:evaluate",
-    "promote": "rollout_policies.cli.gitops_cmd:promote",
-    "rollback": "rollout_policies.cli.gitops_cmd:rollback",
-    "status": "rollout_policies.cli.gitops_cmd:status",
-    "drill": "rollout_policies.cli.drill_cmd:drill",
-    "serve": "rollout_policies.cli.serve_cmd:serve",
-    "watch": "rollout_policies.cli.serve_cmd:watch",
+COMMANDS: dict[str, Entry] = {
+    "plan": Entry("rollout_policies.cli.plan_cmd:plan", "Check or print a rollout plan."),
+    "evaluate": Entry(
+        "rollout_policies.cli.evaluate_cmd:evaluate", "Each gate's verdict and the stage decision."
+    ),
+    "promote": Entry("rollout_policies.cli.gitops_cmd:promote", "Propose each stack's next step as a PR."),
+    "rollback": Entry("rollout_policies.cli.gitops_cmd:rollback", "Stable 100% in one commit on main."),
+    "status": Entry("rollout_policies.cli.gitops_cmd:status", "Per stack: stage, step, weights, drift."),
+    "drill": Entry("rollout_policies.cli.drill_cmd:drill", "Disaster-recovery drills, with reports."),
+    "serve": Entry("rollout_policies.cli.serve_cmd:serve", "Roll back on Alertmanager webhooks."),
+    "watch": Entry("rollout_policies.cli.serve_cmd:watch", "Roll back by polling Prometheus."),
 }
 
 
@@ -34,18 +45,29 @@ class _LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         return self._load(cmd_name)
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        plugins = registered(COMMANDS_GROUP)
+        rows = [(name, entry.summary) for name, entry in COMMANDS.items()]
+        rows += [
+            (name, f"(from {point.dist.name if point.dist else point.value})")
+            for name, point in plugins.items()
+        ]
+        with formatter.section("Commands"):
+            formatter.write_dl(sorted(rows))
+
     @staticmethod
     def _load(name: str) -> click.Command | None:
-        target = COMMANDS.get(name)
-        if target is None:
+        entry = COMMANDS.get(name)
+        if entry is None:
             plugin = registered(COMMANDS_GROUP).get(name)
             return None if plugin is None else plugin.load()
-        module_name, attribute = target.split(":")
+        module_name, attribute = entry.target.split(":")
         command: click.Command = getattr(importlib.import_module(module_name), attribute)
         return command
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="markethub-rollout", prog_name="rollout", message="%(prog)s %(version)s")
 def cli() -> None:
     """Run a staged production rollout as code: plans, gates, promotions, rollbacks and drills."""
 
@@ -68,4 +90,4 @@ def main(argv: list[str] | None = None) -> Any:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -489,3 +489,18 @@ def test_counts_for_a_metric_without_comparison_exit_2(tmp_path: Path) -> None:
         2,
         f"rollout: error: {path}: comparisons.crash_rate: no gate of plan cli-test-plan compares it\n",
     )
+
+
+@pytest.mark.parametrize(
+    ("replacement", "status"),
+    [("  crash_rate: 0.4\n", 0), ("", 1), ("  crash_rate: 2.5\n", 3)],
+    ids=["promote", "hold", "rollback"],
+)
+def test_exit_code_flag_gives_the_decision_as_status(
+    plan_file: Path, tmp_path: Path, replacement: str, status: int
+) -> None:
+    text = GOOD.replace("  crash_rate: 0.4\n", replacement)
+    args = ("--plan", plan_file, "--stage", "beta", "--metrics-file", metrics(tmp_path, text), "--now", NOW)
+    with_flag = rollout(*args, "--exit-code")
+    without = rollout(*args)
+    assert (with_flag.returncode, without.returncode, with_flag.stdout) == (status, 0, without.stdout)
