@@ -185,7 +185,7 @@ def serve_container(args: ControllerArgs) -> Manifest:
             *common_env(args),
         ],
         "ports": [{"name": HTTP, "containerPort": c.port, "protocol": "TCP"}],
-        # The first clone and plan load come before the listener: give them a minute.
+        # The first clone and plan load come before the listener: give them up to five minutes.
         "startupProbe": {**probe, "failureThreshold": 30},
         "readinessProbe": probe,
         "livenessProbe": {**probe, "failureThreshold": 6},
