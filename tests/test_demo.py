@@ -12,10 +12,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from devenv.local import LocalEnvironment
-from devenv.pytest_fixtures import local_env  # noqa: F401 (the session's environment)
 from kubernetes import client, config
 
+from devenv.local import LocalEnvironment
+from devenv.pytest_fixtures import local_env  # noqa: F401 (the session's environment)
 from rollout_policies import demo
 from rollout_policies.gitops.kube_live import route_weights
 from rollout_policies.gitops.stack_config import state_from_text

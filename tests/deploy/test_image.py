@@ -18,9 +18,9 @@ from pathlib import Path
 
 import click
 import pytest
+
 from devenv.dockerfile import parse
 from devenv.pod import expand
-
 from infra.controller import ControllerArgs, deployment_manifest
 from infra.program import load_plan_file, resolve_plan_path
 from infra.settings import settings_from_stack_file

@@ -43,12 +43,12 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import yaml
+from pulumi import automation as auto
+
 from devenv.dockerfile import parse
 from devenv.local import EnvInfo
 from devenv.pod import LocalPod
 from devenv.tools import path_with_tools
-from pulumi import automation as auto
-
 from rollout_policies.gitops.kube_live import route_weights
 from rollout_policies.gitops.seams import AutomationApplier
 from rollout_policies.gitops.stack_config import read_state, state_from_text

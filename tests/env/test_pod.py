@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from devenv.pod import LocalPod, PodError, expand
 
 SECRETS = {("web", "token"): "s3cret"}

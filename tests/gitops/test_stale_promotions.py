@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from devenv.forge_standin import ForgeStandIn
 from gitops_fixtures import T0, Remote, healthy
 
+from devenv.forge_standin import ForgeStandIn
 from rollout_policies.gitops.engine import GitOps
 from rollout_policies.gitops.forge import GitHubForge
 from rollout_policies.gitops.repo import GitRepo, RetryPolicy

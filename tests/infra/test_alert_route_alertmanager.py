@@ -20,9 +20,10 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from infra_helpers import deploy, rollout, settings
+
 from devenv.operator_config import translate
 from devenv.services import ALERTMANAGER_BIN
-from infra_helpers import deploy, rollout, settings
 
 pytestmark = [pytest.mark.services]
 SERVICE = "markethub-mobile"
