@@ -174,8 +174,9 @@ def deployed(local_env_info: EnvInfo, tmp_path_factory: pytest.TempPathFactory) 
         result = stack.up(color="never")
         assert result.summary.result == "succeeded"
         # The first up writes the stack's encryption salt; a team commits it once.
-        git(work, "commit", "-qam", "pulumi stack init: encryption salt")
-        git(work, "push", "-q", "origin", "main")
+        if git(work, "status", "--porcelain"):
+            git(work, "commit", "-qam", "pulumi stack init: encryption salt")
+            git(work, "push", "-q", "origin", "main")
         yield Deployed(local_env_info, kubeconfig, remote, work, env, stack, token)
     finally:
         if stack is not None:
