@@ -162,9 +162,33 @@ def pulumi_command(environment: Mapping[str, str] | None = None) -> Any:
     from pulumi import automation as auto
 
     binary = pulumi_binary(environment)
-    command = auto.PulumiCommand(skip_version_check=True)
+    # PulumiCommand() itself runs `pulumi version` from this process's PATH, which need not hold
+    # the binary (ROLLOUT_PULUMI, or a PATH given in `environment`): build it around the binary.
+    command = auto.PulumiCommand.__new__(auto.PulumiCommand)
     command.command = str(binary)
+    command.version = _cli_version(binary, environment)
     return command
+
+
+def _cli_version(binary: Path, environment: Mapping[str, str] | None) -> Any:
+    from semver import VersionInfo
+
+    try:
+        done = subprocess.run(
+            [str(binary), "version"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**(os.environ if environment is None else environment), "PULUMI_SKIP_UPDATE_CHECK": "true"},
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise ApplyError(f"--apply: {binary} version: {err}") from None
+    if done.returncode != 0:
+        raise ApplyError(f"--apply: {binary} version: exit status {done.returncode}")
+    try:
+        return VersionInfo.parse(done.stdout.strip().removeprefix("v"))
+    except ValueError:
+        return None
 
 
 APPLIERS: dict[str, Callable[[Path], Applier]] = {
