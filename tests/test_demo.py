@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
+from devenv import demo
 from devenv.local import LocalEnvironment
 from devenv.pytest_fixtures import local_env  # noqa: F401 (the session's environment)
-from rollout_policies import demo
 from rollout_policies.gitops.kube_live import route_weights
 from rollout_policies.gitops.stack_config import state_from_text
 from rollout_policies.state import Colour
