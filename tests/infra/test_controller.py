@@ -31,8 +31,11 @@ def _flag(args: list[str], flag: str) -> str:
     return args[args.index(flag) + 1]
 
 
+SHIPPED_PLAN = "rollout_policies/plans/markethub-mobile.yaml"  # as the shipped stack configs name it
+
+
 def test_the_deployment_runs_rollout_serve_for_this_stack_from_a_clone_of_the_repository(plan):
-    serve = _container(deploy(settings(state=rollout("limited", 1, 5)), plan))
+    serve = _container(deploy(settings(state=rollout("limited", 1, 5), plan=SHIPPED_PLAN), plan))
     assert serve["command"] == ["rollout"]
     args = serve["args"]
     assert args[0] == "serve"
@@ -46,9 +49,16 @@ def test_the_deployment_runs_rollout_serve_for_this_stack_from_a_clone_of_the_re
 
 
 def test_the_plan_is_found_inside_the_config_dir_when_the_project_is_a_subfolder(plan):
-    serve = _container(deploy(settings(controller={"repository": REPOSITORY, "configDir": "rollout"}), plan))
+    config_dir = {"repository": REPOSITORY, "configDir": "rollout"}
+    serve = _container(deploy(settings(controller=config_dir, plan=SHIPPED_PLAN), plan))
     assert _flag(serve["args"], "--config-dir") == "rollout"
     assert _flag(serve["args"], "--plan") == "repo/rollout/rollout_policies/plans/markethub-mobile.yaml"
+
+
+def test_an_absolute_plan_path_is_passed_as_it_is(plan):
+    # The default plan is the installed package's own file: the image has it at the same path.
+    serve = _container(deploy(settings(plan="/opt/plans/team.yaml"), plan))
+    assert _flag(serve["args"], "--plan") == "/opt/plans/team.yaml"
 
 
 def test_serve_listens_on_the_pods_own_address_which_kubernetes_fills_in(plan):
