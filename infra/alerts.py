@@ -33,6 +33,8 @@ from typing import Any
 import pulumi
 
 from infra import kube, naming
+from infra.alert_route import RouteArgs, alertmanager_config_manifest
+from infra.controller import webhook_url
 from infra.kube import Manifest
 from infra.settings import Alerts
 from rollout_policies.plan.model import (
@@ -49,7 +51,6 @@ from rollout_policies.plan.model import (
 COMPONENT = "alerts"
 PROMETHEUS = "prometheus"
 MANUAL = "manual"
-RECEIVER = "rollout-webhook"
 DASHBOARD_LABEL = "grafana_dashboard"
 GATE_FOR = "5m"  # an alert threshold must hold this long before it pages: one scrape blip is noise
 
@@ -63,6 +64,9 @@ class AlertsArgs:
     stack: str
     region: str
     alerts: Alerts = field(default_factory=Alerts)
+    # The Secrets the route's receivers read (the controller's settings name them).
+    webhook_secret: str = "rollout-webhook"
+    notify_secret: str = "rollout-notify"
 
 
 def prometheus_duration(value: Any) -> str:
@@ -107,8 +111,17 @@ def _expr(args: AlertsArgs, metric: Metric, threshold: Threshold) -> str | None:
 
 
 def routing_labels(args: AlertsArgs) -> dict[str, str]:
-    """Labels on every alert: the AlertmanagerConfig routes on them, and ``rollout serve`` reads them."""
-    return {"rollout_service": args.service, "rollout_stack": args.stack, "rollout_region": args.region}
+    """Labels on every alert: the AlertmanagerConfig routes on them, and ``rollout serve`` reads them.
+
+    ``namespace`` is the one the prometheus-operator's default AlertmanagerConfig matcher requires
+    (``OnNamespace``): without it no alert reaches the route.
+    """
+    return {
+        "namespace": args.namespace,
+        "rollout_service": args.service,
+        "rollout_stack": args.stack,
+        "rollout_region": args.region,
+    }
 
 
 def trigger_rules(args: AlertsArgs) -> list[Manifest]:
@@ -255,31 +268,21 @@ def gate_rule_manifest(args: AlertsArgs) -> Manifest:
     )
 
 
-def alertmanager_config_manifest(args: AlertsArgs) -> Manifest:
-    """Routes this service's alerts to the tool's webhook (``rollout serve``) right away."""
-    return {
-        "apiVersion": "monitoring.coreos.com/v1alpha1",
-        "kind": "AlertmanagerConfig",
-        "metadata": {
-            "name": f"{args.service}-rollout",
-            "namespace": args.namespace,
-            "labels": {**naming.base_labels(args.service, COMPONENT), **args.alerts.rule_labels},
-        },
-        "spec": {
-            "route": {
-                "receiver": RECEIVER,
-                "groupBy": ["alertname", "rollout_stack"],
-                # A rollback trigger's window already elapsed in Prometheus: send at once.
-                "groupWait": "0s",
-                "groupInterval": "1m",
-                "repeatInterval": "1h",
-                "matchers": [{"name": "rollout_service", "value": args.service, "matchType": "="}],
-            },
-            "receivers": [
-                {"name": RECEIVER, "webhookConfigs": [{"url": args.alerts.webhook_url, "sendResolved": True}]}
-            ],
-        },
-    }
+def route_args(args: AlertsArgs) -> RouteArgs:
+    """Where this service's alerts go (``infra/alert_route.py``): the controller and Slack."""
+    return RouteArgs(
+        service=args.service,
+        namespace=args.namespace,
+        webhook_url=effective_webhook_url(args),
+        webhook_secret=args.webhook_secret,
+        notify_secret=args.notify_secret,
+        labels=tuple(sorted(args.alerts.rule_labels.items())),
+    )
+
+
+def effective_webhook_url(args: AlertsArgs) -> str:
+    """``alerts.webhookUrl``, else the RolloutController's Service in the service's namespace."""
+    return args.alerts.webhook_url or webhook_url(args.service, args.namespace)
 
 
 def _threshold_steps(gate: Gate, direction: Direction | None) -> list[dict[str, Any]]:
@@ -397,12 +400,12 @@ class RollbackAlerts(pulumi.ComponentResource):
         child = kube.child_options(self, opts)
         self.trigger_rules = kube.apply(f"{name}-triggers", trigger_rule_manifest(args), child)
         self.gate_rules = kube.apply(f"{name}-gates", gate_rule_manifest(args), child)
-        self.route = kube.apply(f"{name}-route", alertmanager_config_manifest(args), child)
+        self.route = kube.apply(f"{name}-route", alertmanager_config_manifest(route_args(args)), child)
         self.dashboard = kube.apply(f"{name}-dashboard", dashboard_manifest(args), child)
         self.register_outputs(
             {
                 "unruled": unruled_metrics(args),
                 "bridged": bridged_metrics(args),
-                "webhook": args.alerts.webhook_url,
+                "webhook": effective_webhook_url(args),
             }
         )

@@ -13,11 +13,14 @@ from typing import Any
 
 import click
 
+from rollout_policies import envvars
 from rollout_policies.cli.gitops_cmd import open_repository, repository_options
 from rollout_policies.errors import UserError
 from rollout_policies.gitops.engine import GitOps, default_actor
+from rollout_policies.gitops.forge import DEFAULT_API_URL, make_forge
 from rollout_policies.gitops.notify import Notifier
-from rollout_policies.gitops.seams import applier_names, make_applier
+from rollout_policies.gitops.repo import clone
+from rollout_policies.gitops.seams import PRODUCTION_APPLIERS, applier_names, make_applier, pulumi_binary
 from rollout_policies.gitops.stack_config import config_name
 from rollout_policies.plan.model import parse_duration
 
@@ -71,6 +74,27 @@ def _git_options(command: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option("--actor", default=None, help="Who rolls back, for the audit trail."),
         click.option(
+            "--clone-from",
+            "clone_from",
+            default=None,
+            metavar="URL",
+            help="Clone this repository into --repo first when --repo is not a clone yet (a pod's "
+            f"empty volume); https credentials come from ${envvars.GIT_TOKEN}.",
+        ),
+        click.option(
+            "--forge-repo",
+            default=lambda: os.environ.get("GITHUB_REPOSITORY", ""),
+            show_default="$GITHUB_REPOSITORY",
+            help="owner/name on GitHub: a rollback then marks the stack's open promotion pull requests "
+            "stale (token from $GITHUB_TOKEN). Empty: no forge.",
+        ),
+        click.option(
+            "--forge-url",
+            default=lambda: os.environ.get("GITHUB_API_URL", DEFAULT_API_URL),
+            show_default="$GITHUB_API_URL or https://api.github.com",
+            help="Forge API base URL.",
+        ),
+        click.option(
             "--log-level",
             type=click.Choice(["debug", "info", "warning"]),
             default="info",
@@ -83,6 +107,17 @@ def _git_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return repository_options(command)
 
 
+def _prepare(repo_dir: Path, clone_from: str | None, main_branch: str, apply_now: bool, applier: str) -> None:
+    """Found out at start, not at the first alert in the middle of an incident: the clone, the CLI."""
+    if clone_from and not (repo_dir / ".git").exists():
+        if repo_dir.exists() and any(repo_dir.iterdir()):
+            raise UserError(f"--repo {repo_dir}: not empty and not a git clone, so --clone-from cannot clone")
+        repo_dir.parent.mkdir(parents=True, exist_ok=True)
+        clone(clone_from, repo_dir, branch=main_branch)
+    if apply_now and applier in PRODUCTION_APPLIERS:
+        pulumi_binary()
+
+
 def _rollback(
     plan_path: Path,
     repo_dir: Path,
@@ -93,9 +128,13 @@ def _rollback(
     apply_now: bool,
     applier: str,
     actor: str | None,
+    clone_from: str | None,
+    forge_repo: str,
+    forge_url: str,
 ) -> tuple[Any, tuple[str, ...], Any]:
     from rollout_policies.alerting import GitRollback
 
+    _prepare(repo_dir, clone_from, main_branch, apply_now, applier)
     plan, repo, stacks = open_repository(plan_path, repo_dir, config_dir, remote, main_branch, stacks)
     for stack in stacks:
         # Found out at start, not at the first alert in the middle of an incident.
@@ -107,6 +146,7 @@ def _rollback(
         config_dir=config_dir,
         notifier=Notifier(plan.notifications),
         actor=actor or f"rollout-automatic/{default_actor()}",
+        forge=make_forge("github", forge_repo, forge_url) if forge_repo else None,
     )
     chosen = make_applier(applier, repo_dir / config_dir) if apply_now else None
     return plan, stacks, GitRollback(ops, chosen)
@@ -142,7 +182,7 @@ def _logging(level: str) -> None:
 )
 @click.option(
     "--token-env",
-    default=WEBHOOK_TOKEN_ENV,
+    default=envvars.WEBHOOK_TOKEN,
     show_default=True,
     help="The variable holding the shared bearer token Alertmanager sends.",
 )
@@ -195,6 +235,9 @@ def serve(
     apply_now: bool,
     applier: str,
     actor: str | None,
+    clone_from: str | None,
+    forge_repo: str,
+    forge_url: str,
     log_level: str,
     listen: str,
     token_env: str,
@@ -239,7 +282,18 @@ def serve(
         max_connections=max_connections,
     )
     plan, stacks, rollback = _rollback(
-        plan_path, repo_dir, config_dir, remote, main_branch, stacks, apply_now, applier, actor
+        plan_path,
+        repo_dir,
+        config_dir,
+        remote,
+        main_branch,
+        stacks,
+        apply_now,
+        applier,
+        actor,
+        clone_from,
+        forge_repo,
+        forge_url,
     )
     _logging(log_level)
     _finish_pending(rollback, stacks)
@@ -282,8 +336,8 @@ def serve(
 @click.option(
     "--prometheus",
     "prometheus_url",
-    default=lambda: os.environ.get("ROLLOUT_PROMETHEUS_URL", ""),
-    show_default="$ROLLOUT_PROMETHEUS_URL",
+    default=lambda: os.environ.get(envvars.PROMETHEUS_URL, ""),
+    show_default=f"${envvars.PROMETHEUS_URL}",
     help="Prometheus server URL.",
 )
 @click.option("--interval", default="5s", show_default=True, help="Time between evaluations.")
@@ -301,6 +355,9 @@ def watch(
     apply_now: bool,
     applier: str,
     actor: str | None,
+    clone_from: str | None,
+    forge_repo: str,
+    forge_url: str,
     log_level: str,
     prometheus_url: str,
     interval: str,
@@ -323,7 +380,18 @@ def watch(
         raise UserError("--stack: name the stacks to watch (a rollback never guesses)")
     step = _seconds(interval, "--interval")
     plan, stacks, rollback = _rollback(
-        plan_path, repo_dir, config_dir, remote, main_branch, stacks, apply_now, applier, actor
+        plan_path,
+        repo_dir,
+        config_dir,
+        remote,
+        main_branch,
+        stacks,
+        apply_now,
+        applier,
+        actor,
+        clone_from,
+        forge_repo,
+        forge_url,
     )
     _logging(log_level)
     _finish_pending(rollback, stacks)

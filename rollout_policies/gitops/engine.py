@@ -543,7 +543,8 @@ class GitOps:
         if written.sha is None:
             return ()
         first = written.befores[written.changed[0]]
-        return self._notify(
+        stale = self._mark_promotions_stale(written.changed, written.sha, reason)
+        return stale + self._notify(
             DecisionNotice(
                 plan=self.plan.name,
                 stacks=written.changed,
@@ -558,6 +559,27 @@ class GitOps:
                 details={"applied": list(applied)},
             )
         )
+
+    def _mark_promotions_stale(self, stacks: Sequence[str], sha: str, reason: str) -> tuple[str, ...]:
+        """Say on each open promotion pull request of a rolled-back stack that it is stale: merging it
+        would put back the candidate that was just taken off. A forge failure is a warning only."""
+        if self.forge is None:
+            return ()
+        warnings: list[str] = []
+        for stack in stacks:
+            for branch in sorted(self.repo.remote_branches(f"rollout/{stack}/")):
+                try:
+                    pull = self.forge.find_pull(branch)
+                    if pull is not None:
+                        self.forge.comment(
+                            pull.number,
+                            f"**Stale: {stack} was rolled back** in {sha[:12]} on {self.repo.main} "
+                            f"({reason}). Do not merge this promotion; the next promotion run proposes "
+                            "a fresh one from the rolled-back state.",
+                        )
+                except UserError as err:
+                    warnings.append(f"forge: {branch}: {err}")
+        return tuple(warnings)
 
     def _rollback_message(
         self,

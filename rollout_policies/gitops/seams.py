@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from rollout_policies import envvars
 from rollout_policies.errors import UserError
 from rollout_policies.plugins import APPLIERS_GROUP, registered
 from rollout_policies.state import Colour
@@ -121,7 +122,8 @@ class AutomationApplier:
         from infra.program import main
 
         def program() -> None:
-            main()
+            # The plan path in the stack config is relative to the project, not to this process.
+            main(self.project_dir)
 
         environment = self.environment(stack)
         workspace = auto.LocalWorkspace(
@@ -219,14 +221,14 @@ def pulumi_binary(environment: Mapping[str, str] | None = None) -> Path:
 
     A missing one is a one-line ApplyError; nothing here knows about the development tool cache.
     """
-    env_vars = os.environ if environment is None else environment
-    configured = env_vars.get("ROLLOUT_PULUMI")
+    variables = os.environ if environment is None else environment
+    configured = variables.get(envvars.PULUMI)
     if configured:
         path = Path(configured)
         if not (path.is_file() and os.access(path, os.X_OK)):
-            raise ApplyError(f"--apply: ROLLOUT_PULUMI={configured}: not an executable file")
+            raise ApplyError(f"--apply: {envvars.PULUMI}={configured}: not an executable file")
         return path
-    found = shutil.which("pulumi", path=env_vars.get("PATH", os.defpath))
+    found = shutil.which("pulumi", path=variables.get("PATH", os.defpath))
     if found is None:
         raise ApplyError("--apply: the Pulumi CLI is not on PATH (install it, or set ROLLOUT_PULUMI)")
     return Path(found)
@@ -237,22 +239,43 @@ def pulumi_command(environment: Mapping[str, str] | None = None) -> Any:
     from pulumi import automation as auto
 
     binary = pulumi_binary(environment)
-    if binary.parent.name == "bin":
-        # PulumiCommand runs `<root>/bin/pulumi version`: this binary, not whatever this process's
-        # PATH has (the stack's environment may be the only place that names it).
-        return auto.PulumiCommand(root=str(binary.parent.parent), skip_version_check=True)
-    # Elsewhere (a release tarball's pulumi/pulumi): skip the constructor, which would run `pulumi`
-    # from this process's PATH; no version is known, so the Automation API skips version checks.
-    command = object.__new__(auto.PulumiCommand)
+    # PulumiCommand() itself runs `pulumi version` from this process's PATH, which need not hold
+    # the binary (ROLLOUT_PULUMI, or a PATH given in `environment`): build it around the binary.
+    command = auto.PulumiCommand.__new__(auto.PulumiCommand)
     command.command = str(binary)
-    command.version = None
+    command.version = _cli_version(binary, environment)
     return command
+
+
+def _cli_version(binary: Path, environment: Mapping[str, str] | None) -> Any:
+    from semver import VersionInfo
+
+    try:
+        done = subprocess.run(
+            [str(binary), "version"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**(os.environ if environment is None else environment), "PULUMI_SKIP_UPDATE_CHECK": "true"},
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise ApplyError(f"--apply: {binary} version: {err}") from None
+    if done.returncode != 0:
+        raise ApplyError(f"--apply: {binary} version: exit status {done.returncode}")
+    try:
+        return VersionInfo.parse(done.stdout.strip().removeprefix("v"))
+    except ValueError:
+        return None
 
 
 APPLIERS: dict[str, Callable[[Path], Applier]] = {
     "pulumi": lambda project_dir: AutomationApplier(project_dir, lambda stack: dict(os.environ)),
     "pulumi-cli": lambda project_dir: PulumiCliApplier(project_dir),
 }
+
+
+# The appliers that run the Pulumi CLI found by pulumi_binary (checked when `rollout serve` starts).
+PRODUCTION_APPLIERS = ("pulumi",)
 
 
 def applier_names() -> list[str]:

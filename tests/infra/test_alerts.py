@@ -10,7 +10,7 @@ import pytest
 from infra_helpers import deploy, rollout, settings
 from ruamel.yaml import YAML
 
-from infra.alerts import RECEIVER, AlertsArgs, trigger_rule_manifest
+from infra.alerts import AlertsArgs, trigger_rule_manifest
 from infra.settings import Alerts
 
 SERVICE = "markethub-mobile"
@@ -79,6 +79,7 @@ def test_every_trigger_has_a_missing_data_rule_that_notifies(plan):
 def test_trigger_alerts_carry_the_labels_the_webhook_routes_on(plan):
     rule = _rules(deploy(settings(), plan), f"{SERVICE}-rollback-triggers")["RollbackCrashRate"]
     assert rule["labels"] == {
+        "namespace": "markethub",
         "rollout_service": SERVICE,
         "rollout_stack": "prod-us-east-1",
         "rollout_region": "us-east-1",
@@ -97,16 +98,6 @@ def test_gate_alerts_follow_the_stage_alert_thresholds_and_skip_monitor_only_row
         "GateAlertSearchSuccess": "< 75",
     }
     assert rules["GateAlertSearchSuccess"]["labels"]["rollout_stage"] == "medium"
-
-
-def test_alerts_are_routed_to_the_tools_webhook(plan):
-    custom = settings(alerts={"webhookUrl": "http://127.0.0.1:9999/alerts"})
-    route = deploy(custom, plan).one("AlertmanagerConfig", f"{SERVICE}-rollout")["spec"]
-    assert route["route"]["receiver"] == RECEIVER
-    assert route["route"]["matchers"] == [{"name": "rollout_service", "value": SERVICE, "matchType": "="}]
-    assert route["receivers"][0]["webhookConfigs"] == [
-        {"url": "http://127.0.0.1:9999/alerts", "sendResolved": True}
-    ]
 
 
 def test_rules_carry_the_labels_the_prometheus_operator_selects(plan):
@@ -190,6 +181,7 @@ def test_prometheus_fires_a_trigger_after_its_for_duration_inside_its_window(pla
     )
     rules = _rule_file(tmp_path, trigger_rule_manifest(args))
     labels = {
+        "namespace": "m",
         "rollout_service": SERVICE,
         "rollout_stack": "prod",
         "rollout_region": "r",
