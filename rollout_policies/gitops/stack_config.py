@@ -20,7 +20,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML, YAMLError
+from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, ScalarString
 from ruamel.yaml.util import load_yaml_guess_indent
@@ -30,6 +30,7 @@ from rollout_policies.stack_file import (
     bounded,
     config_name,
     load_document,
+    read_config,
     read_state,
     read_text,
     stacks_in,
@@ -53,10 +54,9 @@ __all__ = [
 def stack_environment(path: Path) -> str | None:
     """A stack file's ``markethub-rollout:environment`` as written (None when it says nothing)."""
     try:
-        data = YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, YAMLError):
+        value = read_config(path).get("markethub-rollout:environment")
+    except UserError:
         return None
-    value = (data.get("config") or {}).get("markethub-rollout:environment")
     return str(value) if value is not None else None
 
 

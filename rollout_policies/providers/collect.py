@@ -155,11 +155,7 @@ def collect_windows(
     """
     settings = settings or ProviderSettings.from_env()
     now = as_utc(now)
-    try:
-        stage = plan.stage(stage_id)
-    except KeyError:
-        known = ", ".join(s.id for s in plan.stages)
-        raise UserError(f"unknown stage {stage_id!r} in plan {plan.name!r} (stages: {known})") from None
+    stage = plan.stage(stage_id)
     criteria = window_criteria(plan, stage)
     if not criteria:
         return ()
