@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
 import httpx
 
 from simulator.service import Faults, ServiceVersion
-from simulator.traffic import FixedSplit, LoadBalancer, Users, WeightSource
+from simulator.traffic import FixedSplit, LoadBalancer, SessionRecord, Users, WeightSource
 
 
 class Simulation:
@@ -27,6 +28,9 @@ class Simulation:
         seed: int | None = None,
         health_interval: float = 1.0,
         health_timeout: float = 0.5,
+        population: int = 0,
+        cohort: frozenset[int] = frozenset(),
+        observer: Callable[[SessionRecord], None] | None = None,
     ) -> None:
         stable = "blue" if candidate == "green" else "green"
         tracks = {stable: "stable", candidate: "candidate"}
@@ -36,7 +40,14 @@ class Simulation:
         }
         urls = {colour: version.url for colour, version in self.versions.items()}
         self.users = Users(
-            urls, weights or FixedSplit(), sessions_per_second=sessions_per_second, workers=workers, seed=seed
+            urls,
+            weights or FixedSplit(),
+            sessions_per_second=sessions_per_second,
+            workers=workers,
+            seed=seed,
+            population=population,
+            cohort=cohort,
+            observer=observer,
         )
         self.load_balancer = LoadBalancer(urls, tracks, interval=health_interval, timeout=health_timeout)
         self.started = False
