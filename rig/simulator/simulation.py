@@ -30,6 +30,7 @@ class Simulation:
         health_timeout: float = 0.5,
         population: int = 0,
         cohort: frozenset[int] = frozenset(),
+        cohort_share: float | None = None,
         observer: Callable[[SessionRecord], None] | None = None,
     ) -> None:
         stable = "blue" if candidate == "green" else "green"
@@ -47,6 +48,7 @@ class Simulation:
             seed=seed,
             population=population,
             cohort=cohort,
+            cohort_share=cohort_share,
             observer=observer,
         )
         self.load_balancer = LoadBalancer(urls, tracks, interval=health_interval, timeout=health_timeout)

@@ -133,9 +133,12 @@ class Users:
         registry: CollectorRegistry | None = None,
         population: int = 0,
         cohort: frozenset[int] = frozenset(),
+        cohort_share: float | None = None,
         observer: Callable[[SessionRecord], None] | None = None,
     ) -> None:
         self.urls = dict(urls)
+        # Share of sessions by cohort users (None: as many as their number; beta users are power users).
+        self.cohort_share = cohort_share
         self.weight_source = weights
         # Users 0..population-1 (0: anonymous sessions); ``cohort`` users carry the beta header, so a
         # route with a cohort rule sends them to its colour (``cohort_colour`` of the weight source).
@@ -173,7 +176,10 @@ class Users:
         user: int | None = None
         if self.population:
             with self._lock:
-                user = self._random.randrange(self.population)
+                if self.cohort and self.cohort_share is not None and self._random.random() < self.cohort_share:
+                    user = self._random.choice(sorted(self.cohort))
+                else:
+                    user = self._random.randrange(self.population)
         colour = self.pick(user)
         base = self.urls[colour]
         requests: list[tuple[str, int | None, float]] = []

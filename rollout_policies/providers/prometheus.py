@@ -55,13 +55,13 @@ class HttpPromQLClient:
         self.http = http or httpx.Client(timeout=timeout)
 
     def instant_query(self, promql: str, at: datetime) -> Mapping[str, Any]:
-        return self._get("query", {"query": promql, "time": f"{at.timestamp():.3f}"})
+        return self._get("query", {"query": promql, "time": _millis(at)})
 
     def range_query(self, promql: str, start: datetime, end: datetime, step: timedelta) -> Mapping[str, Any]:
         params = {
             "query": promql,
-            "start": f"{start.timestamp():.3f}",
-            "end": f"{end.timestamp():.3f}",
+            "start": _millis(start),
+            "end": _millis(end),
             "step": f"{step.total_seconds():g}",
         }
         return self._get("query_range", params)
@@ -88,6 +88,12 @@ class HttpPromQLClient:
             raise QueryFailed(f"HTTP {response.status_code} from {self.url}: not a Prometheus API answer")
         data: Mapping[str, Any] = body["data"]
         return data
+
+
+def _millis(moment: datetime) -> str:
+    """Seconds to the millisecond Prometheus keeps, rounded down: a sample stamped at the evaluation
+    time must never read as later than the ``now`` it was asked for."""
+    return f"{math.floor(moment.timestamp() * 1000) / 1000:.3f}"
 
 
 def reading_from(data: Mapping[str, Any]) -> Reading:

@@ -27,6 +27,7 @@ from ruamel.yaml import YAML
 from rollout_policies.plan.model import parse_duration
 
 _INTERVAL = re.compile(r"interval '(\d+(?:\.\d+)?) (second|minute|hour|day|week)s?'")
+_ELAPSED = re.compile(r"extract\(epoch FROM ([a-z_]+) - ([a-z_]+)\)", re.IGNORECASE)
 _WINDOW = re.compile(r"([?&]window=)(\d+(?:\.\d+)?[smhdw])")
 _UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
 # Providers whose freshness is calendar time: rows written by analytics jobs (scaled like the data).
@@ -39,6 +40,11 @@ class Scales:
 
     calendar: float
     response: float = 1.0
+    # Comparison gates need per-version counts that accrue at real time: a stage compressed to
+    # minutes never gathers enough to conclude "no regression", so they hold for ever. Off, the
+    # rehearsal judges those gates by their thresholds and the report says the comparisons were
+    # not rehearsed (docs/rehearsal.md).
+    comparisons: bool = False
 
     def __post_init__(self) -> None:
         for name in ("calendar", "response"):
@@ -71,7 +77,9 @@ def scale_sql(query: str, divisor: float) -> str:
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)] / divisor
         return f"interval '{seconds_text(seconds)[:-1]} seconds'"
 
-    return _INTERVAL.sub(replace, query)
+    scaled = _INTERVAL.sub(replace, query)
+    # Durations read off scaled timestamps (a session's length) are scaled back to calendar time.
+    return _ELAPSED.sub(lambda m: f"({m.group(0)} * {divisor:g})", scaled)
 
 
 def scale_plan_text(text: str, scales: Scales) -> str:
@@ -102,16 +110,22 @@ def scale_plan_text(text: str, scales: Scales) -> str:
         query = source.get("query")
         if isinstance(query, str):
             if provider == "sql":
-                source["query"] = type(query)(scale_sql(query, calendar)) if _INTERVAL.search(query) else query
+                source["query"] = type(query)(scale_sql(query, calendar))
             elif provider == "json_http" and _WINDOW.search(query):
                 source["query"] = _WINDOW.sub(lambda m: m.group(1) + _scaled(m.group(2), response), query)
+    if not scales.comparisons:
+        for table in document.get("tables", []) or []:
+            for gate in table.get("gates", []) or []:
+                if "comparison" in gate:
+                    del gate["comparison"]
     for trigger in document.get("triggers", []) or []:
         if "window" in trigger:
             trigger["window"] = _scaled(trigger["window"], response)
     out = io.StringIO()
     yaml.dump(document, out)
     header = (
-        f"# REHEARSAL COPY: calendar durations divided by {calendar:g}, fault responses by {response:g}\n"
+        f"# REHEARSAL COPY: calendar durations divided by {calendar:g}, fault responses by {response:g}"
+        f"{'' if scales.comparisons else '; comparison gates judged by thresholds only'}\n"
         "# (rig/devenv/rehearsal/scale.py). The team's plan is the unscaled file in the product.\n"
     )
     return header + out.getvalue()

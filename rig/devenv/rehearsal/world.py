@@ -63,7 +63,9 @@ class Telemetry:
         self.db_query = Histogram(
             "markethub_db_query_duration_seconds", "Database query time", labels, registry=self.registry
         )
-        self.memory = Gauge("markethub_app_memory_bytes", "App resident memory", labels, registry=self.registry)
+        self.memory = Gauge(
+            "markethub_app_memory_bytes", "App resident memory", labels, registry=self.registry
+        )
         self.battery = Gauge(
             "markethub_app_battery_drain_percent_per_hour", "Battery drain", labels, registry=self.registry
         )
@@ -87,7 +89,9 @@ class Telemetry:
         with self._lock:
             jitter = self._random.uniform(-0.2, 0.2)
             hit = self._random.random() < 0.97
-        answered = [(path, status, seconds) for path, status, seconds in record.requests if status is not None]
+        answered = [
+            (path, status, seconds) for path, status, seconds in record.requests if status is not None
+        ]
         if answered:
             self.app_load.labels(*key).observe(APP_LOAD_BASE_SECONDS + jitter + answered[0][2])
         for path, status, seconds in answered:
@@ -140,11 +144,11 @@ class Habits:
     @classmethod
     def draw(cls, rng: random.Random) -> Habits:
         return cls(
-            rewards_member=rng.random() < 0.78,
-            push_opted_in=rng.random() < 0.68,
-            redeems_points=rng.random() < 0.52,
-            chats=rng.random() < 0.40,
-            shares=rng.random() < 0.16,
+            rewards_member=rng.random() < 0.82,
+            push_opted_in=rng.random() < 0.72,
+            redeems_points=rng.random() < 0.56,
+            chats=rng.random() < 0.45,
+            shares=rng.random() < 0.20,
         )
 
 
@@ -161,6 +165,7 @@ class Analytics:
     day: float
     flush_seconds: float = 1.0
     seed: int | None = None
+    weight: int = 1  # sessions (of distinct users) each simulated session stands for
     retention_days: tuple[int, ...] = (1, 7, 30)
     _rows: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
     _habits: dict[int, Habits] = field(default_factory=dict)
@@ -192,6 +197,12 @@ class Analytics:
     def observe(self, record: SessionRecord) -> None:
         if record.user is None:
             return
+        for copy in range(self.weight):
+            self._observe_one(record, record.user * self.weight + copy)
+
+    def _observe_one(self, record: SessionRecord, user: int) -> None:
+        """One row set per session. A healthy session's funnel (search, cart, order) is drawn for each
+        of the users it stands for; a failed one keeps what really happened to it."""
         now = datetime.now(UTC)
         track = track_of(record.colour)
         paths = {path: status for path, status, _ in record.requests}
@@ -201,27 +212,31 @@ class Analytics:
             self._next_id += 1
             session_id = self._next_id + (hash(self.region) % 1000) * 10**9
             rng = self._random
+            if healthy:
+                searched, carted = rng.random() < 0.8, rng.random() < 0.5
+                ordered = carted and rng.random() < 0.62
+            else:
+                searched, carted = "/search" in paths, paths.get("/cart") == 200
+                ordered = paths.get("/checkout") == 200
+            # Calendar minutes, scaled like all calendar time (the plan copy's query scales them back).
             minutes = rng.uniform(5.5, 9.0) if healthy else rng.uniform(0.5, 2.0)
-            # The session's calendar length, scaled like every other calendar duration.
             started = now - timedelta(seconds=minutes * 60 * self.day / 86400)
-            ordered = paths.get("/checkout") == 200
-            self._add("sessions", (session_id, record.user, track, self.region, started, now, ordered))
+            self._add("sessions", (session_id, user, track, self.region, started, now, ordered))
             for _ in range(3):
-                self._add("screen_views", (record.user, track, now, (not healthy) or rng.random() < 0.10))
-            if "/search" in paths:
-                self._add("searches", (record.user, track, now, paths["/search"] == 200 and rng.random() < 0.91))
-            if paths.get("/cart") == 200:
-                order_id = session_id if ordered else None
-                self._add("carts", (record.user, track, now, order_id))
+                self._add("screen_views", (user, track, now, (not healthy) or rng.random() < 0.10))
+            if searched:
+                self._add("searches", (user, track, now, healthy and rng.random() < 0.93))
+            if carted:
+                self._add("carts", (user, track, now, session_id if ordered else None))
             if ordered:
-                self._add("orders", (session_id, record.user, track, now, round(rng.uniform(25, 90), 2)))
-            self._add("key_flows", (record.user, track, started, healthy))
-            habits = self.habits(record.user)
+                self._add("orders", (session_id, user, track, now, round(rng.uniform(25, 90), 2)))
+            self._add("key_flows", (user, track, now, healthy))
+            habits = self.habits(user)
             self._add(
                 "user_snapshots",
-                (record.user, track, now, habits.rewards_member, habits.push_opted_in, habits.redeems_points),
+                (user, track, now, habits.rewards_member, habits.push_opted_in, habits.redeems_points),
             )
-            self._add("user_days", (record.user, track, now, habits.chats, habits.shares))
+            self._add("user_days", (user, track, now, habits.chats, habits.shares))
 
     def _periodic(self, now: datetime) -> None:
         """Rows the analytics jobs compute on a schedule: push campaigns, acquisition, cohort retention."""
@@ -230,7 +245,7 @@ class Analytics:
                 self._add("push_deliveries", (track, now, 100, self._random.randint(10, 13)))
                 self._add("acquisition_vs_baseline", (track, now, round(self._random.uniform(6.5, 8.5), 2)))
                 age_days = (time.time() - first) / self.day
-                cohort_start = now - timedelta(seconds=time.time() - first)
+                cohort_start = datetime.fromtimestamp(round(first, 3), UTC)
                 for day, healthy in zip(self.retention_days, (90.0, 66.0, 45.0), strict=False):
                     if age_days >= day:  # a cohort says nothing about N-day retention before N days
                         self._add("cohort_retention", (track, cohort_start, day, healthy, now))

@@ -1,0 +1,407 @@
+"""The dress rehearsal: the whole plan, beta to 100% in both regions, hands-off, on the local environment.
+
+Nothing here decides or moves traffic. The rehearsal plays the world and GitHub:
+
+- the world: per region, blue and green versions of the service and their users (the simulator),
+  reading the live HTTPRoute; the data every provider reads (``world``); faults, when due;
+- GitHub: the scheduled promotion (the ``rollout-promote.yml`` step as written, every interval),
+  a reviewer who checks the sign-off file's boxes and merges the promotion's pull request, and the
+  on-push ``rollout-up.yml`` run for every push to main, whoever pushed (a merge, the controller).
+
+After every step it checks that git and the live clusters agree (weights, cohort rule, flags), and
+it records everything for the report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from devenv.local import EnvInfo
+from devenv.rehearsal import wiring
+from devenv.rehearsal.faults import Fault, FaultRecord
+from devenv.rehearsal.repository import Repository, git, matches_paths
+from devenv.rehearsal.scale import Scales, scale_plan_text
+from rollout_policies.errors import UserError
+from rollout_policies.plan.loader import load_plan
+from rollout_policies.plan.model import Plan
+from rollout_policies.state import Colour, RolloutState
+
+ROOT = Path(__file__).resolve().parents[3]
+WORKFLOWS = ".github/workflows"
+PROMOTE_WORKFLOW = "rollout-promote.yml"
+UP_WORKFLOW = "rollout-up.yml"
+PLAN_IN_REPO = "rollout_policies/plans/markethub-mobile.yaml"
+STACKS = {"local-us-east-1": "us-east-1", "local-us-west-2": "us-west-2"}
+NAMESPACE = "markethub"
+FORGE_REPO, FORGE_TOKEN = "markethub/rollout", "rehearsal-token"
+
+
+class RehearsalFailed(UserError):
+    """The rehearsal ran and the rollout did not do what the plan says; the report says why."""
+
+
+@dataclass(frozen=True)
+class Options:
+    plan: Path
+    scales: Scales
+    report_dir: Path
+    faults: tuple[Fault, ...] = ()
+    interval: float = 4.0  # wall seconds between scheduled promotions
+    sessions_per_second: float = 12.0
+    population: int = 2000
+    cohort_size: int = 50
+    deadline_factor: float = 2.5  # give up after this many times the plan's scaled length
+    signoff_file: Path | None = None
+    keep: bool = False
+
+
+@dataclass
+class Event:
+    """One thing that happened, at a wall time and the rehearsal's calendar time."""
+
+    at: float  # wall seconds since the start
+    calendar_days: float
+    kind: str  # promote-run, pull-request, merge, up, rollback, fault, check, hold, ...
+    stack: str
+    detail: str
+    commit: str = ""
+    pull: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Record:
+    """Everything the report shows."""
+
+    started_at: datetime
+    scales: Scales
+    interval: float
+    cron_interval: float
+    events: list[Event] = field(default_factory=list)
+    weights: list[dict[str, Any]] = field(default_factory=list)  # {t, stack, live, git}
+    evidence: list[dict[str, Any]] = field(default_factory=list)
+    faults: list[FaultRecord] = field(default_factory=list)
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    stages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # stack -> stage entries
+    drills: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    verdict: str = ""
+    wall_seconds: float = 0.0
+
+
+class Rehearsal:
+    """One rehearsal run on a running local environment."""
+
+    def __init__(self, info: EnvInfo, options: Options, out: TextIO | None = None) -> None:
+        self.info = info
+        self.options = options
+        self.out = out or sys.stdout
+        self.run_dir = options.report_dir / "run"
+        self.plan: Plan = load_plan(options.plan)
+        self.scales = options.scales
+        self._stack = contextlib.ExitStack()
+        self._lock = threading.Lock()
+        self.started = time.monotonic()
+        self.cron = wiring.cron_interval_seconds(ROOT / WORKFLOWS / PROMOTE_WORKFLOW)
+        self.record = Record(datetime.now(UTC), self.scales, options.interval, self.cron)
+        self.last_main = ""
+        self.pulls_seen: set[int] = set()
+
+    # -- time -------------------------------------------------------------------------------------
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def calendar_days(self) -> float:
+        return self.elapsed() * self.scales.calendar / 86400
+
+    def say(self, text: str) -> None:
+        days = self.calendar_days()
+        print(f"[{self.elapsed():6.1f}s | day {days:5.1f}] {text}", file=self.out, flush=True)
+
+    def event(self, kind: str, stack: str, detail: str, **extra: Any) -> Event:
+        item = Event(self.elapsed(), self.calendar_days(), kind, stack, detail, **extra)
+        with self._lock:
+            self.record.events.append(item)
+        self.say(f"{kind:<12} {stack or '-':<16} {detail}")
+        return item
+
+    # -- setup ------------------------------------------------------------------------------------
+    def prepare_repository(self) -> Repository:
+        """This project's HEAD on a bare remote, with the plan at the rehearsal's scales, the rehearsed
+        stacks only, each pointed at its region's cluster, at the beta stage from now."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        repo = Repository.create(ROOT, self.run_dir)
+        work = repo.work
+        (work / PLAN_IN_REPO).write_text(scale_plan_text(self.options.plan.read_text(), self.scales))
+        for other in work.glob("Pulumi.*.yaml"):
+            if other.name.removeprefix("Pulumi.").removesuffix(".yaml") not in STACKS:
+                other.unlink()  # a replica holds the stacks it rehearses, no production stacks
+        now = datetime.now(UTC).replace(microsecond=0)
+        for stack, region in STACKS.items():
+            _start_at_beta(work / f"Pulumi.{stack}.yaml", now, self.info.kubeconfig(region))
+        commit = repo.commit_all(
+            f"rehearsal: plan at 1/{self.scales.calendar:g} calendar and 1/{self.scales.response:g} response"
+            " time; the rehearsed stacks at beta, on the local clusters"
+        )
+        self.event("setup", "", f"repository {repo.remote} at {commit[:8]}", commit=commit)
+        return repo
+
+    # -- GitHub: workflows ------------------------------------------------------------------------
+    def context(self, event: dict[str, str]) -> wiring.Context:
+        return wiring.Context(secrets=self.secrets, variables=self.variables, github=event)
+
+    def runner_env(self, clone: Path) -> dict[str, str]:
+        return wiring.runner_environment(
+            clone,
+            os.environ,
+            {
+                "GITHUB_REPOSITORY": FORGE_REPO,
+                "GITHUB_API_URL": self.forge_url,
+                "GITHUB_ACTOR": "github-actions[bot]",
+                "PULUMI_HOME": self.info.pulumi_home,
+                "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+            },
+        )
+
+    def run_workflow(self, name: str, event: dict[str, str], label: str) -> list[wiring.StepRun]:
+        """Every run step of a shipped workflow in a fresh checkout (the install step is PYTHONPATH)."""
+        runs_dir = self.run_dir / "runs"
+        runs_dir.mkdir(exist_ok=True)
+        clone = self.repo.checkout(runs_dir / f"{label}-{len(list(runs_dir.iterdir())):03d}")
+        results = []
+        for step in wiring.run_steps(clone / WORKFLOWS / name):
+            if wiring.is_install(step):
+                continue
+            result = wiring.run_step(step, self.context(event), cwd=clone, runner_env=self.runner_env(clone))
+            results.append(result)
+            (clone.parent / f"{clone.name}.log").open("a").write(
+                f"$ {step.name}\n{result.stdout}\n{result.stderr}\n(exit {result.returncode})\n"
+            )
+            if result.returncode != 0:
+                break  # GitHub stops a job at its first failed step
+        if not self.options.keep:
+            shutil.rmtree(clone, ignore_errors=True)
+        return results
+
+    def scheduled_promotion(self) -> None:
+        results = self.run_workflow(PROMOTE_WORKFLOW, {"token": FORGE_TOKEN}, "promote")
+        last = results[-1] if results else None
+        if last is None:
+            return
+        lines = [line for line in last.stdout.splitlines() if line and not line.startswith(" ")]
+        outcome = "; ".join(lines)[:400] or last.last_line
+        kind = "promote-run" if last.returncode in (0, 3) else "workflow-failed"
+        self.event(kind, "", f"exit {last.returncode}: {outcome}", data={"seconds": round(last.seconds, 1)})
+        if last.returncode not in (0, 3):
+            raise RehearsalFailed(
+                f"{PROMOTE_WORKFLOW}: step {last.step.name!r} exited {last.returncode}: {last.last_line}"
+            )
+
+    def on_push(self) -> None:
+        """GitHub's push trigger: ``rollout-up.yml`` for each new main whose changes match its paths."""
+        head = self.repo.head()
+        if head == self.last_main:
+            return
+        before, self.last_main = self.last_main, head
+        changed = self.repo.changed(before, head)
+        if not matches_paths(changed, self.up_paths):
+            return
+        results = self.run_workflow(UP_WORKFLOW, {"event.before": before, "sha": head}, "up")
+        failed = [r for r in results if r.returncode != 0]
+        detail = f"{head[:8]}: {', '.join(changed)}" + (f"; FAILED: {failed[0].last_line}" if failed else "")
+        self.event("up", "", detail, commit=head, data={"seconds": round(sum(r.seconds for r in results), 1)})
+        if failed:
+            raise RehearsalFailed(f"{UP_WORKFLOW}: step {failed[0].step.name!r}: {failed[0].last_line}")
+        self.check_agreement(head)
+
+    def review_and_merge(self) -> None:
+        """The reviewer: for each new pull request, check the signed-off boxes, merge, let GitHub push."""
+        for pull in list(self.forge.pulls):
+            if pull.number in self.pulls_seen or pull.state != "open":
+                continue
+            self.pulls_seen.add(pull.number)
+            pull.body, checked = check_boxes(pull.body or "", self.signoffs)
+            stack = next((s for s in STACKS if s in (pull.head or "") or s in (pull.title or "")), "")
+            commit = self.repo.merge(pull.head, pull.title, pull.number)
+            self.forge.merge(pull.number)
+            self.event(
+                "merge", stack, f"#{pull.number} {pull.title} ({checked} boxes checked)",
+                commit=commit, pull=f"#{pull.number}",
+            )  # fmt: skip
+            self.on_push()
+
+    # -- checks -----------------------------------------------------------------------------------
+    def check_agreement(self, commit: str) -> None:
+        from devenv.rehearsal.live import live_view
+
+        for stack, region in STACKS.items():
+            state = self.repo.state(stack, commit)
+            live = live_view(self.info.kubeconfig(region), NAMESPACE, self.plan.service)
+            problems = agreement_problems(self.plan, state, live)
+            entry = {"at": self.elapsed(), "stack": stack, "commit": commit, "problems": problems,
+                     "git": state.to_config(), "live": live}  # fmt: skip
+            self.record.checks.append(entry)
+            if problems:
+                self.record.failures.append(
+                    f"{stack} at {commit[:8]}: git and cluster disagree: {problems[0]}"
+                )
+                self.event("disagree", stack, problems[0], commit=commit)
+
+    # -- the run ------------------------------------------------------------------------------------
+    def run(self) -> Record:
+        try:
+            self._run()
+            self.record.verdict = "PASS" if not self.record.failures else "FAIL"
+        except UserError as err:
+            self.record.failures.append(str(err))
+            self.record.verdict = "FAIL"
+        except KeyboardInterrupt:
+            self.record.failures.append("interrupted")
+            self.record.verdict = "FAIL"
+        finally:
+            self.record.wall_seconds = self.elapsed()
+            self._stack.close()
+        return self.record
+
+    def _run(self) -> None:
+        from devenv.forge_standin import serve_forge
+        from devenv.rehearsal.environment import World
+
+        self.repo = self.prepare_repository()
+        up_on = wiring.load_workflow(ROOT / WORKFLOWS / UP_WORKFLOW)
+        triggers = up_on.get("on") or up_on.get(True) or {}
+        self.up_paths = list(((triggers.get("push") or {}).get("paths")) or ["**"])
+        self.forge_url, self.forge = self._stack.enter_context(serve_forge(token=FORGE_TOKEN))
+        self.signoffs = load_signoffs(self.options.signoff_file, self.plan)
+        self.world = World(self.info, self.plan, self.options, self.run_dir, say=self.say)
+        self._stack.callback(self.world.stop)
+        self.world.start(STACKS)
+        self.secrets, self.variables = self.world.secrets(), self.world.variables()
+        # The first push of the rehearsal's main: GitHub runs the up workflow for both stacks.
+        self.last_main = git(self.repo.remote, "rev-parse", "main~1")
+        self.on_push()
+        self._salts_committed()
+        self.world.watch_weights(STACKS, self.repo, self.record, self.elapsed)
+        deadline = self.options.deadline_factor * self.plan_seconds() + 60
+        next_run = 0.0
+        while not self.finished():
+            if self.elapsed() > deadline:
+                raise RehearsalFailed(
+                    f"the rollout did not reach 100% in both regions within {deadline:.0f}s"
+                )
+            self.world.tick(self)
+            if self.elapsed() >= next_run:
+                next_run = self.elapsed() + self.options.interval
+                self.scheduled_promotion()
+                self.review_and_merge()
+            self.on_push()  # a rollback the controller pushed
+            time.sleep(0.5)
+        self.event("done", "", "both regions at 100%")
+
+    def _salts_committed(self) -> None:
+        """The first `pulumi up` of a stack writes its encryption salt; committed once, as after `stack init`."""
+        # The up workflow ran in a throwaway checkout, so the salt lives only in the Pulumi backend's
+        # stack; select writes nothing to git here. Nothing to do unless a later checkout needs it.
+
+    def plan_seconds(self) -> float:
+        return sum(s.min_duration.total_seconds() for s in self.plan.stages[:-1]) / self.scales.calendar
+
+    def finished(self) -> bool:
+        last = self.plan.stages[-1].id
+        return all(self.repo.state(stack).stage == last for stack in STACKS)
+
+
+# -- pure helpers (tested without clusters) -----------------------------------------------------------
+
+
+def _start_at_beta(path: Path, now: datetime, kubeconfig: Path) -> None:
+    """Rewrite a stack config's rollout block to the beta stage from ``now``; name its cluster."""
+    from rollout_policies.gitops.stack_config import read_state, write_state
+
+    state = read_state(path)
+    beta = RolloutState.model_validate(
+        {
+            **state.model_dump(),
+            "stage": "beta",
+            "step": 0,
+            "weights": {state.candidate.colour: 0, state.candidate.colour.other: 100},
+            "stage_started_at": now,
+            "step_started_at": now,
+        }
+    )
+    write_state(path, beta)
+    text = path.read_text()
+    if "kubernetes:kubeconfig:" not in text:
+        text = text.replace("config:\n", f"config:\n  kubernetes:kubeconfig: {kubeconfig}\n", 1)
+        path.write_text(text)
+
+
+def check_boxes(body: str, signoffs: dict[str, str]) -> tuple[str, int]:
+    """Tick ``- [ ]`` items of a pull request body whose text names a signed-off criterion."""
+    lines, checked = [], 0
+    for line in body.splitlines():
+        stripped = line.lstrip()
+        if stripped.startswith("- [ ]") and any(
+            key in line or text in line for key, text in signoffs.items()
+        ):
+            line = line.replace("- [ ]", "- [x]", 1)
+            checked += 1
+        lines.append(line)
+    return "\n".join(lines), checked
+
+
+def load_signoffs(path: Path | None, plan: Plan) -> dict[str, str]:
+    """criterion id -> text: the person's sign-offs (default: every manual criterion, signed)."""
+    from rollout_policies.plan.model import CriterionKind
+
+    manual = {c.id: c.text for s in plan.stages for c in (*s.go, *s.no_go) if c.kind is CriterionKind.MANUAL}
+    if path is None:
+        return manual
+    import yaml
+
+    data = yaml.safe_load(path.read_text()) or {}
+    chosen = data.get("signoffs", data) if isinstance(data, dict) else data
+    unknown = [item for item in chosen if item not in manual]
+    if unknown:
+        raise UserError(f"{path}: signoffs: {unknown[0]!r} is not a manual criterion of the plan")
+    return {item: manual[item] for item in chosen}
+
+
+def agreement_problems(plan: Plan, state: RolloutState, live: dict[str, Any]) -> list[str]:
+    """What differs between a stack's state on main and its live objects (empty: they agree)."""
+    from infra.flags import flag_definitions
+
+    problems = []
+    weights = live.get("weights")
+    expected = {c.value: state.weights[c] for c in (Colour.BLUE, Colour.GREEN)}
+    if weights != expected:
+        problems.append(f"weights: git {expected}, live {weights}")
+    cohort_expected = state.stage == plan.stages[0].id and plan.stages[0].audience.kind.value == "cohort"
+    if bool(live.get("cohort_rule")) != cohort_expected:
+        problems.append(
+            f"cohort rule: git says {'on' if cohort_expected else 'off'}, live {live.get('cohort_rule')}"
+        )
+    flags = live.get("flags")
+    wanted = flag_definitions(plan.stage(state.stage))
+    if flags is not None and flags != wanted:
+        problems.append(f"flags: live flags are not stage {state.stage}'s")
+    return problems
+
+
+@contextlib.contextmanager
+def timed() -> Iterator[Callable[[], float]]:
+    started = time.monotonic()
+    yield lambda: time.monotonic() - started
+
+
+__all__ = ["Options", "Record", "Rehearsal", "RehearsalFailed", "agreement_problems", "check_boxes"]
