@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 DEFAULT_SCALE = 10080.0  # a calendar week per wall minute: ten weeks in ten minutes
-DEFAULT_RESPONSE_SCALE = 4.0  # trigger windows a quarter of the plan's: a 2-minute window is 30 s
+DEFAULT_RESPONSE_SCALE = 2.0  # trigger windows half the plan's: a 2-minute window is 60 s
 
 
 @click.command("rehearse")
@@ -57,7 +57,6 @@ def rehearse(
     from devenv.rehearsal.report import write_report
     from devenv.rehearsal.run import STACKS, Options, Rehearsal
     from devenv.rehearsal.scale import Scales
-
     from rollout_policies.errors import UserError
     from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
 

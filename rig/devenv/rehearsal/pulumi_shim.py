@@ -24,9 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policy-pack", action="append", default=[])
     parser.add_argument("--diff", action="store_true")
     options = parser.parse_args(argv)
-    from devenv.tools import tool
     from pulumi import automation as auto
 
+    from devenv.tools import tool
     from rollout_policies.gitops.seams import AutomationApplier
 
     env = dict(os.environ)

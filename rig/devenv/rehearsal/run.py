@@ -285,7 +285,7 @@ class Rehearsal:
         self.signoffs = load_signoffs(self.options.signoff_file, self.plan)
         self.world = World(self.info, self.plan, self.options, self.run_dir, say=self.say)
         self._stack.callback(self.world.stop)
-        self.world.start(STACKS)
+        self.world.start(STACKS, self.repo)
         self.secrets, self.variables = self.world.secrets(), self.world.variables()
         # The first push of the rehearsal's main: GitHub runs the up workflow for both stacks.
         self.last_main = git(self.repo.remote, "rev-parse", "main~1")
