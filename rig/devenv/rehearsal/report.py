@@ -17,8 +17,6 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from rollout_policies.plan.model import Plan
 
 TEMPLATE = "report.html.j2"
-# Seed weeks each stage is promoted into (1-based, inclusive): beta weeks 1-2, 10% weeks 3-4, ...
-SEED_WEEKS = {"beta": (1, 2), "limited": (3, 4), "medium": (5, 6), "majority": (7, 8), "full": (9, 10)}
 
 
 def report_data(record: Any, plan: Plan) -> dict[str, Any]:
@@ -112,7 +110,7 @@ def write_report(record: Any, plan: Plan, report_dir: Path) -> tuple[Path, Path]
         autoescape=select_autoescape(["html", "j2"]),
     )
     html = environment.get_template(TEMPLATE).render(
-        data=data, figures=_figures(data), plotlyjs=get_plotlyjs(), seed_weeks=SEED_WEEKS
+        data=data, figures=_figures(data), plotlyjs=get_plotlyjs()
     )
     html_path = report_dir / "report.html"
     html_path.write_text(html)

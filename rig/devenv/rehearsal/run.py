@@ -147,12 +147,14 @@ class Rehearsal:
             if other.name.removeprefix("Pulumi.").removesuffix(".yaml") not in STACKS:
                 other.unlink()  # a replica holds the stacks it rehearses, no production stacks
         now = datetime.now(UTC).replace(microsecond=0)
+        self.beta_start = now
         for stack, region in STACKS.items():
             _start_at_beta(work / f"Pulumi.{stack}.yaml", now, self.info.kubeconfig(region))
         commit = repo.commit_all(
             f"rehearsal: plan at 1/{self.scales.calendar:g} calendar and 1/{self.scales.response:g} response"
             " time; the rehearsed stacks at beta, on the local clusters"
         )
+        self.base_commit = git(repo.remote, "rev-parse", "main~1")
         self.event("setup", "", f"repository {repo.remote} at {commit[:8]}", commit=commit)
         return repo
 
@@ -261,17 +263,48 @@ class Rehearsal:
     def run(self) -> Record:
         try:
             self._run()
-            self.record.verdict = "PASS" if not self.record.failures else "FAIL"
         except UserError as err:
             self.record.failures.append(str(err))
-            self.record.verdict = "FAIL"
         except KeyboardInterrupt:
             self.record.failures.append("interrupted")
-            self.record.verdict = "FAIL"
         finally:
             self.record.wall_seconds = self.elapsed()
+            try:
+                self.analyse()
+            except Exception as err:  # the analysis must not hide the run's own outcome
+                self.record.failures.append(f"analysis failed: {type(err).__name__}: {err}")
             self._stack.close()
+            self.record.verdict = "PASS" if not self.record.failures else "FAIL"
         return self.record
+
+    def analyse(self) -> None:
+        """After the run, before the world stops: the seed timeline, gate evidence, detection budgets."""
+        from devenv.rehearsal import analysis
+        from infra.settings import Alerts
+
+        hours = self.options.interval * self.scales.calendar / 3600
+        rows: list[dict[str, Any]] = []
+        for stack in STACKS:
+            history = self.repo.history(stack, self.base_commit)
+            rows += analysis.timeline(self.plan, stack, history, self.beta_start, self.scales.calendar, hours)
+        self.record.stages["timeline"] = rows
+        for row in rows:
+            if not row["ok"]:
+                self.record.failures.append(
+                    f"{row['stack']}: {row['stage']} promoted on day {row['day']:.1f}, not in seed weeks"
+                    f" {row['seed_weeks']} within one interval of due (day {row['due_day']})"
+                )
+        faults = [f.as_dict() for f in self.record.faults]
+        self.record.stages["budgets"] = analysis.budgets(self.plan, faults, Alerts().detection_budget)
+        for budget in self.record.stages["budgets"]:
+            if not budget["ok"]:
+                self.record.failures.append(
+                    f"trigger {budget['trigger']} would miss its window at --scale 1 by {-budget['margin']:.1f}s"
+                )
+        end = time.time()
+        self.record.evidence = analysis.evidence_series(
+            self.world.prometheus_url, end - self.elapsed(), end, self.plan
+        )
 
     def _run(self) -> None:
         from devenv.forge_standin import serve_forge
@@ -386,7 +419,7 @@ def agreement_problems(plan: Plan, state: RolloutState, live: dict[str, Any]) ->
     expected = {c.value: state.weights[c] for c in (Colour.BLUE, Colour.GREEN)}
     if weights != expected:
         problems.append(f"weights: git {expected}, live {weights}")
-    cohort_expected = state.stage == plan.stages[0].id and plan.stages[0].audience.kind.value == "cohort"
+    cohort_expected = state.stage == plan.stages[0].id and str(plan.stages[0].audience.kind) == "cohort"
     if bool(live.get("cohort_rule")) != cohort_expected:
         problems.append(
             f"cohort rule: git says {'on' if cohort_expected else 'off'}, live {live.get('cohort_rule')}"
