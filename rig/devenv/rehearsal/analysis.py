@@ -24,7 +24,12 @@ def stage_entries(history: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
 
 
 def timeline(
-    plan: Plan, stack: str, history: list[tuple[str, Any]], start: datetime, scale: float, interval_hours: float
+    plan: Plan,
+    stack: str,
+    history: list[tuple[str, Any]],
+    start: datetime,
+    scale: float,
+    interval_hours: float,
 ) -> list[dict[str, Any]]:
     """Each stage's promotion against its seed weeks and against when it was due.
 
@@ -120,7 +125,11 @@ def evidence_series(prometheus_url: str, start: float, end: float, plan: Plan) -
             "1000 * sum by (track) (rate(http_server_request_duration_seconds_sum[30s]))"
             " / sum by (track) (rate(http_server_request_duration_seconds_count[30s]))",
         ),
-        "db_connected": ("Database connection (1 all, 0 none)", "", "min by (track) (markethub_db_connection_up)"),
+        "db_connected": (
+            "Database connection (1 all, 0 none)",
+            "",
+            "min by (track) (markethub_db_connection_up)",
+        ),
     }
     series = []
     step = max(2.0, (end - start) / 400)
@@ -187,7 +196,10 @@ def _ratio_bounds(prometheus_url: str, start: float, end: float) -> dict[str, An
         if canary_trials <= 0 or base_trials <= 0:
             continue
         verdict = test.observe(
-            ev.get("candidate", {}).get(moment, 0.0), canary_trials, ev.get("stable", {}).get(moment, 0.0), base_trials
+            ev.get("candidate", {}).get(moment, 0.0),
+            canary_trials,
+            ev.get("stable", {}).get(moment, 0.0),
+            base_trials,
         )
         bounds = _interval(verdict)
         if bounds:

@@ -35,6 +35,7 @@ DEFAULT_RESPONSE_SCALE = 2.0  # trigger windows half the plan's: a 2-minute wind
 )
 @click.option("--signoffs", "signoff_file", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
               help="The person's sign-offs (YAML list of manual criterion ids; default: all signed).")  # fmt: skip
+@click.option("--keep", is_flag=True, help="Leave the deployments and the rollout repository.")
 @click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="The local environment's folder (default: .local/env).")  # fmt: skip
 def rehearse(
@@ -45,6 +46,7 @@ def rehearse(
     report_dir: Path,
     interval: float,
     signoff_file: Path | None,
+    keep: bool,
     state_dir: Path | None,
 ) -> None:
     """Run the whole plan, beta to 100% in both regions, through the shipped wiring, with faults.
@@ -77,7 +79,9 @@ def rehearse(
         )
     report_dir = report_dir.resolve()
     report_dir.mkdir(parents=True, exist_ok=True)
-    options = Options(plan_file, scales, report_dir, faults, interval=interval, signoff_file=signoff_file)
+    options = Options(
+        plan_file, scales, report_dir, faults, interval=interval, signoff_file=signoff_file, keep=keep
+    )
     record = Rehearsal(info, options).run()
     html, data = write_report(record, plan, report_dir)
     click.echo(f"\n{record.verdict}: {'; '.join(record.failures) or 'every check held'}")

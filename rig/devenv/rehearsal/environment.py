@@ -41,9 +41,17 @@ class World:
     """Simulators, data sources, Prometheus (with the plan's trigger rules), Alertmanager, controller."""
 
     def __init__(
-        self, info: EnvInfo, plan: Plan, options: Any, run_dir: Path, *, say: Callable[[str], None]
+        self,
+        info: EnvInfo,
+        plan: Plan,
+        options: Any,
+        run_dir: Path,
+        *,
+        say: Callable[[str], None],
+        backend_url: str | None = None,
     ) -> None:
         self.info, self.plan, self.options, self.run_dir, self.say = info, plan, options, run_dir, say
+        self.backend_url = backend_url or info.pulumi_backend_url
         self._stack = contextlib.ExitStack()
         self.simulations: dict[str, Any] = {}
         self.telemetry: dict[str, Telemetry] = {}
@@ -205,7 +213,7 @@ class World:
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_REGION": "us-east-1",
-            "PULUMI_BACKEND_URL": self.info.pulumi_backend_url,
+            "PULUMI_BACKEND_URL": self.backend_url,
             "PULUMI_CONFIG_PASSPHRASE": self.info.pulumi_passphrase,
             "SLACK_WEBHOOK_URL": "",
             "PAGERDUTY_ROUTING_KEY": "",

@@ -82,7 +82,9 @@ class Repository:
     def history(self, stack: str, since: str) -> list[tuple[str, RolloutState]]:
         """(commit, state) of the stack on main after each commit that touched its config, oldest first."""
         path = config_name(stack)
-        commits = git(self.remote, "log", "--first-parent", "--reverse", "--format=%H", f"{since}..main", "--", path)
+        commits = git(
+            self.remote, "log", "--first-parent", "--reverse", "--format=%H", f"{since}..main", "--", path
+        )
         return [(commit, self.state(stack, commit)) for commit in commits.split()]
 
     def changed(self, before: str, after: str) -> list[str]:

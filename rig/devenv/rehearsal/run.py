@@ -107,6 +107,7 @@ class Rehearsal:
         self.options = options
         self.out = out or sys.stdout
         self.run_dir = options.report_dir / "run"
+        self.backend = self.run_dir / "pulumi-backend"
         self.plan: Plan = load_plan(options.plan)
         self.scales = options.scales
         self._stack = contextlib.ExitStack()
@@ -150,6 +151,7 @@ class Rehearsal:
         self.beta_start = now
         for stack, region in STACKS.items():
             _start_at_beta(work / f"Pulumi.{stack}.yaml", now, self.info.kubeconfig(region))
+        self.init_stacks(work)
         commit = repo.commit_all(
             f"rehearsal: plan at 1/{self.scales.calendar:g} calendar and 1/{self.scales.response:g} response"
             " time; the rehearsed stacks at beta, on the local clusters"
@@ -157,6 +159,52 @@ class Rehearsal:
         self.base_commit = git(repo.remote, "rev-parse", "main~1")
         self.event("setup", "", f"repository {repo.remote} at {commit[:8]}", commit=commit)
         return repo
+
+    def pulumi_env(self) -> dict[str, str]:
+        """The run's own Pulumi backend (fresh stacks each run), the environment's passphrase, the real CLI."""
+        from devenv.tools import tool
+
+        return {
+            "PULUMI_BACKEND_URL": self.backend.as_uri(),
+            "PULUMI_CONFIG_PASSPHRASE": self.info.pulumi_passphrase,
+            "PULUMI_HOME": self.info.pulumi_home,
+            "PULUMI_SKIP_UPDATE_CHECK": "true",
+            "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+            "ROLLOUT_PULUMI": str(tool("pulumi")),
+        }
+
+    def init_stacks(self, work: Path) -> None:
+        """``pulumi stack init`` of each stack, once, as a team does: it writes the stack's encryption salt
+        into its config, which the setup commit carries. Leftovers of an earlier run are removed first."""
+        from rollout_policies.gitops.seams import AutomationApplier
+
+        self.backend.mkdir(parents=True, exist_ok=True)
+        for region in STACKS.values():
+            _delete_namespace(self.info.kubeconfig(region), NAMESPACE)
+        env = {**os.environ, **self.pulumi_env()}
+        applier = AutomationApplier(work, lambda stack: env)
+        for stack in STACKS:
+            applier.stack(stack)
+
+    def destroy(self) -> None:
+        """Take the rehearsal's deployments down (the clusters keep running), unless --keep."""
+        from rollout_policies.gitops.seams import AutomationApplier
+
+        env = {**os.environ, **self.pulumi_env()}
+        applier = AutomationApplier(self.repo.work, lambda stack: env)
+        git(self.repo.work, "pull", "-q", "--ff-only", "origin", "main")
+        threads = []
+        for stack in STACKS:
+
+            def down(name: str = stack) -> None:
+                with contextlib.suppress(Exception):
+                    applier.stack(name).destroy(color="never")
+
+            thread = threading.Thread(target=down)
+            thread.start()
+            threads.append(thread)
+        for thread in threads:
+            thread.join(timeout=300)
 
     # -- GitHub: workflows ------------------------------------------------------------------------
     def context(self, event: dict[str, str]) -> wiring.Context:
@@ -172,6 +220,7 @@ class Rehearsal:
                 "GITHUB_ACTOR": "github-actions[bot]",
                 "PULUMI_HOME": self.info.pulumi_home,
                 "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+                "ROLLOUT_PULUMI": self.pulumi_env()["ROLLOUT_PULUMI"],
             },
         )
 
@@ -274,6 +323,9 @@ class Rehearsal:
             except Exception as err:  # the analysis must not hide the run's own outcome
                 self.record.failures.append(f"analysis failed: {type(err).__name__}: {err}")
             self._stack.close()
+            if not self.options.keep and getattr(self, "repo", None) is not None:
+                self.say("taking the rehearsal's deployments down (pulumi destroy; --keep leaves them)")
+                self.destroy()
             self.record.verdict = "PASS" if not self.record.failures else "FAIL"
         return self.record
 
@@ -316,7 +368,9 @@ class Rehearsal:
         self.up_paths = list(((triggers.get("push") or {}).get("paths")) or ["**"])
         self.forge_url, self.forge = self._stack.enter_context(serve_forge(token=FORGE_TOKEN))
         self.signoffs = load_signoffs(self.options.signoff_file, self.plan)
-        self.world = World(self.info, self.plan, self.options, self.run_dir, say=self.say)
+        self.world = World(
+            self.info, self.plan, self.options, self.run_dir, say=self.say, backend_url=self.backend.as_uri()
+        )
         self._stack.callback(self.world.stop)
         self.world.start(STACKS, self.repo)
         self.secrets, self.variables = self.world.secrets(), self.world.variables()
@@ -438,3 +492,25 @@ def timed() -> Iterator[Callable[[], float]]:
 
 
 __all__ = ["Options", "Record", "Rehearsal", "RehearsalFailed", "agreement_problems", "check_boxes"]
+
+
+def _delete_namespace(kubeconfig: Path, namespace: str, timeout: float = 120) -> None:
+    """Remove what an earlier run left in the namespace (a fresh backend would collide with it)."""
+    from kubernetes import client, config
+
+    api = client.CoreV1Api(config.new_client_from_config(str(kubeconfig)))
+    try:
+        api.delete_namespace(namespace)
+    except client.ApiException as err:
+        if err.status == 404:
+            return
+        raise
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            api.read_namespace(namespace)
+        except client.ApiException as err:
+            if err.status == 404:
+                return
+        time.sleep(0.5)
+    raise RehearsalFailed(f"namespace {namespace} left by an earlier run did not go away in {timeout:.0f}s")
