@@ -107,10 +107,9 @@ class World:
         self.prometheus_url = f"http://127.0.0.1:{free_port()}"
         targets = [t for s in self.simulations.values() for t in s.targets]
         targets += [t.target for t in self.telemetry.values()]
-        self.rule_files = self.write_rules(stacks)
         self.alertmanager = self.start_alerting()
         self.prometheus = Prometheus(
-            self.run_dir / "prometheus", targets, self.rule_files,
+            self.run_dir / "prometheus", targets, [],
             self.alertmanager.url if self.alertmanager else None,
             scrape_interval="1s", evaluation_interval="1s", port=int(self.prometheus_url.rsplit(":", 1)[1]),
         ).start()  # fmt: skip
@@ -120,19 +119,33 @@ class World:
             f"prometheus {self.prometheus.url}; postgres {self.postgres.port}; reporters {self.reporters.url}"
         )
 
-    def write_rules(self, stacks: dict[str, str]) -> list[Path]:
-        """The plan's trigger rules as the product generates them (and, until the controller exports
-        the provider measurements itself, the simulator's bridge for crash rate and load balancer)."""
-        from simulator.bridge import write_bridge_rules
+    def load_rules(self) -> list[Path]:
+        """The PrometheusRules the Pulumi program deployed, read from each region's API server, as
+        Prometheus rule files; Prometheus reloads them. Only the group interval changes: 1s here, as
+        the rule interval is a setting of the Prometheus that runs them (the report gives the margin
+        at production's 30s)."""
+        import json
 
-        from rollout_policies.alerting.rules import write_trigger_rules
+        from kubernetes import client, config
 
-        budget = _scaled_budget(self.options.scales.response)
-        return [
-            write_trigger_rules(self.run_dir / "triggers.rules.json", self.plan, stacks, interval="1s",
-                                detection_budget=budget),
-            write_bridge_rules(self.run_dir / "bridge.rules.json", self.plan.service, interval="1s"),
-        ]  # fmt: skip
+        files: list[Path] = []
+        for stack, region in self.stacks.items():
+            api = client.CustomObjectsApi(config.new_client_from_config(str(self.info.kubeconfig(region))))
+            listed = api.list_namespaced_custom_object(
+                "monitoring.coreos.com", "v1", "markethub", "prometheusrules"
+            )
+            for item in listed.get("items", []):
+                groups = []
+                for group in item.get("spec", {}).get("groups", []):
+                    groups.append({**group, "interval": "1s"})
+                path = self.run_dir / f"rules-{stack}-{item['metadata']['name']}.json"
+                path.write_text(json.dumps({"groups": groups}, indent=1) + "\n")
+                files.append(path)
+        if not files:
+            raise UserError("no PrometheusRule in namespace markethub after `pulumi up`: no trigger can fire")
+        self.prometheus.reload(rule_files=files)
+        self.rule_files = files
+        return files
 
     def start_alerting(self) -> Alertmanager | None:
         """The controller (``rollout serve``, as its Deployment runs it) and Alertmanager routing to it."""
@@ -260,14 +273,6 @@ class World:
             self.faults = FaultDriver(self, self.options.faults, self.options.scales, self.stacks)
             rehearsal.record.faults = self.faults.records
         self.faults.tick(rehearsal)
-
-
-def _scaled_budget(response: float) -> str:
-    from infra.settings import Alerts
-    from rollout_policies.plan.model import parse_duration
-
-    seconds = parse_duration(Alerts().detection_budget).total_seconds() / response
-    return f"{seconds:g}s"
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, poll: float = 0.5) -> bool:

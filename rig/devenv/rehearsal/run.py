@@ -377,7 +377,10 @@ class Rehearsal:
         # The first push of the rehearsal's main: GitHub runs the up workflow for both stacks.
         self.last_main = git(self.repo.remote, "rev-parse", "main~1")
         self.on_push()
-        self._salts_committed()
+        rules = self.world.load_rules()
+        self.event(
+            "rules", "", f"{len(rules)} PrometheusRule file(s) from the clusters loaded into Prometheus"
+        )
         self.world.watch_weights(STACKS, self.repo, self.record, self.elapsed)
         deadline = self.options.deadline_factor * self.plan_seconds() + 60
         next_run = 0.0
@@ -394,11 +397,6 @@ class Rehearsal:
             self.on_push()  # a rollback the controller pushed
             time.sleep(0.5)
         self.event("done", "", "both regions at 100%")
-
-    def _salts_committed(self) -> None:
-        """The first `pulumi up` of a stack writes its encryption salt; committed once, as after `stack init`."""
-        # The up workflow ran in a throwaway checkout, so the salt lives only in the Pulumi backend's
-        # stack; select writes nothing to git here. Nothing to do unless a later checkout needs it.
 
     def plan_seconds(self) -> float:
         return sum(s.min_duration.total_seconds() for s in self.plan.stages[:-1]) / self.scales.calendar
