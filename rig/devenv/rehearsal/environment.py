@@ -70,6 +70,7 @@ class World:
         self.postgres = PostgreSQL(self.run_dir / "postgres").start()
         self._stack.callback(self.postgres.stop)
         self.reporters = Reporters(window_scale=self.options.scales.response, seed=7).start()
+        self.reporters.silent.update(self.options.silent_sources)
         self._stack.callback(self.reporters.stop)
         cohort = frozenset(range(self.options.cohort_size))
         for index, region in enumerate(stacks.values()):
@@ -194,7 +195,8 @@ class World:
             "PULUMI_HOME": self.info.pulumi_home,
             "PULUMI_SKIP_UPDATE_CHECK": "true",
             "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
-            "ROLLOUT_PULUMI": str(tool("pulumi")),
+            # A broken apply (a test of the failure report): the CLI the controller runs cannot run.
+            "ROLLOUT_PULUMI": "/bin/false" if self.options.break_apply else str(tool("pulumi")),
             "PATH": os.pathsep.join(
                 [str(Path(sys.executable).parent), str(tool("pulumi").parent), os.environ.get("PATH", "")]
             ),

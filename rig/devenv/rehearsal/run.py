@@ -63,6 +63,12 @@ class Options:
     deadline_factor: float = 2.5  # give up after this many times the plan's scaled length
     signoff_file: Path | None = None
     keep: bool = False
+    # The project tree the rehearsal's repository starts from (tests put a wiring fault back in a copy).
+    source: Path = ROOT
+    # Rehearsal faults that last the whole run (tests of the failure report): sources answering nothing,
+    # and a controller whose apply cannot run.
+    silent_sources: tuple[str, ...] = ()
+    break_apply: bool = False
 
 
 @dataclass
@@ -113,10 +119,12 @@ class Rehearsal:
         self._stack = contextlib.ExitStack()
         self._lock = threading.Lock()
         self.started = time.monotonic()
-        self.cron = wiring.cron_interval_seconds(ROOT / WORKFLOWS / PROMOTE_WORKFLOW)
+        self.cron = wiring.cron_interval_seconds(options.source / WORKFLOWS / PROMOTE_WORKFLOW)
         self.record = Record(datetime.now(UTC), self.scales, options.interval, self.cron)
         self.last_main = ""
         self.pulls_seen: set[int] = set()
+        self.last_promotion = ""
+        self.progress: dict[str, tuple[tuple[str, int, int], float]] = {}
 
     # -- time -------------------------------------------------------------------------------------
     def elapsed(self) -> float:
@@ -141,7 +149,7 @@ class Rehearsal:
         """This project's HEAD on a bare remote, with the plan at the rehearsal's scales, the rehearsed
         stacks only, each pointed at its region's cluster, at the beta stage from now."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        repo = Repository.create(ROOT, self.run_dir)
+        repo = Repository.create(self.options.source, self.run_dir)
         work = repo.work
         (work / PLAN_IN_REPO).write_text(scale_plan_text(self.options.plan.read_text(), self.scales))
         for other in work.glob("Pulumi.*.yaml"):
@@ -251,6 +259,7 @@ class Rehearsal:
             return
         lines = [line for line in last.stdout.splitlines() if line and not line.startswith(" ")]
         outcome = "; ".join(lines)[:400] or last.last_line
+        self.last_promotion = last.stdout.strip() or last.stderr.strip()
         kind = "promote-run" if last.returncode in (0, 3) else "workflow-failed"
         self.event(kind, "", f"exit {last.returncode}: {outcome}", data={"seconds": round(last.seconds, 1)})
         if last.returncode not in (0, 3):
@@ -363,7 +372,7 @@ class Rehearsal:
         from devenv.rehearsal.environment import World
 
         self.repo = self.prepare_repository()
-        up_on = wiring.load_workflow(ROOT / WORKFLOWS / UP_WORKFLOW)
+        up_on = wiring.load_workflow(self.options.source / WORKFLOWS / UP_WORKFLOW)
         triggers = up_on.get("on") or up_on.get(True) or {}
         self.up_paths = list(((triggers.get("push") or {}).get("paths")) or ["**"])
         self.forge_url, self.forge = self._stack.enter_context(serve_forge(token=FORGE_TOKEN))
@@ -395,8 +404,38 @@ class Rehearsal:
                 self.scheduled_promotion()
                 self.review_and_merge()
             self.on_push()  # a rollback the controller pushed
+            self.check_progress()
             time.sleep(0.5)
         self.event("done", "", "both regions at 100%")
+
+    def check_progress(self) -> None:
+        """A stack whose state has not moved for far longer than its stage needs is stuck: fail now, with
+        what the last scheduled promotion said (the hold's reasons), instead of waiting for the deadline."""
+        for stack in STACKS:
+            state = self.repo.state(stack)
+            key = (state.stage, state.step, state.candidate_weight)
+            seen = self.progress.get(stack)
+            if seen is None or seen[0] != key:
+                self.progress[stack] = (key, self.elapsed())
+                continue
+            stage = self.plan.stage(state.stage)
+            if stage.id == self.plan.stages[-1].id:
+                continue
+            longest = (
+                max(stage.min_duration, max(s.bake for s in stage.steps)).total_seconds()
+                / self.scales.calendar
+            )
+            allowed = 2 * longest + 10 * self.options.interval + 60
+            if self.elapsed() - seen[1] > allowed:
+                reasons = [
+                    line.strip()
+                    for line in self.last_promotion.splitlines()
+                    if stack in line or "reason:" in line
+                ][:6]
+                raise RehearsalFailed(
+                    f"{stack} stuck at {state.stage} step {state.step} for {self.elapsed() - seen[1]:.0f}s"
+                    f" (its stage needs {longest:.0f}s); the last scheduled promotion said: {' | '.join(reasons)}"
+                )
 
     def plan_seconds(self) -> float:
         return sum(s.min_duration.total_seconds() for s in self.plan.stages[:-1]) / self.scales.calendar
