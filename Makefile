@@ -9,7 +9,7 @@ export PULUMI_SKIP_UPDATE_CHECK := true
 export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION := true
 PYTEST_ARGS ?=
 
-.PHONY: help venv tools lint test test-fast demo rehearse env-up env-down env-status bench bench-gates bench-rollback bench-triggers bench-cli clean
+.PHONY: help venv tools lint test test-fast demo rehearse env-up env-down env-status bench bench-gates bench-rollback bench-triggers bench-cli bench-webhook clean
 
 help:
 	@echo "make test       install everything, lint, run every test"
@@ -66,7 +66,7 @@ env-down: venv
 env-status: venv
 	$(VENV)/bin/rollout env status
 
-bench: bench-gates bench-rollback bench-triggers bench-cli
+bench: bench-gates bench-rollback bench-triggers bench-cli bench-webhook
 
 # `rollout --help` start-up against bare Python (README).
 bench-cli: venv
@@ -83,6 +83,10 @@ bench-rollback: venv
 # Fault injection until stable weights are live, per automatic trigger (docs/alerting.md).
 bench-triggers: venv tools
 	$(PY) -m bench.rollback_triggers
+
+# 500 slow unauthenticated connections against `rollout serve` while alerts are served (docs/alerting.md).
+bench-webhook: venv
+	$(PY) -m bench.webhook_load
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

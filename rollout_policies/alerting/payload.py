@@ -8,17 +8,39 @@ alerts roll back is decided from the labels ``infra/alerts.py`` puts on the trig
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from rollout_policies.plan.model import Plan
 
 ROLLBACK_ACTION = "rollback"
 # Alertmanager writes this for "not set" (Go's zero time).
 _ZERO_YEAR = 1
+# Bounds on what one notification may hold, far above what Alertmanager sends: a body within the
+# size cap can still be nested deeply or hold a million tiny values.
+MAX_DEPTH = 32
+MAX_VALUES = 100_000
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _printable(value: str) -> str:
+    """Text that reaches a commit message or a log line: one line, no control characters."""
+    if _CONTROL.search(value):
+        raise ValueError("holds a control character (a newline, a NUL, ...)")
+    return value
+
+
+def _url(value: str) -> str:
+    if value and not value.startswith(("http://", "https://")):
+        raise ValueError("not an http(s) URL")
+    return _printable(value)
+
+
+Text = Annotated[str, Field(max_length=1024), AfterValidator(_printable)]
 
 
 class PayloadRejected(Exception):
@@ -40,10 +62,13 @@ class Alert(_Model):
     status: Literal["firing", "resolved"]
     labels: dict[str, str]
     annotations: dict[str, str] = Field(default_factory=dict)
-    starts_at: datetime = Field(alias="startsAt")
-    ends_at: datetime = Field(alias="endsAt")
-    generator_url: str = Field(default="", alias="generatorURL")
-    fingerprint: str = Field(min_length=1)
+    # A time without a zone cannot be compared with "now": refused, not guessed.
+    starts_at: AwareDatetime = Field(alias="startsAt")
+    ends_at: AwareDatetime = Field(alias="endsAt")
+    generator_url: Annotated[str, Field(max_length=4096), AfterValidator(_url)] = Field(
+        default="", alias="generatorURL"
+    )
+    fingerprint: str = Field(min_length=1, max_length=128, pattern=r"^[0-9A-Za-z_.:-]+$")
 
     @property
     def ends_is_set(self) -> bool:
@@ -54,13 +79,15 @@ class Notification(_Model):
     """One webhook call: a group of alerts with the same grouping labels."""
 
     version: Literal["4"]
-    group_key: str = Field(alias="groupKey", min_length=1)
+    group_key: Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_printable)] = Field(
+        alias="groupKey"
+    )
     status: Literal["firing", "resolved"]
-    receiver: str
+    receiver: Text
     group_labels: dict[str, str] = Field(default_factory=dict, alias="groupLabels")
     common_labels: dict[str, str] = Field(default_factory=dict, alias="commonLabels")
     external_url: str = Field(default="", alias="externalURL")
-    truncated_alerts: int = Field(default=0, alias="truncatedAlerts")
+    truncated_alerts: int = Field(default=0, ge=0, alias="truncatedAlerts")
     alerts: tuple[Alert, ...] = Field(min_length=1)
 
     def dedup_key(self) -> str:
@@ -82,11 +109,14 @@ class RollbackRequest:
 def parse_notification(body: bytes) -> Notification:
     """Bytes to a version-4 notification, or ``PayloadRejected`` (400 malformed, 422 unsupported)."""
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_constant=_no_constant)
     except json.JSONDecodeError as err:
         raise PayloadRejected(400, "malformed", f"body is not JSON: {err.msg} at char {err.pos}") from None
-    except ValueError as err:  # not UTF-8
-        raise PayloadRejected(400, "malformed", f"body is not JSON: {err}") from None
+    except RecursionError:
+        raise PayloadRejected(400, "malformed", f"body is nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError as err:  # not UTF-8, an integer of thousands of digits, NaN
+        raise PayloadRejected(400, "malformed", f"body is not JSON: {_first_line(str(err))}") from None
+    _check_shape(data)
     if not isinstance(data, dict):
         raise PayloadRejected(400, "malformed", "body is not a JSON object")
     if data.get("version") != "4":
@@ -99,6 +129,37 @@ def parse_notification(body: bytes) -> Notification:
         first = err.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "body"
         raise PayloadRejected(400, "malformed", f"{where}: {first['msg']}") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _first_line(text: str) -> str:
+    return text.splitlines()[0] if text else text
+
+
+def _check_shape(data: Any) -> None:
+    """Depth and size bounds, and text that can be written as UTF-8 (no lone surrogates)."""
+    count = 0
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if depth > MAX_DEPTH:
+            raise PayloadRejected(400, "malformed", f"body is nested deeper than {MAX_DEPTH} levels")
+        if count > MAX_VALUES:
+            raise PayloadRejected(400, "malformed", f"body holds more than {MAX_VALUES} values")
+        if isinstance(value, dict):
+            stack.extend((key, depth + 1) for key in value)
+            stack.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise PayloadRejected(400, "malformed", "body holds text that is not Unicode") from None
 
 
 def check_fresh(notification: Notification, *, now: datetime, skew: timedelta, max_age: timedelta) -> None:

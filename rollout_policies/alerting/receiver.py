@@ -1,21 +1,20 @@
 """``rollout serve``: the Alertmanager webhook receiver that turns firing rollback alerts into rollbacks.
 
 ``WebhookReceiver.handle`` is the whole behaviour (auth, parse, replay check, dedup, rollback) over a
-plain request value, so it is tested without sockets too; ``serve_http`` puts it behind the standard
-library's threading HTTP server on a loopback or given address.
+plain request value, so it is tested without sockets too; ``server.RunningReceiver`` serves it over
+HTTP (Starlette on uvicorn) with timeouts, a connection cap and the token checked before the body.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
-import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
@@ -89,6 +88,7 @@ class ReceiverMetrics:
             "unsupported",
             "replay",
             "too_large",
+            "timeout",
             "unknown_trigger",
             "unknown_stack",
             "unknown_service",
@@ -142,6 +142,11 @@ class WebhookReceiver:
         # Constant time, so the answer's timing tells nothing about how much of a guess was right.
         return hmac.compare_digest(given.encode(errors="replace"), self._expected)
 
+    def refuse(self, client: str, err: PayloadRejected) -> Response:
+        """A webhook call refused before ``handle`` saw its body (too large, too slow): counted, logged."""
+        self.metrics.received.inc()
+        return self._reject(client, err)
+
     def _reject(self, client: str, err: PayloadRejected) -> Response:
         self.metrics.rejected.labels(err.reason).inc()
         log.warning("webhook refused from %s: %s (%s, HTTP %d)", client, err.message, err.reason, err.status)
@@ -160,7 +165,9 @@ class WebhookReceiver:
         except PayloadRejected as err:
             return self._reject(client, err)
         key = notification.dedup_key()
-        with self._lock:
+        # Only a rollback needs the lock (its duplicates must find its result); a notification with
+        # nothing to roll back never waits behind a rollback in flight.
+        with self._lock if request is not None else contextlib.nullcontext():
             if self.dedup.seen(key):
                 self.metrics.dedup_hits.inc()
                 log.info("duplicate notification %s from %s: already handled", notification.group_key, client)
@@ -193,6 +200,8 @@ class WebhookReceiver:
         self.metrics.rollbacks.labels(outcome.result).inc()
         self.metrics.last_rollback.set(now.timestamp())
         log.warning("%s: %s", outcome.result, outcome.message)
+        for warning in outcome.warnings:
+            log.warning("after the %s: %s", outcome.result, warning)
         return Response.json(
             200,
             result=outcome.result,
@@ -201,96 +210,3 @@ class WebhookReceiver:
             stacks=list(request.stacks),
             triggers=list(request.triggers),
         )
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # Alertmanager and a burst of duplicates connect at once: a deep accept queue, not refused connections.
-    request_queue_size = 1024
-    receiver: WebhookReceiver
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A sender that hung up mid-answer is its own problem; anything else is logged, not printed.
-        error = sys.exc_info()[1]
-        if not isinstance(error, ConnectionError):
-            log.error("request from %s failed: %r", client_address[0], error)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
-
-    def _answer(self, response: Response) -> None:
-        self.send_response(response.status)
-        self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
-        self.end_headers()
-        self.wfile.write(response.body)
-
-    def _body(self) -> bytes | None:
-        length_text = self.headers.get("Content-Length")
-        try:
-            length = int(length_text) if length_text is not None else 0
-        except ValueError:
-            length = -1
-        if length < 0 or length > MAX_BODY:
-            self.close_connection = True
-            return None
-        return self.rfile.read(length)
-
-    def _dispatch(self, method: str) -> None:
-        body = self._body() if method == "POST" else b""
-        client = self.client_address[0]
-        if body is None:
-            response = self.server.receiver._reject(
-                client, PayloadRejected(413, "too_large", "Content-Length missing, bad or too large")
-            )
-            self.server.receiver.metrics.received.inc()
-        else:
-            headers = {key.lower(): value for key, value in self.headers.items()}
-            response = self.server.receiver.handle(method, self.path, headers, body, client)
-        self._answer(response)
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-
-class RunningReceiver:
-    """A receiver serving HTTP in a background thread; ``url`` is where Alertmanager posts."""
-
-    def __init__(self, receiver: WebhookReceiver, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.receiver = receiver
-        self.server = _Server((host, port), _Handler)
-        self.server.receiver = receiver
-        address = self.server.server_address
-        self.host, self.port = str(address[0]), int(address[1])
-        self.thread = threading.Thread(target=self.server.serve_forever, name="rollout-serve", daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self) -> RunningReceiver:
-        self.thread.start()
-        return self
-
-    def serve_forever(self) -> None:
-        self.server.serve_forever()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        if self.thread.is_alive():
-            self.thread.join(timeout=10)
-
-    def __enter__(self) -> RunningReceiver:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -326,6 +326,12 @@ def rollback(
     _emit(as_json, data, lines)
 
 
+def _pending_apply_line(commit: str | None) -> list[str]:
+    if not commit:
+        return []
+    return [f"    pending apply: {commit[:12]} (`rollout rollback --apply` finishes it)"]
+
+
 @click.command("status")
 @_common
 @click.option(
@@ -370,6 +376,7 @@ def status(
                 "last_decision_at": item.last_decision_at,
                 "last_decision_by": item.last_decision_by,
                 "pending_promotions": list(item.pending),
+                "pending_apply": item.pending_apply,
                 "live_weights": item.live,
                 "drift": item.drift,
             }
@@ -386,6 +393,7 @@ def status(
             f"    since: stage {s.stage_started_at.isoformat()}, step {s.step_started_at.isoformat()}",
             f"    last decision: {decision}",
             f"    pending promotions: {', '.join(item.pending) or 'none'}",
+            *_pending_apply_line(item.pending_apply),
             f"    drift: {item.drift}" + (f" (live {item.live})" if item.live is not None else ""),
         ]
     _emit(as_json, rows, lines)

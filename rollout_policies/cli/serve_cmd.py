@@ -25,8 +25,8 @@ from rollout_policies.plan.model import parse_duration
 def _listen(text: str) -> tuple[str, int]:
     host, sep, port_text = text.rpartition(":")
     if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
-        raise UserError(f"--listen {text!r}: write it as HOST:PORT, such as 127.0.0.1:8080")
-    return host, int(port_text)
+        raise UserError(f"--listen {text!r}: write it as HOST:PORT, such as 127.0.0.1:8080 or [::1]:8080")
+    return host.removeprefix("[").removesuffix("]"), int(port_text)
 
 
 def _token(variable: str) -> str:
@@ -109,6 +109,17 @@ def _rollback(
     return plan, stacks, GitRollback(ops, chosen)
 
 
+def _finish_pending(rollback: Any, stacks: tuple[str, ...]) -> None:
+    """A rollback killed between its push and its apply left a record: apply it before serving."""
+    if rollback.applier is None:
+        return
+    try:
+        rollback.ops.finish_pending_applies(rollback.applier, stacks)
+    except UserError as err:
+        # Serving matters more: the next alert's rollback applies again (and clears the record).
+        logging.getLogger("rollout.gitops").error("pending apply not finished: %s", err)
+
+
 def _logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper()),
@@ -117,6 +128,8 @@ def _logging(level: str) -> None:
     )
     # One line per HTTP request to Prometheus would bury the decisions.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # uvicorn's start and stop chatter; its warnings (a malformed request, the connection cap) stay.
+    logging.getLogger("uvicorn.error").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
 
 
 @click.command("serve")
@@ -143,6 +156,25 @@ def _logging(level: str) -> None:
     show_default=True,
     help="A firing alert that started longer ago than this is refused as a replay.",
 )
+@click.option(
+    "--header-timeout",
+    default="10s",
+    show_default=True,
+    help="A request's line and headers must arrive within this (408 and closed after).",
+)
+@click.option(
+    "--body-timeout", default="10s", show_default=True, help="A request's body must arrive within this."
+)
+@click.option(
+    "--idle-timeout", default="5s", show_default=True, help="An idle keep-alive connection closes after this."
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=2048,
+    show_default=True,
+    help="Connections and requests served at once; beyond it, 503.",
+)
 def serve(
     plan_path: Path,
     repo_dir: Path,
@@ -159,24 +191,36 @@ def serve(
     dedup_ttl: str,
     skew: str,
     max_age: str,
+    header_timeout: str,
+    body_timeout: str,
+    idle_timeout: str,
+    max_connections: int,
 ) -> None:
     """Receive Alertmanager webhooks; roll back the stacks of firing rollback-trigger alerts.
 
     POST /alerts (or /webhook) with `Authorization: Bearer <token>`; GET /healthz and /metrics.
+    Served by uvicorn; SIGTERM stops accepting and lets a rollback in flight finish.
     """
     from datetime import timedelta
 
-    from rollout_policies.alerting import Deduplicator, RunningReceiver, WebhookReceiver
+    from rollout_policies.alerting import Deduplicator, RunningReceiver, ServerLimits, WebhookReceiver
 
     host, port = _listen(listen)
     token = _token(token_env)
     ttl = _seconds(dedup_ttl, "--dedup-ttl")
     skew_seconds = _seconds(skew, "--skew")
     max_age_seconds = _seconds(max_age, "--max-age")
+    limits = ServerLimits(
+        header_timeout=_seconds(header_timeout, "--header-timeout"),
+        body_timeout=_seconds(body_timeout, "--body-timeout"),
+        idle_timeout=_seconds(idle_timeout, "--idle-timeout"),
+        max_connections=max_connections,
+    )
     plan, stacks, rollback = _rollback(
         plan_path, repo_dir, config_dir, remote, main_branch, stacks, apply_now, applier, actor
     )
     _logging(log_level)
+    _finish_pending(rollback, stacks)
     receiver = WebhookReceiver(
         plan,
         rollback,
@@ -187,11 +231,13 @@ def serve(
         dedup=Deduplicator(ttl=ttl),
     )
     try:
-        running = RunningReceiver(receiver, host, port)
+        running = RunningReceiver(receiver, host, port, limits)
     except OSError as err:
         raise UserError(f"--listen {listen}: {err.strerror or err}") from None
-    # SIGTERM (systemd, Kubernetes) stops as cleanly as Ctrl-C.
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=running.server.shutdown).start())
+    # uvicorn catches SIGTERM (systemd, Kubernetes) and Ctrl-C itself once it runs, finishes the
+    # requests in flight, then raises the signal again with the handler found before it. This one
+    # covers a SIGTERM before uvicorn's, and makes the raise after it a normal exit.
+    signal.signal(signal.SIGTERM, lambda *_: setattr(running.server, "should_exit", True))
     click.echo(f"rollout serve: listening on {running.url} for stacks {', '.join(stacks)}", err=True)
     sys.stderr.flush()
     try:
@@ -199,7 +245,7 @@ def serve(
     except KeyboardInterrupt:
         pass
     finally:
-        running.server.server_close()
+        running.socket.close()
 
 
 @click.command("watch")
@@ -251,6 +297,7 @@ def watch(
         plan_path, repo_dir, config_dir, remote, main_branch, stacks, apply_now, applier, actor
     )
     _logging(log_level)
+    _finish_pending(rollback, stacks)
     watcher = TriggerWatch(plan, prometheus_url, stacks, rollback, step=timedelta(seconds=step))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -30,6 +30,7 @@ from rollout_policies.core.progression import (
     locate,
     rollback_target,
 )
+from rollout_policies.core.ranges import judged, within_range
 from rollout_policies.core.report import decision_as_dict, render_text
 from rollout_policies.core.triggers import TriggerResult, TriggerStatus, evaluate_trigger, evaluate_triggers
 
@@ -64,7 +65,9 @@ __all__ = [
     "evaluate_triggers",
     "is_rolled_back",
     "judge_comparison",
+    "judged",
     "locate",
     "render_text",
     "rollback_target",
+    "within_range",
 ]

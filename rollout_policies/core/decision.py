@@ -10,6 +10,7 @@ from rollout_policies.core.criteria import CriterionResult, CriterionStatus, eva
 from rollout_policies.core.durations import span
 from rollout_policies.core.gates import GateVerdict, Verdict, evaluate_stage_gates
 from rollout_policies.core.measurement import Evidence, require_aware
+from rollout_policies.core.ranges import judged
 from rollout_policies.core.triggers import TriggerResult, TriggerStatus, evaluate_triggers
 from rollout_policies.errors import UserError
 from rollout_policies.plan.model import CriterionKind, Metric, Plan, Stage, format_duration
@@ -112,7 +113,8 @@ def decide(
     fired. Otherwise PROMOTE only when every gating gate meets target, no trigger is breaching or
     unknown, the step's bake time has passed, and, at the stage's last step, every go criterion is met,
     every no-go criterion is known not to hold, and the stage's min_duration has passed. Anything else
-    is HOLD: missing, stale, failed or not-yet-evaluable data never promotes.
+    is HOLD: missing, stale, failed or not-yet-evaluable data never promotes. A reading outside its
+    unit's range is failed data, and at a timestamp tie the worse reading counts (``core.ranges``).
     """
     require_aware(now, "now")
     require_aware(stage_started_at, "stage_started_at")
@@ -124,6 +126,7 @@ def decide(
         )
     last_step = step == len(stage.steps) - 1
     metrics = _metric_map(plan)
+    evidence = judged(evidence, metrics)
 
     gates = evaluate_stage_gates(
         stage, metrics, evidence, now=now, stage_started_at=stage_started_at, step=step

@@ -9,6 +9,7 @@ from enum import StrEnum
 
 from rollout_policies.core.durations import span
 from rollout_policies.core.measurement import Evidence, Measurement, Phase, require_aware
+from rollout_policies.core.ranges import judged
 from rollout_policies.plan.model import Metric, Plan, Trigger, format_duration
 
 
@@ -38,7 +39,9 @@ def evaluate_trigger(
     breaks at a sample that does not breach, or at a gap between samples longer than the source's
     max_age (nobody knows what happened in between). Error and no-data samples neither breach nor
     break a run. The trigger fires when the newest sample is fresh, breaches, and the breach began
-    at least ``window`` ago; a zero window fires on the first breaching sample.
+    at least ``window`` ago; a zero window fires on the first breaching sample. An error newer than
+    the newest sample cannot fire or hold off a rollback, but it does stop a ``clear``: the newest
+    reading could not be judged (an impossible value, say), so the trigger is unknown.
     """
     require_aware(now, "now")
 
@@ -48,7 +51,18 @@ def evaluate_trigger(
     samples = sorted(
         (m for m in history if m.phase is Phase.OK and m.observed_at <= now), key=lambda m: m.observed_at
     )
+    failed = max(
+        (m for m in history if m.phase is Phase.ERROR and m.observed_at <= now),
+        key=lambda m: m.observed_at,
+        default=None,
+    )
+    if failed is not None and (not samples or failed.observed_at >= samples[-1].observed_at):
+        failure = f"newest measurement of {metric.id} failed: {failed.message or 'unknown error'}"
+    else:
+        failure = None
     if not samples or now - samples[-1].observed_at > metric.source.max_age:
+        if failure is not None:
+            return result(TriggerStatus.UNKNOWN, failure)
         return result(
             TriggerStatus.UNKNOWN,
             f"no fresh measurement of {metric.id} (max age {format_duration(metric.source.max_age)})",
@@ -56,6 +70,8 @@ def evaluate_trigger(
     newest = samples[-1]
     assert newest.value is not None
     if not trigger.threshold.holds(newest.value):
+        if failure is not None:
+            return result(TriggerStatus.UNKNOWN, failure)
         return result(
             TriggerStatus.CLEAR, f"{metric.id} = {newest.value:g}, condition {trigger.threshold} clear"
         )
@@ -80,8 +96,13 @@ def evaluate_trigger(
 
 
 def evaluate_triggers(plan: Plan, evidence: Evidence, *, now: datetime) -> tuple[TriggerResult, ...]:
-    """Every rollback trigger of the plan, in plan order (what ``rollout watch`` checks each tick)."""
+    """Every rollback trigger of the plan, in plan order (what ``rollout watch`` checks each tick).
+
+    Readings outside their unit's range are errors and timestamp ties keep the worse reading
+    (``core.ranges``), whichever source the evidence came from.
+    """
     metrics = {metric.id: metric for metric in plan.metrics}
+    evidence = judged(evidence, metrics)
     return tuple(
         evaluate_trigger(trigger, metrics[trigger.metric], evidence.history(trigger.metric), now=now)
         for trigger in plan.triggers

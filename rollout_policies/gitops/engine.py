@@ -2,12 +2,16 @@
 
 Every run starts from the remote's main branch (fetched), computes the new state, and writes it once.
 Nothing is checked out and no local branch is made, so a run that stops half-way leaves either
-nothing or a pushed commit that the next run recognises and finishes (the PR, the apply).
+nothing or a pushed commit that the next run recognises and finishes: a promotion's pushed branch
+gets its pull request, a rollback's pending-apply record (``pending.py``) gets its apply.
+
+Side effects after the work (notifications) never fail the command: a failed one is a warning.
 """
 
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import socket
 import uuid
@@ -20,6 +24,7 @@ from rollout_policies.core.progression import Move, Transition
 from rollout_policies.errors import UserError
 from rollout_policies.gitops.forge import Forge, PullRequest
 from rollout_policies.gitops.notify import DecisionNotice, Notifier
+from rollout_policies.gitops.pending import PendingApplies
 from rollout_policies.gitops.repo import Commit, GitRepo, PushRejected, commit_message
 from rollout_policies.gitops.report import pull_body
 from rollout_policies.gitops.seams import Applier, ApplyError, LiveState, NoLiveState
@@ -32,6 +37,8 @@ from rollout_policies.gitops.stack_config import (
 )
 from rollout_policies.plan.model import Plan
 from rollout_policies.state import RolloutState
+
+log = logging.getLogger("rollout.gitops")
 
 TRAILER_PREFIX = "Rollout-"
 # A race loser re-reads the remote and decides again; more rounds than this means something is wrong.
@@ -92,6 +99,7 @@ class StackStatus:
     pending: tuple[str, ...]  # promotion branches waiting on the remote
     live: dict[str, int] | None
     drift: str  # in-sync | drift | unknown
+    pending_apply: str | None = None  # a pushed rollback commit not yet applied (pending.py)
 
 
 @dataclass
@@ -129,7 +137,46 @@ class GitOps:
         return text, state_from_text(text, path)
 
     def _notify(self, notice: DecisionNotice) -> tuple[str, ...]:
-        return tuple(self.notifier.notify(notice)) if self.notifier is not None else ()
+        """Send a notice; any failure is a warning, never an error: the decision is already made."""
+        if self.notifier is None:
+            return ()
+        try:
+            return tuple(self.notifier.notify(notice))
+        except Exception as err:  # a notification must never undo or fail the work it reports
+            return (f"notification failed: {type(err).__name__}",)
+
+    @property
+    def pending(self) -> PendingApplies:
+        return PendingApplies(self.repo.git_dir() / "rollout" / "pending-apply")
+
+    def finish_pending_applies(self, applier: Applier, stacks: Sequence[str]) -> tuple[str, ...]:
+        """Apply the stacks whose rollback reached main but not the cluster (a run killed before its apply).
+
+        Returns the stacks applied. A record whose commit never reached main (killed before the push)
+        is dropped. The apply makes the cluster serve what main says now.
+        """
+        records = {stack: record for stack, record in self.pending.all().items() if stack in stacks}
+        if not records:
+            return ()
+        self.repo.fetch()
+        todo = []
+        for stack, record in records.items():
+            if record.commit and not self.repo.is_ancestor(record.commit, self.main_ref):
+                log.warning(
+                    "%s: dropped pending apply of %s: it never reached main", stack, record.commit[:12]
+                )
+                self.pending.clear([stack], record.commit)
+            else:
+                todo.append(stack)
+        if not todo:
+            return ()
+        self.repo.fast_forward_checkout(self.repo.main)
+        self._check_worktree_matches_main(todo)
+        for stack in todo:
+            applier.apply_traffic(stack)
+            self.pending.clear([stack])
+            log.warning("%s: finished the pending apply of %s", stack, records[stack].commit[:12] or "main")
+        return tuple(todo)
 
     # -- promote -----------------------------------------------------------------------------------
 
@@ -324,10 +371,10 @@ class GitOps:
             except UserError:
                 on_disk = None
             if on_disk != committed:
+                why = self.repo.last_checkout_problem or "local edits, or not on the main branch"
                 raise ApplyError(
                     f"--apply: {self.repo.path / path} differs from {self.repo.remote}/{self.repo.main} "
-                    "(local edits, or not on the main branch); git holds the rollback: apply from a clean "
-                    "checkout of main"
+                    f"({why}); git holds the rollback: apply from a clean checkout of main"
                 )
 
     def rollback(
@@ -370,10 +417,16 @@ class GitOps:
                 break
             message = self._rollback_message(changed, befores, reason, evidence, now)
             candidate = self.repo.commit_files(base, files, message, when=now.isoformat())
+            if applier is not None:
+                # Written before the push: once the commit can be on main, a record says to apply it.
+                self.pending.record(changed, candidate, now.isoformat())
             try:
                 self.repo.push(candidate, self.repo.main, expect=base)
             except PushRejected:
+                if applier is not None:
+                    self.pending.clear(changed, candidate)
                 continue  # main moved: re-read it; the stacks may already be rolled back by the winner
+            # Any other failure leaves the record: whether the push landed, the next run reads from main.
             sha = candidate
             break
         else:
@@ -382,8 +435,14 @@ class GitOps:
         if dry_run:
             what = ", ".join(changed) or "nothing"
             return RollbackOutcome(stacks, "dry-run", f"would roll back {what}", None)
+        warnings: tuple[str, ...] = ()
         if sha is not None:
-            self.repo.fetch()
+            try:
+                self.repo.fetch()
+            except UserError as err:
+                if applier is not None:
+                    raise
+                warnings += (f"fetch after the push failed ({err}); the rollback is on {self.repo.main}",)
         # The working tree an applier reads must hold the rollback before the apply.
         self.repo.fast_forward_checkout(self.repo.main)
         if sha is None:
@@ -402,13 +461,19 @@ class GitOps:
         if applier is not None:
             self._check_worktree_matches_main(stacks)
             for stack in stacks:
-                applier.apply_traffic(stack)
+                try:
+                    applier.apply_traffic(stack)
+                except ApplyError as err:
+                    raise ApplyError(
+                        f"{err} (the rollback is on {self.repo.main}; the apply of {stack} is pending and "
+                        "the next run with an applier finishes it)"
+                    ) from None
+                self.pending.clear([stack])
                 applied.append(stack)
             self.repo.hook("applied")
             message += f"; traffic applied to {', '.join(applied)}"
-        warnings: tuple[str, ...] = ()
         if sha is not None:
-            warnings = self._notify(
+            warnings += self._notify(
                 DecisionNotice(
                     plan=self.plan.name,
                     stacks=changed,
@@ -483,11 +548,12 @@ class GitOps:
         if self.repo.sha(ref) is None:
             ref = "HEAD"
         found = []
+        pending = self.pending.all()
         for stack in stacks:
             _, state = self._state_at(ref, stack)
             changes = self.repo.trailers(ref, self.path(stack), limit=1)
             decision = self.last_decision(stack, ref)
-            pending = tuple(sorted(self.repo.remote_branches(f"rollout/{stack}/")))
+            branches = tuple(sorted(self.repo.remote_branches(f"rollout/{stack}/")))
             weights = live.live_weights(stack)
             if weights is None:
                 drift = "unknown"
@@ -502,9 +568,10 @@ class GitOps:
                     last_decision_commit=decision.sha if decision else None,
                     last_decision_at=decision.committed_at if decision else None,
                     last_decision_by=decision.trailer("Rollout-Actor") if decision else None,
-                    pending=pending,
+                    pending=branches,
                     live={c.value: w for c, w in weights.items()} if weights is not None else None,
                     drift=drift,
+                    pending_apply=(pending[stack].commit or "main") if stack in pending else None,
                 )
             )
         return found

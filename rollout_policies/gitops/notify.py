@@ -2,8 +2,9 @@
 
 Where to send comes from environment variables the plan names (``notifications.slack_webhook_env``,
 ``notifications.pagerduty_routing_key_env``): the plan holds names, never secrets, and neither the
-webhook URL nor the routing key is ever logged or put in a message. A notification that fails is
-reported back as a warning; it never undoes or blocks the decision it reports.
+webhook URL nor the routing key is ever logged or put in a message. A notification that fails, for
+any reason (a malformed URL, an unreachable host, an error answer), is reported back as a one-line
+warning naming only the kind of failure; it never undoes or blocks the decision it reports.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ class Notifier:
     client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10.0))
 
     def _secret(self, variable: str | None) -> str | None:
-        return self.environ.get(variable) or None if variable else None
+        # Secrets mounted from files often end in a newline: it is never part of a URL or a key.
+        return (self.environ.get(variable) or "").strip() or None if variable else None
 
     def notify(self, notice: DecisionNotice) -> list[str]:
         """Send a notice; returns warnings (empty when everything configured was delivered)."""
@@ -70,7 +72,7 @@ class Notifier:
     ) -> list[str]:
         try:
             response = self.client.post(url, json=payload)
-        except httpx.HTTPError as err:
+        except Exception as err:  # InvalidURL, ValueError, ... are not httpx.HTTPError; none may escape
             # The error's text can hold the URL (a secret for Slack): name only its kind.
             return [f"{service} notification failed: {type(err).__name__}"]
         ok = response.status_code == expect if expect else response.is_success

@@ -3,15 +3,22 @@
 Commits are built with plumbing (a private index, ``commit-tree``) on top of the remote's branch, so
 a promotion never touches the user's working tree and a failure leaves no branch behind. Pushes are
 compare-and-swap (``--force-with-lease`` with the expected old value): when two runs race, exactly
-one push lands and the other gets ``PushRejected``, fetches and re-evaluates.
+one push lands and the other gets ``PushRejected``, fetches and re-evaluates. A push the server
+refuses for another reason (a hook, a lock) is a ``GitError`` carrying the server's own words.
+
+A lock file that a killed git process left behind (``index.lock``, a ref's ``.lock``) is named in the
+error; once it is older than ``stale_lock_after`` and no git process is working in the repository,
+it is removed (and the removal logged), and the command runs again.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +34,21 @@ _TRANSIENT = re.compile(
     r"Temporary failure|503|502|504",
     re.IGNORECASE,
 )
-_REJECTED = re.compile(r"\[rejected\]|\[remote rejected\]|stale info|non-fast-forward|fetch first", re.I)
+# A lock file named in git's error: "Unable to create '<path>.lock': File exists" (index, refs,
+# packed-refs, HEAD) or "could not lock config file <path>: File exists".
+_LOCK_FILE = re.compile(
+    r"Unable to create '([^']+\.lock)': File exists|could not lock config file (\S+): File exists"
+)
+# A server-side refusal that means "someone else is updating this ref right now": worth a retry.
+_REMOTE_LOCKED = re.compile(r"failed to lock|cannot lock ref|Unable to create|failed to update ref", re.I)
+# A server-side refusal that means "the ref is not where your lease said": the race, not a refusal.
+_REMOTE_MOVED = re.compile(r"but expected|stale info|non-fast-forward|fetch first", re.I)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]|\x1b\[[0-9;]*[A-Za-z]")
+# A lock younger than this may belong to a git process we cannot see (another container on the same
+# volume): only older ones are removed. Git holds its locks for milliseconds on a config repository.
+STALE_LOCK_AFTER = 5.0
+
+log = logging.getLogger("rollout.gitops")
 
 
 class GitError(UserError):
@@ -38,8 +59,78 @@ class TransientGitError(Exception):
     """A git command failed for a reason that may pass (network, lock); retried, then a GitError."""
 
 
+class LockHeld(TransientGitError):
+    """A git lock file exists and is not (yet) known to be stale; retried, then a GitError naming it."""
+
+
 class PushRejected(Exception):
     """The remote branch moved since we read it: another run won the race."""
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """Server text as one printable line (hooks may send colours, several lines, anything)."""
+    flat = " ".join(_CONTROL.sub(" ", text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def _push_failure(args: Sequence[str], stdout: str, stderr: str) -> Exception | None:
+    """What a failed ``push --porcelain`` means: the race (PushRejected), a refusal (GitError), a lock.
+
+    The porcelain line ``!\t<src>:<dst>\t[remote rejected] (<reason>)`` names the ref and git's reason;
+    the ``remote:`` lines on stderr are the server's (a hook's) own words. The ``error: failed to push
+    some refs to '<url>'`` line is left out: the URL may hold credentials.
+    """
+    for line in stdout.splitlines():
+        if not line.startswith("!"):
+            continue
+        fields = line.split("\t")
+        ref = fields[1].rsplit(":", 1)[-1].removeprefix("refs/heads/") if len(fields) > 1 else "?"
+        summary = fields[2] if len(fields) > 2 else line
+        reason = summary[summary.find("(") + 1 : summary.rfind(")")] if "(" in summary else summary
+        if "[remote rejected]" not in summary:
+            if _REMOTE_MOVED.search(summary):
+                return PushRejected(summary)
+            return GitError(f"git push: {ref} refused: {_one_line(summary)}")
+        said = [
+            text
+            for raw in stderr.splitlines()
+            if raw.startswith("remote:") and (text := _one_line(raw[len("remote:") :]))
+        ]
+        server = f": {_one_line(' / '.join(said))}" if said else ""
+        message = f"git push: the remote refused {ref} ({_one_line(reason)}){server}"
+        if _REMOTE_MOVED.search(reason):
+            return PushRejected(message)
+        if _REMOTE_LOCKED.search(reason):
+            return TransientGitError(message)
+        return GitError(message)
+    return None
+
+
+def _live_git_processes(roots: Sequence[Path]) -> list[int]:
+    """Pids of git processes whose working directory is inside one of ``roots`` (Linux ``/proc``).
+
+    ``git -C <repo>`` changes into the repository, so its cwd says which repository it works on. A
+    process we may not inspect (another user's) is not ours. Without ``/proc`` nothing is found and the
+    lock's age alone decides.
+    """
+    found: list[int] = []
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return found
+    resolved = [root.resolve() for root in roots]
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            name = (entry / "comm").read_text().strip()
+            if name != "git" and not name.startswith("git-"):
+                continue
+            cwd = Path(os.readlink(entry / "cwd"))
+        except OSError:
+            continue
+        if any(cwd == root or root in cwd.parents for root in resolved):
+            found.append(int(entry.name))
+    return found
 
 
 @dataclass(frozen=True)
@@ -70,13 +161,17 @@ class Identity:
 
 @dataclass
 class GitRepo:
-    """A local clone with a remote. ``hook`` is called at named points (tests inject crashes there)."""
+    """A local clone with a remote. ``hook`` is called at named points (tests inject crashes there):
+    ``committing``, ``committed``, ``pushed`` here; ``applied`` and ``pr_opened`` in the engine."""
 
     path: Path
     remote: str = "origin"
     main: str = "main"
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     hook: Callable[[str], None] = lambda point: None
+    stale_lock_after: float = STALE_LOCK_AFTER
+    # Why the last fast_forward_checkout could not move the working tree (for the apply's error).
+    last_checkout_problem: str | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
@@ -92,24 +187,106 @@ class GitRepo:
     # -- running git -------------------------------------------------------------------------------
 
     def git(self, *args: str, env: Mapping[str, str] | None = None, stdin: str | None = None) -> str:
-        """Run git once; transient failures raise TransientGitError, others GitError."""
+        """Run git once; transient failures raise TransientGitError, others GitError.
+
+        Output is decoded as it is, without newline translation, so a file read with ``show`` keeps
+        its CRLF line endings. A stale lock file in the way is removed and the command run again.
+        """
         full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **(env or {})}
+        removed: set[Path] = set()
+        while True:
+            done = subprocess.run(
+                ["git", "-C", str(self.path), *args],
+                capture_output=True,
+                env=full_env,
+                input=stdin.encode("utf-8") if stdin is not None else None,
+            )
+            stdout = done.stdout.decode("utf-8", errors="replace")
+            if done.returncode == 0:
+                return stdout
+            stderr = done.stderr.decode("utf-8", errors="replace")
+            lock = self._lock_in(stderr)
+            if lock is not None and lock not in removed and self._remove_if_stale(lock):
+                removed.add(lock)
+                continue
+            raise self._failure(args, stdout, stderr, done.returncode, lock)
+
+    def _failure(
+        self, args: Sequence[str], stdout: str, stderr: str, code: int, lock: Path | None
+    ) -> Exception:
+        lines = [line for line in (stderr.strip() or stdout.strip()).splitlines() if line.strip()]
+        # git's first "fatal:"/"error:" line says what went wrong; the lines after it are advice.
+        first = next((line for line in lines if line.startswith(("fatal:", "error:"))), None)
+        text = _one_line(first or lines[-1]) if lines else f"exit status {code}"
+        if lock is not None:
+            return LockHeld(f"git {args[0]}: {self._describe_lock(lock)}")
+        if args[0] == "push":
+            refused = _push_failure(args, stdout, stderr)
+            if refused is not None:
+                return refused
+        if _TRANSIENT.search(stderr):
+            return TransientGitError(f"git {args[0]}: {text}")
+        return GitError(f"git {' '.join(args[:2])}: {text}")
+
+    # -- lock files --------------------------------------------------------------------------------
+
+    def git_dir(self) -> Path:
+        """The repository's common git directory (where refs, locks and our own state live)."""
         done = subprocess.run(
-            ["git", "-C", str(self.path), *args],
+            ["git", "-C", str(self.path), "rev-parse", "--path-format=absolute", "--git-common-dir"],
             capture_output=True,
             text=True,
-            env=full_env,
-            input=stdin,
         )
-        if done.returncode != 0:
-            message = (done.stderr.strip() or done.stdout.strip()).splitlines()
-            text = message[-1] if message else f"exit status {done.returncode}"
-            if _REJECTED.search(done.stderr + done.stdout):
-                raise PushRejected(text)
-            if _TRANSIENT.search(done.stderr):
-                raise TransientGitError(f"git {args[0]}: {text}")
-            raise GitError(f"git {' '.join(args[:2])}: {text}")
-        return done.stdout
+        return Path(done.stdout.strip() or self.path / ".git")
+
+    def _lock_in(self, stderr: str) -> Path | None:
+        """The lock file of THIS repository that git's error names; a server's lock is not ours."""
+        for line in stderr.splitlines():
+            if line.startswith("remote:"):
+                continue
+            match = _LOCK_FILE.search(line)
+            if match is None:
+                continue
+            named = Path(match.group(1) or match.group(2))
+            path = (named if named.is_absolute() else self.path / named).resolve()
+            roots = (self.git_dir().resolve(), self.path.resolve())
+            if any(root == path.parent or root in path.parents for root in roots):
+                return path
+        return None
+
+    def _describe_lock(self, lock: Path) -> str:
+        try:
+            age = f"{time.time() - lock.stat().st_mtime:.0f}s old"
+        except OSError:
+            return f"{lock} was in the way (now gone)"
+        pids = _live_git_processes((self.path, self.git_dir()))
+        who = (
+            f"git process {', '.join(map(str, pids))} is working in this repository"
+            if pids
+            else f"no git process is running here; it is removed once {self.stale_lock_after:g}s old"
+        )
+        return f"lock file {lock} exists ({age}; {who})"
+
+    def _remove_if_stale(self, lock: Path) -> bool:
+        """Remove a lock left by a dead git process: old enough, and no git process in the repository."""
+        try:
+            before = lock.stat()
+        except FileNotFoundError:
+            return True  # its holder finished meanwhile: just run again
+        age = time.time() - before.st_mtime
+        if age < self.stale_lock_after or _live_git_processes((self.path, self.git_dir())):
+            return False
+        try:
+            now = lock.stat()
+            if (now.st_ino, now.st_mtime_ns) != (before.st_ino, before.st_mtime_ns):
+                return False  # a new holder took it between our two looks
+            lock.unlink()
+        except FileNotFoundError:
+            return True
+        log.warning(
+            "removed stale git lock %s (%.0fs old, no git process running in %s)", lock, age, self.path
+        )
+        return True
 
     def _retried(self, *args: str, env: Mapping[str, str] | None = None) -> str:
         try:
@@ -213,6 +390,7 @@ class GitRepo:
             )
         if when is not None:
             env.update(GIT_AUTHOR_DATE=when, GIT_COMMITTER_DATE=when)
+        self.hook("committing")
         with tempfile.TemporaryDirectory(prefix="rollout-index-") as scratch:
             env["GIT_INDEX_FILE"] = str(Path(scratch) / "index")
             self.git("read-tree", parent, env=env)
@@ -249,9 +427,12 @@ class GitRepo:
         if current != branch:
             return False
         try:
-            self.git("merge", "--ff-only", "--quiet", self.remote_ref(branch))
-        except (GitError, PushRejected):
+            self._retried("merge", "--ff-only", "--quiet", self.remote_ref(branch))
+        except (GitError, PushRejected) as err:
+            self.last_checkout_problem = str(err)
+            log.warning("working tree not moved to %s: %s", self.remote_ref(branch), err)
             return False
+        self.last_checkout_problem = None
         return True
 
     def identity(self) -> Identity:

@@ -1,7 +1,10 @@
 """Round-trip reads and edits of the rollout block in a stack's ``Pulumi.<stack>.yaml``.
 
-Only the keys whose values change are rewritten: comments, key order, quoting, flow style and
-indentation survive, so the pull request's diff is the few lines that moved traffic.
+Only the keys whose values change are rewritten: comments, key order, quoting, flow style,
+indentation and line endings (LF or CRLF) survive, so the pull request's diff is the few lines that
+moved traffic. A rollout block that uses YAML anchors, aliases or merge keys cannot be edited in
+place (an edit at an alias would change its anchor's other users too): it is written out resolved,
+as plain values.
 """
 
 from __future__ import annotations
@@ -64,15 +67,45 @@ def _load(text: str, source: str) -> Any:
         raise UserError(f"{where}: not valid YAML ({getattr(err, 'problem', None) or err})") from None
 
 
-def _plain(value: Any) -> Any:
+# Aliases make a small file stand for a huge tree ("billion laughs"); a rollout block is a dozen values.
+MAX_PLAIN_NODES = 10_000
+
+
+def _plain(value: Any, budget: list[int] | None = None) -> Any:
     """ruamel's commented containers and timestamps as plain Python values for validation."""
+    budget = budget if budget is not None else [MAX_PLAIN_NODES]
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise UserError(f"config.{CONFIG_KEY}: more than {MAX_PLAIN_NODES} values once aliases are expanded")
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): _plain(v, budget) for k, v in value.items()}
     if isinstance(value, list):
-        return [_plain(v) for v in value]
+        return [_plain(v, budget) for v in value]
     if isinstance(value, ScalarString):
         return str(value)
     return value
+
+
+def _uses_aliases(node: Any, seen: set[int] | None = None) -> bool:
+    """Whether a node or anything under it carries an anchor (so it may be aliased) or a merge key."""
+    seen = seen if seen is not None else set()
+    if id(node) in seen:
+        return True  # the same object twice: an alias
+    seen.add(id(node))
+    anchor = getattr(node, "anchor", None)
+    if anchor is not None and getattr(anchor, "value", None):
+        return True
+    if getattr(node, "merge", None):
+        return True
+    if isinstance(node, Mapping):
+        return any(_uses_aliases(v, seen) for v in node.values())
+    if isinstance(node, list):
+        return any(_uses_aliases(v, seen) for v in node)
+    return False
+
+
+def _newline(text: str) -> str:
+    return "\r\n" if "\r\n" in text else "\n"
 
 
 def _block(document: Any, source: str) -> CommentedMap:
@@ -87,7 +120,11 @@ def state_from_text(text: str, source: str) -> RolloutState:
     """The rollout state in a stack config's text; ``source`` names the file in errors."""
     block = _block(_load(text, source), source)
     try:
-        return RolloutState.model_validate(_plain(block))
+        plain = _plain(block)
+    except UserError as err:
+        raise UserError(f"{source}: {err}") from None
+    try:
+        return RolloutState.model_validate(plain)
     except ValidationError as err:
         first = err.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
@@ -95,9 +132,15 @@ def state_from_text(text: str, source: str) -> RolloutState:
         raise UserError(f"{source}: {where}: {first['msg']}") from None
 
 
+def read_text(path: Path) -> str:
+    """A stack config's text as it is on disk: no newline translation (CRLF stays CRLF)."""
+    with path.open(encoding="utf-8", newline="") as stream:
+        return stream.read()
+
+
 def read_state(path: Path) -> RolloutState:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
     except FileNotFoundError:
         raise UserError(f"{path}: no such stack config") from None
     return state_from_text(text, str(path))
@@ -200,9 +243,11 @@ def render_state(text: str, state: RolloutState, source: str) -> str:
     document = _load(text, source)
     block = _block(document, source)
     wanted = state.to_config()
+    if _uses_aliases(block):
+        return _resolved(document, block, wanted, text, state, source)
     edits = _edits(block, wanted)
     if edits is None:
-        return _dumped(document, block, wanted, text)
+        return _checked(_dumped(document, block, wanted, text), state, source)
     lines = text.splitlines(keepends=True)
     # Right to left within a line, so earlier columns stay valid.
     for edit in sorted(edits, key=lambda e: (e.line, e.col), reverse=True):
@@ -213,10 +258,44 @@ def render_state(text: str, state: RolloutState, source: str) -> str:
         if style == "" and isinstance(edit.value, str) and _timestamp_like(old):
             style = '"'  # a time Pulumi must read as text, not a YAML timestamp
         lines[edit.line] = line[: edit.col] + _render_scalar(edit.value, style) + line[end:]
-    new = "".join(lines)
-    if state_from_text(new, source) != state:  # a guard: never write text that says something else
+    return _checked("".join(lines), state, source)
+
+
+def _checked(new: str, state: RolloutState, source: str) -> str:
+    """A guard: never write text that says something else than the state asked for."""
+    if state_from_text(new, source) != state:
         raise UserError(f"{source}: config.{CONFIG_KEY}: could not rewrite the block in place")
     return new
+
+
+def _resolved(
+    document: Any, block: CommentedMap, wanted: Mapping[str, Any], text: str, state: RolloutState, source: str
+) -> str:
+    """The file with the rollout block written out as plain values: no anchor, alias or merge key.
+
+    Anchors defined in the block and used elsewhere keep working: the old node stays where the
+    other users are, and the dump puts its anchor at the first of them.
+    """
+    config = document["config"]
+    fresh = CommentedMap()
+    plain = _plain(block)
+    for key, value in {**wanted, **{k: v for k, v in plain.items() if k not in wanted}}.items():
+        fresh[key] = _fresh(value)
+    config[CONFIG_KEY] = fresh
+    return _checked(_dumped(document, fresh, {}, text), state, source)
+
+
+def _fresh(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        out = CommentedMap()
+        for key, inner in value.items():
+            out[key] = _fresh(inner)
+        return out
+    if isinstance(value, list):
+        return [_fresh(v) for v in value]
+    if isinstance(value, str) and _needs_quotes(value):
+        return DoubleQuotedScalarString(value)
+    return value
 
 
 def _timestamp_like(text: str) -> bool:
@@ -228,7 +307,9 @@ def _dumped(document: Any, block: CommentedMap, wanted: Mapping[str, Any], text:
     _, indent, block_seq_indent = load_yaml_guess_indent(text)
     out = io.StringIO()
     _yaml(indent or 2, block_seq_indent).dump(document, out)
-    return out.getvalue()
+    dumped = out.getvalue()
+    # ruamel writes LF; a CRLF file stays CRLF.
+    return dumped.replace("\n", "\r\n") if _newline(text) == "\r\n" else dumped
 
 
 def _merge(target: CommentedMap, wanted: Mapping[str, Any]) -> None:
@@ -246,7 +327,7 @@ def write_text_atomically(path: Path, text: str) -> None:
     """Replace a file in one rename: a crash leaves the old file or the new one, never half of one."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
             stream.write(text)
         if path.exists():
             os.chmod(temporary, path.stat().st_mode & 0o777)
@@ -258,7 +339,7 @@ def write_text_atomically(path: Path, text: str) -> None:
 
 def write_state(path: Path, state: RolloutState) -> bool:
     """Write a state into a stack config in place. True when the file changed."""
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     new = render_state(text, state, str(path))
     if new == text:
         return False

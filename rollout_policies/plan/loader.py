@@ -5,36 +5,55 @@ top-level ``tables:`` list and each stage names the tables it evaluates (``table
 Metrics, ...]``), so a table carried through five stages is written once. Loading runs in four
 passes, each reporting the problem nearest the top of the file:
 
+0. before any parsing: only a regular file, at most ``MAX_PLAN_BYTES``, and a walk over the YAML
+   events (no recursion) that bounds nesting depth, aliases and what aliases expand to, so a YAML
+   bomb or a deeply nested file is one line, never a RecursionError or a hang;
 1. YAML syntax (ruamel.yaml, which keeps line numbers);
 2. the shape and types of every field (the pydantic models; error locations are mapped back to
    the line of the offending key);
 3. stage table references resolved by name;
-4. cross-field rules: known metric ids and providers, thresholds the right way round for the
-   metric's direction, comparisons only on lower-is-better gates that decide, unique ids,
-   increasing traffic weights, and the rest listed in docs/plan.md.
+4. cross-field rules, one function each (``_RULES``): known metric ids and providers, thresholds
+   the right way round for the metric's direction and possible within its valid range, comparisons
+   only on lower-is-better gates that decide, unique ids, increasing traffic weights ending at 100,
+   and the rest listed in docs/plan.md.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import re
+import stat
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic import TypeAdapter, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import (
+    AliasEvent,
+    CollectionEndEvent,
+    CollectionStartEvent,
+    MappingStartEvent,
+    NodeEvent,
+    ScalarEvent,
+)
 
 from rollout_policies.errors import UserError
 from rollout_policies.plan.model import (
     Criterion,
     CriterionKind,
     Direction,
+    Gate,
     GateTable,
     Metric,
     Op,
     Plan,
+    Stage,
     Threshold,
 )
 
@@ -45,6 +64,14 @@ DEFAULT_PLAN = Path(__file__).resolve().parent.parent / "plans" / "markethub-mob
 # (``load_plan(path, providers=...)``) and this tuple is the default until then. "manual" is not a
 # backend: a person supplies the value (a sign-off or a figure from finance or research).
 KNOWN_PROVIDERS: tuple[str, ...] = ("prometheus", "cloudwatch", "sql", "json_http", "manual")
+
+# Bounds checked before parsing. The shipped plan is about 40 KB, nested 6 deep, with 3 aliases that
+# expand to a few hundred nodes; these leave room for plans many times its size and nothing more.
+MAX_PLAN_BYTES = 1024 * 1024
+MAX_DEPTH = 32
+MAX_ALIASES = 200
+MAX_NODES = 200_000  # nodes after every alias is expanded: what a billion-laughs file blows up
+MAX_DIGITS = 100  # an integer longer than this is a typo (and Python refuses 4300 digits)
 
 _LOWER_OK = {"target": (Op.LT, Op.LE), "alert": (Op.GT, Op.GE)}
 _HIGHER_OK = {"target": (Op.GT, Op.GE), "alert": (Op.LT, Op.LE)}
@@ -66,19 +93,68 @@ def load_plan(path: str | Path, *, providers: Collection[str] = KNOWN_PROVIDERS)
     """Read and validate a plan file. Raises ``PlanError`` with a one-line message on any problem."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_plan_file(path).decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise PlanError(f"{path}: cannot read plan file: {err}") from None
+    return parse_plan(text, source=str(path), providers=providers)
+
+
+_NOT_A_FILE = (
+    (stat.S_ISDIR, "is a directory, not a plan file"),
+    (stat.S_ISFIFO, "is a named pipe, not a plan file"),
+    (stat.S_ISCHR, "is a character device, not a plan file"),
+    (stat.S_ISBLK, "is a block device, not a plan file"),
+    (stat.S_ISSOCK, "is a socket, not a plan file"),
+)
+
+
+def _read_plan_file(path: Path) -> bytes:
+    """The bytes of a regular file of at most ``MAX_PLAN_BYTES``; anything else is a PlanError.
+
+    Opened non-blocking and checked on the open descriptor, so a named pipe never blocks the read
+    and nothing can swap the file between the check and the read.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise PlanError(f"{path}: no such plan file") from None
     except IsADirectoryError:
         raise PlanError(f"{path}: is a directory, not a plan file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-        raise PlanError(f"{path}: cannot read plan file: {reason}") from None
-    return parse_plan(text, source=str(path), providers=providers)
+    except OSError as err:
+        raise PlanError(f"{path}: cannot read plan file: {err.strerror or err}") from None
+    try:
+        info = os.fstat(fd)
+        for test, problem in _NOT_A_FILE:
+            if test(info.st_mode):
+                raise PlanError(f"{path}: {problem}")
+        if not stat.S_ISREG(info.st_mode):
+            raise PlanError(f"{path}: not a regular file, not a plan file")
+        if info.st_size > MAX_PLAN_BYTES:
+            raise PlanError(f"{path}: {_too_big(info.st_size)}")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=True) as handle:
+            fd = -1
+            data = handle.read(MAX_PLAN_BYTES + 1)  # a file that grew since fstat is still bounded
+    except OSError as err:
+        raise PlanError(f"{path}: cannot read plan file: {err.strerror or err}") from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    if len(data) > MAX_PLAN_BYTES:
+        raise PlanError(f"{path}: {_too_big(len(data))}")
+    return data
+
+
+def _too_big(size: int) -> str:
+    return f"{size} bytes is more than a plan file may hold ({MAX_PLAN_BYTES} bytes)"
 
 
 def parse_plan(text: str, *, source: str = "<plan>", providers: Collection[str] = KNOWN_PROVIDERS) -> Plan:
     """Validate plan text; ``source`` names it in error messages (normally the file path)."""
+    size = len(text.encode("utf-8", errors="replace"))
+    if size > MAX_PLAN_BYTES:
+        raise PlanError(f"{source}: {_too_big(size)}")
+    _check_structure(text, source)
     return build_plan(_parse_yaml(text, source), source=source, providers=providers)
 
 
@@ -105,13 +181,147 @@ def build_plan(data: Any, *, source: str = "<plan>", providers: Collection[str] 
     return plan
 
 
-# --- YAML -----------------------------------------------------------------------------------------
+# --- pass 0: bounds on the YAML's structure, before anything is built -------------------------------
+
+
+@dataclass
+class _Frame:
+    """One open mapping or sequence in the event walk."""
+
+    loc: Loc
+    mapping: bool
+    expect_key: bool = True  # mapping: the next node is a key
+    key: str | int = ""  # mapping: the key whose value comes next
+    index: int = -1  # sequence: the position of the current item
+    nodes: int = 1  # nodes in this collection so far, aliases expanded
+    anchor: str | None = None
+
+
+_PLAIN_INT = re.compile(r"^[-+]?[0-9][0-9_]*$")
+
+
+def _check_structure(text: str, source: str) -> None:
+    """Walk the YAML's events (the parser keeps its own stack, so depth costs no recursion) and stop
+    at the first node nested deeper than ``MAX_DEPTH``, the alias past ``MAX_ALIASES``, the point
+    where aliases expand past ``MAX_NODES`` nodes, or an integer longer than ``MAX_DIGITS``.
+    Syntax errors are left to the parse that follows, which reports them with their line."""
+    stack: list[_Frame] = []
+    anchors: dict[str, int] = {}  # anchor -> nodes in its node, aliases expanded
+    aliases = 0
+    total = 0
+    try:
+        for event in YAML(typ="rt").parse(text):
+            if isinstance(event, CollectionEndEvent):
+                done = stack.pop()
+                if done.anchor is not None:
+                    anchors[done.anchor] = done.nodes
+                _node_done(stack, done.nodes)
+                continue
+            if not isinstance(event, NodeEvent):
+                continue
+            loc = _event_loc(stack)
+            line = event.start_mark.line + 1 if event.start_mark is not None else None
+            if isinstance(event, AliasEvent):
+                aliases += 1
+                if aliases > MAX_ALIASES:
+                    _structure_error(source, line, loc, f"more than {MAX_ALIASES} aliases in one plan")
+                size = anchors.get(str(event.anchor), 1)
+            elif isinstance(event, ScalarEvent):
+                size = 1
+                value = event.value or ""
+                if event.style is None and _PLAIN_INT.match(value) and len(value) > MAX_DIGITS:
+                    _structure_error(
+                        source, line, loc, f"a number of {len(value)} digits (at most {MAX_DIGITS})"
+                    )
+                if event.anchor is not None:
+                    anchors[str(event.anchor)] = 1
+            else:
+                size = 0
+            total += size
+            if total > MAX_NODES:
+                _structure_error(
+                    source,
+                    line,
+                    loc,
+                    f"more than {MAX_NODES} values once aliases are expanded (a YAML bomb?)",
+                )
+            if isinstance(event, CollectionStartEvent):
+                if len(stack) >= MAX_DEPTH:
+                    _structure_error(source, line, loc, f"nested more than {MAX_DEPTH} levels deep")
+                anchor = None if event.anchor is None else str(event.anchor)
+                stack.append(_Frame(loc, mapping=isinstance(event, MappingStartEvent), anchor=anchor))
+                total += 1
+            else:
+                _node_done(stack, size, key=event.value if isinstance(event, ScalarEvent) else None)
+    except YAMLError:
+        return  # a syntax error: the parse reports it with its line
+
+
+def _event_loc(stack: list[_Frame]) -> Loc:
+    """Where the next node sits: the parent's location plus its key or index."""
+    if not stack:
+        return ()
+    top = stack[-1]
+    if top.mapping:
+        return top.loc if top.expect_key else (*top.loc, top.key)
+    return (*top.loc, top.index + 1)
+
+
+def _node_done(stack: list[_Frame], nodes: int, key: str | None = None) -> None:
+    """A node ended inside the top frame: count it, and move the mapping on from key to value."""
+    if not stack:
+        return
+    top = stack[-1]
+    top.nodes += nodes
+    if top.mapping:
+        if top.expect_key:
+            top.key = key if key is not None else "?"
+        top.expect_key = not top.expect_key
+    else:
+        top.index += 1
+
+
+def _bad_scalar(text: str) -> tuple[int | None, Loc]:
+    """The line and place of the first plain scalar that YAML cannot build on its own."""
+    stack: list[_Frame] = []
+    one = YAML(typ="rt")
+    for event in YAML(typ="rt").parse(text):
+        if isinstance(event, CollectionEndEvent):
+            stack.pop()
+            _node_done(stack, 1)
+        elif isinstance(event, CollectionStartEvent):
+            stack.append(_Frame(_event_loc(stack), mapping=isinstance(event, MappingStartEvent)))
+        elif isinstance(event, NodeEvent):
+            loc = _event_loc(stack)
+            if isinstance(event, ScalarEvent) and event.style is None:
+                try:
+                    one.load(event.value)
+                except (ValueError, OverflowError):
+                    return (event.start_mark.line + 1 if event.start_mark else None), loc
+                except YAMLError:
+                    pass
+            _node_done(stack, 1, key=event.value if isinstance(event, ScalarEvent) else None)
+    return None, ()
+
+
+def _structure_error(source: str, line: int | None, loc: Loc, problem: str) -> NoReturn:
+    where = f"{source}:{line}" if line is not None else source
+    raise PlanError(f"{where}: {format_loc(loc)}: {problem}")
+
+
+# --- pass 1: YAML -----------------------------------------------------------------------------------
 
 
 def _parse_yaml(text: str, source: str) -> Any:
     yaml = YAML(typ="rt")
     try:
         return yaml.load(text)
+    except (ValueError, OverflowError) as err:
+        # A scalar the YAML constructor cannot build, such as the timestamp 2026-13-45.
+        problem = " ".join(str(err).split())
+        line, loc = _bad_scalar(text)
+        where = f"{source}:{line}" if line is not None else source
+        raise PlanError(f"{where}: {format_loc(loc)}: not a value YAML can read: {problem}") from None
     except DuplicateKeyError as err:
         line = err.problem_mark.line + 1 if err.problem_mark is not None else None
         key = _duplicate_key(err)
@@ -220,144 +430,353 @@ def _is_schema_tag(part: str | int) -> bool:
     return isinstance(part, str) and ("[" in part or part in ("Threshold", "Feature"))
 
 
-# --- pass 4: cross-field rules ----------------------------------------------------------------------
+# --- pass 4: cross-field rules, one function each ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What every cross-field rule reads: the built plan, its tables and the file's own data."""
+
+    plan: Plan
+    tables: Mapping[str, GateTable]
+    data: Mapping[str, Any]
+    providers: frozenset[str]
+    metrics: Mapping[str, Metric]  # the first definition of each metric id
+
+    def gates(self) -> Iterator[tuple[Loc, Gate, Metric | None]]:
+        """Every gate of every table, where it sits in the file, and its metric (None: unknown)."""
+        for t_index, table in enumerate(self.tables.values()):
+            for g_index, gate in enumerate(table.gates):
+                loc: Loc = ("tables", _table_index(self.data, table.name, t_index), "gates", g_index)
+                yield loc, gate, self.metrics.get(gate.metric)
+
+    def criteria(self) -> Iterator[tuple[Loc, Stage, bool, Criterion]]:
+        """Every go and no-go criterion: where it sits, its stage, and whether it is a no-go."""
+        for s_index, stage in enumerate(self.plan.stages):
+            for group in ("go", "no_go"):
+                for c_index, criterion in enumerate(getattr(stage, group)):
+                    yield ("stages", s_index, group, c_index), stage, group == "no_go", criterion
 
 
 def _cross_check(
     plan: Plan, tables: Mapping[str, GateTable], data: Mapping[str, Any], providers: frozenset[str]
 ) -> Iterator[_Problem]:
     metrics: dict[str, Metric] = {}
-    for index, metric in enumerate(plan.metrics):
-        if metric.id in metrics:
-            yield _Problem(("metrics", index, "id"), f"duplicate metric id {metric.id!r}")
+    for metric in plan.metrics:
         metrics.setdefault(metric.id, metric)
-        if metric.source.provider not in providers:
-            known = ", ".join(sorted(providers))
+    context = _Context(plan, tables, data, providers, metrics)
+    for rule in _RULES:
+        yield from rule(context)
+
+
+def _unknown_metric(metric_id: str, loc: Loc) -> _Problem:
+    return _Problem(loc, f"unknown metric {metric_id!r} (not defined under metrics)")
+
+
+def _unique_metric_ids(ctx: _Context) -> Iterator[_Problem]:
+    seen: set[str] = set()
+    for index, metric in enumerate(ctx.plan.metrics):
+        if metric.id in seen:
+            yield _Problem(("metrics", index, "id"), f"duplicate metric id {metric.id!r}")
+        seen.add(metric.id)
+
+
+def _known_providers(ctx: _Context) -> Iterator[_Problem]:
+    for index, metric in enumerate(ctx.plan.metrics):
+        if metric.source.provider not in ctx.providers:
+            known = ", ".join(sorted(ctx.providers))
             yield _Problem(
                 ("metrics", index, "source", "provider"),
                 f"unknown provider {metric.source.provider!r} (known: {known})",
             )
 
-    def unknown_metric(metric_id: str, loc: Loc) -> _Problem | None:
-        if metric_id in metrics:
-            return None
-        return _Problem(loc, f"unknown metric {metric_id!r} (not defined under metrics)")
 
-    for t_index, table in enumerate(tables.values()):
-        for g_index, gate in enumerate(table.gates):
-            loc: Loc = ("tables", _table_index(data, table.name, t_index), "gates", g_index)
-            problem = unknown_metric(gate.metric, (*loc, "metric"))
+def _gate_metrics_defined(ctx: _Context) -> Iterator[_Problem]:
+    for loc, gate, metric in ctx.gates():
+        if metric is None:
+            yield _unknown_metric(gate.metric, (*loc, "metric"))
+
+
+def _gate_comparisons_fit(ctx: _Context) -> Iterator[_Problem]:
+    for loc, gate, metric in ctx.gates():
+        if metric is not None and gate.comparison is not None:
+            problem = _comparison_problem(gate.monitor_only, metric, (*loc, "comparison"))
             if problem:
                 yield problem
-                continue
-            metric = metrics[gate.metric]
-            if gate.comparison is not None:
-                problem = _comparison_problem(gate.monitor_only, metric, (*loc, "comparison"))
-                if problem:
-                    yield problem
-                    continue
-            if gate.monitor_only:
-                continue
-            if gate.target is None and gate.alert is None:
-                if gate.comparison is not None:
-                    continue  # a comparison alone decides the gate
-                if metric.source.provider != "manual":
-                    yield _Problem(
-                        loc,
-                        "a gate needs a target (or monitor_only: true, or a metric a person judges "
-                        "with provider manual)",
-                    )
-                continue
-            if metric.direction is None:
-                yield _Problem(
-                    (*loc, "metric"),
-                    f"metric {metric.id!r} has no direction, so it can only be used by monitor-only gates",
-                )
-                continue
-            yield from _direction_problems(metric.direction, gate.target, gate.alert, loc)
 
-    stage_ids: set[str] = set()
-    criterion_ids: set[str] = set()
-    authority = set(plan.decision_authority)
-    previous_weight: float | None = None
-    for s_index, stage in enumerate(plan.stages):
-        sloc: Loc = ("stages", s_index)
-        if stage.id in stage_ids:
-            yield _Problem((*sloc, "id"), f"duplicate stage id {stage.id!r}")
-        stage_ids.add(stage.id)
+
+def _deciding_gates(ctx: _Context) -> Iterator[tuple[Loc, Gate, Metric]]:
+    """Gates that decide, with a known metric and a comparison that fits (others have their problem)."""
+    for loc, gate, metric in ctx.gates():
+        if metric is None or gate.monitor_only:
+            continue
+        if gate.comparison is not None and _comparison_problem(False, metric, loc) is not None:
+            continue
+        yield loc, gate, metric
+
+
+def _gates_have_targets(ctx: _Context) -> Iterator[_Problem]:
+    for loc, gate, metric in _deciding_gates(ctx):
+        # A comparison alone decides a gate; a person judges a manual metric against its note.
+        judged_otherwise = gate.comparison is not None or metric.source.provider == "manual"
+        if gate.target is None and gate.alert is None and not judged_otherwise:
+            yield _Problem(
+                loc,
+                "a gate needs a target (or monitor_only: true, or a metric a person judges "
+                "with provider manual)",
+            )
+
+
+def _gate_thresholds_match_direction(ctx: _Context) -> Iterator[_Problem]:
+    for loc, gate, metric in _deciding_gates(ctx):
+        if gate.target is None and gate.alert is None:
+            continue
+        if metric.direction is None:
+            yield _Problem(
+                (*loc, "metric"),
+                f"metric {metric.id!r} has no direction, so it can only be used by monitor-only gates",
+            )
+            continue
+        yield from _direction_problems(metric.direction, gate.target, gate.alert, loc)
+
+
+def _thresholds_within_range(ctx: _Context) -> Iterator[_Problem]:
+    """A threshold no valid reading can meet, or every valid reading meets, judges nothing."""
+    found: list[tuple[Loc, str, Threshold]] = []
+    for loc, gate, metric in ctx.gates():
+        if metric is not None:
+            found += [
+                ((*loc, name), metric.id, t)
+                for name, t in (("target", gate.target), ("alert", gate.alert))
+                if t
+            ]
+    for loc, _stage, _no_go, criterion in ctx.criteria():
+        if criterion.metric is not None and criterion.threshold is not None:
+            found.append(((*loc, "threshold"), criterion.metric, criterion.threshold))
+    for index, trigger in enumerate(ctx.plan.triggers):
+        found.append((("triggers", index, "threshold"), trigger.metric, trigger.threshold))
+    for loc, metric_id, threshold in found:
+        metric = ctx.metrics.get(metric_id)
+        if metric is not None:
+            problem = _range_problem(threshold, metric)
+            if problem:
+                yield _Problem(loc, problem)
+
+
+def _range_problem(threshold: Threshold, metric: Metric) -> str | None:
+    low, high = metric.valid_range.min, metric.valid_range.max
+    low = -math.inf if low is None else low
+    high = math.inf if high is None else high
+    op, value = threshold.op, threshold.value
+    never = {
+        Op.LT: value <= low,
+        Op.LE: value < low,
+        Op.GT: value >= high,
+        Op.GE: value > high,
+        Op.EQ: not low <= value <= high,
+    }[op]
+    always = {
+        Op.LT: value > high,
+        Op.LE: value >= high,
+        Op.GT: value < low,
+        Op.GE: value <= low,
+        Op.EQ: False,
+    }[op]
+    if never:
+        return f"'{threshold}' can never hold: {metric.id} is always {metric.range_text}"
+    if always:
+        return (
+            f"'{threshold}' holds for every value {metric.id} can take (always {metric.range_text}), "
+            "so it judges nothing"
+        )
+    return None
+
+
+def _unique_stage_ids(ctx: _Context) -> Iterator[_Problem]:
+    seen: set[str] = set()
+    for index, stage in enumerate(ctx.plan.stages):
+        if stage.id in seen:
+            yield _Problem(("stages", index, "id"), f"duplicate stage id {stage.id!r}")
+        seen.add(stage.id)
+
+
+def _at_least_one_stage(ctx: _Context) -> Iterator[_Problem]:
+    if not ctx.plan.stages:
+        yield _Problem(("stages",), "a plan needs at least one stage")
+
+
+def _stages_have_steps(ctx: _Context) -> Iterator[_Problem]:
+    for index, stage in enumerate(ctx.plan.stages):
         if not stage.steps:
-            yield _Problem((*sloc, "steps"), "a stage needs at least one traffic step")
+            yield _Problem(("stages", index, "steps"), "a stage needs at least one traffic step")
+
+
+def _weights_increase(ctx: _Context) -> Iterator[_Problem]:
+    previous: float | None = None
+    for s_index, stage in enumerate(ctx.plan.stages):
         for step_index, step in enumerate(stage.steps):
-            if previous_weight is not None and step.weight <= previous_weight:
+            if previous is not None and step.weight <= previous:
                 where = "the previous step" if step_index else "the previous stage's last step"
                 yield _Problem(
-                    (*sloc, "steps", step_index, "weight"),
-                    f"traffic weights must increase: {step.weight:g} is not above "
-                    f"{where} ({previous_weight:g})",
+                    ("stages", s_index, "steps", step_index, "weight"),
+                    f"traffic weights must increase: {step.weight:g} is not above {where} ({previous:g})",
                 )
-            previous_weight = step.weight
-        baked = sum((step.bake for step in stage.steps[:-1]), start=stage.min_duration * 0)
+            previous = step.weight
+
+
+def _last_stage_serves_everyone(ctx: _Context) -> Iterator[_Problem]:
+    """A rollout ends with the candidate serving all traffic; anything less never finishes."""
+    if not ctx.plan.stages or not ctx.plan.stages[-1].steps:
+        return
+    index = len(ctx.plan.stages) - 1
+    last = ctx.plan.stages[-1].steps
+    if last[-1].weight != 100:
+        yield _Problem(
+            ("stages", index, "steps", len(last) - 1, "weight"),
+            f"the last stage must end at weight 100 (the whole audience), not {last[-1].weight:g}",
+        )
+
+
+def _steps_fit_min_duration(ctx: _Context) -> Iterator[_Problem]:
+    for index, stage in enumerate(ctx.plan.stages):
+        baked = sum((step.bake for step in stage.steps[:-1]), start=timedelta(0))
         if baked > stage.min_duration:
             yield _Problem(
-                (*sloc, "steps"),
+                ("stages", index, "steps"),
                 "the steps before the last bake longer than the stage's min_duration",
             )
+
+
+def _audience_splits_add_up(ctx: _Context) -> Iterator[_Problem]:
+    for index, stage in enumerate(ctx.plan.stages):
         split = stage.audience.platform_split
-        if split is not None and split.ios + split.android != 100:
+        if split is not None and not math.isclose(split.ios + split.android, 100):
             yield _Problem(
-                (*sloc, "audience", "platform_split"),
+                ("stages", index, "audience", "platform_split"),
                 f"ios and android must add up to 100, not {split.ios + split.android:g}",
             )
         mix = stage.audience.new_vs_existing
-        if mix is not None and mix[0] + mix[1] != 100:
+        if mix is not None and not math.isclose(mix[0] + mix[1], 100):
             yield _Problem(
-                (*sloc, "audience", "new_vs_existing"),
+                ("stages", index, "audience", "new_vs_existing"),
                 f"new and existing must add up to 100, not {mix[0] + mix[1]:g}",
             )
-        stage_tables = {table.name for table in stage.tables}
-        for group in ("go", "no_go"):
-            for c_index, criterion in enumerate(getattr(stage, group)):
-                cloc: Loc = (*sloc, group, c_index)
-                if criterion.id in criterion_ids:
-                    yield _Problem((*cloc, "id"), f"duplicate criterion id {criterion.id!r}")
-                criterion_ids.add(criterion.id)
-                yield from _criterion_problems(criterion, cloc, stage_tables, authority, unknown_metric)
 
-    for index, trigger in enumerate(plan.triggers):
-        tloc: Loc = ("triggers", index)
-        problem = unknown_metric(trigger.metric, (*tloc, "metric"))
-        if problem:
-            yield problem
+
+def _unique_criterion_ids(ctx: _Context) -> Iterator[_Problem]:
+    seen: set[str] = set()
+    for loc, _stage, _no_go, criterion in ctx.criteria():
+        if criterion.id in seen:
+            yield _Problem((*loc, "id"), f"duplicate criterion id {criterion.id!r}")
+        seen.add(criterion.id)
+
+
+def _criteria_complete(ctx: _Context) -> Iterator[_Problem]:
+    authority = set(ctx.plan.decision_authority)
+    for loc, stage, _no_go, criterion in ctx.criteria():
+        stage_tables = {table.name for table in stage.tables}
+        yield from _criterion_problems(criterion, loc, stage_tables, authority, ctx.metrics)
+
+
+def _criteria_on_the_right_side(ctx: _Context) -> Iterator[_Problem]:
+    """A go criterion holds on the metric's good side, a no-go criterion on its bad side."""
+    for loc, _stage, no_go, criterion in ctx.criteria():
+        metric = ctx.metrics.get(criterion.metric or "")
+        threshold = criterion.threshold
+        if metric is None or threshold is None or metric.direction is None:
             continue
-        direction = metrics[trigger.metric].direction
-        bad_ops = {Direction.LOWER_IS_BETTER: (Op.LT, Op.LE), Direction.HIGHER_IS_BETTER: (Op.GT, Op.GE)}
-        if direction is not None and trigger.threshold.op in bad_ops[direction]:
+        bad_side = threshold.op in _BAD_SIDE[metric.direction]
+        good_side = threshold.op in _GOOD_SIDE[metric.direction]
+        if no_go and good_side:
             yield _Problem(
-                (*tloc, "threshold"),
+                (*loc, "threshold"),
+                f"'{threshold}' holds when {metric.id!r} is good ({metric.direction.value} is better); "
+                "a no-go criterion holds on the bad side",
+            )
+        elif not no_go and bad_side:
+            yield _Problem(
+                (*loc, "threshold"),
+                f"'{threshold}' holds when {metric.id!r} is bad ({metric.direction.value} is better); "
+                "a go criterion holds on the good side",
+            )
+
+
+def _trigger_metrics_defined(ctx: _Context) -> Iterator[_Problem]:
+    for index, trigger in enumerate(ctx.plan.triggers):
+        if trigger.metric not in ctx.metrics:
+            yield _unknown_metric(trigger.metric, ("triggers", index, "metric"))
+
+
+def _triggers_on_the_bad_side(ctx: _Context) -> Iterator[_Problem]:
+    for index, trigger in enumerate(ctx.plan.triggers):
+        metric = ctx.metrics.get(trigger.metric)
+        direction = metric.direction if metric is not None else None
+        if direction is not None and trigger.threshold.op in _GOOD_SIDE[direction]:
+            yield _Problem(
+                ("triggers", index, "threshold"),
                 f"'{trigger.threshold}' fires when {trigger.metric!r} is good "
                 f"({direction.value} is better); a rollback trigger fires on the bad side",
             )
-    # A feature flag the infra sets in one stage but not the next would silently keep its old state.
-    feature_names = [set(stage.features) for stage in plan.stages]
+
+
+def _unique_trigger_ids(ctx: _Context) -> Iterator[_Problem]:
+    seen: set[str] = set()
+    for index, trigger in enumerate(ctx.plan.triggers):
+        if trigger.id in seen:
+            yield _Problem(("triggers", index, "id"), f"duplicate trigger id {trigger.id!r}")
+        seen.add(trigger.id)
+
+
+def _same_features_everywhere(ctx: _Context) -> Iterator[_Problem]:
+    """A feature flag the infra sets in one stage but not the next would silently keep its old state."""
+    feature_names = [set(stage.features) for stage in ctx.plan.stages]
     every_name = set().union(*feature_names) if feature_names else set()
-    for s_index, names in enumerate(feature_names):
+    for index, names in enumerate(feature_names):
         missing = sorted(every_name - names)
         if names and missing:
             yield _Problem(
-                ("stages", s_index, "features"),
+                ("stages", index, "features"),
                 f"lists no state for {', '.join(missing)} (every stage names the same features)",
             )
-    trigger_ids = [trigger.id for trigger in plan.triggers]
-    for index, trigger_id in enumerate(trigger_ids):
-        if trigger_id in trigger_ids[:index]:
-            yield _Problem(("triggers", index, "id"), f"duplicate trigger id {trigger_id!r}")
 
-    dr = plan.objectives.disaster_recovery
+
+def _primary_region_listed(ctx: _Context) -> Iterator[_Problem]:
+    dr = ctx.plan.objectives.disaster_recovery
     if dr.primary not in dr.regions:
         yield _Problem(
             ("objectives", "disaster_recovery", "primary"),
             f"primary region {dr.primary!r} is not one of the regions ({', '.join(dr.regions)})",
         )
+
+
+_GOOD_SIDE = {Direction.LOWER_IS_BETTER: (Op.LT, Op.LE), Direction.HIGHER_IS_BETTER: (Op.GT, Op.GE)}
+_BAD_SIDE = {Direction.LOWER_IS_BETTER: (Op.GT, Op.GE), Direction.HIGHER_IS_BETTER: (Op.LT, Op.LE)}
+
+# Every cross-field rule, in the order their problems are counted (the first by line is reported).
+_RULES: tuple[Callable[[_Context], Iterator[_Problem]], ...] = (
+    _unique_metric_ids,
+    _known_providers,
+    _gate_metrics_defined,
+    _gate_comparisons_fit,
+    _gates_have_targets,
+    _gate_thresholds_match_direction,
+    _thresholds_within_range,
+    _at_least_one_stage,
+    _unique_stage_ids,
+    _stages_have_steps,
+    _weights_increase,
+    _last_stage_serves_everyone,
+    _steps_fit_min_duration,
+    _audience_splits_add_up,
+    _unique_criterion_ids,
+    _criteria_complete,
+    _criteria_on_the_right_side,
+    _trigger_metrics_defined,
+    _triggers_on_the_bad_side,
+    _unique_trigger_ids,
+    _same_features_everywhere,
+    _primary_region_listed,
+)
 
 
 def _table_index(data: Mapping[str, Any], name: str, fallback: int) -> int:
@@ -398,11 +817,20 @@ def _direction_problems(
             return
     if target is not None and alert is not None:
         wrong = alert.value < target.value if better == "lower" else alert.value > target.value
+        # At the same number, a value can both meet an inclusive target and be beyond an inclusive
+        # alert ("<= 2" and ">= 2"): the gate would roll back on a value it calls good.
+        both_inclusive = target.op in (Op.LE, Op.GE) and alert.op in (Op.LE, Op.GE)
         if wrong:
             relation = "at or above" if better == "lower" else "at or below"
             yield _Problem(
                 (*loc, "alert"),
                 f"'{alert}' must sit {relation} the target '{target}' ({better} is better)",
+            )
+        elif alert.value == target.value and both_inclusive:
+            yield _Problem(
+                (*loc, "alert"),
+                f"'{alert}' overlaps the target '{target}': {alert.value:g} would both meet the target "
+                "and be beyond the alert",
             )
 
 
@@ -411,7 +839,7 @@ def _criterion_problems(
     loc: Loc,
     stage_tables: set[str],
     authority: set[str],
-    unknown_metric: Callable[[str, Loc], _Problem | None],
+    metrics: Mapping[str, Metric],
 ) -> Iterator[_Problem]:
     kind = criterion.kind
     if kind is CriterionKind.METRICS:
@@ -423,10 +851,8 @@ def _criterion_problems(
     elif kind in (CriterionKind.COUNT, CriterionKind.WINDOW):
         if criterion.metric is None:
             yield _Problem(loc, f"a {kind.value} criterion needs a metric")
-        else:
-            problem = unknown_metric(criterion.metric, (*loc, "metric"))
-            if problem:
-                yield problem
+        elif criterion.metric not in metrics:
+            yield _unknown_metric(criterion.metric, (*loc, "metric"))
         if criterion.threshold is None:
             yield _Problem(loc, f"a {kind.value} criterion needs a threshold")
         if kind is CriterionKind.WINDOW and not criterion.window:

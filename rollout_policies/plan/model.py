@@ -14,28 +14,111 @@ Vocabulary (from the seed plan):
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
+# A plan spans weeks, not centuries: no duration in it is longer than a year. The bound also keeps
+# every sum of durations far inside what a timedelta holds (an infinite bake never overflows).
+MAX_DURATION = timedelta(days=365)
+
+
+def is_bool(value: Any) -> bool:
+    """True for ``True``/``False``, including ruamel's anchored booleans (an ``int`` subclass)."""
+    return isinstance(value, bool) or type(value).__name__ == "ScalarBoolean"
+
 
 def parse_duration(text: str | int | float | timedelta) -> timedelta:
-    """``"90s"``, ``"5m"``, ``"48h"``, ``"4d"``, ``"2w"`` (or seconds as a number) to a timedelta."""
+    """``"90s"``, ``"5m"``, ``"48h"``, ``"4d"``, ``"2w"`` (or seconds as a number) to a timedelta.
+
+    A duration is never negative and at most ``MAX_DURATION``; checked on the number of seconds
+    before a timedelta is built, so an infinite or huge value is an error, never an OverflowError.
+    """
     if isinstance(text, timedelta):
-        return text
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        return timedelta(seconds=float(text))
-    if isinstance(text, str):
-        match = _DURATION.match(text)
-        if match:
-            return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
-    raise ValueError(f"not a duration: {text!r} (use a number with s, m, h, d or w, such as 48h)")
+        seconds = text.total_seconds()
+    elif isinstance(text, (int, float)) and not is_bool(text):
+        seconds = float(text)
+    elif isinstance(text, str) and (match := _DURATION.match(text)):
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    else:
+        raise ValueError(f"not a duration: {text!r} (use a number with s, m, h, d or w, such as 48h)")
+    if math.isnan(seconds):
+        raise ValueError(f"not a duration: {text!r} (use a number with s, m, h, d or w, such as 48h)")
+    if seconds < 0:
+        raise ValueError(f"a duration is never negative, got {_shown(text)}")
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"{_shown(text)} is longer than a plan spans (at most {MAX_DURATION.days}d)")
+    return timedelta(seconds=seconds)
+
+
+def positive_duration(text: str | int | float | timedelta) -> timedelta:
+    """A duration above zero (a maximum age, an RTO, a stage's minimum duration...)."""
+    value = parse_duration(text)
+    if value <= timedelta(0):
+        raise ValueError(f"must be longer than zero, got {_shown(text)}")
+    return value
+
+
+def _shown(value: Any) -> str:
+    text = repr(value) if isinstance(value, str) else f"{value}"
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def _number(value: Any) -> Any:
+    """A plan number is never a boolean (YAML reads ``yes`` as true, and true is no weight), NaN or
+    infinity; anything else goes on to pydantic's own number parsing and its messages."""
+    if is_bool(value):
+        raise ValueError(f"expected a number, got a boolean ({str(bool(value)).lower()})")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {value}")
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_number)]
+Whole = Annotated[int, BeforeValidator(_number)]
+
+# Ids end up in branch names, file names, commit trailers and Kubernetes labels: lower-case letters,
+# digits and dashes only, so "/", "..", NUL or spaces can never reach a path or a ref. Metric ids and
+# feature names are Prometheus-style instead (underscores), as they name series and flags.
+SAFE_ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+METRIC_ID = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+def safe_id(value: Any) -> Any:
+    if isinstance(value, str) and not SAFE_ID.match(value):
+        raise ValueError(
+            f"{_shown(value)} is not a safe id (lower-case letters, digits and dashes, "
+            "at most 63, starting and ending with a letter or digit)"
+        )
+    return value
+
+
+def metric_id(value: Any) -> Any:
+    return _name(value, "metric id")
+
+
+def feature_name(value: Any) -> Any:
+    return _name(value, "feature name")
+
+
+def _name(value: Any, kind: str) -> Any:
+    if isinstance(value, str) and not METRIC_ID.match(value):
+        raise ValueError(
+            f"{_shown(value)} is not a safe {kind} (a lower-case letter, then lower-case letters, "
+            "digits and underscores, at most 63)"
+        )
+    return value
+
+
+SafeId = Annotated[str, BeforeValidator(safe_id)]
+MetricId = Annotated[str, BeforeValidator(metric_id)]
 
 
 def format_duration(value: timedelta) -> str:
@@ -47,7 +130,7 @@ def format_duration(value: timedelta) -> str:
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 class Direction(StrEnum):
@@ -81,7 +164,7 @@ class Threshold(_Frozen):
     """A comparison such as ``< 1`` (value in the metric's unit)."""
 
     op: Op
-    value: float
+    value: Number
 
     @model_validator(mode="before")
     @classmethod
@@ -105,6 +188,81 @@ class Threshold(_Frozen):
 Duration = Annotated[timedelta, Field(description="a duration such as 48h")]
 
 
+class ValueRange(_Frozen):
+    """The values a metric can take, ends included; a reading outside them is an error, not a verdict."""
+
+    min: Number | None = None
+    max: Number | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ValueRange:
+        if self.min is not None and self.max is not None and self.min >= self.max:
+            raise ValueError(f"min ({self.min:g}) must be below max ({self.max:g})")
+        return self
+
+    def holds(self, value: float) -> bool:
+        return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
+
+    def __str__(self) -> str:
+        if self.min is not None and self.max is not None:
+            return f"within {self.min:g}..{self.max:g}"
+        if self.min is not None:
+            return f">= {self.min:g}"
+        if self.max is not None:
+            return f"<= {self.max:g}"
+        return "any finite number"
+
+
+# What a unit says about the values it can take (docs/providers.md, "Valid ranges"). A unit not
+# listed here (money, a score, none) allows any finite number unless the metric gives a range.
+_PERCENT = ("a percentage", ValueRange(min=0, max=100))
+_POINTS = ("percentage points", ValueRange(min=-100, max=100))
+_DURATION_UNIT = ("a duration", ValueRange(min=0))
+_SIZE = ("a size", ValueRange(min=0))
+_COUNT = ("a count", ValueRange(min=0))
+_RATE = ("a rate", ValueRange(min=0))
+_RATIO = ("a ratio", ValueRange(min=0))
+_ANY = ("", ValueRange())
+UNIT_RANGES: dict[str, tuple[str, ValueRange]] = {
+    "%": _PERCENT,
+    "percent": _PERCENT,
+    "pp": _POINTS,
+    **{unit: _DURATION_UNIT for unit in ("ms", "s", "min", "h", "d", "seconds", "minutes", "hours", "days")},
+    **{unit: _SIZE for unit in ("B", "KB", "MB", "GB", "bytes")},
+    **{
+        unit: _COUNT
+        for unit in (
+            "alerts",
+            "bugs",
+            "crashes",
+            "errors",
+            "events",
+            "hosts",
+            "issues",
+            "items",
+            "orders",
+            "pods",
+            "referrals",
+            "requests",
+            "sessions",
+            "tickets",
+            "users",
+            "count",
+        )
+    },
+    "ratio": _RATIO,
+}
+
+
+def unit_range(unit: str) -> tuple[str, ValueRange]:
+    """What the unit is (``"a percentage"``) and the values it allows; a ``x/y`` unit is a rate."""
+    if unit in UNIT_RANGES:
+        return UNIT_RANGES[unit]
+    if "/" in unit:  # "%/hr", "orders/user/week", "req/s": so much of something per something
+        return _RATE
+    return _ANY
+
+
 class MetricSource(_Frozen):
     """Where a metric's value comes from: a provider type and its query."""
 
@@ -118,16 +276,37 @@ class MetricSource(_Frozen):
     @field_validator("max_age", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> timedelta:
-        return parse_duration(value)
+        return positive_duration(value)
+
+    @field_validator("options")
+    @classmethod
+    def _finite_options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        _finite_inside(value, "")
+        return value
+
+
+def _finite_inside(value: Any, where: str) -> None:
+    """Free-form settings still hold no NaN or infinity (a CloudWatch period of .inf is no setting)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where}: expected a finite number, got {value}")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _finite_inside(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _finite_inside(item, f"{where}[{index}]")
 
 
 class Metric(_Frozen):
     """A metric the plan measures, defined once and used by gates in any stage."""
 
-    id: str
+    id: MetricId
     name: str  # as the seed writes it, e.g. "Crashes/Exceptions"
     unit: str = ""  # "%", "s", "ms", "MB", "%/hr", "min", "score"
     direction: Direction | None = None  # None for monitor-only metrics with no good direction
+    # The values a reading can take, when the unit alone does not say it right (a growth in "%" can
+    # be negative or above 100; an NPS "score" lies in 0..10). Default: the unit's range.
+    range: ValueRange | None = None
     source: MetricSource
     # The metric says nothing before this much time has passed in the stage (retention needs days).
     evaluable_after: Duration = timedelta(0)
@@ -137,6 +316,19 @@ class Metric(_Frozen):
     @classmethod
     def _duration(cls, value: Any) -> timedelta:
         return parse_duration(value)
+
+    @property
+    def valid_range(self) -> ValueRange:
+        """The values a reading of this metric can take: the plan's ``range``, else the unit's."""
+        return self.range if self.range is not None else unit_range(self.unit)[1]
+
+    @property
+    def range_text(self) -> str:
+        """The valid range in words: "within 0..100 (a percentage)", ">= -100 (the plan's range)"."""
+        if self.range is not None:
+            return f"{self.range} (the plan's range)"
+        what, values = unit_range(self.unit)
+        return f"{values} ({what})" if what else str(values)
 
 
 class ComparisonKind(StrEnum):
@@ -156,11 +348,11 @@ class GateComparison(_Frozen):
     """
 
     kind: ComparisonKind
-    alpha: float = 0.01
-    margin: float = 0.0
-    tolerance: float = 1.5
-    quantile: float | None = None  # latency: the quantile compared (0.95 when not given)
-    dispersion: float | None = None  # a fixed overdispersion factor >= 1; None estimates it
+    alpha: Number = 0.01
+    margin: Number = 0.0
+    tolerance: Number = 1.5
+    quantile: Number | None = None  # latency: the quantile compared (0.95 when not given)
+    dispersion: Number | None = None  # a fixed overdispersion factor >= 1; None estimates it
     # Where live counts come from (PromQL range queries, one series per version; docs/providers.md).
     # Without them only a metrics file supplies the samples. A rate comparison names ``events`` and
     # ``trials``; a latency comparison names ``histogram`` (grouped by ``label`` and ``le``).
@@ -177,7 +369,7 @@ class GateComparison(_Frozen):
     @field_validator("interval", mode="before")
     @classmethod
     def _interval(cls, value: Any) -> timedelta:
-        return parse_duration(value)
+        return positive_duration(value)
 
     @field_validator("alpha")
     @classmethod
@@ -252,7 +444,7 @@ class GateComparison(_Frozen):
 class Gate(_Frozen):
     """One row of a seed metric table, in one stage."""
 
-    metric: str  # a Metric id
+    metric: MetricId  # a Metric id
     target: Threshold | None = None
     alert: Threshold | None = None
     # Reported, never decides (the seed's "Monitor:" and "Track:" rows).
@@ -272,8 +464,8 @@ class GateTable(_Frozen):
 class TrafficStep(_Frozen):
     """One traffic weight within a stage, held for at least ``bake`` before the next step."""
 
-    weight: float = Field(ge=0, le=100)  # percent of traffic to the candidate
-    bake: Duration = timedelta(0)
+    weight: Number = Field(ge=0, le=100)  # percent of traffic to the candidate
+    bake: Duration = timedelta(0)  # zero: no hold before the next step
 
     @field_validator("bake", mode="before")
     @classmethod
@@ -282,21 +474,26 @@ class TrafficStep(_Frozen):
 
 
 class Split(_Frozen):
-    ios: float = Field(ge=0, le=100)
-    android: float = Field(ge=0, le=100)
+    ios: Number = Field(ge=0, le=100)
+    android: Number = Field(ge=0, le=100)
+
+
+Percent = Annotated[Number, Field(ge=0, le=100)]
+# More users than people on Earth is a typo, not an audience.
+MAX_AUDIENCE = 10_000_000_000
 
 
 class Audience(_Frozen):
     """Who is in a stage: a selected cohort or a share of users."""
 
     kind: Literal["cohort", "percentage"]
-    size: int | None = None  # users, as the seed estimates them
+    size: Annotated[Whole, Field(ge=1, le=MAX_AUDIENCE)] | None = None  # users, as the seed estimates them
     criteria: tuple[str, ...] = ()  # cohort selection criteria
     profile: tuple[str, ...] = ()
     include_segments: tuple[str, ...] = ()
     exclude_segments: tuple[str, ...] = ()
     platform_split: Split | None = None
-    new_vs_existing: tuple[float, float] | None = None  # percent new, percent existing
+    new_vs_existing: tuple[Percent, Percent] | None = None  # percent new, percent existing
 
 
 class FeatureState(StrEnum):
@@ -320,13 +517,13 @@ class CriterionKind(StrEnum):
 class Criterion(_Frozen):
     """A go/no-go criterion."""
 
-    id: str
+    id: SafeId
     text: str  # the seed's words
     kind: CriterionKind
     # METRICS: the gate tables (by name) whose gates must all meet target.
     tables: tuple[str, ...] = ()
     # WINDOW / COUNT: the metric counted, the bound, and the window.
-    metric: str | None = None
+    metric: MetricId | None = None
     threshold: Threshold | None = None
     window: Duration | None = None
     # MANUAL: who signs off.
@@ -335,16 +532,19 @@ class Criterion(_Frozen):
     @field_validator("window", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> timedelta | None:
-        return None if value is None else parse_duration(value)
+        return None if value is None else positive_duration(value)
+
+
+FeatureName = Annotated[str, BeforeValidator(feature_name)]  # a flag name, like a metric id
 
 
 class Stage(_Frozen):
-    id: str  # beta, limited, medium, majority, full
+    id: SafeId  # beta, limited, medium, majority, full
     name: str
     audience: Audience
     steps: tuple[TrafficStep, ...]
     min_duration: Duration
-    features: dict[str, Feature] = Field(default_factory=dict)
+    features: dict[FeatureName, Feature] = Field(default_factory=dict)
     tables: tuple[GateTable, ...] = ()
     go: tuple[Criterion, ...] = ()
     no_go: tuple[Criterion, ...] = ()
@@ -354,7 +554,7 @@ class Stage(_Frozen):
     @field_validator("min_duration", "rollback_objective", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> timedelta:
-        return parse_duration(value)
+        return positive_duration(value)
 
     @property
     def gates(self) -> tuple[Gate, ...]:
@@ -364,9 +564,9 @@ class Stage(_Frozen):
 class Trigger(_Frozen):
     """An automatic rollback trigger: the condition, held for ``window``, rolls back."""
 
-    id: str
+    id: SafeId
     text: str  # the seed's words
-    metric: str
+    metric: MetricId
     threshold: Threshold
     window: Duration  # zero means immediately
 
@@ -384,7 +584,7 @@ class BackupObjective(_Frozen):
     @field_validator("every", "retention", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> timedelta:
-        return parse_duration(value)
+        return positive_duration(value)
 
 
 class DisasterRecovery(_Frozen):
@@ -398,7 +598,7 @@ class DisasterRecovery(_Frozen):
     @field_validator("rto", "rpo", "drill_every", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> timedelta:
-        return parse_duration(value)
+        return positive_duration(value)
 
 
 class Objectives(_Frozen):

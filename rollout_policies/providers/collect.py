@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 from rollout_policies.core.measurement import Evidence, Measurement
+from rollout_policies.core.ranges import within_range
 from rollout_policies.errors import UserError
 from rollout_policies.plan.model import Gate, Plan, Stage
 from rollout_policies.providers.base import MetricProvider, as_utc
@@ -33,7 +34,9 @@ def collect(
 
     An unknown stage, metric or provider name is a UserError (the plan is wrong). A backend that is
     not configured or not reachable gives error measurements for its metrics and the rest are still
-    measured: a rollback trigger on Prometheus must not wait on a missing survey-tool URL.
+    measured: a rollback trigger on Prometheus must not wait on a missing survey-tool URL. A value
+    outside its unit's valid range is an error measurement too, whichever provider read it
+    (``core.ranges``: the same rule the decision core applies to metrics files).
     """
     settings = settings or ProviderSettings.from_env()
     now = as_utc(now)
@@ -65,7 +68,7 @@ def collect(
         provider = providers[metric.source.provider]
         if isinstance(provider, UserError):
             return Measurement.error(metric.id, now, str(provider))
-        return provider.query(metric.source, now, metric=metric.id)
+        return within_range(provider.query(metric.source, now, metric=metric.id), metric)
 
     with ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="collect") as pool:
         return tuple(pool.map(measure_one, range(len(metrics))))

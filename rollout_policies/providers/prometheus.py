@@ -91,8 +91,8 @@ class HttpPromQLClient:
 
 
 def _millis(moment: datetime) -> str:
-    """Seconds to the millisecond Prometheus keeps, rounded down: a sample stamped at the evaluation
-    time must never read as later than the ``now`` it was asked for."""
+    """Seconds with milliseconds, rounded down: Prometheus stamps an instant query's sample with the
+    time it was asked for, so rounding up would date the sample after "now" (clocks disagree)."""
     return f"{math.floor(moment.timestamp() * 1000) / 1000:.3f}"
 
 

@@ -43,7 +43,7 @@ stages:
   - id: limited
     name: Limited
     audience: {kind: percentage}
-    steps: [{weight: 5, bake: 1d}, {weight: 10, bake: 2d}]
+    steps: [{weight: 5, bake: 1d}, {weight: 100, bake: 2d}]
     min_duration: 3d
     rollback_objective: 30m
     tables: [Technical Metrics]

@@ -58,7 +58,7 @@ stages:
     steps:
       - {weight: 2, bake: 2d}
       - {weight: 5, bake: 2d}
-      - {weight: 10}
+      - {weight: 100}
     min_duration: 2w
     rollback_objective: 30m
     tables: [Technical]
@@ -323,7 +323,7 @@ def test_steps_must_increase_across_stages(tmp_path: Path) -> None:
 
 
 def test_weight_out_of_range(tmp_path: Path) -> None:
-    text = changed("      - {weight: 10}\n", "      - {weight: 110}\n")
+    text = changed("      - {weight: 100}\n", "      - {weight: 110}\n")
     assert error_of(tmp_path, text) == (
         "plan.yaml:42: stages[1].steps[2].weight: Input should be less than or equal to 100"
     )

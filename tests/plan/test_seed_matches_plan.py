@@ -485,6 +485,7 @@ def test_post_launch_metrics_wait_their_days(plan: Plan) -> None:
 
 def _mutations(data: Any) -> Iterator[tuple[str, Any, Any, Any]]:
     """(what, container, key, mutated value) for every number the seed fixes."""
+    units = {metric["id"]: metric.get("unit", "") for metric in data["metrics"]}
     for t_index, table in enumerate(data["tables"]):
         for g_index, gate in enumerate(table["gates"]):
             for field in ("target", "alert"):
@@ -498,6 +499,9 @@ def _mutations(data: Any) -> Iterator[tuple[str, Any, Any, Any]]:
                         bumped = float(number) * 0.9
                     if field == "target" and op.startswith("<"):
                         bumped = float(number) * 0.9
+                    # A percentage stays in 0..100, or the plan no longer loads: move halfway to 100.
+                    if units[gate["metric"]] == "%" and bumped > 100:
+                        bumped = (float(number) + 100) / 2 if float(number) < 100 else float(number) - 0.5
                     yield f"tables[{t_index}].gates[{g_index}].{field}", gate, field, f"{op} {bumped:g}"
     for s_index, stage in enumerate(data["stages"]):
         yield f"stages[{s_index}].audience.size", stage["audience"], "size", stage["audience"]["size"] + 1
