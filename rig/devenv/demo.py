@@ -1,4 +1,4 @@
-"""`make demo`: a short dress rehearsal (the shipped plan, one fault, about five minutes) and where its report is.
+"""`make demo`: a short dress rehearsal (the shipped plan, one fault, about five minutes), and its report.
 
     rollout env up                               # once (make demo does it)
     python -m devenv.demo [--state-dir DIR] [--keep]
@@ -34,7 +34,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Check the environment runs, then run the short rehearsal; exit 2 with one line on failure."""
     parser = argparse.ArgumentParser(prog="python -m devenv.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--state-dir", help="the environment's folder (default: .local/env of the work tree)")
-    parser.add_argument("--keep", action="store_true", help="leave the deployments and the rollout repository")
+    parser.add_argument(
+        "--keep", action="store_true", help="leave the deployments and the rollout repository"
+    )
     args = parser.parse_args(argv)
     try:
         environment = LocalEnvironment(args.state_dir)

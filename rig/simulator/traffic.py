@@ -176,7 +176,11 @@ class Users:
         user: int | None = None
         if self.population:
             with self._lock:
-                if self.cohort and self.cohort_share is not None and self._random.random() < self.cohort_share:
+                if (
+                    self.cohort
+                    and self.cohort_share is not None
+                    and self._random.random() < self.cohort_share
+                ):
                     user = self._random.choice(sorted(self.cohort))
                 else:
                     user = self._random.randrange(self.population)

@@ -67,14 +67,20 @@ def test_comparisons_are_off_unless_asked_for(plan: Plan, tmp_path: Path) -> Non
 
 
 def test_sql_windows_and_elapsed_times_scale_together() -> None:
-    query = "SELECT avg(extract(epoch FROM ended_at - started_at)) FROM s WHERE t > %(now)s - interval '7 days'"
+    query = (
+        "SELECT avg(extract(epoch FROM ended_at - started_at)) FROM s WHERE t > %(now)s - interval '7 days'"
+    )
     scaled = scale_sql(query, 10080)
     assert "interval '60 seconds'" in scaled
     assert "(extract(epoch FROM ended_at - started_at) * 10080)" in scaled
 
 
 def test_cohort_retention_reads_a_cohort_old_enough(plan: Plan) -> None:
-    for metric_id, days in (("retention_1d", "1 day"), ("retention_7d", "7 days"), ("retention_30d", "30 days")):
+    for metric_id, days in (
+        ("retention_1d", "1 day"),
+        ("retention_7d", "7 days"),
+        ("retention_30d", "30 days"),
+    ):
         metric = plan.metric(metric_id)
         assert metric.evaluable_after == timedelta(0)
         assert f"cohort_started_at <= %(now)s - interval '{days}'" in (metric.source.query or "")
@@ -122,14 +128,18 @@ def test_the_promote_step_is_read_from_the_shipped_workflow() -> None:
 def test_an_unmapped_secret_is_an_error_naming_the_workflow() -> None:
     steps = wiring.run_steps(WORKFLOWS / "rollout-up.yml")
     up = next(s for s in steps if "pulumi up" in s.run)
-    with pytest.raises(wiring.WiringError, match="rollout-up.yml.*PULUMI_BACKEND_URL"):
+    with pytest.raises(wiring.WiringError, match=r"rollout-up\.yml.*PULUMI_BACKEND_URL"):
         for value in up.env.values():
             wiring.Context(secrets={}, github={"event.before": "a", "sha": "b"}).substitute(value, up.where)
 
 
 def test_a_step_runs_with_its_resolved_environment(tmp_path: Path) -> None:
-    step = wiring.WorkflowStep(tmp_path / "w.yml", "job", "echo", 'echo "$A/$B"', {"A": "${{ secrets.X }}", "B": "lit"})
-    done = wiring.run_step(step, wiring.Context(secrets={"X": "one"}), cwd=tmp_path, runner_env={"PATH": "/usr/bin:/bin"})
+    step = wiring.WorkflowStep(
+        tmp_path / "w.yml", "job", "echo", 'echo "$A/$B"', {"A": "${{ secrets.X }}", "B": "lit"}
+    )
+    done = wiring.run_step(
+        step, wiring.Context(secrets={"X": "one"}), cwd=tmp_path, runner_env={"PATH": "/usr/bin:/bin"}
+    )
     assert (done.returncode, done.stdout.strip()) == (0, "one/lit")
 
 
@@ -138,7 +148,10 @@ def test_signed_off_boxes_are_checked_and_others_left(plan: Plan) -> None:
     body = "- [ ] Positive feedback on core features (DevOps lead)\n- [ ] Something else\n"
     ticked, count = check_boxes(body, signoffs)
     assert count == 1
-    assert ticked.splitlines() == ["- [x] Positive feedback on core features (DevOps lead)", "- [ ] Something else"]
+    assert ticked.splitlines() == [
+        "- [x] Positive feedback on core features (DevOps lead)",
+        "- [ ] Something else",
+    ]
 
 
 def test_a_signoff_file_naming_no_manual_criterion_is_refused(plan: Plan, tmp_path: Path) -> None:
@@ -164,7 +177,11 @@ def _state(stage: str, green: int, started: datetime | None = None) -> RolloutSt
 
 
 def test_agreement_holds_when_weights_cohort_and_flags_match(plan: Plan) -> None:
-    live = {"weights": {"blue": 98, "green": 2}, "cohort_rule": False, "flags": flag_definitions(plan.stage("limited"))}
+    live = {
+        "weights": {"blue": 98, "green": 2},
+        "cohort_rule": False,
+        "flags": flag_definitions(plan.stage("limited")),
+    }
     assert agreement_problems(plan, _state("limited", 2), live) == []
 
 
@@ -181,14 +198,21 @@ def test_disagreement_names_what_differs(plan: Plan, live: dict[str, object], pr
 
 
 def test_beta_needs_the_cohort_rule_live(plan: Plan) -> None:
-    live = {"weights": {"blue": 100, "green": 0}, "cohort_rule": False, "flags": flag_definitions(plan.stage("beta"))}
+    live = {
+        "weights": {"blue": 100, "green": 0},
+        "cohort_rule": False,
+        "flags": flag_definitions(plan.stage("beta")),
+    }
     assert agreement_problems(plan, _state("beta", 0), live)[0].startswith("cohort rule")
 
 
 def test_the_timeline_holds_when_each_stage_starts_in_its_seed_weeks(plan: Plan) -> None:
     start, scale = datetime(2026, 12, 1, tzinfo=UTC), 10080.0
     at = {"beta": 0, "limited": 14.2, "medium": 28.3, "majority": 42.5, "full": 56.6}
-    history = [(f"c{i}", _state(stage, 0, start + timedelta(days=day) / scale)) for i, (stage, day) in enumerate(at.items())]
+    history = [
+        (f"c{i}", _state(stage, 0, start + timedelta(days=day) / scale))
+        for i, (stage, day) in enumerate(at.items())
+    ]
     rows = analysis.timeline(plan, "s", history, start, scale, interval_hours=11.2)
     assert [r["stage"] for r in rows] == list(at)
     assert all(r["ok"] for r in rows), rows
@@ -196,7 +220,10 @@ def test_the_timeline_holds_when_each_stage_starts_in_its_seed_weeks(plan: Plan)
 
 def test_a_stage_promoted_after_its_seed_weeks_fails_the_timeline(plan: Plan) -> None:
     start, scale = datetime(2026, 12, 1, tzinfo=UTC), 10080.0
-    history = [("a", _state("beta", 0, start)), ("b", _state("limited", 2, start + timedelta(days=29) / scale))]
+    history = [
+        ("a", _state("beta", 0, start)),
+        ("b", _state("limited", 2, start + timedelta(days=29) / scale)),
+    ]
     rows = analysis.timeline(plan, "s", history, start, scale, interval_hours=11.2)
     assert rows[1]["in_seed_weeks"] is False and rows[1]["ok"] is False
 

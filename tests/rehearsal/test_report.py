@@ -1,4 +1,4 @@
-"""The rehearsal report renders: one self-contained file with its plots, no script errors, in headless Chromium.
+"""The rehearsal report renders in headless Chromium: one self-contained file, its plots, no script errors.
 
 The record here is built by hand (a short made-up run) so the page is checked without clusters; the
 end-to-end test checks a real run's report the same way.
@@ -47,18 +47,36 @@ def sample_record() -> Record:
             record.weights.append({"t": t, "stack": stack, "region": "r", "live": green, "git": green})
     record.events.append(Event(41.0, 4.8, "merge", "local-us-east-1", "#1 beta -> limited", "abc12345", "#1"))
     (fault,) = parse_faults("beta+5%:api-errors", plan, ("us-east-1", "us-west-2"))
-    faulted = FaultRecord(fault, "us-east-1", injected_at=10.0, detected_at=35.0, responded_at=36.0, stable_at=40.0)
+    faulted = FaultRecord(
+        fault, "us-east-1", injected_at=10.0, detected_at=35.0, responded_at=36.0, stable_at=40.0
+    )
     faulted.window_seconds, faulted.ok, faulted.detail = 60.0, True, "stable 30s after the fault"
     record.faults.append(faulted)
     record.evidence.append(
-        {"metric": "api_error_rate", "title": "API error rate", "unit": "%", "target": 0.1, "alert": 1.0,
-         "tracks": {"candidate": [(0, 0.0), (20, 50.0), (40, 0.0)], "stable": [(0, 0.0), (40, 0.0)]},
-         "bounds": [{"name": "upper bound", "points": [(0, 20.0), (40, 3.0)]}]}
-    )  # fmt: skip
+        {
+            "metric": "api_error_rate",
+            "title": "API error rate",
+            "unit": "%",
+            "target": 0.1,
+            "alert": 1.0,
+            "tracks": {"candidate": [(0, 0.0), (20, 50.0), (40, 0.0)], "stable": [(0, 0.0), (40, 0.0)]},
+            "bounds": [{"name": "upper bound", "points": [(0, 20.0), (40, 3.0)]}],
+        }
+    )
     record.stages["timeline"] = [
-        {"stack": "local-us-east-1", "stage": "limited", "commit": "abc", "day": 14.3, "seed_weeks": "3-4",
-         "due_day": 14.0, "late": "7.0 h", "in_seed_weeks": True, "within_interval": True, "ok": True}
-    ]  # fmt: skip
+        {
+            "stack": "local-us-east-1",
+            "stage": "limited",
+            "commit": "abc",
+            "day": 14.3,
+            "seed_weeks": "3-4",
+            "due_day": 14.0,
+            "late": "7.0 h",
+            "in_seed_weeks": True,
+            "within_interval": True,
+            "ok": True,
+        }
+    ]
     record.verdict, record.wall_seconds = "PASS", 120.0
     return record
 
@@ -85,8 +103,11 @@ def test_report_renders_its_plots_in_headless_chromium(tmp_path: Path) -> None:
     html, _ = write_report(sample_record(), load_plan(DEFAULT_PLAN), tmp_path)
     done = subprocess.run(
         [browser, *CHROMIUM_FLAGS, "--virtual-time-budget=15000", "--dump-dom", html.as_uri()],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     dom = done.stdout
     errors = re.search(r'<pre id="script-errors"[^>]*>(.*?)</pre>', dom, re.S)

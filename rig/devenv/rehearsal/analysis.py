@@ -1,4 +1,4 @@
-"""What the rehearsal measured, worked out after the run: the seed timeline, gate evidence, detection budgets."""
+"""What the rehearsal measured, worked out after the run: seed timeline, gate evidence, detection budgets."""
 
 from __future__ import annotations
 

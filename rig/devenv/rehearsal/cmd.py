@@ -13,19 +13,30 @@ DEFAULT_RESPONSE_SCALE = 2.0  # trigger windows half the plan's: a 2-minute wind
 
 @click.command("rehearse")
 @click.option(
-    "--plan", "plan_path", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
-    show_default="the shipped markethub-mobile plan", help="Plan file to rehearse.",
-)  # fmt: skip
+    "--plan",
+    "plan_path",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    show_default="the shipped markethub-mobile plan",
+    help="Plan file to rehearse.",
+)
 @click.option("--faults", "faults_spec", default=None, help="STAGE[@STEP]+OFFSET:KIND[:REGION],... or none.")
 @click.option("--scale", type=float, default=DEFAULT_SCALE, show_default=True, help="Calendar time divisor.")
 @click.option(
-    "--response-scale", type=float, default=DEFAULT_RESPONSE_SCALE, show_default=True,
+    "--response-scale",
+    type=float,
+    default=DEFAULT_RESPONSE_SCALE,
+    show_default=True,
     help="Divisor of fault-response windows (trigger windows, rollback objectives).",
-)  # fmt: skip
+)
 @click.option(
-    "--report", "report_dir", type=click.Path(path_type=Path, file_okay=False), default=Path("rehearsal-report"),
-    show_default=True, help="Folder for report.html, report.json and the run's files.",
-)  # fmt: skip
+    "--report",
+    "report_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("rehearsal-report"),
+    show_default=True,
+    help="Folder for report.html, report.json and the run's files.",
+)
 @click.option(
     "--interval",
     type=float,
@@ -33,11 +44,20 @@ DEFAULT_RESPONSE_SCALE = 2.0  # trigger windows half the plan's: a 2-minute wind
     show_default=True,
     help="Wall seconds between scheduled promotions.",
 )
-@click.option("--signoffs", "signoff_file", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
-              help="The person's sign-offs (YAML list of manual criterion ids; default: all signed).")  # fmt: skip
+@click.option(
+    "--signoffs",
+    "signoff_file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="The person's sign-offs (YAML list of manual criterion ids; default: all signed).",
+)
 @click.option("--keep", is_flag=True, help="Leave the deployments and the rollout repository.")
-@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="The local environment's folder (default: .local/env).")  # fmt: skip
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="The local environment's folder (default: .local/env).",
+)
 def rehearse(
     plan_path: Path | None,
     faults_spec: str | None,

@@ -1,4 +1,4 @@
-"""The rehearsal's running world: simulators per region, the data sources, Prometheus, Alertmanager, the controller.
+"""The rehearsal's running world: simulators, data sources, Prometheus, Alertmanager, the controller.
 
 Everything is started here and stopped by pid when the rehearsal ends (also after a failure).
 ``secrets`` maps the names the shipped workflows use to this world's values, as a team would fill
@@ -94,14 +94,19 @@ class World:
             simulation.start()
             self._stack.callback(simulation.stop)
             self.simulations[region], self.telemetry[region], self.analytics[region] = (
-                simulation, telemetry, analytics,
-            )  # fmt: skip
+                simulation,
+                telemetry,
+                analytics,
+            )
         import boto3
 
         cloudwatch = boto3.client(
-            "cloudwatch", endpoint_url=self.info.moto_url, region_name="us-east-1",
-            aws_access_key_id="testing", aws_secret_access_key="testing",
-        )  # fmt: skip
+            "cloudwatch",
+            endpoint_url=self.info.moto_url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
         balancers = [s.load_balancer for s in self.simulations.values()]
         self.cloudwatch = CloudWatchFeed(cloudwatch, lambda: unhealthy_candidates(balancers)).start()
         self._stack.callback(self.cloudwatch.stop)
@@ -110,10 +115,14 @@ class World:
         targets += [t.target for t in self.telemetry.values()]
         self.alertmanager = self.start_alerting()
         self.prometheus = Prometheus(
-            self.run_dir / "prometheus", targets, [],
+            self.run_dir / "prometheus",
+            targets,
+            [],
             self.alertmanager.url if self.alertmanager else None,
-            scrape_interval="1s", evaluation_interval="1s", port=int(self.prometheus_url.rsplit(":", 1)[1]),
-        ).start()  # fmt: skip
+            scrape_interval="1s",
+            evaluation_interval="1s",
+            port=int(self.prometheus_url.rsplit(":", 1)[1]),
+        ).start()
         self._stack.callback(self.prometheus.stop)
         self.say(
             f"world: {len(self.simulations)} regions, {self.options.sessions_per_second:g} sessions/s each; "
@@ -166,10 +175,14 @@ class World:
         alertmanager = Alertmanager(
             self.run_dir / "alertmanager",
             alertmanager_config(
-                f"{self.controller_url}/alerts", token_file, group_wait="0s", group_interval="1s",
-                repeat_interval="1h", service=self.plan.service,
+                f"{self.controller_url}/alerts",
+                token_file,
+                group_wait="0s",
+                group_interval="1s",
+                repeat_interval="1h",
+                service=self.plan.service,
             ),
-        )  # fmt: skip
+        )
         alertmanager.start()
         self._stack.callback(alertmanager.stop)
         return alertmanager
@@ -203,9 +216,20 @@ class World:
             "PYTHONPATH": str(clone),  # the image holds the repository's package
         }
         argv = [
-            sys.executable, "-m", "rollout_policies.cli.main", "serve", "--listen", f"127.0.0.1:{port}",
-            "--repo", str(clone), "--token-env", "ROLLOUT_WEBHOOK_TOKEN", "--apply", "--applier", "pulumi",
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "rollout_policies.cli.main",
+            "serve",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--repo",
+            str(clone),
+            "--token-env",
+            "ROLLOUT_WEBHOOK_TOKEN",
+            "--apply",
+            "--applier",
+            "pulumi",
+        ]
         return argv, env, clone
 
     def stop(self) -> None:

@@ -1,4 +1,4 @@
-"""``pulumi up|preview --stack S ...`` as the workflows call it, run by the real CLI through the Automation API.
+"""``pulumi up|preview --stack S ...`` as the workflows call it, run by the real CLI via the Automation API.
 
 The offline CLI build has no Python language host, so a plain ``pulumi up`` cannot start
 ``infra/__main__.py`` here (README, "Tools, offline"). This shim takes the workflow's command line,

@@ -1,4 +1,4 @@
-"""The rehearsal's report: ``report.json`` (the data) and ``report.html`` (one self-contained page, plots inline).
+"""The rehearsal's report: ``report.json`` (the data) and ``report.html`` (one self-contained page).
 
 The page is rendered from ``report.html.j2`` with jinja2; the plots are plotly figures with
 plotly.js inlined once, so the file opens anywhere without a network.
@@ -67,28 +67,56 @@ def _figures(data: dict[str, Any]) -> dict[str, str]:
     for stack in sorted({w["stack"] for w in data["weights"]}):
         rows = [w for w in data["weights"] if w["stack"] == stack]
         x = [w["t"] / week for w in rows]
-        weights.add_trace(go.Scatter(x=x, y=[w["live"] for w in rows], mode="lines", name=f"{stack} live",
-                                     line={"shape": "hv"}))  # fmt: skip
-        weights.add_trace(go.Scatter(x=x, y=[w["git"] for w in rows], mode="lines", name=f"{stack} git",
-                                     line={"shape": "hv", "dash": "dot"}))  # fmt: skip
+        weights.add_trace(
+            go.Scatter(
+                x=x, y=[w["live"] for w in rows], mode="lines", name=f"{stack} live", line={"shape": "hv"}
+            )
+        )
+        weights.add_trace(
+            go.Scatter(
+                x=x,
+                y=[w["git"] for w in rows],
+                mode="lines",
+                name=f"{stack} git",
+                line={"shape": "hv", "dash": "dot"},
+            )
+        )
     for fault in data["faults"]:
         if fault["injected_at"] is not None:
-            weights.add_vline(x=fault["injected_at"] / week, line_dash="dash", line_color="red",
-                              annotation_text=fault["kind"])  # fmt: skip
-    weights.update_layout(title="Candidate weight per region (live HTTPRoute vs git)", xaxis_title="calendar week",
-                          yaxis_title="% to candidate", height=420)  # fmt: skip
+            weights.add_vline(
+                x=fault["injected_at"] / week,
+                line_dash="dash",
+                line_color="red",
+                annotation_text=fault["kind"],
+            )
+    weights.update_layout(
+        title="Candidate weight per region (live HTTPRoute vs git)",
+        xaxis_title="calendar week",
+        yaxis_title="% to candidate",
+        height=420,
+    )
     figures["weights"] = weights.to_html(full_html=False, include_plotlyjs=False, div_id="plot-weights")
     for index, series in enumerate(data["evidence"]):
         figure = go.Figure()
         for track, points in series["tracks"].items():
-            figure.add_trace(go.Scatter(x=[p[0] / week for p in points], y=[p[1] for p in points],
-                                        mode="lines", name=track))  # fmt: skip
+            figure.add_trace(
+                go.Scatter(
+                    x=[p[0] / week for p in points], y=[p[1] for p in points], mode="lines", name=track
+                )
+            )
         for name, value in (("target", series.get("target")), ("alert", series.get("alert"))):
             if value is not None:
                 figure.add_hline(y=value, line_dash="dot", annotation_text=f"{name} {value:g}")
         for bound in series.get("bounds", []):
-            figure.add_trace(go.Scatter(x=[p[0] / week for p in bound["points"]], y=[p[1] for p in bound["points"]],
-                                        mode="lines", name=bound["name"], line={"dash": "dash"}))  # fmt: skip
+            figure.add_trace(
+                go.Scatter(
+                    x=[p[0] / week for p in bound["points"]],
+                    y=[p[1] for p in bound["points"]],
+                    mode="lines",
+                    name=bound["name"],
+                    line={"dash": "dash"},
+                )
+            )
         figure.update_layout(
             title=series["title"], xaxis_title="calendar week", yaxis_title=series["unit"], height=340
         )

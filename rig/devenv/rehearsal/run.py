@@ -169,7 +169,7 @@ class Rehearsal:
         return repo
 
     def pulumi_env(self) -> dict[str, str]:
-        """The run's own Pulumi backend (fresh stacks each run), the environment's passphrase, the real CLI."""
+        """The run's own Pulumi backend (fresh stacks each run), the environment's passphrase, the CLI."""
         from devenv.tools import tool
 
         return {
@@ -295,9 +295,12 @@ class Rehearsal:
             commit = self.repo.merge(pull.head, pull.title, pull.number)
             self.forge.merge(pull.number)
             self.event(
-                "merge", stack, f"#{pull.number} {pull.title} ({checked} boxes checked)",
-                commit=commit, pull=f"#{pull.number}",
-            )  # fmt: skip
+                "merge",
+                stack,
+                f"#{pull.number} {pull.title} ({checked} boxes checked)",
+                commit=commit,
+                pull=f"#{pull.number}",
+            )
             self.on_push()
 
     # -- checks -----------------------------------------------------------------------------------
@@ -308,8 +311,14 @@ class Rehearsal:
             state = self.repo.state(stack, commit)
             live = live_view(self.info.kubeconfig(region), NAMESPACE, self.plan.service)
             problems = agreement_problems(self.plan, state, live)
-            entry = {"at": self.elapsed(), "stack": stack, "commit": commit, "problems": problems,
-                     "git": state.to_config(), "live": live}  # fmt: skip
+            entry = {
+                "at": self.elapsed(),
+                "stack": stack,
+                "commit": commit,
+                "problems": problems,
+                "git": state.to_config(),
+                "live": live,
+            }
             self.record.checks.append(entry)
             if problems:
                 self.record.failures.append(
@@ -360,7 +369,8 @@ class Rehearsal:
         for budget in self.record.stages["budgets"]:
             if not budget["ok"]:
                 self.record.failures.append(
-                    f"trigger {budget['trigger']} would miss its window at --scale 1 by {-budget['margin']:.1f}s"
+                    f"trigger {budget['trigger']} would miss its window at --scale 1"
+                    f" by {-budget['margin']:.1f}s"
                 )
         end = time.time()
         self.record.evidence = analysis.evidence_series(
@@ -434,7 +444,8 @@ class Rehearsal:
                 ][:6]
                 raise RehearsalFailed(
                     f"{stack} stuck at {state.stage} step {state.step} for {self.elapsed() - seen[1]:.0f}s"
-                    f" (its stage needs {longest:.0f}s); the last scheduled promotion said: {' | '.join(reasons)}"
+                    f" (its stage needs {longest:.0f}s);"
+                    f" the last scheduled promotion said: {' | '.join(reasons)}"
                 )
 
     def plan_seconds(self) -> float:

@@ -15,6 +15,7 @@ editable install of the clone gives); ``pulumi/actions`` is the CLI from the too
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import subprocess
@@ -120,7 +121,7 @@ def is_install(step: WorkflowStep) -> bool:
 
 
 def cron_interval_seconds(path: Path) -> float:
-    """The shortest gap between two runs of the workflow's schedule (minutes field only: ``17,47 * * * *``)."""
+    """The shortest gap between two runs of the workflow's schedule (minutes field: ``17,47 * * * *``)."""
     data = load_workflow(path)
     triggers = data.get("on") or data.get(True) or {}  # PyYAML reads the key `on` as True
     schedules = (triggers.get("schedule") if isinstance(triggers, dict) else None) or []
@@ -132,7 +133,7 @@ def cron_interval_seconds(path: Path) -> float:
         elif minutes_field and all(part.isdigit() for part in minutes_field.split(",")):
             minutes = sorted(int(part) for part in minutes_field.split(","))
             cyclic = [*minutes, minutes[0] + 60]
-            gaps.append(60 * min(b - a for a, b in zip(cyclic, cyclic[1:], strict=False)))
+            gaps.append(60 * min(b - a for a, b in itertools.pairwise(cyclic)))
     if not gaps:
         raise WiringError(f"{path}: no schedule: the rehearsal needs the promotion's cron interval")
     return min(gaps)

@@ -57,9 +57,11 @@ class Telemetry:
             "markethub_app_load_seconds", "Cold start to first screen", labels, registry=self.registry
         )
         self.api = Histogram(
-            "markethub_api_request_duration_seconds", "API latency seen by the app", labels,
+            "markethub_api_request_duration_seconds",
+            "API latency seen by the app",
+            labels,
             registry=self.registry,
-        )  # fmt: skip
+        )
         self.db_query = Histogram(
             "markethub_db_query_duration_seconds", "Database query time", labels, registry=self.registry
         )
@@ -112,18 +114,22 @@ class Telemetry:
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (session_id bigint, user_id bigint, track text, region text,
   started_at timestamptz, ended_at timestamptz, ordered boolean);
-CREATE TABLE IF NOT EXISTS screen_views (user_id bigint, track text, viewed_at timestamptz, dropped_off boolean);
+CREATE TABLE IF NOT EXISTS screen_views (user_id bigint, track text, viewed_at timestamptz,
+  dropped_off boolean);
 CREATE TABLE IF NOT EXISTS carts (user_id bigint, track text, created_at timestamptz, order_id bigint);
 CREATE TABLE IF NOT EXISTS orders (order_id bigint, user_id bigint, track text, placed_at timestamptz,
   total_usd numeric);
-CREATE TABLE IF NOT EXISTS searches (user_id bigint, track text, searched_at timestamptz, clicked_result boolean);
+CREATE TABLE IF NOT EXISTS searches (user_id bigint, track text, searched_at timestamptz,
+  clicked_result boolean);
 CREATE TABLE IF NOT EXISTS key_flows (user_id bigint, track text, started_at timestamptz, completed boolean);
 CREATE TABLE IF NOT EXISTS user_snapshots (user_id bigint, track text, snapshot_at timestamptz,
   rewards_member boolean, push_opted_in boolean, redeemed_points boolean);
 CREATE TABLE IF NOT EXISTS user_days (user_id bigint, track text, day_end timestamptz, used_chat boolean,
   shared boolean);
-CREATE TABLE IF NOT EXISTS push_deliveries (track text, sent_at timestamptz, delivered integer, clicks integer);
-CREATE TABLE IF NOT EXISTS acquisition_vs_baseline (track text, computed_at timestamptz, growth_percent numeric);
+CREATE TABLE IF NOT EXISTS push_deliveries (track text, sent_at timestamptz, delivered integer,
+  clicks integer);
+CREATE TABLE IF NOT EXISTS acquisition_vs_baseline (track text, computed_at timestamptz,
+  growth_percent numeric);
 CREATE TABLE IF NOT EXISTS cohort_retention (track text, cohort_started_at timestamptz, day integer,
   retention_percent numeric, computed_at timestamptz);
 CREATE INDEX IF NOT EXISTS sessions_at ON sessions (track, started_at);
