@@ -417,6 +417,27 @@ class Rehearsal:
             self.check_progress()
             time.sleep(0.5)
         self.event("done", "", "both regions at 100%")
+        self.run_drills()
+
+    def run_drills(self) -> None:
+        """Each drill CronJob of the primary region, run as it declares (drills.py), once."""
+        from devenv.rehearsal import drills
+
+        primary = next(iter(STACKS.values()))
+        jobs = drills.drill_jobs(self.info.kubeconfig(primary), NAMESPACE)
+        if not jobs:
+            self.record.failures.append(f"no drill CronJob in {primary}: the drills are not deployed")
+            return
+        base = self.runner_env(self.run_dir)
+        for job in jobs:
+            clone = self.repo.checkout(self.run_dir / f"drill-{job['metadata']['name']}", "drill")
+            base = {**self.runner_env(clone), **{k: v for k, v in self.secrets.items() if v}}
+            result = drills.run_drill(job, self.secrets, clone, base)
+            result["when"] = f"day {self.calendar_days():.1f}"
+            self.record.drills.append(result)
+            self.event("drill", "", f"{result['name']}: {result['outcome']} ({result['detail']})")
+            if result["exit"] != 0:
+                self.record.failures.append(f"drill {result['name']} {result['outcome']}: {result['detail']}")
 
     def check_progress(self) -> None:
         """A stack whose state has not moved for far longer than its stage needs is stuck: fail now, with
