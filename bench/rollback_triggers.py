@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from simulator.harness import FAULTS, AlertingLane, GitRemote, LocalDeployment, compressed, window_of
-from simulator.traffic import HTTPRouteWeights
 
 from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
 from rollout_policies.plan.model import Plan
+from simulator.harness import FAULTS, AlertingLane, GitRemote, LocalDeployment, compressed, window_of
+from simulator.traffic import HTTPRouteWeights
 
 ROOT = Path(__file__).resolve().parents[1]
 

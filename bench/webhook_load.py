@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
 from simulator.harness import STACK, GitRemote
 
 HOST = "127.0.0.1"

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from devenv.services import HOST, Alertmanager, MotoServer, PostgreSQL, Prometheus, Service
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
+
+from devenv.services import HOST, Alertmanager, MotoServer, PostgreSQL, Prometheus, Service
 
 # `local_env` / `local_env_info`: the two-region local environment, started once per session.
 pytest_plugins = ["devenv.pytest_fixtures"]

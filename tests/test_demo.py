@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from devenv import demo
 from devenv.rehearsal.faults import parse_faults
-
 from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
 
 

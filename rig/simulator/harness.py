@@ -22,9 +22,9 @@ from types import TracebackType
 from typing import Self
 
 import httpx
+
 from devenv.local import EnvInfo
 from devenv.services import HOST, Alertmanager, Prometheus, free_port
-
 from infra.settings import Alerts
 from rollout_policies.alerting.rules import alertmanager_config, write_trigger_rules
 from rollout_policies.plan.model import Plan, parse_duration

@@ -7,14 +7,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from simulator.harness import STACK
-
 from rollout_policies.alerting import Deduplicator, GitRollback, WebhookReceiver
 from rollout_policies.gitops.engine import GitOps
 from rollout_policies.gitops.repo import GitRepo, RetryPolicy
 from rollout_policies.gitops.stack_config import read_state
 from rollout_policies.plan.model import Plan
 from rollout_policies.state import Colour
+from simulator.harness import STACK
 
 TOKEN = "test-token-0123456789abcdef"
 AUTH = {"authorization": f"Bearer {TOKEN}"}

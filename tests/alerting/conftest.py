@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from devenv.pytest_fixtures import local_env, local_env_info
-from simulator.harness import GitRemote
 
+from devenv.pytest_fixtures import local_env, local_env_info
 from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
 from rollout_policies.plan.model import Plan
+from simulator.harness import GitRemote
 
 __all__ = ["local_env", "local_env_info", "plan", "remote"]
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from simulator.harness import FAULTS, STACK, AlertingLane, compressed, compressed_budget
 
 from rollout_policies.gitops.stack_config import state_from_text
 from rollout_policies.plan.model import Plan
 from rollout_policies.state import Colour
+from simulator.harness import FAULTS, STACK, AlertingLane, compressed, compressed_budget
 
 pytestmark = pytest.mark.services
 

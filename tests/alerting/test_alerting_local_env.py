@@ -16,11 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from devenv.local import EnvInfo
+from rollout_policies.plan.model import Plan
 from simulator.harness import AlertingLane, GitRemote, LocalDeployment, compressed, compressed_budget
 from simulator.traffic import HTTPRouteWeights
-
-from rollout_policies.plan.model import Plan
 
 pytestmark = [pytest.mark.e2e, pytest.mark.services]
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 from alerting_helpers import TOKEN, alert, make_receiver, metric_value, notification
-from simulator.harness import GitRemote
 
 from rollout_policies.alerting import RunningReceiver, ServerLimits
 from rollout_policies.plan.model import Plan
+from simulator.harness import GitRemote
 
 LIMITS = ServerLimits(header_timeout=1.5, body_timeout=1.5, idle_timeout=1)
 

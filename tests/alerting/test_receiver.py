@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 from alerting_helpers import AUTH, TOKEN, WorkingTreeApplier, alert, make_receiver, metric_value, notification
-from simulator.harness import STACK, GitRemote
 
 from rollout_policies.alerting import RunningReceiver
 from rollout_policies.errors import UserError
 from rollout_policies.gitops.stack_config import state_from_text
 from rollout_policies.plan.model import Plan
 from rollout_policies.state import Colour
+from simulator.harness import STACK, GitRemote
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 FRESH = {"starts_at": NOW - timedelta(seconds=20)}  # Alertmanager sends firing alerts with a zero endsAt

@@ -6,9 +6,9 @@ import socket
 from pathlib import Path
 
 import pytest
-from simulator.harness import STACK, GitRemote
 
 from rollout_policies.cli.main import main
+from simulator.harness import STACK, GitRemote
 
 GOOD_TOKEN = "a-long-enough-shared-token"
 

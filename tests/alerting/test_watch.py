@@ -14,16 +14,16 @@ from typing import Any
 
 import httpx
 import pytest
-from devenv.services import Prometheus
-from simulator.bridge import write_bridge_rules
-from simulator.harness import STACK, GitRemote, compressed
-from simulator.simulation import Simulation
 
+from devenv.services import Prometheus
 from rollout_policies.alerting import GitRollback, TriggerWatch, WatchTick
 from rollout_policies.core import TriggerStatus
 from rollout_policies.gitops.engine import GitOps
 from rollout_policies.gitops.repo import GitRepo
 from rollout_policies.plan.model import Plan
+from simulator.bridge import write_bridge_rules
+from simulator.harness import STACK, GitRemote, compressed
+from simulator.simulation import Simulation
 
 pytestmark = pytest.mark.services
 

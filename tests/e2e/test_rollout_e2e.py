@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from devenv.forge_standin import serve_forge
-from devenv.local import EnvInfo
 from kubernetes import client, config
 from pulumi import automation as auto
 
+from devenv.forge_standin import serve_forge
+from devenv.local import EnvInfo
 from rollout_policies.gitops.kube_live import route_weights
 from rollout_policies.gitops.seams import HTTPROUTE_TYPE, AutomationApplier
 from rollout_policies.gitops.stack_config import read_state, state_from_text

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from devenv.cluster import ClusterPorts, KwokCluster
 from devenv.local import EnvInfo, LocalEnvironment, RegionInfo
 from devenv.pulumi_runner import first_error
-
 from rollout_policies.errors import UserError
 
 # The CLI's output for a Deployment whose pods never schedule (captured from pulumi 3.260.0 and

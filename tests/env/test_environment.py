@@ -16,12 +16,12 @@ from pathlib import Path
 
 import boto3
 import pytest
+from kubernetes import client, config
+
 from devenv.cluster import KWOK_NODE_ANNOTATION, ClusterPorts, KwokCluster
 from devenv.local import DEFAULT_REGIONS, LocalEnvironment
 from devenv.processes import alive
 from devenv.tools import crds_dir, tools_bin
-from kubernetes import client, config
-
 from rollout_policies.errors import UserError
 
 pytestmark = pytest.mark.e2e

@@ -13,6 +13,8 @@ from pathlib import Path
 import pulumi
 import pulumi_kubernetes as k8s
 import pytest
+from kubernetes import client, config
+
 from devenv.local import LocalEnvironment
 from devenv.pulumi_runner import (
     PulumiRunError,
@@ -23,7 +25,6 @@ from devenv.pulumi_runner import (
     up,
 )
 from devenv.tools import tool
-from kubernetes import client, config
 
 pytestmark = pytest.mark.e2e
 

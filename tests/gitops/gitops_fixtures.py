@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from devenv.forge_standin import ForgeStandIn, ensure_openapi, serve_forge
 
+from devenv.forge_standin import ForgeStandIn, ensure_openapi, serve_forge
 from rollout_policies.core import Evidence, Measurement
 from rollout_policies.plan.model import Plan
 

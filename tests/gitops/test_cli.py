@@ -10,9 +10,9 @@ import json
 from pathlib import Path
 
 import pytest
-from devenv.forge_standin import ForgeStandIn
 from gitops_fixtures import Remote, git, write_plan_file
 
+from devenv.forge_standin import ForgeStandIn
 from rollout_policies.cli.main import main
 from rollout_policies.gitops.stack_config import state_from_text
 

@@ -28,9 +28,9 @@ import time
 from pathlib import Path
 
 import pytest
-from devenv.forge_standin import ForgeStandIn
 from gitops_fixtures import Remote, git, write_plan_file
 
+from devenv.forge_standin import ForgeStandIn
 from rollout_policies.gitops.stack_config import read_state, state_from_text
 
 RIG = Path(__file__).parents[1] / "crashrig"

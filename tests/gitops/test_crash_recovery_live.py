@@ -19,13 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from gitops_fixtures import git
+
 from devenv.local import EnvInfo
 from devenv.pytest_fixtures import local_env, local_env_info
-from gitops_fixtures import git
-from simulator.harness import LocalDeployment
-
 from rollout_policies.gitops.stack_config import read_state, state_from_text
 from rollout_policies.state import Colour
+from simulator.harness import LocalDeployment
 
 __all__ = ["local_env", "local_env_info"]
 

@@ -7,8 +7,8 @@ description in the npm package @octokit/openapi.
 from __future__ import annotations
 
 import httpx
-from devenv.forge_standin import ForgeStandIn
 
+from devenv.forge_standin import ForgeStandIn
 from rollout_policies.gitops.forge import GitHubForge
 
 

@@ -12,9 +12,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from devenv.forge_standin import ForgeStandIn
 from gitops_fixtures import T0, Remote, git, healthy
 
+from devenv.forge_standin import ForgeStandIn
 from rollout_policies.core import Evidence, Measurement
 from rollout_policies.gitops.engine import GitOps
 from rollout_policies.gitops.forge import GitHubForge

@@ -14,10 +14,10 @@ import secrets
 import subprocess
 
 import pytest
-from devenv.pytest_fixtures import local_env, local_env_info
-from devenv.tools import path_with_tools
 from infra_helpers import deploy, rollout, settings
 
+from devenv.pytest_fixtures import local_env, local_env_info
+from devenv.tools import path_with_tools
 from rollout_policies.plan.loader import load_plan
 
 __all__ = ["local_env", "local_env_info"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from devenv.services import free_port
 
+from devenv.services import free_port
 from rollout_policies.core.measurement import Phase
 from rollout_policies.plan.model import MetricSource
 from rollout_policies.providers.cloudwatch import CloudWatchProvider

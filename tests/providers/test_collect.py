@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from devenv.services import free_port
 
+from devenv.services import free_port
 from rollout_policies.core.measurement import Phase
 from rollout_policies.errors import UserError
 from rollout_policies.plan.model import (

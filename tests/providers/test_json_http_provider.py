@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from devenv.services import free_port
 
+from devenv.services import free_port
 from rollout_policies.core.measurement import Phase
 from rollout_policies.plan.model import MetricSource
 from rollout_policies.providers.json_http import JsonHttpProvider

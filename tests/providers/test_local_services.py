@@ -9,6 +9,7 @@ import socket
 import httpx
 import psycopg
 import pytest
+
 from devenv.services import HOST, MotoServer, Prometheus, ServiceError
 
 pytestmark = pytest.mark.services

@@ -15,9 +15,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from devenv.services import free_port
 from pydantic import ValidationError
 
+from devenv.services import free_port
 from rollout_policies.core.gates import Verdict, evaluate_stage_gates, judge_comparison
 from rollout_policies.core.measurement import LatencySample, Phase, RateSample
 from rollout_policies.plan.loader import load_plan

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from devenv.services import free_port
 
+from devenv.services import free_port
 from rollout_policies.core.measurement import Measurement, Phase
 from rollout_policies.plan.model import MetricSource
 from rollout_policies.providers.prometheus import PrometheusProvider

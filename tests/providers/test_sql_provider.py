@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from devenv.services import free_port
 
+from devenv.services import free_port
 from rollout_policies.core.measurement import Phase
 from rollout_policies.plan.model import MetricSource
 from rollout_policies.providers.sql import SqlProvider

@@ -15,12 +15,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from devenv.local import LocalEnvironment
 from devenv.rehearsal.faults import DEFAULT_SPEC, parse_faults
 from devenv.rehearsal.report import write_report
 from devenv.rehearsal.run import ROOT, STACKS, Options, Rehearsal
 from devenv.rehearsal.scale import Scales
-
 from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
 
 from .test_report import CHROMIUM_FLAGS, chromium

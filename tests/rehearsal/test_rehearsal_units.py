@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+
 from devenv.rehearsal import analysis, wiring
 from devenv.rehearsal.faults import DEFAULT_SPEC, parse_faults
 from devenv.rehearsal.run import agreement_problems, check_boxes, load_signoffs
 from devenv.rehearsal.scale import Scales, scale_plan_text, scale_sql
-
 from infra.flags import flag_definitions
 from rollout_policies.errors import UserError
 from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan

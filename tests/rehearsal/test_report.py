@@ -14,11 +14,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
 from devenv.rehearsal.faults import FaultRecord, parse_faults
 from devenv.rehearsal.report import write_report
 from devenv.rehearsal.run import Event, Record
 from devenv.rehearsal.scale import Scales
-
 from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
 
 CHROMIUM_FLAGS = [

@@ -10,11 +10,11 @@ from typing import Any
 
 import psycopg
 import pytest
-from devenv.health_standin import RegionEndpoint
-from devenv.services import MotoServer, PostgreSQL
 from drill_helpers import BUCKET, PRIMARY, SECONDARY, Regions, aws, make_plan
 from psycopg import sql
 
+from devenv.health_standin import RegionEndpoint
+from devenv.services import MotoServer, PostgreSQL
 from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
 from rollout_policies.plan.model import Plan
 

@@ -10,9 +10,9 @@ from typing import Any
 import boto3
 import psycopg
 import pytest
+
 from devenv.health_standin import RegionEndpoint
 from devenv.services import MotoServer, PostgreSQL
-
 from rollout_policies.cli.main import main
 from rollout_policies.plan.model import Plan
 from runbooks.region_failover import FailoverTarget, RegionTarget

@@ -14,9 +14,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from devenv.services import PostgreSQL
 from drill_helpers import PREFIX, VERIFY_TABLES, hours_ago, make_plan, now_utc, scratch_databases
 
+from devenv.services import PostgreSQL
 from rollout_policies.plan.model import Plan
 from runbooks.backup import MANIFEST_NAME, TableFingerprint, latest_backup, make_backup, read_manifest
 from runbooks.backup_restore import (

@@ -11,8 +11,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from devenv.services import MotoServer, PostgreSQL
 from drill_helpers import PRIMARY, SECONDARY, Regions, run
+
+from devenv.services import MotoServer, PostgreSQL
 
 pytestmark = pytest.mark.services
 

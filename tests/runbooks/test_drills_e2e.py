@@ -24,15 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from devenv.local import LocalEnvironment
-from devenv.pytest_fixtures import local_env  # the session's environment
-from devenv.services import PostgreSQL
-from devenv.tools import tool
 from drill_helpers import PRIMARY, SECONDARY, Regions, run
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
+from devenv.local import LocalEnvironment
+from devenv.pytest_fixtures import local_env  # the session's environment
+from devenv.services import PostgreSQL
+from devenv.tools import tool
 from runbooks.region_failover import FailoverDns
 
 pytestmark = pytest.mark.e2e

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
 from simulator.bridge import bridge_rules
 from simulator.service import Faults, ServiceVersion
 from simulator.traffic import FixedSplit, LoadBalancer, Users

@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
 from simulator.service import HOST, NEEDS_DB, SERVICE
 from simulator.traffic import SessionRecord
 
