@@ -110,7 +110,6 @@ class World:
         balancers = [s.load_balancer for s in self.simulations.values()]
         self.cloudwatch = CloudWatchFeed(cloudwatch, lambda: unhealthy_candidates(balancers)).start()
         self._stack.callback(self.cloudwatch.stop)
-        self.prometheus_url = f"http://127.0.0.1:{free_port()}"
         targets = [t for s in self.simulations.values() for t in s.targets]
         targets += [t.target for t in self.telemetry.values()]
         self.alertmanager = self.start_alerting()
@@ -121,8 +120,8 @@ class World:
             self.alertmanager.url if self.alertmanager else None,
             scrape_interval="1s",
             evaluation_interval="1s",
-            port=int(self.prometheus_url.rsplit(":", 1)[1]),
         ).start()
+        self.prometheus_url = self.prometheus.url
         self._stack.callback(self.prometheus.stop)
         self.say(
             f"world: {len(self.simulations)} regions, {self.options.sessions_per_second:g} sessions/s each; "
@@ -199,12 +198,11 @@ class World:
         clone = self.repo.checkout(self.run_dir / "controller-clone", "controller")
         port = free_port()
         self.controller_url = f"http://127.0.0.1:{port}"
-        values = self.secrets_base()
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("ROLLOUT_", "PULUMI_", "GITHUB_"))},
             "ROLLOUT_WEBHOOK_TOKEN": self.webhook_token,
-            "PULUMI_BACKEND_URL": values["PULUMI_BACKEND_URL"],
-            "PULUMI_CONFIG_PASSPHRASE": values["PULUMI_CONFIG_PASSPHRASE"],
+            "PULUMI_BACKEND_URL": self.backend_url,
+            "PULUMI_CONFIG_PASSPHRASE": self.info.pulumi_passphrase,
             "PULUMI_HOME": self.info.pulumi_home,
             "PULUMI_SKIP_UPDATE_CHECK": "true",
             "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",

@@ -229,6 +229,8 @@ class Rehearsal:
                 "PULUMI_HOME": self.info.pulumi_home,
                 "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
                 "ROLLOUT_PULUMI": self.pulumi_env()["ROLLOUT_PULUMI"],
+                # AWS is the moto server: the SDK's own variable, as for any tool pointed at a stand-in.
+                "AWS_ENDPOINT_URL": self.info.moto_url,
             },
         )
 
