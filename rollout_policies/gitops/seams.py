@@ -160,8 +160,27 @@ def pulumi_command(environment: Mapping[str, str] | None = None) -> Any:
     from pulumi import automation as auto
 
     binary = pulumi_binary(environment)
-    command = auto.PulumiCommand(skip_version_check=True)
+    # PulumiCommand's constructor runs `pulumi version` from PATH whatever binary is meant, so with
+    # ROLLOUT_PULUMI set and no `pulumi` on PATH it would fail: ask the chosen binary itself.
+    try:
+        shown = subprocess.run(
+            [str(binary), "version"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+            env={**os.environ, "PULUMI_SKIP_UPDATE_CHECK": "true"},
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as err:
+        raise ApplyError(f"--apply: {binary} version: {err}") from None
+    from semver import VersionInfo
+
+    command = auto.PulumiCommand.__new__(auto.PulumiCommand)
     command.command = str(binary)
+    try:
+        command.version = VersionInfo.parse(shown.removeprefix("v"))
+    except ValueError:
+        command.version = None  # a development build without a version: nothing to check against
     return command
 
 

@@ -37,3 +37,15 @@ def test_an_unknown_applier_is_rejected(tmp_path: Path) -> None:
     known = r"\(known: pulumi, pulumi-cli, pulumi-local\)"
     with pytest.raises(UserError, match=rf"^--applier 'kubectl': unknown {known}$"):
         make_applier("kubectl", tmp_path)
+
+
+@pytest.mark.skipif(not os.access(TOOLS_PULUMI, os.X_OK), reason="the Pulumi CLI is built by `make tools`")
+def test_rollout_pulumi_is_enough_without_pulumi_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A controller image may keep the CLI off PATH and name it with ROLLOUT_PULUMI (docs/deploy.md)."""
+    from rollout_policies.gitops.seams import pulumi_command
+
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setenv("ROLLOUT_PULUMI", str(TOOLS_PULUMI.resolve()))
+    command = pulumi_command()
+    assert command.command == str(TOOLS_PULUMI.resolve())
+    assert str(command.version) == "3.260.0"

@@ -31,9 +31,8 @@ def main(argv: list[str] | None = None) -> int:
 
     env = dict(os.environ)
     env["ROLLOUT_PULUMI"] = str(tool("pulumi"))  # the real binary, not this shim
-    env["PATH"] = os.pathsep.join(
-        p for p in env.get("PATH", "").split(os.pathsep) if Path(p) != Path(__file__).parent / "bin"
-    )
+    kept = [p for p in env.get("PATH", "").split(os.pathsep) if Path(p) != Path(__file__).parent / "bin"]
+    env["PATH"] = os.pathsep.join([str(tool("pulumi").parent), *kept])
     applier = AutomationApplier(Path.cwd(), lambda stack: env)
     stack = applier.stack(options.stack)
     extra = (

@@ -112,7 +112,8 @@ class Rehearsal:
         self.info = info
         self.options = options
         self.out = out or sys.stdout
-        self.run_dir = options.report_dir / "run"
+        # Each run keeps its own files (repository, logs, workflow runs) beside the report.
+        self.run_dir = options.report_dir / time.strftime("run-%Y%m%dT%H%M%S", time.gmtime())
         self.backend = self.run_dir / "pulumi-backend"
         self.plan: Plan = load_plan(options.plan)
         self.scales = options.scales
@@ -179,6 +180,7 @@ class Rehearsal:
             "PULUMI_SKIP_UPDATE_CHECK": "true",
             "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
             "ROLLOUT_PULUMI": str(tool("pulumi")),
+            "PATH": os.pathsep.join([str(tool("pulumi").parent), os.environ.get("PATH", "")]),
         }
 
     def init_stacks(self, work: Path) -> None:
@@ -336,10 +338,17 @@ class Rehearsal:
             self.record.failures.append(str(err))
         except KeyboardInterrupt:
             self.record.failures.append("interrupted")
+        except Exception as err:  # a tool's own failure: still a report, with the trace beside it
+            import traceback
+
+            (self.run_dir / "error.txt").write_text(traceback.format_exc())
+            first = (str(err).strip().splitlines() or [""])[0][:300]
+            self.record.failures.append(f"{type(err).__name__}: {first} (trace in {self.run_dir / 'error.txt'})")
         finally:
             self.record.wall_seconds = self.elapsed()
             try:
-                self.analyse()
+                if getattr(self, "repo", None) is not None and getattr(self, "world", None) is not None:
+                    self.analyse()
             except Exception as err:  # the analysis must not hide the run's own outcome
                 self.record.failures.append(f"analysis failed: {type(err).__name__}: {err}")
             self._stack.close()
