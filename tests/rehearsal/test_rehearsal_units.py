@@ -179,7 +179,7 @@ def _state(stage: str, green: int, started: datetime | None = None) -> RolloutSt
 def test_agreement_holds_when_weights_cohort_and_flags_match(plan: Plan) -> None:
     live = {
         "weights": {"blue": 98, "green": 2},
-        "cohort_rule": False,
+        "cohort_rule": True,
         "flags": flag_definitions(plan.stage("limited")),
     }
     assert agreement_problems(plan, _state("limited", 2), live) == []
@@ -189,12 +189,21 @@ def test_agreement_holds_when_weights_cohort_and_flags_match(plan: Plan) -> None
     ("live", "problem"),
     [
         ({"weights": {"blue": 100, "green": 0}, "cohort_rule": False}, "weights"),
-        ({"weights": {"blue": 98, "green": 2}, "cohort_rule": True}, "cohort rule"),
+        ({"weights": {"blue": 98, "green": 2}, "cohort_rule": False}, "cohort rule"),
     ],
 )
 def test_disagreement_names_what_differs(plan: Plan, live: dict[str, object], problem: str) -> None:
     live = {**live, "flags": flag_definitions(plan.stage("limited"))}
     assert agreement_problems(plan, _state("limited", 2), live)[0].startswith(problem)
+
+
+def test_a_rolled_back_stack_must_have_no_cohort_rule_live(plan: Plan) -> None:
+    live = {
+        "weights": {"blue": 100, "green": 0},
+        "cohort_rule": True,
+        "flags": flag_definitions(plan.stage("limited")),
+    }
+    assert agreement_problems(plan, _state("limited", 0), live)[0].startswith("cohort rule")
 
 
 def test_beta_needs_the_cohort_rule_live(plan: Plan) -> None:

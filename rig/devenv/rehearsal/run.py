@@ -123,6 +123,7 @@ class Rehearsal:
         self.cron = wiring.cron_interval_seconds(options.source / WORKFLOWS / PROMOTE_WORKFLOW)
         self.record = Record(datetime.now(UTC), self.scales, options.interval, self.cron)
         self.last_main = ""
+        self.rollout_t0 = 0.0  # wall seconds since the start at which beta went live (the calendar's zero)
         self.pulls_seen: set[int] = set()
         self.last_promotion = ""
         self.progress: dict[str, tuple[tuple[str, int, int], float]] = {}
@@ -132,7 +133,8 @@ class Rehearsal:
         return time.monotonic() - self.started
 
     def calendar_days(self) -> float:
-        return self.elapsed() * self.scales.calendar / 86400
+        """Calendar days since the rollout began (negative during setup)."""
+        return (self.elapsed() - self.rollout_t0) * self.scales.calendar / 86400
 
     def say(self, text: str) -> None:
         days = self.calendar_days()
@@ -343,7 +345,9 @@ class Rehearsal:
 
             (self.run_dir / "error.txt").write_text(traceback.format_exc())
             first = (str(err).strip().splitlines() or [""])[0][:300]
-            self.record.failures.append(f"{type(err).__name__}: {first} (trace in {self.run_dir / 'error.txt'})")
+            self.record.failures.append(
+                f"{type(err).__name__}: {first} (trace in {self.run_dir / 'error.txt'})"
+            )
         finally:
             self.record.wall_seconds = self.elapsed()
             try:
@@ -411,6 +415,7 @@ class Rehearsal:
         self.event(
             "rules", "", f"{len(rules)} PrometheusRule file(s) from the clusters loaded into Prometheus"
         )
+        self.start_rollout()
         self.world.watch_weights(STACKS, self.repo, self.record, self.elapsed)
         deadline = self.options.deadline_factor * self.plan_seconds() + 60
         next_run = 0.0
@@ -479,6 +484,26 @@ class Rehearsal:
                     f" (its stage needs {longest:.0f}s);"
                     f" the last scheduled promotion said: {' | '.join(reasons)}"
                 )
+
+    def start_rollout(self) -> None:
+        """Beta is live in both regions now: the team's commit that starts the rollout's clock from here.
+
+        The first deployment takes a minute or more here, which is days at the calendar scale; the stage
+        clock starts when the cohort route serves, not when the setup was committed.
+        """
+        from rollout_policies.gitops.stack_config import read_state, write_state
+
+        git(self.repo.work, "pull", "-q", "--ff-only", "origin", "main")
+        now = datetime.now(UTC).replace(microsecond=0)
+        for stack in STACKS:
+            path = self.repo.work / f"Pulumi.{stack}.yaml"
+            state = read_state(path)
+            write_state(path, state.model_copy(update={"stage_started_at": now, "step_started_at": now}))
+        commit = self.repo.commit_all("rollout: beta starts now, live in both regions")
+        self.beta_start = now
+        self.rollout_t0 = self.elapsed()
+        self.event("start", "", "beta live in both regions: the calendar starts (day 0)", commit=commit)
+        self.on_push()
 
     def plan_seconds(self) -> float:
         return sum(s.min_duration.total_seconds() for s in self.plan.stages[:-1]) / self.scales.calendar
@@ -553,7 +578,11 @@ def agreement_problems(plan: Plan, state: RolloutState, live: dict[str, Any]) ->
     expected = {c.value: state.weights[c] for c in (Colour.BLUE, Colour.GREEN)}
     if weights != expected:
         problems.append(f"weights: git {expected}, live {weights}")
-    cohort_expected = state.stage == plan.stages[0].id and str(plan.stages[0].audience.kind) == "cohort"
+    from rollout_policies.core.progression import is_rolled_back
+
+    # The cohort rule sends the beta users to the candidate from beta on, until a rollback takes
+    # every user off the candidate (issue 12: the rollback removes it, in every stage).
+    cohort_expected = str(plan.stages[0].audience.kind) == "cohort" and not is_rolled_back(plan, state)
     if bool(live.get("cohort_rule")) != cohort_expected:
         problems.append(
             f"cohort rule: git says {'on' if cohort_expected else 'off'}, live {live.get('cohort_rule')}"
