@@ -292,11 +292,26 @@ class World:
         self._stack.callback(lambda: thread.join(timeout=5))
 
     def tick(self, rehearsal: Any) -> None:
-        """Faults due now, and the responses to those injected (FaultDriver)."""
-        if getattr(self, "faults", None) is None:
-            self.faults = FaultDriver(self, self.options.faults, self.options.scales, self.stacks)
-            rehearsal.record.faults = self.faults.records
-        self.faults.tick(rehearsal)
+        """Start the fault driver: its own thread, every half second, so detection and rollback times
+        are measured while the scheduled promotions and the up workflow run."""
+        if getattr(self, "faults", None) is not None:
+            return
+        self.faults = FaultDriver(self, self.options.faults, self.options.scales, self.stacks)
+        rehearsal.record.faults = self.faults.records
+
+        def loop() -> None:
+            while not self._stop.wait(0.5):
+                try:
+                    self.faults.tick(rehearsal)
+                except Exception as err:  # a read racing a push: try again next time, say so once
+                    note = f"fault driver: {type(err).__name__}: {str(err)[:200]}"
+                    if note not in self.fault_notes:
+                        self.fault_notes.append(note)
+
+        self.fault_notes: list[str] = []
+        thread = threading.Thread(target=loop, name="faults", daemon=True)
+        thread.start()
+        self._stack.callback(lambda: thread.join(timeout=10))
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, poll: float = 0.5) -> bool:

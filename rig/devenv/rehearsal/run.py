@@ -310,27 +310,43 @@ class Rehearsal:
             self.on_push()
 
     # -- checks -----------------------------------------------------------------------------------
-    def check_agreement(self, commit: str) -> None:
+    def check_agreement(self, commit: str, settle: float = 30.0) -> None:
+        """Git (main) and each region's live objects agree, once in-flight changes settle.
+
+        A rollback is a commit and an apply; between the two, or while the controller takes the
+        second region, they differ for seconds. So a difference is re-read until ``settle`` seconds
+        have passed with main unchanged; only one that outlasts that is a failure.
+        """
         from devenv.rehearsal.live import live_view
 
-        for stack, region in STACKS.items():
-            state = self.repo.state(stack, commit)
-            live = live_view(self.info.kubeconfig(region), NAMESPACE, self.plan.service)
-            problems = agreement_problems(self.plan, state, live)
-            entry = {
-                "at": self.elapsed(),
-                "stack": stack,
-                "commit": commit,
-                "problems": problems,
-                "git": state.to_config(),
-                "live": live,
-            }
-            self.record.checks.append(entry)
-            if problems:
-                self.record.failures.append(
-                    f"{stack} at {commit[:8]}: git and cluster disagree: {problems[0]}"
+        deadline = time.monotonic() + settle
+        while True:
+            head = self.repo.head()
+            found: list[dict[str, Any]] = []
+            for stack, region in STACKS.items():
+                state = self.repo.state(stack, head)
+                live = live_view(self.info.kubeconfig(region), NAMESPACE, self.plan.service)
+                problems = agreement_problems(self.plan, state, live)
+                found.append(
+                    {
+                        "at": self.elapsed(),
+                        "stack": stack,
+                        "commit": head,
+                        "problems": problems,
+                        "git": state.to_config(),
+                        "live": live,
+                    }
                 )
-                self.event("disagree", stack, problems[0], commit=commit)
+            if not any(entry["problems"] for entry in found) or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
+        self.record.checks.extend(found)
+        for entry in found:
+            if entry["problems"]:
+                self.record.failures.append(
+                    f"{entry['stack']} at {entry['commit'][:8]}: git and cluster disagree: {entry['problems'][0]}"
+                )
+                self.event("disagree", entry["stack"], entry["problems"][0], commit=entry["commit"])
 
     # -- the run ------------------------------------------------------------------------------------
     def run(self) -> Record:
