@@ -440,10 +440,15 @@ class FaultDriver:
                 record.cleared_at = rehearsal.elapsed()
                 if not record.ok:
                     rehearsal.record.failures.append(f"{fault.label()}: {record.detail}")
-            elif record.responded_at is None and record.window_seconds is not None:
+            elif record.stable_at is None and record.window_seconds is not None:
                 if rehearsal.elapsed() - record.injected_at > 3 * record.window_seconds + 30:
                     record.ok = False
-                    record.detail = "no rollback after three windows"
+                    record.detail = (
+                        "no rollback after three windows"
+                        if record.responded_at is None
+                        else "rolled back in git, but the live objects never all left the candidate"
+                        " (weights and cohort rule) within three windows"
+                    )
                     rehearsal.record.failures.append(f"{fault.label()}: {record.detail}")
                     for region in record.region.split(","):
                         self.world.simulations[region].clear("green")
