@@ -9,7 +9,11 @@ export PULUMI_SKIP_UPDATE_CHECK := true
 export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION := true
 PYTEST_ARGS ?=
 
+<<<<<<< HEAD
 .PHONY: help venv tools lint test test-fast demo rehearse env-up env-down env-status bench bench-gates bench-rollback bench-triggers bench-cli bench-webhook clean
+=======
+.PHONY: help venv lock check-install tools lint test test-fast demo env-up env-down env-status bench bench-gates bench-replay bench-rollback bench-triggers bench-cli bench-webhook clean
+>>>>>>> main
 
 help:
 	@echo "make test       install everything, lint, run every test"
@@ -18,16 +22,34 @@ help:
 	@echo "make tools      build or fetch the Pulumi CLI, provider, Kubernetes, etcd, kwok (cached)"
 	@echo "make env-up     start the local environment (prints kubeconfig paths); make env-down stops it"
 	@echo "make lint       ruff, mypy on the decision core, import layering, workflow lint"
+	@echo "make check-install  the product alone in a clean venv (runtime lock): imports and rollout --help"
+	@echo "make lock       re-pin requirements.lock and requirements-runtime.lock (hashes)"
 	@echo "make bench      every benchmark; make bench-gates the canary statistics benchmark"
 
-$(VENV)/.installed: pyproject.toml rig/pyproject.toml
+# Exact versions with hashes from the lock; then the product and the rig themselves, editable.
+$(VENV)/.installed: pyproject.toml rig/pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@echo "[venv] installing Python packages into $(VENV)"
+	@echo "[venv] installing Python packages into $(VENV) from requirements.lock"
 	@$(PY) -m pip install -q --upgrade pip
-	@$(PY) -m pip install -q -e '.[dev]' -e ./rig
+	@$(PY) -m pip install -q --require-hashes -r requirements.lock
+	@$(PY) -m pip install -q --no-deps -e . -e ./rig
 	@touch $@
 
 venv: $(VENV)/.installed
+
+# Re-pin requirements.lock (product + dev extra + rig) and requirements-runtime.lock (the product
+# alone, the same versions) from the ranges in pyproject.toml and rig/pyproject.toml. Pins already
+# in the lock stay where the ranges allow; LOCK_ARGS=--upgrade moves all to the newest in range.
+LOCK_ARGS ?=
+lock: venv
+	$(VENV)/bin/uv pip compile requirements.in --generate-hashes --python-version 3.11 --quiet $(LOCK_ARGS) \
+		--no-emit-package markethub-rollout --no-emit-package markethub-rollout-devenv -o requirements.lock
+	$(VENV)/bin/uv pip compile pyproject.toml --generate-hashes --python-version 3.11 --quiet \
+		-c requirements.lock -o requirements-runtime.lock
+
+# A clean venv with the runtime lock and `pip install .` only: every product module imports (CI).
+check-install:
+	bash tools/check-install.sh
 
 tools:
 	@bash tools/toolchain.sh install
@@ -35,7 +57,9 @@ tools:
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check rollout_policies/core rollout_policies/plan
-	$(VENV)/bin/mypy rollout_policies/core rollout_policies/plan rollout_policies/state.py infra
+	$(VENV)/bin/mypy rollout_policies/core rollout_policies/plan rollout_policies/state.py rollout_policies/stack_file.py \
+		rollout_policies/providers infra
+	$(VENV)/bin/mypy tests/test_public_api.py
 	$(VENV)/bin/lint-imports
 	bash .github/lint-workflows.sh
 
@@ -66,7 +90,7 @@ env-down: venv
 env-status: venv
 	$(VENV)/bin/rollout env status
 
-bench: bench-gates bench-rollback bench-triggers bench-cli bench-webhook
+bench: bench-gates bench-replay bench-rollback bench-triggers bench-cli bench-webhook
 
 # `rollout --help` start-up against bare Python (README).
 bench-cli: venv
@@ -75,6 +99,10 @@ bench-cli: venv
 # Canary statistics against Flagger-, Kayenta-style and naive gates (docs/statistics.md).
 bench-gates: venv
 	$(PY) -m bench.gates
+
+# A comparison gate judging a whole 14-day stage of 1-minute intervals (docs/statistics.md).
+bench-replay: venv
+	$(PY) -m bench.replay
 
 # `rollout rollback` until the commit is on the remote's main (docs/gitops.md).
 bench-rollback: venv

@@ -1,5 +1,8 @@
 """CLI start-up benchmark: `rollout --help` against a bare `python -c pass`, medians over many runs.
 
+Also `import rollout_policies` alone, and with every public name loaded: what an eager public API
+would add to each `rollout` start (docs/architecture.md, "The public API").
+
 Run: ``python -m bench.cli [--runs N]`` (``make bench-cli``). Both commands run as fresh processes
 from this virtualenv, alternating, so machine load hits both alike; the ratio is the figure to watch.
 """
@@ -26,7 +29,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=30, help="runs of each command (default 30)")
     runs = parser.parse_args(argv).runs
     rollout = str(Path(sys.executable).with_name("rollout"))
-    commands = {"rollout --help": [rollout, "--help"], "python -c pass": [sys.executable, "-c", "pass"]}
+    commands = {
+        "rollout --help": [rollout, "--help"],
+        "python -c pass": [sys.executable, "-c", "pass"],
+        "import api": [sys.executable, "-c", "import rollout_policies"],
+        "every api name": [
+            sys.executable,
+            "-c",
+            "import rollout_policies as r\nfor n in r.__all__: getattr(r, n)",
+        ],
+    }
     for argv_ in commands.values():  # warm the page cache once
         _time(argv_)
     samples: dict[str, list[float]] = {name: [] for name in commands}

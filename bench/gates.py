@@ -1,74 +1,66 @@
-"""Canary-versus-baseline gate benchmark: the sequential comparison against Flagger- and Kayenta-style gates.
+"""Canary-versus-baseline gate benchmark at production cadence: this project's test, Flagger- and
+Kayenta-style gates and the Neyman-Pearson fixed-horizon limit, on the same simulated data.
 
-Run: ``python -m bench.gates`` (``make bench-gates``). A fixed-seed simulation of canary and baseline
-traffic, aggregated per 10 s tick, over a 2-hour analysis window. Every gate sees the same simulated
-streams in one run. Writes ``bench/results/gates.md`` and the generated section of
-``docs/statistics.md``. Options: ``--quick`` (a fifth of the runs, writes nothing), ``--no-write``,
-``--workers N``.
+Run: ``python -m bench.gates`` (``make bench-gates``). Each run simulates one canary stage, evaluated
+once a minute from Prometheus-style ``increase(x[1m])`` over counters scraped every 15 s (scrape
+offsets, extrapolation, counter resets), with the 10 s cadence of exact counts as a second column for
+the detection cells. Every gate sees the same streams. Writes ``bench/results/gates.md`` and the
+generated section of ``docs/statistics.md``. Options: ``--runs N`` (no-regression runs per cell;
+regression cells get half), ``--cells a,b`` (cell ids), ``--no-write``, ``--seed``.
+
+Needs scipy (the ``bench`` extra) for the Mann-Whitney judge, the normal CDF and binomial quantiles;
+the product itself is numpy only.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import multiprocessing
 import os
 import platform
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
-from rollout_policies.core.sequential import LatencyComparisonBatch, RateComparisonBatch
+from rollout_policies.core.sequential import (
+    LatencyComparisonBatch,
+    RateComparisonBatch,
+    baseline_dispersion,
+    exceedance_cut,
+    histogram_dispersion,
+)
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
-# One tick's observations per stream, from (rng, traffic factor, incident factor).
-Draw = Callable[[np.random.Generator, FloatArray, FloatArray], dict[str, FloatArray]]
 
-SEED = 20261125
-TOTAL_RPS = 1000.0  # requests per second over both versions: 1% canary = 10 req/s
-TICK_S = 10  # the comparison is fed one aggregated observation per tick
-HORIZON_S = 2 * 3600  # the analysis window of one simulated canary stage
-TICKS = HORIZON_S // TICK_S
-MINUTE_TICKS = 60 // TICK_S
-
-CANARY_SHARES = (0.01, 0.10)
-BASELINE_RATES = (0.001, 0.01)
-MULTIPLIERS = (1.0, 1.25, 1.5, 2.0, 5.0)
-NUISANCES = ("none", "diurnal", "bursts", "overdispersion")
-LATENCY_SHIFTS = (1.0, 1.1, 1.25, 1.5)
-LATENCY_NUISANCES = ("none", "diurnal+bursts")
-
-RUNS_NULL = 500  # per no-regression cell: the false-rollback rate needs many runs
-RUNS_REGRESSION = 200
-
-# Nuisance parameters.
-DIURNAL_AMPLITUDE = 0.6  # load swings +-60% over 24 h; the run starts at a random time of day
-BURST_EVERY_S = 1800.0  # a shared incident (a dependency failing) about every 30 minutes
-BURST_TICKS = (6, 30)  # lasting 1 to 5 minutes
-BURST_FACTOR = (5.0, 20.0)  # multiplying both versions' error rate
-OVERDISPERSION_SHAPE = 4.0  # per version and tick, the error rate is scaled by Gamma(4, 1/4): CV 0.5
-
-# Latency model: log-normal, median 120 ms, sigma 0.5; 20 histogram buckets log-spaced 10 ms to 10 s.
+SEED = 20261202
+ALPHA = 0.01
+SCRAPE_S = 15  # the plan's declared scrape interval
+INTERVAL_S = 60  # one evaluation a minute
+WINDOW_S = INTERVAL_S + SCRAPE_S  # increase(x[75s]): the window reaches the previous evaluation's last scrape
+# The samples inside a 75 s window span exactly the 60 s since the previous window's last sample, so
+# consecutive windows tile the counter (no gap, no overlap); increase() extrapolates them to 75 s.
+OBSERVED = 1.0
+COUNT_SCALE = WINDOW_S / INTERVAL_S
+HISTORY_MIN = 360  # the baseline's minutes before the stage, for the dispersion prior (product: 24 h)
+RUNS_NULL = 400
+FLAGGER_LIMIT = 5  # Flagger's `threshold`: failed checks before rollback
+FLAGGER_P99_S = 0.5
+KAYENTA_EVERY_MIN = 10
+KAYENTA_LOOKBACK_MIN = 60  # judged on the last hour of 1-minute points
+KAYENTA_ALPHA = 0.01
+LATENCY_EDGES = np.geomspace(0.010, 10.0, 20)
 LATENCY_MEDIAN_S = 0.120
 LATENCY_SIGMA = 0.5
-LATENCY_EDGES = np.geomspace(0.010, 10.0, 20)
-
-# Anchor gate settings.
-ALPHA = 0.01  # the sequential gate's guaranteed false-rollback bound
-FLAGGER_PLAN_THRESHOLD = 0.01  # the plan's API error rate alert (> 1%)
-FLAGGER_FAILURE_LIMIT = 5  # Flagger's `threshold`: failed checks before rollback
-FLAGGER_LATENCY_P99_S = 0.5  # Flagger's built-in request-duration check: p99 < 500 ms
-KAYENTA_INTERVAL_TICKS = 60  # judged every 10 minutes on 1-minute points since the start
-KAYENTA_ALPHA = 0.01  # one-sided; Kayenta's judge uses a 98% two-sided Mann-Whitney interval
-NAIVE_ALPHA = 0.05  # a z-test on the running totals at every tick: the negative control
+DIURNAL_AMPLITUDE = 0.6
+VIP_SHARE = 0.1  # of the baseline's requests (the candidate serves none in the medium stage)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "gates.md"
@@ -79,479 +71,506 @@ END = "<!-- END GENERATED -->"
 
 @dataclass(frozen=True)
 class Cell:
-    """One scenario of the grid; its runs are contiguous streams in the simulation arrays."""
+    """One scenario: its runs are simulated together, every gate on the same streams."""
 
-    kind: str  # "rate" or "latency"
-    canary_share: float
-    baseline_rate: float  # error rate (rate cells); unused for latency
-    multiplier: float  # error-rate multiplier, or latency scale factor
-    nuisance: str
-    runs: int
-    start: int = 0
+    id: str
+    label: str
+    kind: str = "rate"  # "rate" or "latency"
+    share: float = 0.01
+    base: float = 0.01
+    mult: float = 1.0  # error-rate multiplier, or latency change ("tail" / scale)
+    rps: float = 1000.0
+    minutes: int = 120
+    change_at: int = 0  # minute the regression starts
+    jitter_cv: float = 0.0  # independent per-version, per-minute rate jitter
+    diurnal: bool = False
+    incidents: bool = False
+    ramp: bool = False  # 2% -> 5% -> 10% in thirds of the run
+    missing: float = 0.0  # share of minutes with no data
+    resets: float = 0.0  # per-minute probability that a version's counters restart
+    vip: bool = False  # the candidate excludes VIPs (half the error rate)
+    tail: bool = False  # latency: the slowest 1% take twice as long
+    cadence_s: int = 60  # 60: production (increase() per minute); 10: exact counts every 10 s
+    limit: bool = False  # compute the Neyman-Pearson limit
 
     @property
     def regression(self) -> bool:
-        return self.multiplier != 1.0
-
-    @property
-    def stop(self) -> int:
-        return self.start + self.runs
+        return self.mult != 1.0 or self.tail
 
 
-def build_cells(kind: str, quick: bool) -> list[Cell]:
-    scale = 5 if quick else 1
-    cells: list[Cell] = []
-    start = 0
+def cells() -> list[Cell]:
+    d = [
+        Cell("d1", "2x, 1% share, 1% base", mult=2.0, limit=True),
+        Cell("d2", "2x, 5% share, 5% base", share=0.05, base=0.05, mult=2.0, limit=True),
+        Cell("d3", "1.5x, 10% share, 5% base", share=0.10, base=0.05, mult=1.5, limit=True),
+        Cell("d4", "2x, 1% share, 0.1% base", base=0.001, mult=2.0, limit=True),
+    ]
+    ten = [Cell(c.id + "-10s", c.label, share=c.share, base=c.base, mult=c.mult, cadence_s=10) for c in d]
+    late = [
+        Cell("late48", "2x from 48 h on, 1% share, 1% base", mult=2.0, minutes=2880 + 60, change_at=2880),
+    ]
+    null = [
+        Cell("n-clean", "no regression, 1% share, 1% base"),
+        Cell("n-clean5", "no regression, 5% share, 5% base", share=0.05, base=0.05),
+        Cell("n-clean01", "no regression, 1% share, 0.1% base", base=0.001),
+        Cell("n-jit05", "jitter CV 0.5 per version, 1% share, 1% base", jitter_cv=0.5),
+        Cell("n-jit10", "jitter CV 1.0 per version, 1% share, 1% base", jitter_cv=1.0),
+        Cell(
+            "n-jit10-5", "jitter CV 1.0 per version, 5% share, 5% base", share=0.05, base=0.05, jitter_cv=1.0
+        ),
+        Cell("n-ramp", "ramp 2% -> 5% -> 10%, 1% base", ramp=True, minutes=180),
+        Cell("n-diurnal", "diurnal load +-60%, 24 h", diurnal=True, minutes=1440),
+        Cell("n-incidents", "shared incidents (5-20x errors, 1-5 min)", incidents=True, minutes=360),
+        Cell("n-1rps", "1 rps, 10% share, 1% base, 24 h", rps=1.0, share=0.10, minutes=1440),
+        Cell("n-missing", "10% of minutes missing", missing=0.10),
+        Cell("n-resets", "counter resets (each version ~ every 30 min)", resets=1 / 30),
+        Cell("n-7d", "7 days at 1 rps, 10% share, 1% base", rps=1.0, share=0.10, minutes=7 * 1440),
+        Cell("n-14d", "14-day stage at 1 rps, 10% share, 1% base", rps=1.0, share=0.10, minutes=14 * 1440),
+        Cell(
+            "n-vip",
+            "VIPs excluded from the candidate (half the error rate), 30% share, 24 h",
+            share=0.30,
+            vip=True,
+            minutes=1440,
+        ),
+    ]
+    lat = [
+        Cell("l-tail", "latency: slowest 1% twice as long, 5% share", kind="latency", share=0.05, tail=True),
+        Cell("l-shift", "latency: every request 1.25x, 5% share", kind="latency", share=0.05, mult=1.25),
+        Cell("l-null", "latency: no regression, 5% share", kind="latency", share=0.05),
+        Cell(
+            "l-null-inc",
+            "latency: no regression, shared incidents",
+            kind="latency",
+            share=0.05,
+            incidents=True,
+            minutes=180,
+        ),
+    ]
+    return d + ten + late + null + lat
 
-    def add(share: float, base: float, mult: float, nuisance: str) -> None:
-        nonlocal start
-        runs = (RUNS_REGRESSION if mult != 1.0 else RUNS_NULL) // scale
-        cells.append(Cell(kind, share, base, mult, nuisance, runs, start))
-        start += runs
 
-    if kind == "rate":
-        for nuisance in NUISANCES:
-            for share in CANARY_SHARES:
-                for base in BASELINE_RATES:
-                    for mult in MULTIPLIERS:
-                        add(share, base, mult, nuisance)
-    else:
-        for nuisance in LATENCY_NUISANCES:
-            for share in CANARY_SHARES:
-                for shift in LATENCY_SHIFTS:
-                    add(share, 0.0, shift, nuisance)
-    return cells
+# ------------------------------------------------------------------------------------------ traffic
 
 
-def per_stream(cells: list[Cell], attr: str) -> FloatArray:
-    return np.concatenate([np.full(c.runs, float(getattr(c, attr))) for c in cells])
+@dataclass
+class Streams:
+    """Per-stream nuisance state of one cell's runs."""
 
+    cell: Cell
+    n: int
+    rng: np.random.Generator
+    phase: FloatArray = field(init=False)
+    burst_left: npt.NDArray[np.int64] = field(init=False)
+    burst_factor: FloatArray = field(init=False)
 
-def nuisance_mask(cells: list[Cell], word: str) -> BoolArray:
-    return np.concatenate([np.full(c.runs, word in c.nuisance) for c in cells])
+    def __post_init__(self) -> None:
+        self.phase = self.rng.uniform(0, 2 * np.pi, self.n)
+        self.burst_left = np.zeros(self.n, dtype=np.int64)
+        self.burst_factor = np.ones(self.n)
 
+    def load(self, minute: float) -> FloatArray:
+        if not self.cell.diurnal:
+            return np.ones(self.n)
+        out: FloatArray = 1 + DIURNAL_AMPLITUDE * np.sin(2 * np.pi * minute / 1440 + self.phase)
+        return out
 
-class Load:
-    """Shared load and incident factors per stream and tick: the nuisances that hit both versions."""
-
-    def __init__(self, rng: np.random.Generator, n: int, diurnal: BoolArray, bursts: BoolArray) -> None:
-        self.rng = rng
-        self.n = n
-        self.diurnal = diurnal
-        self.bursts = bursts
-        self.phase = rng.uniform(0, 2 * np.pi, n)
-        self.burst_left = np.zeros(n, dtype=np.int64)
-        self.burst_factor = np.ones(n)
-
-    def step(self, tick: int) -> tuple[FloatArray, FloatArray]:
-        """Return (traffic factor, incident factor) for this tick."""
-        angle = 2 * np.pi * tick * TICK_S / 86400 + self.phase
-        traffic = np.where(self.diurnal, 1 + DIURNAL_AMPLITUDE * np.sin(angle), 1.0)
-        start = self.bursts & (self.burst_left == 0) & (self.rng.random(self.n) < TICK_S / BURST_EVERY_S)
-        self.burst_left = np.where(
-            start, self.rng.integers(BURST_TICKS[0], BURST_TICKS[1] + 1, self.n), self.burst_left
-        )
-        self.burst_factor = np.where(start, self.rng.uniform(*BURST_FACTOR, self.n), self.burst_factor)
-        incident = np.where(self.burst_left > 0, self.burst_factor, 1.0)
+    def incident(self) -> FloatArray:
+        """A shared incident about every 30 minutes, 1-5 minutes long, errors 5-20x on both versions."""
+        if not self.cell.incidents:
+            return np.ones(self.n)
+        start = (self.burst_left == 0) & (self.rng.random(self.n) < 1 / 30)
+        self.burst_left = np.where(start, self.rng.integers(1, 6, self.n), self.burst_left)
+        self.burst_factor = np.where(start, self.rng.uniform(5, 20, self.n), self.burst_factor)
+        out = np.where(self.burst_left > 0, self.burst_factor, 1.0)
         self.burst_left = np.maximum(self.burst_left - 1, 0)
-        return traffic, incident
+        return out
+
+    def share(self, minute: float) -> float:
+        c = self.cell
+        if not c.ramp:
+            return c.share
+        third = c.minutes / 3
+        return 0.02 if minute < third else (0.05 if minute < 2 * third else 0.10)
+
+    def jitter(self) -> FloatArray:
+        cv = self.cell.jitter_cv
+        if cv <= 0:
+            return np.ones(self.n)
+        k = 1 / cv**2
+        out: FloatArray = self.rng.gamma(k, 1 / k, self.n)
+        return out
 
 
-# --------------------------------------------------------------------------------------------- gates
+def observed_fraction(rng: np.random.Generator, n: int, resets: float) -> FloatArray:
+    """The share of a minute's counts that increase() sees: all of it, less what a restart loses."""
+    frac = np.full(n, OBSERVED)
+    if resets > 0:
+        hit = rng.random(n) < resets
+        # Counts between the last scrape before the restart and the restart itself are lost.
+        frac = np.where(hit, frac - rng.uniform(0, SCRAPE_S / WINDOW_S, n), frac)
+    return frac
+
+
+def rate_minute(s: Streams, minute: int, *, baseline_only: bool = False) -> dict[str, FloatArray]:
+    """One evaluation's counts per version (as increase() returns them, or exact at 10 s cadence)."""
+    c, rng, n = s.cell, s.rng, s.n
+    secs = c.cadence_s
+    share = 0.0 if baseline_only else s.share(minute)
+    req = c.rps * secs * s.load(minute)
+    shared = s.incident() * (s.load(minute) if c.diurnal else 1.0)
+    mult = c.mult if (minute >= c.change_at and not baseline_only) else 1.0
+    exact = secs != 60
+    fc = np.ones(n) if exact else observed_fraction(rng, n, c.resets)
+    fb = np.ones(n) if exact else observed_fraction(rng, n, c.resets)
+    pc = np.minimum(c.base * mult * shared * s.jitter(), 1.0)
+    pb = np.minimum(c.base * shared * s.jitter(), 1.0)
+    nc = rng.poisson(req * share * fc)
+    xc = rng.binomial(nc, pc)
+    if c.vip:
+        # The baseline also serves VIPs, at half the error rate; the candidate serves none.
+        nb = rng.poisson(req * (1 - share) * (1 - VIP_SHARE) * fb)
+        nv = rng.poisson(req * (1 - share) * VIP_SHARE * fb)
+        xb = rng.binomial(nb, pb)
+        xv = rng.binomial(nv, pb * 0.5)
+    else:
+        nb = rng.poisson(req * (1 - share) * fb)
+        xb = rng.binomial(nb, pb)
+        nv = xv = np.zeros(n, dtype=np.int64)
+    scale = 1.0 if exact else COUNT_SCALE
+    out = {
+        "xc": xc * scale,
+        "nc": nc * scale,
+        "xb": xb * scale,
+        "nb": nb * scale,
+        "xv": xv * scale,
+        "nv": nv * scale,
+    }
+    if c.missing > 0:
+        gone = rng.random(n) < c.missing
+        for key in out:
+            out[key] = np.where(gone, 0.0, out[key])
+    return {k: v.astype(np.float64) for k, v in out.items()}
+
+
+def bucket_probs(scale: FloatArray, tail: BoolArray) -> FloatArray:
+    """Bucket probabilities of the log-normal latency, scaled; ``tail``: the slowest 1% doubled."""
+    edges = LATENCY_EDGES[None, :]
+    z = (np.log(edges / LATENCY_MEDIAN_S) - np.log(scale)[:, None]) / LATENCY_SIGMA
+    cdf = stats.norm.cdf(z)
+    q99 = LATENCY_MEDIAN_S * scale * math.exp(LATENCY_SIGMA * stats.norm.ppf(0.99))
+    # With the slowest 1% doubled, nothing lands in (q99, 2 q99]; beyond, the CDF is F(x / 2).
+    zt = (np.log(edges / 2 / LATENCY_MEDIAN_S) - np.log(scale)[:, None]) / LATENCY_SIGMA
+    cdf_tail = np.where(
+        edges <= q99[:, None], cdf, np.where(edges <= 2 * q99[:, None], 0.99, stats.norm.cdf(zt))
+    )
+    cdf = np.where(tail[:, None], cdf_tail, cdf)
+    full = np.concatenate([np.zeros((scale.size, 1)), cdf, np.ones((scale.size, 1))], axis=1)
+    probs: FloatArray = np.clip(np.diff(full, axis=1), 0, None)
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
+def latency_minute(s: Streams, minute: int, *, baseline_only: bool = False) -> dict[str, FloatArray]:
+    c, rng, n = s.cell, s.rng, s.n
+    share = 0.0 if baseline_only else s.share(minute)
+    req = c.rps * 60 * s.load(minute)
+    slow = np.sqrt(np.sqrt(s.incident()))  # incidents slow both versions 1.5-2.1x
+    on = (minute >= c.change_at) and not baseline_only
+    mult = np.full(n, c.mult if on else 1.0)
+    tail = np.full(n, c.tail and on)
+    fc = observed_fraction(rng, n, c.resets)
+    fb = observed_fraction(rng, n, c.resets)
+    hc = rng.multinomial(rng.poisson(req * share * fc), bucket_probs(slow * mult, tail)) * COUNT_SCALE
+    hb = rng.multinomial(rng.poisson(req * (1 - share) * fb), bucket_probs(slow, np.zeros(n, bool)))
+    return {"hc": hc.astype(np.float64), "hb": (hb * COUNT_SCALE).astype(np.float64)}
+
+
+# -------------------------------------------------------------------------------------------- gates
 
 
 class Gate:
-    """A rollback gate over all streams: ``step`` returns which streams roll back at this tick."""
+    """Rollback decisions over all runs of a cell; ``step`` returns which runs roll back now."""
 
     name = ""
-    note = ""
 
-    def step(self, tick: int, obs: dict[str, FloatArray]) -> BoolArray:
+    def step(self, minute: int, obs: dict[str, FloatArray]) -> BoolArray:
         raise NotImplementedError
 
 
-class SequentialRate(Gate):
-    def __init__(self, n: int, *, dispersion: float | None) -> None:
-        self.cmp = RateComparisonBatch(n, alpha=ALPHA, dispersion=dispersion)
-        self.name = "sequential (this project)" if dispersion is None else "sequential, no dispersion fix"
-        self.note = f"RateComparison(alpha={ALPHA}), e-process checked every {TICK_S} s" + (
-            "" if dispersion is None else ", dispersion fixed at 1 (ablation)"
+class Sequential(Gate):
+    def __init__(
+        self,
+        name: str,
+        n: int,
+        *,
+        history: FloatArray | None,
+        rate: FloatArray | None = None,
+        vip_filtered: bool = True,
+        **kw: float,
+    ):
+        self.name = name
+        self.vip_filtered = vip_filtered
+        self.cmp = RateComparisonBatch(
+            n,
+            alpha=ALPHA,
+            dispersion_prior=history,
+            baseline_rate=rate,
+            **kw,  # type: ignore[arg-type]
         )
-        self.cleared_at = np.full(n, np.inf)
 
-    def step(self, tick: int, obs: dict[str, FloatArray]) -> BoolArray:
-        codes = self.cmp.observe(obs["xc"], obs["nc"], obs["xb"], obs["nb"])
-        self.cleared_at = np.where((codes == 2) & np.isinf(self.cleared_at), tick + 1, self.cleared_at)
-        out: BoolArray = codes == 1
+    def step(self, minute: int, obs: dict[str, FloatArray]) -> BoolArray:
+        xb, nb = obs["xb"], obs["nb"]
+        if not self.vip_filtered:
+            xb, nb = xb + obs["xv"], nb + obs["nv"]
+        out: BoolArray = self.cmp.observe(obs["xc"], obs["nc"], xb, nb) == 1
         return out
 
 
 class FlaggerRate(Gate):
-    """Canary error rate per 1-minute interval above a fixed threshold; roll back at the failure limit."""
-
-    def __init__(self, n: int, threshold: FloatArray, label: str) -> None:
+    def __init__(self, name: str, n: int, threshold: float) -> None:
+        self.name = name
         self.threshold = threshold
         self.failed = np.zeros(n, dtype=np.int64)
-        self.xc = np.zeros(n)
-        self.nc = np.zeros(n)
-        self.name = f"Flagger-style, {label}"
-        self.note = (
-            f"error rate per 1-min interval {label}, rollback after {FLAGGER_FAILURE_LIMIT} failed checks"
-        )
+        self.acc = np.zeros((2, n))
+        self.ticks = 0
 
-    def step(self, tick: int, obs: dict[str, FloatArray]) -> BoolArray:
-        self.xc += obs["xc"]
-        self.nc += obs["nc"]
-        if (tick + 1) % MINUTE_TICKS == 0:
+    def step(self, minute: int, obs: dict[str, FloatArray]) -> BoolArray:
+        self.acc += np.stack([obs["xc"], obs["nc"]])
+        self.ticks += 1
+        if self.ticks * self.cadence >= 60:
+            xc, nc = self.acc
             with np.errstate(invalid="ignore", divide="ignore"):
-                rate = np.where(self.nc > 0, self.xc / self.nc, np.nan)
-            # Flagger halts on "no values found"; here every minute has traffic, so NaN never occurs.
+                rate = np.where(nc > 0, xc / nc, np.nan)  # no data: Flagger skips the check
             self.failed += (rate > self.threshold).astype(np.int64)
-            self.xc[:] = 0
-            self.nc[:] = 0
-        out: BoolArray = self.failed >= FLAGGER_FAILURE_LIMIT
+            self.acc[:] = 0
+            self.ticks = 0
+        out: BoolArray = self.failed >= FLAGGER_LIMIT
         return out
 
+    cadence = 60
 
-class KayentaRate(Gate):
-    """Mann-Whitney U on 1-minute error-rate points, canary vs baseline, judged at each interval's end."""
+
+class Kayenta(Gate):
+    """Mann-Whitney U on the last hour of 1-minute points (canary vs baseline), every 10 minutes."""
 
     name = "Kayenta-style Mann-Whitney"
-    note = (
-        f"1-min error-rate points since the start, judged every {KAYENTA_INTERVAL_TICKS * TICK_S // 60} min, "
-        f"one-sided p < {KAYENTA_ALPHA}"
-    )
 
-    def __init__(self, n: int) -> None:
-        minutes = TICKS // MINUTE_TICKS
-        self.canary = np.zeros((n, minutes))
-        self.baseline = np.zeros((n, minutes))
-        self.acc = np.zeros((4, n))
+    def __init__(self, n: int, minutes: int, metric: str) -> None:
+        self.canary = np.full((n, minutes), np.nan)
+        self.baseline = np.full((n, minutes), np.nan)
+        self.metric = metric
         self.failed = np.zeros(n, dtype=bool)
 
-    def step(self, tick: int, obs: dict[str, FloatArray]) -> BoolArray:
-        self.acc += np.stack([obs["xc"], obs["nc"], obs["xb"], obs["nb"]])
-        if (tick + 1) % MINUTE_TICKS == 0:
-            minute = (tick + 1) // MINUTE_TICKS - 1
-            xc, nc, xb, nb = self.acc
-            self.canary[:, minute] = np.where(nc > 0, xc / np.maximum(nc, 1), 0.0)
-            self.baseline[:, minute] = np.where(nb > 0, xb / np.maximum(nb, 1), 0.0)
-            self.acc[:] = 0
-        if (tick + 1) % KAYENTA_INTERVAL_TICKS == 0:
-            minutes = (tick + 1) // MINUTE_TICKS
+    def step(self, minute: int, obs: dict[str, FloatArray]) -> BoolArray:
+        if self.metric == "rate":
+            with np.errstate(invalid="ignore", divide="ignore"):
+                self.canary[:, minute] = np.where(obs["nc"] > 0, obs["xc"] / obs["nc"], np.nan)
+                self.baseline[:, minute] = np.where(obs["nb"] > 0, obs["xb"] / obs["nb"], np.nan)
+        else:
+            self.canary[:, minute] = hist_quantile(obs["hc"], 0.95)
+            self.baseline[:, minute] = hist_quantile(obs["hb"], 0.95)
+        if (minute + 1) % KAYENTA_EVERY_MIN == 0:
+            lo = max(0, minute + 1 - KAYENTA_LOOKBACK_MIN)
+            c = self.canary[:, lo : minute + 1]
+            b = self.baseline[:, lo : minute + 1]
+            # An interval without data reads as 0 here (vectorised; Kayenta itself drops it).
             p = stats.mannwhitneyu(
-                self.canary[:, :minutes],
-                self.baseline[:, :minutes],
+                np.nan_to_num(c, nan=0.0),
+                np.nan_to_num(b, nan=0.0),
                 axis=1,
                 alternative="greater",
                 method="asymptotic",
             ).pvalue
-            self.failed |= np.nan_to_num(p, nan=1.0) < KAYENTA_ALPHA
+            self.failed |= np.nan_to_num(np.asarray(p, dtype=float), nan=1.0) < KAYENTA_ALPHA
         return self.failed
-
-
-class NaiveRate(Gate):
-    """A one-sided two-proportion z-test on the running totals at every tick (negative control)."""
-
-    name = "naive repeated z-test"
-    note = f"pooled two-proportion z-test on running totals every {TICK_S} s, p < {NAIVE_ALPHA}"
-
-    def __init__(self, n: int) -> None:
-        self.tot = np.zeros((4, n))
-        self.z_crit = float(stats.norm.isf(NAIVE_ALPHA))
-        self.failed = np.zeros(n, dtype=bool)
-
-    def step(self, tick: int, obs: dict[str, FloatArray]) -> BoolArray:
-        self.tot += np.stack([obs["xc"], obs["nc"], obs["xb"], obs["nb"]])
-        self.failed |= two_proportion_z(*self.tot) > self.z_crit
-        return self.failed
-
-
-def two_proportion_z(xc: FloatArray, nc: FloatArray, xb: FloatArray, nb: FloatArray) -> FloatArray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        pooled = (xc + xb) / (nc + nb)
-        se = np.sqrt(pooled * (1 - pooled) * (1 / nc + 1 / nb))
-        z = (xc / nc - xb / nb) / se
-    out: FloatArray = np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0)
-    return out
-
-
-# ------------------------------------------------------------------------------------- latency gates
 
 
 def hist_quantile(hist: FloatArray, q: float) -> FloatArray:
-    """A histogram's q-quantile as Prometheus' histogram_quantile computes it.
-
-    Linear interpolation inside the bucket that holds the rank (the first bucket starts at 0); a
-    rank in the +Inf bucket gives the highest finite bound. NaN where there is no data.
-    """
+    """histogram_quantile as Prometheus computes it (linear inside the bucket; NaN without data)."""
     total = hist.sum(axis=1)
     cum = np.cumsum(hist, axis=1)
     rank = q * total
     idx = np.argmax(cum >= rank[:, None], axis=1)
     rows = np.arange(hist.shape[0])
-    upper_edges = np.concatenate([LATENCY_EDGES, [LATENCY_EDGES[-1]]])
-    lower_edges = np.concatenate([[0.0], LATENCY_EDGES])
+    upper = np.concatenate([LATENCY_EDGES, [LATENCY_EDGES[-1]]])
+    lower = np.concatenate([[0.0], LATENCY_EDGES])
     below = np.where(idx > 0, cum[rows, np.maximum(idx - 1, 0)], 0.0)
     inside = hist[rows, idx]
     with np.errstate(invalid="ignore", divide="ignore"):
         frac = np.where(inside > 0, (rank - below) / inside, 1.0)
-    value = lower_edges[idx] + (upper_edges[idx] - lower_edges[idx]) * frac
-    value = np.where(idx == LATENCY_EDGES.size, LATENCY_EDGES[-1], value)
+    value = np.where(
+        idx == LATENCY_EDGES.size, LATENCY_EDGES[-1], lower[idx] + (upper[idx] - lower[idx]) * frac
+    )
     out: FloatArray = np.where(total > 0, value, np.nan)
     return out
 
 
 class SequentialLatency(Gate):
-    name = "sequential (this project)"
-    note = f"LatencyComparison(quantile=0.95, alpha={ALPHA}) on per-tick histograms"
+    def __init__(self, name: str, n: int, history: FloatArray | None, **kw: float) -> None:
+        self.name = name
+        self.cmp = LatencyComparisonBatch(
+            n, LATENCY_EDGES, alpha=ALPHA, dispersion_prior=history, count_scale=COUNT_SCALE, **kw
+        )  # type: ignore[arg-type]
+
+    def step(self, minute: int, obs: dict[str, FloatArray]) -> BoolArray:
+        out: BoolArray = self.cmp.observe(obs["hc"], obs["hb"]) == 1
+        return out
+
+
+class SingleEdgeLatency(Gate):
+    """The previous design: one cut at the baseline's running p95 edge, through the rate test."""
+
+    name = "previous design: one edge at the baseline's p95"
 
     def __init__(self, n: int) -> None:
-        self.cmp = LatencyComparisonBatch(n, LATENCY_EDGES, quantile=0.95, alpha=ALPHA)
+        self.cmp = RateComparisonBatch(n, alpha=ALPHA, change_share=0.0, count_scale=COUNT_SCALE)
+        self.hb = np.zeros((n, LATENCY_EDGES.size + 1))
 
-    def step(self, tick: int, obs: dict[str, FloatArray]) -> BoolArray:
-        out: BoolArray = self.cmp.observe(obs["hc"], obs["hb"]) == 1
+    def step(self, minute: int, obs: dict[str, FloatArray]) -> BoolArray:
+        cut = exceedance_cut(self.hb, 0.95)
+        slow = np.arange(self.hb.shape[1])[None, :] >= cut[:, None]
+        ready = cut >= 0
+        hc, hb = obs["hc"], obs["hb"]
+        z = np.zeros(hc.shape[0])
+        codes = self.cmp.observe(
+            np.where(ready, (hc * slow).sum(1), z),
+            np.where(ready, hc.sum(1), z),
+            np.where(ready, (hb * slow).sum(1), z),
+            np.where(ready, hb.sum(1), z),
+        )
+        self.hb += hb
+        out: BoolArray = codes == 1
         return out
 
 
 class FlaggerLatency(Gate):
     name = "Flagger-style, p99 > 500 ms"
-    note = f"canary p99 per 1-min interval > 500 ms, rollback after {FLAGGER_FAILURE_LIMIT} failed checks"
 
     def __init__(self, n: int) -> None:
-        self.hist = np.zeros((n, LATENCY_EDGES.size + 1))
         self.failed = np.zeros(n, dtype=np.int64)
 
-    def step(self, tick: int, obs: dict[str, FloatArray]) -> BoolArray:
-        self.hist += obs["hc"]
-        if (tick + 1) % MINUTE_TICKS == 0:
-            self.failed += (hist_quantile(self.hist, 0.99) > FLAGGER_LATENCY_P99_S).astype(np.int64)
-            self.hist[:] = 0
-        out: BoolArray = self.failed >= FLAGGER_FAILURE_LIMIT
+    def step(self, minute: int, obs: dict[str, FloatArray]) -> BoolArray:
+        self.failed += (np.nan_to_num(hist_quantile(obs["hc"], 0.99), nan=0.0) > FLAGGER_P99_S).astype(
+            np.int64
+        )
+        out: BoolArray = self.failed >= FLAGGER_LIMIT
         return out
 
 
-class KayentaLatency(Gate):
-    name = "Kayenta-style Mann-Whitney"
-    note = "1-min p95 points since the start, judged every 10 min, one-sided p < 0.01"
-
-    def __init__(self, n: int) -> None:
-        minutes = TICKS // MINUTE_TICKS
-        self.canary = np.zeros((n, minutes))
-        self.baseline = np.zeros((n, minutes))
-        self.hc = np.zeros((n, LATENCY_EDGES.size + 1))
-        self.hb = np.zeros((n, LATENCY_EDGES.size + 1))
-        self.failed = np.zeros(n, dtype=bool)
-
-    def step(self, tick: int, obs: dict[str, FloatArray]) -> BoolArray:
-        self.hc += obs["hc"]
-        self.hb += obs["hb"]
-        if (tick + 1) % MINUTE_TICKS == 0:
-            minute = (tick + 1) // MINUTE_TICKS - 1
-            self.canary[:, minute] = np.nan_to_num(hist_quantile(self.hc, 0.95), nan=0.0)
-            self.baseline[:, minute] = np.nan_to_num(hist_quantile(self.hb, 0.95), nan=0.0)
-            self.hc[:] = 0
-            self.hb[:] = 0
-        if (tick + 1) % KAYENTA_INTERVAL_TICKS == 0:
-            minutes = (tick + 1) // MINUTE_TICKS
-            p = stats.mannwhitneyu(
-                self.canary[:, :minutes],
-                self.baseline[:, :minutes],
-                axis=1,
-                alternative="greater",
-                method="asymptotic",
-            ).pvalue
-            self.failed |= np.nan_to_num(p, nan=1.0) < KAYENTA_ALPHA
-        return self.failed
-
-
-class NaiveLatency(Gate):
-    name = "naive repeated z-test"
-    note = "z-test on running counts beyond the baseline's running p95 every 10 s, p < 0.05"
-
-    def __init__(self, n: int) -> None:
-        self.tot = np.zeros((4, n))
-        self.hb = np.zeros((n, LATENCY_EDGES.size + 1))
-        self.z_crit = float(stats.norm.isf(NAIVE_ALPHA))
-        self.failed = np.zeros(n, dtype=bool)
-
-    def step(self, tick: int, obs: dict[str, FloatArray]) -> BoolArray:
-        if tick > 0:
-            cut = np.argmax(np.cumsum(self.hb, axis=1) >= 0.95 * self.hb.sum(axis=1)[:, None], axis=1) + 1
-            slow = np.arange(self.hb.shape[1])[None, :] >= cut[:, None]
-            hc, hb = obs["hc"], obs["hb"]
-            self.tot += np.stack([(hc * slow).sum(1), hc.sum(1), (hb * slow).sum(1), hb.sum(1)])
-            self.failed |= two_proportion_z(*self.tot) > self.z_crit
-        self.hb += obs["hb"]
-        return self.failed
-
-
-# -------------------------------------------------------------------------------------- simulation
+# ----------------------------------------------------------------------------------------- simulate
 
 
 @dataclass
-class Outcome:
-    """Per gate: the tick of the first rollback per stream (inf: none) and errors served before it."""
-
-    name: str
-    note: str
-    rollback_tick: FloatArray
-    errors_served: FloatArray
-    cleared_at: FloatArray | None = None  # this project's gate: first NO_REGRESSION tick
+class Result:
+    cell: Cell
+    runs: int
+    seconds: float
+    rolled_back: dict[str, FloatArray]  # gate name -> minute of rollback from the change (inf: never)
+    early: dict[str, int]  # rollbacks before the change (late-regression cells)
 
 
-def simulate(cells: list[Cell], seed: np.random.SeedSequence, progress: str) -> list[Outcome]:
-    """Run every gate over the streams of ``cells`` (re-based to start at 0) for the whole window."""
-    first = cells[0].start
-    cells = [
-        Cell(c.kind, c.canary_share, c.baseline_rate, c.multiplier, c.nuisance, c.runs, c.start - first)
-        for c in cells
-    ]
-    rng = np.random.default_rng(seed)
-    n = cells[-1].stop
-    if cells[0].kind == "rate":
-        gates, draw = rate_gates(n, cells), rate_draw(cells)
-    else:
-        gates, draw = latency_gates(n, cells), latency_draw(cells)
-    load = Load(rng, n, nuisance_mask(cells, "diurnal"), nuisance_mask(cells, "bursts"))
-    outcomes = [Outcome(g.name, g.note, np.full(n, np.inf), np.zeros(n)) for g in gates]
-    canary_errors = np.zeros(n)
+def simulate(cell: Cell, runs: int, seed: np.random.SeedSequence) -> Result:
     t0 = time.perf_counter()
-    for tick in range(TICKS):
-        traffic, incident = load.step(tick)
-        obs = draw(rng, traffic, incident)
-        canary_errors += obs.get("xc", np.zeros(n))
-        for gate, out in zip(gates, outcomes, strict=True):
-            fired = gate.step(tick, obs) & np.isinf(out.rollback_tick)
-            out.rollback_tick[fired] = tick + 1
-            out.errors_served[fired] = canary_errors[fired]
-        if (tick + 1) % 180 == 0:
-            print(
-                f"  {progress}: {(tick + 1) * TICK_S // 60} of {HORIZON_S // 60} simulated min, "
-                f"{time.perf_counter() - t0:.0f} s",
-                file=sys.stderr,
-                flush=True,
-            )
-    for gate, out in zip(gates, outcomes, strict=True):
-        never = np.isinf(out.rollback_tick)
-        out.errors_served[never] = canary_errors[never]
-        if isinstance(gate, SequentialRate) and gate.cmp.fixed_dispersion is None:
-            out.cleared_at = gate.cleared_at
-    return outcomes
-
-
-def _run_chunk(task: tuple[list[Cell], np.random.SeedSequence, str]) -> list[Outcome]:
-    return simulate(*task)
-
-
-def run_all(chunks: list[list[Cell]], workers: int) -> list[list[Outcome]]:
-    """Simulate contiguous chunks of cells, in parallel processes, each with its own seed stream."""
-    seeds = np.random.SeedSequence(SEED).spawn(len(chunks))
-    tasks = [
-        (chunk, seed, f"{chunk[0].kind} {chunk[0].nuisance}..{chunk[-1].nuisance}")
-        for chunk, seed in zip(chunks, seeds, strict=True)
-    ]
-    if workers <= 1:
-        return [_run_chunk(t) for t in tasks]
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        return pool.map(_run_chunk, tasks, chunksize=1)
-
-
-def merge(parts: list[list[Outcome]]) -> list[Outcome]:
-    """Concatenate chunk results gate by gate (chunks are contiguous and in order)."""
-    merged = []
-    for gate_parts in zip(*parts, strict=True):
-        cleared = [p.cleared_at for p in gate_parts]
-        merged.append(
-            Outcome(
-                gate_parts[0].name,
-                gate_parts[0].note,
-                np.concatenate([p.rollback_tick for p in gate_parts]),
-                np.concatenate([p.errors_served for p in gate_parts]),
-                None
-                if any(c is None for c in cleared)
-                else np.concatenate([c for c in cleared if c is not None]),
-            )
+    rng = np.random.default_rng(seed)
+    s = Streams(cell, runs, rng)
+    draw = rate_minute if cell.kind == "rate" else latency_minute
+    # The baseline's history before the stage: its own jitter sets the dispersion prior.
+    hist = [draw(s, m - HISTORY_MIN, baseline_only=True) for m in range(HISTORY_MIN)]
+    if cell.kind == "rate":
+        prior, _ = baseline_dispersion(
+            np.array([h["xb"] for h in hist]),
+            np.array([h["nb"] for h in hist]),
+            count_scale=1.0 if cell.cadence_s != 60 else COUNT_SCALE,
         )
-    return merged
+        scale = 1.0 if cell.cadence_s != 60 else COUNT_SCALE
+        with np.errstate(invalid="ignore", divide="ignore"):
+            base_rate = sum(h["xb"] for h in hist) / sum(h["nb"] for h in hist)
+        gates: list[Gate] = [
+            Sequential(
+                "this project (baseline-history dispersion + e-detector)",
+                runs,
+                history=prior,
+                rate=base_rate,
+                count_scale=scale,
+            ),
+            Sequential(
+                "in-stage dispersion estimate (previous design)",
+                runs,
+                history=None,
+                change_share=0.0,
+                count_scale=scale,
+            ),
+            Sequential(
+                "dispersion fixed at 1 (ablation)", runs, history=None, dispersion=1.0, count_scale=scale
+            ),
+            FlaggerRate("Flagger-style, > 1% (plan alert)", runs, 0.01),
+            FlaggerRate("Flagger-style, > 2x baseline rate", runs, 2 * cell.base),
+        ]
+        if cell.vip:
+            gates.insert(
+                1,
+                Sequential(
+                    "this project without the segment filter",
+                    runs,
+                    history=prior,
+                    rate=base_rate,
+                    vip_filtered=False,
+                    count_scale=scale,
+                ),
+            )
+        if cell.minutes > 1440:  # days-long cells: the threshold gates are settled within the first day
+            gates = gates[:1]  # this project's only: a minute costs a few ms per gate
+        for g in gates:
+            if isinstance(g, FlaggerRate):
+                g.cadence = cell.cadence_s
+        steps = cell.minutes * 60 // cell.cadence_s
+        if cell.cadence_s == 60 and cell.minutes <= 1440:
+            gates.append(Kayenta(runs, cell.minutes, "rate"))
+    else:
+        prior = histogram_dispersion(np.array([h["hb"] for h in hist]), count_scale=COUNT_SCALE)
+        gates = [
+            SequentialLatency("this project (every bucket edge)", runs, prior),
+            SingleEdgeLatency(runs),
+            FlaggerLatency(runs),
+            Kayenta(runs, cell.minutes, "latency"),
+        ]
+        steps = cell.minutes
+    per_minute = 60 // cell.cadence_s
+    at = {g.name: np.full(runs, np.inf) for g in gates}
+    for step in range(steps):
+        minute = step // per_minute
+        obs = draw(s, minute) if cell.cadence_s == 60 else draw(s, step / per_minute)  # type: ignore[arg-type]
+        for g in gates:
+            fired = g.step(minute, obs) & np.isinf(at[g.name])
+            at[g.name][fired] = (step + 1) / per_minute
+    early = {name: int((t <= cell.change_at).sum()) for name, t in at.items()}
+    after = {
+        name: np.where(t > cell.change_at, t - cell.change_at, np.where(np.isfinite(t), -1.0, t))
+        for name, t in at.items()
+    }
+    return Result(cell, runs, time.perf_counter() - t0, after, early)
 
 
-def rate_draw(
-    cells: list[Cell],
-) -> Draw:
-    share = per_stream(cells, "canary_share")
-    base = per_stream(cells, "baseline_rate")
-    mult = per_stream(cells, "multiplier")
-    overdispersed = nuisance_mask(cells, "overdispersion")
-    diurnal = nuisance_mask(cells, "diurnal")
-    n = share.size
-
-    def draw(rng: np.random.Generator, traffic: FloatArray, incident: FloatArray) -> dict[str, FloatArray]:
-        requests = TOTAL_RPS * TICK_S * traffic
-        nc = rng.poisson(requests * share).astype(np.float64)
-        nb = rng.poisson(requests * (1 - share)).astype(np.float64)
-        # Busy hours are a little more error-prone for both versions.
-        shared = incident * np.where(diurnal, traffic, 1.0)
-        k = OVERDISPERSION_SHAPE
-        noise_c = np.where(overdispersed, rng.gamma(k, 1 / k, n), 1.0)
-        noise_b = np.where(overdispersed, rng.gamma(k, 1 / k, n), 1.0)
-        pc = np.minimum(base * mult * shared * noise_c, 1.0)
-        pb = np.minimum(base * shared * noise_b, 1.0)
-        xc = rng.binomial(nc.astype(np.int64), pc).astype(np.float64)
-        xb = rng.binomial(nb.astype(np.int64), pb).astype(np.float64)
-        return {"xc": xc, "nc": nc, "xb": xb, "nb": nb}
-
-    return draw
+def np_limit(cell: Cell) -> float:
+    """Minutes at which the most powerful fixed-horizon level-alpha test, knowing the effect, has 50%
+    power: canary errors given the total errors, Binomial(m, pi0) against Binomial(m, pi1), m expected."""
+    pi0 = cell.share
+    pi1 = cell.share * cell.mult / (cell.share * cell.mult + 1 - cell.share)
+    per_min = cell.rps * 60 * cell.base * (cell.share * cell.mult + 1 - cell.share)
+    for minutes in range(1, 600):
+        m = round(per_min * minutes)
+        if m < 1:
+            continue
+        k = stats.binom.ppf(1 - ALPHA, m, pi0)
+        if stats.binom.sf(k, m, pi1) >= 0.5:
+            return minutes
+    return math.inf
 
 
-def latency_draw(
-    cells: list[Cell],
-) -> Draw:
-    share = per_stream(cells, "canary_share")
-    shift = per_stream(cells, "multiplier")
-    edges = np.log(LATENCY_EDGES)
-
-    def bucket_probs(scale: FloatArray) -> FloatArray:
-        cdf = stats.norm.cdf((edges[None, :] - np.log(LATENCY_MEDIAN_S * scale)[:, None]) / LATENCY_SIGMA)
-        cdf = np.concatenate([np.zeros((scale.size, 1)), cdf, np.ones((scale.size, 1))], axis=1)
-        probs: FloatArray = np.diff(cdf, axis=1)
-        return probs / probs.sum(axis=1, keepdims=True)
-
-    def draw(rng: np.random.Generator, traffic: FloatArray, incident: FloatArray) -> dict[str, FloatArray]:
-        requests = TOTAL_RPS * TICK_S * traffic
-        nc = rng.poisson(requests * share)
-        nb = rng.poisson(requests * (1 - share))
-        # Load and incidents slow both versions alike: an incident factor of 5-20 on errors is a
-        # 1.4-2.5x slowdown here (its square root's square root, to stay in a plausible range).
-        slow = np.sqrt(np.sqrt(incident)) * (1 + 0.2 * (traffic - 1))
-        hc = rng.multinomial(nc, bucket_probs(slow * shift)).astype(np.float64)
-        hb = rng.multinomial(nb, bucket_probs(slow)).astype(np.float64)
-        return {"hc": hc, "hb": hb}
-
-    return draw
-
-
-def rate_gates(n: int, cells: list[Cell]) -> list[Gate]:
-    base = per_stream(cells, "baseline_rate")
-    return [
-        SequentialRate(n, dispersion=None),
-        SequentialRate(n, dispersion=1.0),
-        FlaggerRate(n, np.full(n, FLAGGER_PLAN_THRESHOLD), "> 1% (plan alert)"),
-        FlaggerRate(n, 2 * base, "> 2x baseline rate"),
-        KayentaRate(n),
-        NaiveRate(n),
-    ]
-
-
-def latency_gates(n: int, cells: list[Cell]) -> list[Gate]:
-    return [SequentialLatency(n), FlaggerLatency(n), KayentaLatency(n), NaiveLatency(n)]
-
-
-# ----------------------------------------------------------------------------------------- report
+# ------------------------------------------------------------------------------------------- report
 
 
 def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score 95% interval for a binomial proportion."""
     if n == 0:
         return (0.0, 1.0)
     p = k / n
@@ -561,212 +580,161 @@ def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def fmt_minutes(ticks: float) -> str:
-    if not np.isfinite(ticks):
-        return f">{HORIZON_S // 60}"
-    minutes = ticks * TICK_S / 60
-    return f"{minutes:.1f}" if minutes < 10 else f"{minutes:.0f}"
+def fmt_min(x: float) -> str:
+    if not np.isfinite(x):
+        return "never"
+    return f"{x:.1f}" if x < 10 else f"{x:.0f}"
 
 
-def detect_summary(rollback_tick: FloatArray) -> tuple[str, str, float]:
-    """Median and p90 minutes to rollback (censored runs count as never) and the detected share."""
-    ordered = np.sort(rollback_tick)
-    med = float(np.quantile(ordered, 0.5, method="higher"))
-    p90 = float(np.quantile(ordered, 0.9, method="higher"))
-    return fmt_minutes(med), fmt_minutes(p90), float(np.isfinite(rollback_tick).mean())
+def summary(r: Result, name: str) -> str:
+    if name not in r.rolled_back:  # days-long cells run this project's gate only
+        return "-"
+    t = r.rolled_back[name]
+    if not r.cell.regression:
+        k = int(np.isfinite(t).sum())
+        lo, hi = wilson(k, r.runs)
+        return f"{100 * k / r.runs:.2f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
+    valid = t[t >= 0]
+    med = float(np.quantile(np.sort(valid), 0.5, method="higher")) if valid.size else math.inf
+    p90 = float(np.quantile(np.sort(valid), 0.9, method="higher")) if valid.size else math.inf
+    text = f"{fmt_min(med)} [{fmt_min(p90)}]"
+    if r.early.get(name):
+        text += f" ({r.early[name]} early)"
+    return text
 
 
-def fmt_rate(k: int, n: int) -> str:
-    lo, hi = wilson(k, n)
-    return f"{100 * k / n:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
+def median_of(r: Result, name: str) -> float:
+    t = r.rolled_back[name]
+    valid = t[t >= 0]
+    return float(np.quantile(np.sort(valid), 0.5, method="higher")) if valid.size else math.inf
 
 
-def cell_label(c: Cell) -> str:
-    if c.kind == "rate":
-        return f"{c.canary_share:.0%} canary, {c.baseline_rate:.1%} base, {c.nuisance}"
-    return f"{c.canary_share:.0%} canary, {c.nuisance}"
+def false_rate(r: Result, name: str) -> tuple[float, float]:
+    k = int(np.isfinite(r.rolled_back[name]).sum())
+    return k / r.runs, wilson(k, r.runs)[1]
 
 
-def group_rows(cells: list[Cell]) -> dict[str, list[Cell]]:
-    rows: dict[str, list[Cell]] = {}
-    for c in cells:
-        rows.setdefault(cell_label(c), []).append(c)
-    return rows
-
-
-def gate_table(cells: list[Cell], out: Outcome, *, errors: bool) -> list[str]:
-    mults = sorted({c.multiplier for c in cells})
-    header = ["scenario", "no regression: false rollbacks [95% CI]"]
-    for m in mults[1:]:
-        header.append(f"x{m:g}: median / p90 min" + (" / errors" if errors else ""))
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    for label, row in group_rows(cells).items():
-        parts = [label]
-        for c in row:
-            ticks = out.rollback_tick[c.start : c.stop]
-            if not c.regression:
-                parts.append(fmt_rate(int(np.isfinite(ticks).sum()), c.runs))
-                continue
-            med, p90, _ = detect_summary(ticks)
-            cell_text = f"{med} / {p90}"
-            if errors:
-                cell_text += f" / {np.median(out.errors_served[c.start : c.stop]):.0f}"
-            parts.append(cell_text)
-        lines.append("| " + " | ".join(parts) + " |")
-    return lines
-
-
-def summary_table(
-    rate_cells: list[Cell], rate_out: list[Outcome], lat_cells: list[Cell], lat_out: list[Outcome]
-) -> list[str]:
-    """One line per gate: pooled false rollbacks and the three acceptance cells."""
-
-    def find(share: float, base: float, mult: float) -> Cell:
-        return next(
-            c
-            for c in rate_cells
-            if (c.canary_share, c.baseline_rate, c.multiplier, c.nuisance) == (share, base, mult, "none")
-        )
-
-    a = find(0.01, 0.01, 2.0)
-    b1 = find(0.01, 0.001, 2.0)
-    b10 = find(0.10, 0.001, 2.0)
-    lines = [
-        "| gate | false rollbacks, all rate no-regression runs [95% CI] | false rollbacks, latency "
-        "[95% CI] | 2x, 1% canary, 1% base: median min | 2x, 0.1% base, 1% canary: median min | "
-        "2x, 0.1% base, 10% canary: median min |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    lat_by_name = {o.name: o for o in lat_out}
-    for out in rate_out:
-        null = np.concatenate([out.rollback_tick[c.start : c.stop] for c in rate_cells if not c.regression])
-        lat = lat_by_name.get(out.name)
-        lat_text = "—"
-        if lat is not None:
-            lat_null = np.concatenate(
-                [lat.rollback_tick[c.start : c.stop] for c in lat_cells if not c.regression]
-            )
-            lat_text = fmt_rate(int(np.isfinite(lat_null).sum()), lat_null.size)
-        meds = [detect_summary(out.rollback_tick[c.start : c.stop])[0] for c in (a, b1, b10)]
-        lines.append(
-            f"| {out.name} | {fmt_rate(int(np.isfinite(null).sum()), null.size)} | {lat_text} | "
-            + " | ".join(meds)
-            + " |"
-        )
-    return lines
-
-
-def acceptance(rate_cells: list[Cell], rate_out: list[Outcome]) -> list[str]:
-    ours = rate_out[0]
-    null = np.concatenate([ours.rollback_tick[c.start : c.stop] for c in rate_cells if not c.regression])
-    k, n = int(np.isfinite(null).sum()), null.size
-    lines = []
-    ok = k / n <= 0.01
-    lines.append(
-        f"- {'met' if ok else 'NOT MET'}: false-rollback rate with no regression "
-        f"{fmt_rate(k, n)} (all nuisances pooled; required <= 1%)"
-    )
-    worst = max(
-        (c for c in rate_cells if not c.regression),
-        key=lambda c: np.isfinite(ours.rollback_tick[c.start : c.stop]).mean(),
-    )
-    wk = int(np.isfinite(ours.rollback_tick[worst.start : worst.stop]).sum())
-    lines.append(f"  - worst single cell: {cell_label(worst)}: {fmt_rate(wk, worst.runs)}")
-    for share, base, limit in ((0.01, 0.01, 5.0), (0.01, 0.001, 30.0), (0.10, 0.001, 30.0)):
-        for nuisance in NUISANCES:
-            c = next(
-                c
-                for c in rate_cells
-                if (c.canary_share, c.baseline_rate, c.multiplier, c.nuisance) == (share, base, 2.0, nuisance)
-            )
-            ticks = ours.rollback_tick[c.start : c.stop]
-            med = float(np.quantile(np.sort(ticks), 0.5, method="higher")) * TICK_S / 60
-            verdict = "met" if med < limit or (limit == 30.0 and med <= limit) else "NOT MET"
-            lines.append(
-                f"- {verdict}: 2x regression, {cell_label(c)}: median {fmt_minutes(med * 60 / TICK_S)} "
-                f"min (required {'<' if limit == 5.0 else '<='} {limit:g} min)"
-            )
-    return lines
-
-
-def render(
-    rate_cells: list[Cell],
-    rate_out: list[Outcome],
-    lat_cells: list[Cell],
-    lat_out: list[Outcome],
-    seconds: float,
-    quick: bool,
-) -> str:
-    cpu = os.cpu_count()
+def render(results: list[Result], limits: dict[str, float], seconds: float, argv: list[str]) -> str:
+    ours = "this project (baseline-history dispersion + e-detector)"
+    by_id = {r.cell.id: r for r in results}
+    shown_args = (" " + " ".join(argv)) if argv else ""
     lines = [
         BEGIN,
         "",
-        "Reproduce: `make bench-gates` (or `.venv/bin/python -m bench.gates`), seed "
-        f"{SEED}{', --quick' if quick else ''}. Wall time of this run: {seconds:.0f} s on "
-        f"{cpu} cores ({platform.python_implementation()} {platform.python_version()}, "
-        f"numpy {np.__version__}).",
+        f"Reproduce: `make bench-gates` (`.venv/bin/python -m bench.gates{shown_args}`), "
+        f"seed {SEED}. Wall time of this run: {seconds:.0f} s on {os.cpu_count()} shared cores "
+        f"({platform.python_implementation()} {platform.python_version()}, numpy {np.__version__}).",
         "",
-        f"Traffic: {TOTAL_RPS:,.0f} req/s over both versions (1% canary = {TOTAL_RPS * 0.01:g} req/s, "
-        f"10% = {TOTAL_RPS * 0.1:g} req/s), aggregated per {TICK_S} s tick, over a {HORIZON_S // 3600}-hour "
-        f"analysis window per run. Runs per cell: {rate_cells[0].runs} with no regression, "
-        f"{next(c.runs for c in rate_cells if c.regression)} with one. Times are minutes from the "
-        f"start of the canary to the rollback; `>{HORIZON_S // 60}` means not within the window "
-        "(more than half the runs, for a median). Errors: the canary's error requests served before "
-        "the rollback (median).",
-        "",
-        "Nuisances: `diurnal` (load +-60% over 24 h from a random time of day, error rate following "
-        "load), `bursts` (an incident about every 30 min, 1-5 min long, multiplying both versions' "
-        "error rate 5-20x), `overdispersion` (each version's error rate per tick scaled by an "
-        "independent Gamma(4, 1/4): coefficient of variation 0.5).",
-        "",
-        "### Acceptance (this project's gate)",
-        "",
-        *acceptance(rate_cells, rate_out),
-        "",
-        "### Summary per gate (nuisance `none` for the detection columns)",
-        "",
-        *summary_table(rate_cells, rate_out, lat_cells, lat_out),
-        "",
-        "### Gates",
-        "",
-        *[f"- **{o.name}**: {o.note}" for o in rate_out],
+        f"Production cadence: one evaluation a minute of `increase(x[{WINDOW_S}s])` over counters scraped "
+        f"every {SCRAPE_S} s at a random offset (the window's samples span the minute since the previous "
+        f"window's last scrape, and increase() extrapolates them by {COUNT_SCALE:.3g}); a counter reset "
+        "loses the counts between the last scrape and the restart. The fixed-horizon limit is in whole "
+        "evaluations. 1,000 rps over "
+        f"both versions unless the cell says otherwise; alpha {ALPHA}. The dispersion prior comes from "
+        f"{HISTORY_MIN} minutes of the baseline before the stage. Times are minutes from the start of "
+        "the regression to the rollback, median [p90]; false rollbacks are the share of runs rolled "
+        "back, [Wilson 95% interval].",
         "",
     ]
-    for out in rate_out:
-        lines += [f"### Error rate: {out.name}", "", *gate_table(rate_cells, out, errors=True), ""]
-    lines += [
-        "### Latency shift",
-        "",
-        f"Latency log-normal, median {LATENCY_MEDIAN_S * 1000:.0f} ms, sigma {LATENCY_SIGMA}; the canary's "
-        "latencies are multiplied by the factor in the column. Histograms of 20 buckets, log-spaced "
-        "10 ms to 10 s; quantiles of 1-minute histograms are interpolated as Prometheus' "
-        "`histogram_quantile` does. `diurnal+bursts`: load slows both versions up to 12%, "
-        "incidents slow both 1.5-2.1x.",
-        "",
-        *[f"- **{o.name}**: {o.note}" for o in lat_out],
-        "",
-    ]
-    for out in lat_out:
-        lines += [f"#### Latency: {out.name}", "", *gate_table(lat_cells, out, errors=False), ""]
-    ours = rate_out[0]
-    if ours.cleared_at is not None:
-        clean = np.concatenate(
-            [
-                ours.cleared_at[c.start : c.stop]
-                for c in rate_cells
-                if not c.regression and c.nuisance == "none"
-            ]
-        )
-        med, p90, share = detect_summary(clean)
+    det = [r for r in results if r.cell.regression and r.cell.kind == "rate" and r.cell.cadence_s == 60]
+    if det:
+        names = list(det[0].rolled_back)
         lines += [
-            "### Passing a clean canary",
+            "### Detection (rate)",
             "",
-            f"This project's gate also concludes NO_REGRESSION (ratio below the 1.5x tolerance) on "
-            f"clean runs: median {med} min, p90 {p90} min, {share:.0%} within the window "
-            "(no-regression cells, nuisance `none`, all four traffic/base-rate cells pooled).",
-            "",
+            "| cell | runs | fixed-horizon limit (NP, effect known) | "
+            + " | ".join(names)
+            + " | this project at 10 s cadence |",
+            "|" + " --- |" * (len(names) + 4),
         ]
-    lines.append(END)
+        for r in det:
+            ten = by_id.get(r.cell.id + "-10s")
+            ten_text = summary(ten, ours) if ten else "-"
+            lim = limits.get(r.cell.id)
+            lines.append(
+                f"| {r.cell.label} | {r.runs} | {fmt_min(lim) if lim else '-'} | "
+                + " | ".join(summary(r, n) for n in names)
+                + f" | {ten_text} |"
+            )
+        lines.append("")
+    null = [r for r in results if not r.cell.regression and r.cell.kind == "rate"]
+    if null:
+        names = sorted(
+            {n for r in null for n in r.rolled_back},
+            key=lambda n: list(null[0].rolled_back).index(n) if n in null[0].rolled_back else 99,
+        )
+        lines += [
+            "### False rollbacks with no regression (rate)",
+            "",
+            "| cell | runs | " + " | ".join(names) + " |",
+            "|" + " --- |" * (len(names) + 2),
+        ]
+        for r in null:
+            lines.append(
+                f"| {r.cell.label} | {r.runs} | "
+                + " | ".join(summary(r, n) if n in r.rolled_back else "-" for n in names)
+                + " |"
+            )
+        lines.append("")
+    lat = [r for r in results if r.cell.kind == "latency"]
+    if lat:
+        names = list(lat[0].rolled_back)
+        lines += [
+            "### Latency (histograms of 20 buckets, 10 ms to 10 s)",
+            "",
+            "| cell | runs | " + " | ".join(names) + " |",
+            "|" + " --- |" * (len(names) + 2),
+        ]
+        for r in lat:
+            lines.append(f"| {r.cell.label} | {r.runs} | " + " | ".join(summary(r, n) for n in names) + " |")
+        lines.append("")
+    lines += ["### Acceptance (this project's gate, production cadence)", ""]
+
+    def check(ok: bool, text: str) -> None:
+        lines.append(f"- {'met' if ok else 'NOT MET'}: {text}")
+
+    for cid in ("d1", "d2", "d3", "d4"):
+        r = by_id.get(cid)
+        if r is None:
+            continue
+        med, lim = median_of(r, ours), limits[cid]
+        need = 2 * lim if cid in ("d1", "d2", "d4") else math.inf
+        if cid in ("d1", "d2", "d3"):
+            need = min(need, 5.0)
+        check(
+            med <= need,
+            f"{r.cell.label}: median {fmt_min(med)} min, limit {fmt_min(lim)}, required <= {fmt_min(need)}",
+        )
+    for r in null:
+        if ours in r.rolled_back:
+            p, hi = false_rate(r, ours)
+            check(
+                p <= ALPHA and hi <= 2 * ALPHA and r.runs >= 400,
+                f"{r.cell.label}: false rollbacks {100 * p:.2f}% (upper {100 * hi:.1f}%), {r.runs} runs",
+            )
+    for cid, label in (("l-tail", "tail-only latency regression"),):
+        r = by_id.get(cid)
+        if r is not None:
+            med = median_of(r, "this project (every bucket edge)")
+            check(med < 10, f"{label}: median {fmt_min(med)} min (required < 10)")
+    for cid in ("l-null", "l-null-inc"):
+        r = by_id.get(cid)
+        if r is not None:
+            p, hi = false_rate(r, "this project (every bucket edge)")
+            check(
+                p <= ALPHA and hi <= 2 * ALPHA,
+                f"{r.cell.label}: false rollbacks {100 * p:.2f}% (upper {100 * hi:.1f}%)",
+            )
+    late, first = by_id.get("late48"), by_id.get("d1")
+    if late is not None and first is not None:
+        a, b = median_of(late, ours), median_of(first, ours)
+        check(
+            a <= 2 * b,
+            f"2x after 48 clean hours: median {fmt_min(a)} min vs {fmt_min(b)} from the start "
+            f"(required <= {fmt_min(2 * b)}); {late.early[ours]} of {late.runs} rolled back before "
+            "the change",
+        )
+    lines += ["", END]
     return "\n".join(lines) + "\n"
 
 
@@ -784,33 +752,38 @@ def write_outputs(text: str) -> None:
 
 
 def main(argv: Iterable[str] | None = None) -> int:
+    args_list = list(argv) if argv is not None else sys.argv[1:]
     parser = argparse.ArgumentParser(prog="python -m bench.gates", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--quick", action="store_true", help="a fifth of the runs (smoke test; writes no files)"
+        "--runs", type=int, default=RUNS_NULL, help="no-regression runs per cell (default 400)"
     )
-    parser.add_argument("--no-write", action="store_true", help="print the table, write no files")
-    parser.add_argument("--workers", type=int, default=2, help="processes to simulate in (default 2)")
-    args = parser.parse_args(list(argv) if argv is not None else None)
+    parser.add_argument("--cells", default="", help="comma-separated cell ids (default: all)")
+    parser.add_argument("--no-write", action="store_true", help="print the tables, write no files")
+    parser.add_argument("--seed", type=int, default=SEED)
+    args = parser.parse_args(args_list)
+    wanted = {c for c in args.cells.split(",") if c}
+    chosen = [c for c in cells() if not wanted or c.id in wanted]
+    unknown = wanted - {c.id for c in cells()}
+    if unknown:
+        print(
+            f"bench.gates: unknown cells {sorted(unknown)} (known: {[c.id for c in cells()]})",
+            file=sys.stderr,
+        )
+        return 2
     t0 = time.perf_counter()
-    rate_cells = build_cells("rate", args.quick)
-    lat_cells = build_cells("latency", args.quick)
-    print(
-        f"rate: {len(rate_cells)} cells, {rate_cells[-1].stop} runs; latency: {len(lat_cells)} cells, "
-        f"{lat_cells[-1].stop} runs; {TICKS} ticks each; {args.workers} worker processes",
-        file=sys.stderr,
-    )
-    half = len(NUISANCES) // 2
-    chunks = [
-        [c for c in rate_cells if c.nuisance in NUISANCES[:half]],
-        [c for c in rate_cells if c.nuisance in NUISANCES[half:]],
-        lat_cells,
-    ]
-    parts = run_all(chunks, args.workers)
-    rate_out = merge(parts[:2])
-    lat_out = parts[2]
-    text = render(rate_cells, rate_out, lat_cells, lat_out, time.perf_counter() - t0, args.quick)
+    seeds = np.random.SeedSequence(args.seed).spawn(len(chosen))
+    results, limits = [], {}
+    for cell, seed in zip(chosen, seeds, strict=True):
+        runs = args.runs if not cell.regression else max(args.runs // 2, 1)
+        r = simulate(cell, runs, seed)
+        results.append(r)
+        if cell.limit:
+            limits[cell.id] = np_limit(cell)
+        print(f"  {cell.id}: {runs} runs, {cell.minutes} min, {r.seconds:.0f} s", file=sys.stderr, flush=True)
+    text = render(results, limits, time.perf_counter() - t0, args_list)
     print(text)
-    if not (args.no_write or args.quick):
+    full = not wanted and args.runs >= RUNS_NULL
+    if not args.no_write and full:
         write_outputs(text)
         print(f"wrote {RESULTS.relative_to(ROOT)} and {DOCS.relative_to(ROOT)}", file=sys.stderr)
     return 0

@@ -14,7 +14,7 @@ from typing import Any
 
 from infra import naming
 from infra.failover import ANN_FAILOVER
-from rollout_policies.plan.model import Plan
+from rollout_policies.plan.model import Plan, UnknownStage
 from rollout_policies.state import Colour
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
@@ -111,10 +111,11 @@ def check_step(plan: Plan, stage_id: str, step: int, candidate_weight: float) ->
     Lower is allowed: that is a hold below the step or a rollback (weight 0). A weight that belongs
     to a later stage is reported as skipping the stages in between.
     """
+    try:
+        stage = plan.stage(stage_id)
+    except UnknownStage as err:
+        return [str(err)]
     stage_ids = [stage.id for stage in plan.stages]
-    if stage_id not in stage_ids:
-        return [f"stage {stage_id!r} is not in plan {plan.name} ({', '.join(stage_ids)})"]
-    stage = plan.stage(stage_id)
     if not 0 <= step < len(stage.steps):
         return [f"stage {stage_id} has steps 0..{len(stage.steps) - 1}; step {step} skips beyond the plan"]
     allowed = stage.steps[step].weight

@@ -28,6 +28,7 @@ from infra.policies import KubeObject
 from infra.settings import settings_from_stack_file
 from rollout_policies.errors import UserError
 from rollout_policies.plan.model import Plan
+from rollout_policies.stack_file import stack_files
 
 PACK_NAME = "markethub-rollout"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -119,7 +120,7 @@ def backups_policy(stack: Callable[[], str | None] = lambda: os.environ.get("PUL
 def region_roles(root: Path) -> dict[str, str]:
     """stack -> PRIMARY/SECONDARY for every production stack file in the project folder."""
     roles: dict[str, str] = {}
-    for path in sorted(root.glob("Pulumi.*.yaml")):
+    for path in stack_files(root):
         settings = settings_from_stack_file(path)
         if settings.is_production:
             roles[settings.stack] = settings.region_role.failover

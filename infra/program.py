@@ -25,7 +25,7 @@ from infra.settings import KEYS, NAMESPACE, StackSettings, read_settings
 from infra.traffic import TrafficSplit, TrafficSplitArgs
 from rollout_policies.errors import UserError
 from rollout_policies.plan.loader import load_plan
-from rollout_policies.plan.model import Plan, Stage
+from rollout_policies.plan.model import Plan, Stage, UnknownStage
 from rollout_policies.state import Colour
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -92,12 +92,8 @@ def load_plan_file(path: Path) -> Plan:
 def current_stage(settings: StackSettings, plan: Plan) -> Stage:
     try:
         return plan.stage(settings.rollout.stage)
-    except KeyError:
-        known = ", ".join(stage.id for stage in plan.stages)
-        raise UserError(
-            f"Pulumi.{settings.stack}.yaml: {NAMESPACE}:rollout.stage: {settings.rollout.stage!r} "
-            f"is not a stage of plan {plan.name} ({known})"
-        ) from None
+    except UnknownStage as err:
+        raise UserError(f"Pulumi.{settings.stack}.yaml: {NAMESPACE}:rollout.stage: {err}") from None
 
 
 def build(settings: StackSettings, plan: Plan) -> RolloutInfra:

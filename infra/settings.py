@@ -17,14 +17,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 
 from rollout_policies.errors import UserError
+from rollout_policies.plan.loader import DEFAULT_PLAN
+from rollout_policies.stack_file import namespaced, read_config, stack_name
 from rollout_policies.state import RolloutState
 
 NAMESPACE = "markethub-rollout"
-DEFAULT_PLAN = "rollout_policies/plans/markethub-mobile.yaml"
 # RFC 7230 token characters: what Gateway API accepts as a header name.
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -137,7 +136,7 @@ class StackSettings(_Section):
 
     stack: str = Field(default="dev", exclude=True)
     rollout: RolloutState
-    plan: str = DEFAULT_PLAN
+    plan: str = str(DEFAULT_PLAN)
     environment: Environment = Environment.LOCAL
     region: str
     region_role: RegionRole
@@ -245,29 +244,11 @@ def read_settings(raw: Mapping[str, Any], *, stack: str) -> StackSettings:
     return settings
 
 
-def stack_name(path: Path) -> str:
-    """``Pulumi.prod-us-east-1.yaml`` -> ``prod-us-east-1``."""
-    match = re.fullmatch(r"Pulumi\.(.+)\.ya?ml", path.name)
-    if not match:
-        raise UserError(f"{path}: not a stack config file (Pulumi.<stack>.yaml)")
-    return match.group(1)
-
-
 def stack_file_config(path: Path) -> dict[str, Any]:
     """A stack file's ``markethub-rollout:*`` values as Pulumi hands them to the program: structured
     values as JSON text, scalars as strings (keys without the prefix)."""
-    try:
-        document = YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8")) or {}
-    except OSError as err:
-        raise UserError(f"{path}: cannot read ({err.strerror})") from None
-    except YAMLError as err:
-        raise UserError(f"{path}: not valid YAML ({err})") from None
-    prefix = f"{NAMESPACE}:"
-    raw: dict[str, Any] = {}
-    for key, value in (document.get("config") or {}).items():
-        if str(key).startswith(prefix):
-            raw[str(key)[len(prefix) :]] = _as_pulumi_string(value)
-    return raw
+    values = namespaced(read_config(path), NAMESPACE, str(path))
+    return {key: _as_pulumi_string(value) for key, value in values.items()}
 
 
 def settings_from_stack_file(path: Path) -> StackSettings:

@@ -21,8 +21,6 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 from tenacity import (
     RetryError,
     Retrying,
@@ -35,7 +33,8 @@ from tenacity import (
 
 from rollout_policies.errors import UserError
 from rollout_policies.plan.model import Plan
-from rollout_policies.state import CONFIG_KEY, RolloutState
+from rollout_policies.stack_file import read_config, stack_files, state_from_config
+from rollout_policies.state import CONFIG_KEY
 from runbooks.backup import latest_backup
 from runbooks.report import DrillRecorder, DrillReport, Step, StepFailed, StepSkipped, utc_now
 
@@ -174,16 +173,11 @@ def capacity_problems(
 def rollouts_in_progress(stacks_dir: Path) -> list[str]:
     """Stacks whose traffic is split between stable and candidate (a step is in progress)."""
     busy = []
-    yaml = YAML(typ="safe")
-    for path in sorted(stacks_dir.glob("Pulumi.*.yaml")):
-        try:
-            data = yaml.load(path.read_text(encoding="utf-8")) or {}
-            raw = (data.get("config") or {}).get(CONFIG_KEY)
-            if raw is None:
-                continue
-            state = RolloutState.model_validate(raw)
-        except (YAMLError, ValueError, AttributeError) as err:
-            raise UserError(f"{path}: {CONFIG_KEY}: {str(err).splitlines()[0]}") from err
+    for path in stack_files(stacks_dir):
+        config = read_config(path)
+        if config.get(CONFIG_KEY) is None:
+            continue
+        state = state_from_config(config, str(path))
         if 0 < state.candidate_weight < 100:
             busy.append(
                 f"{path.name}: stage {state.stage} step {state.step} at {state.candidate_weight}% candidate"

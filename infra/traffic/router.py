@@ -1,27 +1,20 @@
-"""The router interface: what every traffic router renders, and the registry that picks one by name.
+"""The router interface: what every traffic router renders (``infra.traffic.registry`` picks one by name).
 
 A router turns a ``RouteSpec`` (weights, the cohort rule, the backends) into the manifests of its
 own API: Gateway API HTTPRoute here; an Istio VirtualService or NGINX canary Ingress would each be a
-new module with a class implementing ``Router`` and one line in ``ROUTERS``.
+new module with a class implementing ``Router`` and one line in ``registry.ROUTERS``.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from infra import naming
 from infra.kube import Manifest
 from infra.settings import GatewayRef
-from rollout_policies.errors import UserError
 from rollout_policies.state import Colour
-
-# router name -> "module:class". Adding a router is a module and a line here.
-ROUTERS: dict[str, str] = {
-    "gateway-api": "infra.traffic.gateway_api:GatewayApiRouter",
-}
 
 
 @dataclass(frozen=True)
@@ -43,24 +36,15 @@ class RouteSpec:
     annotations: dict[str, str] = field(default_factory=dict)
 
 
+@runtime_checkable
 class Router(Protocol):
+    """A traffic router: the manifests that split a service's traffic between blue and green."""
+
     name: str
 
     def manifests(self, spec: RouteSpec) -> list[Manifest]:
         """The route objects for ``spec``, named explicitly so a new weight is an in-place update."""
         ...
-
-
-def router_for(name: str) -> Router:
-    """The router registered as ``name``; an unknown name is a UserError, never a silent default."""
-    target = ROUTERS.get(name)
-    if target is None:
-        raise UserError(
-            f"markethub-rollout:router: unknown router {name!r} (known: {', '.join(sorted(ROUTERS))})"
-        )
-    module_name, class_name = target.split(":")
-    router: Router = getattr(importlib.import_module(module_name), class_name)()
-    return router
 
 
 def rollout_annotations(

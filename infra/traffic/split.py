@@ -12,7 +12,8 @@ import pulumi
 
 from infra import kube, naming
 from infra.settings import GatewayRef
-from infra.traffic.router import RouteSpec, rollout_annotations, router_for
+from infra.traffic.registry import router_for
+from infra.traffic.router import RouteSpec, rollout_annotations
 from rollout_policies.state import Colour, RolloutState
 
 COMPONENT = "traffic"

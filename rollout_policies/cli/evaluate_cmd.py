@@ -9,12 +9,11 @@ from pathlib import Path
 import click
 
 from rollout_policies.core.decision import Action, decide
-from rollout_policies.core.measurement import Evidence
 from rollout_policies.core.report import decision_as_dict, render_text
 from rollout_policies.errors import UserError
-from rollout_policies.metrics_file import load_metrics_file
 from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
-from rollout_policies.providers import PROVIDERS, collect_evidence
+from rollout_policies.plan.model import UnknownStage
+from rollout_policies.providers import PROVIDERS, MetricsFileProvider, collect_evidence
 
 # `evaluate --exit-code`: the decision as the exit status. 2 is click's and ours for bad input.
 EXIT_CODES: dict[Action, int] = {Action.PROMOTE: 0, Action.HOLD: 1, Action.ROLLBACK: 3}
@@ -100,9 +99,8 @@ def evaluate(
     plan = load_plan(plan_path, providers=tuple(PROVIDERS))
     try:
         stage = plan.stage(stage_id)
-    except KeyError:
-        known = ", ".join(s.id for s in plan.stages)
-        raise UserError(f"--stage: {stage_id!r} is not a stage of {plan_path} (stages: {known})") from None
+    except UnknownStage as err:
+        raise UserError(f"--stage: {err}") from None
     if step is None:
         step = len(stage.steps) - 1
     elif not 0 <= step < len(stage.steps):
@@ -110,11 +108,10 @@ def evaluate(
     now = _time(now_text, "--now") or datetime.now(UTC)
 
     if metrics_file is not None:
-        loaded = load_metrics_file(metrics_file, now=now)
-        loaded.check_against(plan)
-        evidence = Evidence.of(loaded.measurements, loaded.signoffs | set(signoffs), samples=loaded.samples)
-        stage_started = _time(stage_started_text, "--stage-started") or loaded.stage_started_at
-        step_started = _time(step_started_text, "--step-started") or loaded.step_started_at
+        from_file = MetricsFileProvider(path=metrics_file, now=now)
+        evidence = from_file.evidence(plan, signoffs)
+        stage_started = _time(stage_started_text, "--stage-started") or from_file.file().stage_started_at
+        step_started = _time(step_started_text, "--step-started") or from_file.file().step_started_at
     else:
         stage_started = _time(stage_started_text, "--stage-started")
         step_started = _time(step_started_text, "--step-started")

@@ -217,11 +217,9 @@ def _evidence_source(
         if signoff not in known:
             raise UserError(f"--signoff {signoff!r}: not a criterion of plan {plan.name}")
     if metrics_file is not None:
-        from rollout_policies.metrics_file import load_metrics_file
+        from rollout_policies.providers import MetricsFileProvider
 
-        loaded = load_metrics_file(metrics_file, now=now)
-        loaded.check_against(plan)
-        evidence = Evidence.of(loaded.measurements, loaded.signoffs | set(signoffs), samples=loaded.samples)
+        evidence = MetricsFileProvider(path=metrics_file, now=now).evidence(plan, signoffs)
         return lambda state: evidence
 
     def live(state: RolloutState) -> Evidence:

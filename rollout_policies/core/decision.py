@@ -119,15 +119,49 @@ def decide(
     require_aware(now, "now")
     require_aware(stage_started_at, "stage_started_at")
     require_aware(step_started_at, "step_started_at")
-    stage = _stage(plan, stage_id)
+    stage = _stage_at(plan, stage_id, step)
+    last_step = step == len(stage.steps) - 1
+
+    gates, criteria, triggers = _judge_evidence(plan, stage, step, evidence, now, stage_started_at)
+    reasons = _ordered(
+        [
+            *_evidence_reasons(gates, criteria, triggers, last_step),
+            *_clock_reasons(stage, step, last_step, now, stage_started_at, step_started_at),
+        ]
+    )
+    action = _action(reasons)
+    if action is Action.PROMOTE:
+        reasons.append(_ready(plan, stage, step, last_step, gates))
+    return StageDecision(
+        stage=stage.id,
+        step=step,
+        last_step=last_step,
+        action=action,
+        reasons=tuple(reasons),
+        gates=gates,
+        criteria=criteria,
+        triggers=triggers,
+        now=now,
+    )
+
+
+def _stage_at(plan: Plan, stage_id: str, step: int) -> Stage:
+    """The stage, when ``step`` is one of its steps (an unknown stage is the plan's UnknownStage)."""
+    stage = plan.stage(stage_id)
     if not 0 <= step < len(stage.steps):
         raise UserError(
             f"stage {stage.id} has steps 0..{len(stage.steps) - 1}; step {step} is not in plan {plan.name}"
         )
-    last_step = step == len(stage.steps) - 1
+    return stage
+
+
+def _judge_evidence(
+    plan: Plan, stage: Stage, step: int, evidence: Evidence, now: datetime, stage_started_at: datetime
+) -> tuple[tuple[GateVerdict, ...], tuple[CriterionResult, ...], tuple[TriggerResult, ...]]:
+    """The stage's gate verdicts, its go and no-go criteria, and the plan's rollback triggers, each
+    over the evidence with impossible readings judged (``core.ranges``)."""
     metrics = _metric_map(plan)
     evidence = judged(evidence, metrics)
-
     gates = evaluate_stage_gates(
         stage, metrics, evidence, now=now, stage_started_at=stage_started_at, step=step
     )
@@ -144,8 +178,16 @@ def decide(
         for no_go, group in ((False, stage.go), (True, stage.no_go))
         for criterion in group
     )
-    triggers = evaluate_triggers(plan, evidence, now=now)
+    return gates, criteria, evaluate_triggers(plan, evidence, now=now)
 
+
+def _evidence_reasons(
+    gates: tuple[GateVerdict, ...],
+    criteria: tuple[CriterionResult, ...],
+    triggers: tuple[TriggerResult, ...],
+    last_step: bool,
+) -> list[Reason]:
+    """What in the measurements stands in the way: gates off target, criteria, triggers."""
     reasons: list[Reason] = []
     for gate in gates:
         if gate.gating and gate.verdict is not Verdict.MEETS_TARGET:
@@ -157,7 +199,19 @@ def decide(
     for trig in triggers:
         if trig.status is not TriggerStatus.CLEAR:
             reasons.append(Reason(_TRIGGER_CODES[trig.status], trig.id, f"{trig.text}: {trig.reason}"))
+    return reasons
 
+
+def _clock_reasons(
+    stage: Stage,
+    step: int,
+    last_step: bool,
+    now: datetime,
+    stage_started_at: datetime,
+    step_started_at: datetime,
+) -> list[Reason]:
+    """What the clock still asks for: the step's bake time, and at the last step the stage's minimum."""
+    reasons: list[Reason] = []
     baked = now - step_started_at
     bake = stage.steps[step].bake
     if baked < bake:
@@ -177,41 +231,38 @@ def decide(
                 f"in stage {span(in_stage)} of minimum {format_duration(stage.min_duration)}",
             )
         )
+    return reasons
 
-    # A metric in two tables gives the same reason twice; keep the first.
-    reasons = list(dict.fromkeys(reasons))
-    # Roll-back reasons first: they are what a reader must see first.
-    reasons.sort(key=lambda r: r.code not in ROLLBACK_CODES)
+
+def _ordered(reasons: list[Reason]) -> list[Reason]:
+    """Each reason once (a metric in two tables gives the same reason twice), roll-back reasons
+    first: they are what a reader must see first."""
+    unique = list(dict.fromkeys(reasons))
+    unique.sort(key=lambda r: r.code not in ROLLBACK_CODES)
+    return unique
+
+
+def _action(reasons: list[Reason]) -> Action:
+    """Any roll-back reason rolls back; any other reason holds; none promotes."""
     if any(r.code in ROLLBACK_CODES for r in reasons):
-        action = Action.ROLLBACK
-    elif reasons:
-        action = Action.HOLD
+        return Action.ROLLBACK
+    return Action.HOLD if reasons else Action.PROMOTE
+
+
+def _ready(plan: Plan, stage: Stage, step: int, last_step: bool, gates: tuple[GateVerdict, ...]) -> Reason:
+    """The reason of a promotion: what was met, and where it leads."""
+    if not last_step:
+        target = f"step {step + 1}"
+    elif plan.stage_index(stage.id) + 1 < len(plan.stages):
+        target = "the next stage"
     else:
-        action = Action.PROMOTE
-        if not last_step:
-            target = f"step {step + 1}"
-        elif plan.stage_index(stage.id) + 1 < len(plan.stages):
-            target = "the next stage"
-        else:
-            target = "completing the rollout"
-        gating = sum(1 for g in gates if g.gating)
-        reasons.append(
-            Reason(
-                ReasonCode.READY,
-                f"{stage.id}/step {step}",
-                f"{gating} gating gates meet target, bake {format_duration(bake)} done; ready for {target}",
-            )
-        )
-    return StageDecision(
-        stage=stage.id,
-        step=step,
-        last_step=last_step,
-        action=action,
-        reasons=tuple(reasons),
-        gates=gates,
-        criteria=criteria,
-        triggers=triggers,
-        now=now,
+        target = "completing the rollout"
+    gating = sum(1 for g in gates if g.gating)
+    bake = format_duration(stage.steps[step].bake)
+    return Reason(
+        ReasonCode.READY,
+        f"{stage.id}/step {step}",
+        f"{gating} gating gates meet target, bake {bake} done; ready for {target}",
     )
 
 
@@ -240,14 +291,6 @@ def _criterion_code(result: CriterionResult, last_step: bool) -> ReasonCode | No
     if not result.no_go and result.status is CriterionStatus.NOT_MET:
         return ReasonCode.GO_NOT_MET
     return None
-
-
-def _stage(plan: Plan, stage_id: str) -> Stage:
-    try:
-        return plan.stage(stage_id)
-    except KeyError:
-        known = ", ".join(s.id for s in plan.stages)
-        raise UserError(f"stage {stage_id!r} is not in plan {plan.name} (stages: {known})") from None
 
 
 def _metric_map(plan: Plan) -> dict[str, Metric]:

@@ -6,9 +6,10 @@ stage's per-version counts (``core.sequential``); the gate's verdict is the wors
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
@@ -29,7 +30,9 @@ from rollout_policies.core.sequential import (
     LatencyComparisonBatch,
     Outcome,
     RateComparisonBatch,
+    baseline_dispersion,
     comparison_evidence,
+    histogram_dispersion,
 )
 from rollout_policies.errors import UserError
 from rollout_policies.plan.model import (
@@ -41,6 +44,10 @@ from rollout_policies.plan.model import (
     Threshold,
     format_duration,
 )
+
+# The e-detector covers the plan's longest stage (two weeks): within it, a restarted test alarms with
+# probability at most its share of alpha (docs/statistics.md).
+DETECTOR_SPAN = timedelta(days=14)
 
 
 class Verdict(StrEnum):
@@ -281,16 +288,18 @@ def judge_comparison(
             "clocks disagree",
         )
     in_stage = [s for s in mine if s.observed_at > stage_started_at]
+    # Before the stage: the baseline's history, which sets how much the versions' rates jitter.
+    history = [s for s in mine if s.observed_at <= stage_started_at]
     what = "rate counts" if settings.kind is ComparisonKind.RATE else "latency histograms"
     if not in_stage:
         return part(Verdict.NO_DATA, f"no per-version {what} of {metric.id} in this stage to compare")
     wanted = RateSample if settings.kind is ComparisonKind.RATE else LatencySample
-    if not all(isinstance(s, wanted) for s in in_stage):
+    if not all(isinstance(s, wanted) for s in (*in_stage, *history)):
         return part(
             Verdict.ERROR, f"the comparison is of kind {settings.kind.value} but was given other samples"
         )
     try:
-        result = _run(settings, in_stage)
+        result = _run(settings, in_stage, history)
     except (UserError, ValueError) as err:
         return part(Verdict.ERROR, f"comparison failed: {err}")
     summary = str(comparison_evidence(result)["summary"])
@@ -306,22 +315,56 @@ def judge_comparison(
     return part(kind, f"vs baseline: {summary}", result)
 
 
-def _run(settings: GateComparison, samples: Sequence[ComparisonSample]) -> Comparison:
-    """Feed the samples, oldest first, to a fresh test; the test is cheap, so no state is kept."""
+def _horizon(settings: GateComparison) -> int:
+    """The e-detector's span in intervals: the plan's longest stage, two weeks, at the gate's interval."""
+    return max(1, math.ceil(DETECTOR_SPAN / settings.interval))
+
+
+def _run(
+    settings: GateComparison,
+    samples: Sequence[ComparisonSample],
+    history: Sequence[ComparisonSample] = (),
+) -> Comparison:
+    """Feed the stage's samples, oldest first, to a fresh test (the whole stage, so nothing restarts
+    mid-stage); ``history`` (the baseline before the stage) sets the dispersion prior."""
     alpha, margin, tolerance, dispersion = (
         settings.alpha,
         settings.margin,
         settings.tolerance,
         settings.dispersion,
     )
+    horizon = _horizon(settings)
+    scale = settings.count_scale  # increase() reads range / interval counts per event
     if settings.kind is ComparisonKind.RATE:
-        rates = RateComparisonBatch(1, alpha=alpha, margin=margin, tolerance=tolerance, dispersion=dispersion)
+        prior, rate = None, None
+        if len(history) >= 2:
+            events = np.array([s.baseline_events for s in history if isinstance(s, RateSample)])
+            trials = np.array([s.baseline_trials for s in history if isinstance(s, RateSample)])
+            prior = float(baseline_dispersion(events, trials, count_scale=scale)[0][0])
+            rate = float(events.sum() / trials.sum()) if trials.sum() > 0 else None
+        rates = RateComparisonBatch(
+            1,
+            alpha=alpha,
+            margin=margin,
+            tolerance=tolerance,
+            dispersion=dispersion,
+            dispersion_prior=prior,
+            baseline_rate=rate,
+            horizon=horizon,
+            count_scale=scale,
+        )
         for s in samples:
             assert isinstance(s, RateSample)
             rates.observe(s.canary_events, s.canary_trials, s.baseline_events, s.baseline_trials)
         return rates.comparison(0, metric="rate")
     first = samples[0]
     assert isinstance(first, LatencySample)
+    past = [s for s in history if isinstance(s, LatencySample) and s.edges == first.edges]
+    hist_prior = (
+        histogram_dispersion(np.array([s.baseline for s in past]), count_scale=scale)
+        if len(past) >= 2
+        else None
+    )
     latency = LatencyComparisonBatch(
         1,
         first.edges,
@@ -330,13 +373,16 @@ def _run(settings: GateComparison, samples: Sequence[ComparisonSample]) -> Compa
         margin=margin,
         tolerance=tolerance,
         dispersion=dispersion,
+        dispersion_prior=hist_prior,
+        horizon=horizon,
+        count_scale=scale,
     )
     for s in samples:
         assert isinstance(s, LatencySample)
         if s.edges != first.edges:
             raise ValueError(f"histogram buckets changed at {_iso(s.observed_at)}")
         latency.observe(np.asarray([s.canary], dtype=np.float64), np.asarray([s.baseline], dtype=np.float64))
-    return latency.rates.comparison(0, metric=f"latency p{settings.latency_quantile * 100:g}")
+    return latency.comparison(0, metric=f"latency p{settings.latency_quantile * 100:g}")
 
 
 def evaluate_stage_gates(

@@ -9,7 +9,7 @@ from enum import StrEnum
 from rollout_policies.core.decision import Action
 from rollout_policies.core.measurement import require_aware
 from rollout_policies.errors import UserError
-from rollout_policies.plan.model import Plan, Stage, TrafficStep
+from rollout_policies.plan.model import Plan, Stage, TrafficStep, UnknownStage
 from rollout_policies.state import Colour, RolloutState
 
 
@@ -41,11 +41,8 @@ def locate(plan: Plan, state: RolloutState) -> tuple[Stage, TrafficStep]:
     """The stage and step a state points at, or StateNotInPlan naming what is wrong."""
     try:
         stage = plan.stage(state.stage)
-    except KeyError:
-        known = ", ".join(s.id for s in plan.stages)
-        raise StateNotInPlan(
-            f"rollout state: stage {state.stage!r} is not in plan {plan.name} (stages: {known})"
-        ) from None
+    except UnknownStage as err:
+        raise StateNotInPlan(f"rollout state: {err}") from None
     if state.step >= len(stage.steps):
         raise StateNotInPlan(
             f"rollout state: step {state.step} is not in stage {stage.id} "

@@ -1,26 +1,33 @@
-"""Anytime-valid canary-versus-baseline comparisons for rate metrics and latency quantiles.
+"""Anytime-valid canary-versus-baseline comparisons for rate metrics and latency histograms.
 
 A gate that is watched continuously needs a test whose false-alarm rate holds however often it is
-looked at. This module keeps an e-process (a nonnegative supermartingale under "no regression") per
-comparison; by Ville's inequality it exceeds ``1/alpha`` with probability at most ``alpha`` over the
-whole, unbounded, continuously monitored stream.
+looked at. This module keeps, per comparison, an e-process (a nonnegative supermartingale under "no
+regression") from the stage start and an e-detector (Shin, Ramdas and Rinaldo 2023) that restarts the
+evidence at every interval, so a regression that begins late is caught nearly as fast as one that
+begins at once. ``alpha`` is split between the two. The e-process rolls back at
+``1 / ((1 - change_share) alpha)``: by Ville's inequality it alarms with probability at most
+``(1 - change_share) alpha`` over an unbounded stream. The e-detector is a Shiryaev-Roberts sum of
+e-processes started at every interval, each weighted ``1 / horizon``; it rolls back at
+``1 / (change_share alpha)``. Within ``horizon`` intervals it alarms with probability at most
+``change_share alpha``, and its average run length under the null is at least
+``horizon / (change_share alpha)`` intervals.
 
-The rate test conditions on the total number of events in each observation: for Poisson counts,
-given ``m = canary_events + baseline_events``, the canary's events are Binomial(m, pi) with
+The rate test conditions on the total number of events in each interval: for Poisson counts, given
+``m = canary_events + baseline_events``, the canary's events are Binomial(m, pi) with
 ``pi = rho * n_c / (rho * n_c + n_b)``, where ``rho`` is the canary-to-baseline rate ratio. Load that
-hits both versions alike (diurnal cycles, bursts) cancels out. The evidence is a mixture likelihood
-ratio over a grid of ratios (a discretised mSPRT with a half-normal prior on ``log rho``). Binomial
-counts at equal rates are less dispersed given their total (hypergeometric), so the test stays valid
-for them. Extra-binomial noise per version (overdispersion) is absorbed by a predictable quasi-
-likelihood dispersion factor estimated from the past observations.
+hits both versions alike (diurnal cycles, incidents) cancels out. The evidence is a mixture
+likelihood ratio over a grid of ratios (a discretised mSPRT with a half-normal prior on ``log rho``).
+Per-version jitter (overdispersion) is absorbed by a quasi-likelihood factor whose squared coefficient
+of variation comes from the baseline's own history before the stage (``baseline_dispersion``), so it
+is known when the canary starts, and is then updated from the stage's residuals.
 
-Latency is compared through exceedances: each observation's requests are split at the baseline's
-running quantile (computed from earlier observations only, so it is predictable) and the counts of
-slow requests go through the same rate test. Under "same latency distribution" the canary's share of
-slow requests is the traffic share, whatever threshold was chosen.
+Latency is compared bucket by bucket: at every histogram edge, the share of the canary's requests
+slower than that edge is compared with the baseline's by the rate test, and the evidence is the
+average over edges (an average of e-processes is one). Under "same latency distribution" every
+edge's canary share is the traffic share; a tail-only regression moves the last edges, a shift all.
 
-Pure: numpy and scipy only, no I/O, no clock. ``RateComparisonBatch`` runs many independent streams
-at once (the benchmark uses it); ``RateComparison`` and ``LatencyComparison`` are the one-stream API.
+Pure: numpy only, no I/O, no clock. ``RateComparisonBatch`` runs many independent streams at once
+(the benchmark uses it); ``RateComparison`` and ``LatencyComparison`` are the one-stream API.
 """
 
 from __future__ import annotations
@@ -44,13 +51,20 @@ IntArray = npt.NDArray[np.int64]
 _GRID_LOG_MIN = float(np.log(1 / 32))
 _GRID_LOG_MAX = float(np.log(32))
 _GRID_POINTS = 97
-# Overdispersion model: each version's rate wobbles from one observation to the next with squared
+# Overdispersion model: each version's rate wobbles from one interval to the next with squared
 # coefficient of variation c2, so the canary's count given the total has variance e * (1 + 2 * c2 * e),
-# e being the binomial variance. c2 starts at a deliberately pessimistic value (rates swinging by 100%)
-# worth this many observations, then follows the data: an underestimate would cost validity, an
-# overestimate only speed. Small counts (e << 1) are hardly affected whatever c2 is.
+# e being the binomial variance. Without a history of the baseline, c2 starts at a deliberately
+# pessimistic value (rates swinging by 100%) worth this many intervals, then follows the data: an
+# underestimate would cost validity, an overestimate only speed.
 _OVERDISPERSION_PRIOR_C2 = 1.0
 _OVERDISPERSION_PRIOR_OBSERVATIONS = 2.0
+# With a baseline history, its c2 is worth this many intervals of the stage's own residuals: an hour
+# at 1-minute evaluation. The stage can still raise c2 when the canary wobbles more than the baseline.
+DISPERSION_HISTORY_WEIGHT = 60.0
+_EXTREME_C2 = 20.0  # a history whose pairs look like more jitter than a gamma model can give
+# The e-detector's default horizon: the plan's longest stage (14 days) at 1-minute evaluation.
+DEFAULT_HORIZON = 14 * 24 * 60
+DEFAULT_CHANGE_SHARE = 0.5
 
 
 class Outcome(StrEnum):
@@ -68,17 +82,18 @@ _OUTCOME_CODES = (Outcome.CONTINUE, Outcome.REGRESSION, Outcome.NO_REGRESSION)
 class Comparison:
     """A comparison's verdict with its evidence.
 
-    ``log_evidence`` is the natural log of the e-value against "no regression" (REGRESSION once it
-    reaches ``log(1/alpha)``); ``log_evidence_clean`` the log e-value against "a regression of at
-    least the tolerance" (NO_REGRESSION once it reaches the same level). ``estimate`` is the
-    canary-to-baseline rate ratio of the pooled counts; ``lower`` and ``upper`` bound it by an
-    anytime-valid ``1 - alpha`` confidence sequence (``upper`` is ``inf`` while unbounded).
+    ``log_evidence`` is the natural log of the e-value against "no regression" accumulated since the
+    stage start (REGRESSION once it reaches ``threshold``); ``log_detector`` the log of the e-detector
+    (restarted evidence; REGRESSION once it reaches ``detector_threshold``). ``log_evidence_clean`` is
+    the log e-value against "a regression of at least the tolerance" (NO_REGRESSION once it reaches
+    ``log(1/alpha)``). ``estimate`` is the canary-to-baseline rate ratio of the pooled counts;
+    ``lower`` and ``upper`` bound it by an anytime-valid ``1 - alpha`` confidence sequence.
     """
 
     verdict: Outcome
     log_evidence: float
     log_evidence_clean: float
-    threshold: float  # log(1/alpha)
+    threshold: float  # log of the e-value that rolls back: log(1 / ((1 - change_share) alpha))
     estimate: float | None
     lower: float
     upper: float
@@ -89,6 +104,9 @@ class Comparison:
     observations: int
     dispersion: float
     metric: str = "rate"  # "rate", or "latency p95" and the like
+    alpha: float = 0.01
+    log_detector: float = 0.0
+    detector_threshold: float = float("inf")
 
     @property
     def e_value(self) -> float:
@@ -113,11 +131,68 @@ def _half_normal_weights(offsets: FloatArray, scale: float) -> FloatArray:
     return out
 
 
+def mixture_log_e(
+    loglik: FloatArray, alternatives: IntArray, log_weights: FloatArray, null: int
+) -> FloatArray:
+    """The log e-value of a discrete mixture: log sum_i w_i L(alt_i) / L(null), per row of ``loglik``.
+
+    ``loglik`` has one row per stream and one column per grid point (log-likelihoods or any
+    log-martingale values); with a Gaussian log-likelihood and half-normal weights this is the
+    one-sided normal mixture of Howard et al. (2021), which the tests check against confseq.
+    """
+    out: FloatArray = _logsumexp(loglik[:, alternatives] + log_weights[None, :], axis=1) - loglik[:, null]
+    return out
+
+
+def baseline_dispersion(
+    events: npt.ArrayLike, trials: npt.ArrayLike, *, count_scale: float = 1.0
+) -> tuple[FloatArray, FloatArray]:
+    """The baseline's own jitter, from its history before the stage: (c2, intervals used), per stream.
+
+    ``events`` and ``trials`` have one row per interval (oldest first) and one column per stream (or
+    are 1-D for one stream). Intervals are taken in disjoint adjacent pairs: given the pair's total,
+    the first interval's events are Binomial(m, n1 / (n1 + n2)) when the rate holds still, so the
+    excess of their variance over the binomial's is the jitter, ``2 c2 e^2`` as in the comparison.
+    Slow changes (diurnal load) cancel within a pair; incidents shared by every version do not, so
+    they raise c2: that costs speed, never validity. Pairs without trials or events are skipped.
+    """
+    x = np.asarray(events, dtype=np.float64)
+    n = np.asarray(trials, dtype=np.float64)
+    if x.ndim == 1:
+        x, n = x[:, None], n[:, None]
+    if x.shape != n.shape:
+        raise UserError("events and trials of the baseline history need the same shape")
+    if np.any(~np.isfinite(x)) or np.any(x < 0) or np.any(~np.isfinite(n)) or np.any(n < 0):
+        raise UserError("baseline history counts must be finite and non-negative")
+    pairs = x.shape[0] // 2
+    x1, x2 = x[0 : 2 * pairs : 2], x[1 : 2 * pairs : 2]
+    n1, n2 = n[0 : 2 * pairs : 2], n[1 : 2 * pairs : 2]
+    m = x1 + x2
+    ok = (n1 > 0) & (n2 > 0) & (m > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pi = np.where(ok, n1 / (n1 + n2), 0.0)
+    e = m * pi * (1 - pi)
+    excess = np.where(ok, (x1 - m * pi) ** 2 - count_scale * e, 0.0).sum(axis=0)
+    scale = np.where(ok, 2.0 * e**2, 0.0).sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        seen = np.where(scale > 0, np.maximum(excess / np.where(scale > 0, scale, 1.0), 0.0), np.nan)
+    # Within an equal-exposure pair the first interval's share of gamma-jittered rates is Beta(k, k)
+    # with k = 1 / c2, whose variance reads as 2 c2 / (2 + c2) here, not c2: invert that, so the
+    # prior is right for a small canary share, where the delta-method variance 2 c2 e^2 is exact.
+    c2 = np.where(seen < 1.9, 2 * seen / (2 - np.minimum(seen, 1.9)), _EXTREME_C2)
+    used: FloatArray = 2.0 * ok.sum(axis=0).astype(np.float64)
+    out: FloatArray = np.where(np.isfinite(seen), c2, np.nan)
+    return out, used
+
+
 class RateComparisonBatch:
     """Many independent canary-versus-baseline rate comparisons, advanced together.
 
     Every argument of :meth:`observe` is an array with one entry per stream (or a scalar). Counts are
     the increments since the previous call (events and trials in that interval), per version.
+    ``dispersion_prior``: the baseline's jitter c2 from its history (``baseline_dispersion``), per
+    stream or one value; NaN or None fall back to the pessimistic start. ``horizon`` and
+    ``change_share``: the e-detector's span in intervals and its share of ``alpha`` (0 turns it off).
     """
 
     def __init__(
@@ -129,6 +204,11 @@ class RateComparisonBatch:
         tolerance: float = 1.5,
         dispersion: float | None = None,
         prior_scale: float = float(np.log(2.5)),
+        dispersion_prior: npt.ArrayLike | None = None,
+        horizon: int = DEFAULT_HORIZON,
+        change_share: float = DEFAULT_CHANGE_SHARE,
+        count_scale: float = 1.0,
+        baseline_rate: npt.ArrayLike | None = None,
     ) -> None:
         if not 0 < alpha < 1:
             raise UserError(f"alpha must be between 0 and 1, got {alpha}")
@@ -140,12 +220,25 @@ class RateComparisonBatch:
             raise UserError(f"dispersion must be at least 1 (or None to estimate it), got {dispersion}")
         if size < 1:
             raise UserError(f"size must be at least 1, got {size}")
+        if not 0 <= change_share < 1:
+            raise UserError(f"change_share must be at least 0 and below 1, got {change_share}")
+        if horizon < 1:
+            raise UserError(f"horizon must be at least 1 interval, got {horizon}")
+        if count_scale < 1:
+            raise UserError(f"count_scale must be at least 1, got {count_scale}")
         self.size = size
+        self.count_scale = float(count_scale)
         self.alpha = alpha
         self.margin = margin
         self.tolerance = tolerance
         self.fixed_dispersion = dispersion
-        self.threshold = float(np.log(1 / alpha))
+        self.horizon = int(horizon)
+        self.change_share = change_share
+        self.clean_threshold = float(np.log(1 / alpha))
+        self.threshold = float(np.log(1 / ((1 - change_share) * alpha)))
+        # The e-detector's starts weigh 1/horizon each, so it alarms at 1/(change_share alpha): within
+        # the horizon, sum_j M_j / horizon is below a test supermartingale that starts at 1.
+        self.detector_threshold = float(np.log(1 / (change_share * alpha))) if change_share > 0 else np.inf
         null_log = float(np.log1p(margin))
         tol_log = float(np.log(tolerance))
         grid = np.linspace(_GRID_LOG_MIN, _GRID_LOG_MAX, _GRID_POINTS)
@@ -165,6 +258,10 @@ class RateComparisonBatch:
         g = self.log_ratios.size
         # Cumulative (dispersion-scaled) conditional log-likelihood of every tracked ratio.
         self.loglik: FloatArray = np.zeros((size, g))
+        # The e-detector per alternative: log of sum over start intervals j of w_j prod_{i>=j} LR_i.
+        self._detector: FloatArray = np.full((size, self._reg_idx.size), -np.inf)
+        # Cumulative heavy-tail charge per regression alternative (see _tail_penalty).
+        self._penalty: FloatArray = np.zeros((size, self._reg_idx.size))
         self.canary_events: FloatArray = np.zeros(size)
         self.canary_trials: FloatArray = np.zeros(size)
         self.baseline_events: FloatArray = np.zeros(size)
@@ -174,6 +271,18 @@ class RateComparisonBatch:
         self._excess: FloatArray = np.zeros((size, g))
         self._excess_scale: FloatArray = np.zeros(size)  # sum of 2 e^2: what c2 multiplies
         self._informative: FloatArray = np.zeros(size)  # observations with events
+        prior = np.full(size, np.nan) if dispersion_prior is None else np.asarray(dispersion_prior, float)
+        prior = np.broadcast_to(prior, (size,)).astype(np.float64)
+        known = np.isfinite(prior) & (prior >= 0)
+        self._prior_c2: FloatArray = np.where(known, prior, _OVERDISPERSION_PRIOR_C2)
+        self._prior_weight: FloatArray = np.where(
+            known, DISPERSION_HISTORY_WEIGHT, _OVERDISPERSION_PRIOR_OBSERVATIONS
+        )
+        # The baseline's rate before the stage, worth this many of the stage's trials: the expected
+        # total of the first intervals comes from it, not from the realised (jittered) total.
+        rate = np.full(size, np.nan) if baseline_rate is None else np.asarray(baseline_rate, float)
+        rate = np.broadcast_to(rate, (size,)).astype(np.float64)
+        self._prior_rate: FloatArray = np.where(np.isfinite(rate) & (rate > 0), rate, 0.0)
         self.last_dispersion: FloatArray = np.ones(size)
         self.regressed: npt.NDArray[np.bool_] = np.zeros(size, dtype=bool)
         self.cleared: npt.NDArray[np.bool_] = np.zeros(size, dtype=bool)
@@ -182,16 +291,17 @@ class RateComparisonBatch:
     def overdispersion(self) -> FloatArray:
         """The squared coefficient of variation of the rates between observations (c2 >= 0).
 
-        Residuals are taken around the maximum-likelihood ratio of the data so far (kept for every
-        grid ratio), so a real regression, which early estimates miss, does not read as noise.
+        The baseline history's c2 (or the pessimistic start) pooled with the stage's residuals, which
+        are taken around the maximum-likelihood ratio of the data so far (kept for every grid ratio),
+        so a real regression, which early estimates miss, does not read as noise.
         """
         n = self._informative
         best = np.argmax(self.loglik, axis=1)
         excess = self._excess[np.arange(self.size), best]
         with np.errstate(divide="ignore", invalid="ignore"):
             observed = np.where(self._excess_scale > 0, excess / self._excess_scale, 0.0)
-        n0 = _OVERDISPERSION_PRIOR_OBSERVATIONS
-        out: FloatArray = np.maximum(0.0, (n0 * _OVERDISPERSION_PRIOR_C2 + n * observed) / (n0 + n))
+        n0 = self._prior_weight
+        out: FloatArray = np.maximum(0.0, (n0 * self._prior_c2 + n * observed) / (n0 + n))
         return out
 
     def estimate(self) -> FloatArray:
@@ -232,7 +342,10 @@ class RateComparisonBatch:
         # test conditions on it), around the past ratio estimate, so the scaling stays predictable
         # and a real regression does not inflate it.
         rho_hat = self.estimate()
-        rho_hat = np.where(np.isfinite(rho_hat) & (rho_hat > 0), rho_hat, np.exp(self.log_ratios[self._null]))
+        rho_null = float(np.exp(self.log_ratios[self._null]))
+        # Never below the null: an early low estimate (a canary minute that happened to be quiet)
+        # would shrink the variance the next intervals are judged with.
+        rho_hat = np.where(np.isfinite(rho_hat) & (rho_hat > rho_null), rho_hat, rho_null)
         with np.errstate(divide="ignore", invalid="ignore"):
             pi_hat = np.where(informative, rho_hat * nc / (rho_hat * nc + nb), 0.0)
         m = xc + xb
@@ -242,26 +355,44 @@ class RateComparisonBatch:
         seen = self.canary_trials + self.baseline_trials
         with np.errstate(divide="ignore", invalid="ignore"):
             pooled_rate = (self.canary_events + self.baseline_events) / seen
-        m_expected = np.where((seen > 0) & (pooled_rate > 0), pooled_rate * (nc + nb), m)
+        pooled_rate = np.where((seen > 0) & (pooled_rate > 0), pooled_rate, self._prior_rate)
+        m_expected = np.where(pooled_rate > 0, pooled_rate * (nc + nb), m)
         scale_var = m_expected * pi_hat * (1 - pi_hat)
+        # count_scale: Prometheus' increase() sees (window - scrape) of each window and scales it up
+        # to the window, so one real event reads as count_scale events; the variance scales alike.
+        c2 = self.overdispersion() if self.fixed_dispersion is None else np.zeros(self.size)
         if self.fixed_dispersion is not None:
-            phi = np.full(self.size, float(self.fixed_dispersion))
+            phi = np.full(self.size, float(self.fixed_dispersion) * self.count_scale)
         else:
-            phi = 1.0 + 2.0 * self.overdispersion() * scale_var
-        # pi(rho) = odds / (1 + odds) with odds = rho n_c / n_b. Streams without information get
-        # odds 1 and no events, so every term below is exactly 0 for them.
-        share = np.where(informative, nc / np.where(informative, nb, 1.0), 1.0)
-        xc_i = np.where(informative, xc, 0.0)[:, None]
-        m_i = np.where(informative, m, 0.0)[:, None]
+            phi = self.count_scale + 2.0 * c2 * scale_var
+        # pi(rho) = odds / (1 + odds) with odds = rho n_c / n_b. Only streams with events in this
+        # interval are computed: for the others every term is exactly 0.
+        rows = np.flatnonzero(informative)
+        share = nc[rows] / nb[rows]
+        xc_i = xc[rows][:, None]
+        m_i = m[rows][:, None]
         odds = self._ratios[None, :] * share[:, None]
         log1p_odds = np.log1p(odds)
         log_odds = self.log_ratios[None, :] + np.log(share)[:, None]
         # x_c log pi + x_b log(1 - pi) = x_c log(odds) - m log(1 + odds)
-        self.loglik += (xc_i * log_odds - m_i * log1p_odds) * (1.0 / phi)[:, None]
+        step = (xc_i * log_odds - m_i * log1p_odds) * (1.0 / phi[rows])[:, None]
+        self.loglik[rows] += step
+        ratio_step = np.zeros((self.size, self._reg_idx.size))
+        ratio_step[rows] = step[:, self._reg_idx] - step[:, self._null][:, None]
+        if self.fixed_dispersion is None and rows.size:
+            charge = self._tail_penalty(
+                c2[rows], phi[rows], scale_var[rows], (m_expected * pi_hat)[rows], ratio_step[rows]
+            )
+            self._penalty[rows] += charge
+            ratio_step[rows] -= charge
+
+        # The e-detector (Shin, Ramdas and Rinaldo): a Shiryaev-Roberts sum over start intervals,
+        # one new start of weight 1/horizon per interval, per alternative ratio.
+        self._detector = ratio_step + np.logaddexp(self._detector, -np.log(self.horizon))
 
         pi_grid = odds / (1.0 + odds)
         m_grid = m_i * pi_grid
-        self._excess += (xc_i - m_grid) ** 2 - m_grid * (1.0 - pi_grid)
+        self._excess[rows] += (xc_i - m_grid) ** 2 - self.count_scale * m_grid * (1.0 - pi_grid)
         self._excess_scale += np.where(informative, 2.0 * scale_var**2, 0.0)
         self._informative += informative
         self.last_dispersion = np.where(informative, phi, self.last_dispersion)
@@ -272,21 +403,52 @@ class RateComparisonBatch:
         self.baseline_trials += nb
         self.observations += 1
 
-        self.regressed |= self.log_evidence() >= self.threshold
-        self.cleared |= self.log_evidence_clean() >= self.threshold
+        self.regressed |= (self.log_evidence() >= self.threshold) | (
+            self.log_detector() >= self.detector_threshold
+        )
+        self.cleared |= self.log_evidence_clean() >= self.clean_threshold
         return self.codes()
+
+    def _tail_penalty(
+        self,
+        c2: FloatArray,
+        phi: FloatArray,
+        scale_var: FloatArray,
+        canary: FloatArray,
+        ratio_step: FloatArray,
+    ) -> FloatArray:
+        """Per regression alternative, this interval's extra compensator for the jitter's heavy tail.
+
+        The quasi-likelihood tilts the canary's count by lambda = log(rho / rho0) / phi and charges
+        the Gaussian-like cumulant v lambda^2 / 2 (v = phi e). A rate that jitters like a gamma variable
+        has an exponential upper tail of scale b = c2 * (expected canary count), and its cumulant is
+        bounded by the sub-gamma form v lambda^2 / (2 (1 - b lambda)) (Howard et al. 2020), so the
+        difference is charged here. An alternative with b lambda >= 1 sits this interval out: its
+        factor is 1 (the whole step is charged), a predictable choice, so the product stays an
+        e-process. With c2 = 0 (clean counts) the charge is 0 and the test is the binomial one.
+        """
+        b = (c2 * canary)[:, None]
+        lam = (self.log_ratios[self._reg_idx] - self.log_ratios[self._null])[None, :] / phi[:, None]
+        v = (phi * scale_var)[:, None]
+        bl = b * lam
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out: FloatArray = np.where(bl < 1.0, v * lam**2 * bl / (2.0 * (1.0 - bl)), ratio_step)
+        return out
 
     def log_evidence(self) -> FloatArray:
         """Log e-value against "no regression" (rate ratio at most 1 + margin), per stream."""
-        alt = self.loglik[:, self._reg_idx] + self._reg_logw[None, :]
+        alt = self.loglik[:, self._reg_idx] - self._penalty + self._reg_logw[None, :]
         out: FloatArray = _logsumexp(alt, axis=1) - self.loglik[:, self._null]
+        return out
+
+    def log_detector(self) -> FloatArray:
+        """Log of the e-detector: evidence restarted at every interval, mixed over ratios, per stream."""
+        out: FloatArray = _logsumexp(self._detector + self._reg_logw[None, :], axis=1)
         return out
 
     def log_evidence_clean(self) -> FloatArray:
         """Log e-value against "a regression of at least the tolerance", per stream."""
-        alt = self.loglik[:, self._clean_idx] + self._clean_logw[None, :]
-        out: FloatArray = _logsumexp(alt, axis=1) - self.loglik[:, self._tol]
-        return out
+        return mixture_log_e(self.loglik, self._clean_idx, self._clean_logw, self._tol)
 
     def codes(self) -> IntArray:
         """Outcome codes: 0 continue, 1 regression (latched), 2 no regression (latched)."""
@@ -306,7 +468,7 @@ class RateComparisonBatch:
         ll = self.loglik[index]
         lr = self.log_ratios
         log_e = _logsumexp(self._interval_log_weights() + ll[None, :], axis=1) - ll
-        inside = np.flatnonzero(log_e < self.threshold)
+        inside = np.flatnonzero(log_e < self.clean_threshold)
         if inside.size == 0:
             return (float("nan"), float("nan"))
         lo_i, hi_i = int(inside[0]), int(inside[-1])
@@ -348,6 +510,9 @@ class RateComparisonBatch:
             observations=self.observations,
             dispersion=float(self.last_dispersion[index]),
             metric=metric,
+            alpha=self.alpha,
+            log_detector=float(self.log_detector()[index]),
+            detector_threshold=self.detector_threshold,
         )
 
 
@@ -361,7 +526,9 @@ class RateComparison:
 
     ``margin``: a canary rate up to ``baseline * (1 + margin)`` is not a regression. ``tolerance``: the
     ratio below which a canary may be passed (NO_REGRESSION). ``dispersion``: a fixed factor >= 1 by
-    which the counts are more variable than Poisson, or None to estimate it from the stream.
+    which the counts are more variable than Poisson, or None to estimate it. ``dispersion_prior``: the
+    baseline's jitter c2 from its history (``baseline_dispersion``). ``horizon``, ``change_share``:
+    the e-detector's span in intervals and share of alpha.
     """
 
     def __init__(
@@ -371,9 +538,19 @@ class RateComparison:
         margin: float = 0.0,
         tolerance: float = 1.5,
         dispersion: float | None = None,
+        dispersion_prior: float | None = None,
+        horizon: int = DEFAULT_HORIZON,
+        change_share: float = DEFAULT_CHANGE_SHARE,
     ) -> None:
         self._batch = RateComparisonBatch(
-            1, alpha=alpha, margin=margin, tolerance=tolerance, dispersion=dispersion
+            1,
+            alpha=alpha,
+            margin=margin,
+            tolerance=tolerance,
+            dispersion=dispersion,
+            dispersion_prior=dispersion_prior,
+            horizon=horizon,
+            change_share=change_share,
         )
 
     def observe(
@@ -404,12 +581,40 @@ def exceedance_cut(baseline_hist: FloatArray, quantile: float) -> IntArray:
     return out
 
 
+def _tails(hist: FloatArray) -> FloatArray:
+    """Per stream and finite edge k, the requests slower than edge k (buckets k+1 onwards)."""
+    reverse = np.cumsum(hist[..., ::-1], axis=-1)[..., ::-1]
+    out: FloatArray = reverse[..., 1:]
+    return out
+
+
+def histogram_dispersion(baseline_hists: npt.ArrayLike, *, count_scale: float = 1.0) -> FloatArray:
+    """Per stream and edge, the baseline's jitter c2 of "slower than the edge" from its history.
+
+    ``baseline_hists`` has shape (intervals, streams, buckets) (or (intervals, buckets) for one
+    stream): non-cumulative counts, the +Inf bucket last, oldest first. See ``baseline_dispersion``.
+    """
+    h = np.asarray(baseline_hists, dtype=np.float64)
+    if h.ndim == 2:
+        h = h[:, None, :]
+    tails = _tails(h)  # (intervals, streams, edges)
+    totals = np.broadcast_to(h.sum(axis=-1)[..., None], tails.shape)
+    t, s, k = tails.shape
+    c2, _ = baseline_dispersion(tails.reshape(t, s * k), totals.reshape(t, s * k), count_scale=count_scale)
+    out: FloatArray = c2.reshape(s, k)
+    return out
+
+
 class LatencyComparisonBatch:
-    """Many independent canary-versus-baseline latency-quantile comparisons, advanced together.
+    """Many independent canary-versus-baseline latency-histogram comparisons, advanced together.
 
     Each call gives one interval's histograms per stream, shape (streams, len(edges) + 1): counts
-    per bucket (not cumulative), the last bucket is +Inf. Requests beyond the baseline's running
-    ``quantile`` (from earlier intervals only) are the "events" of a :class:`RateComparisonBatch`.
+    per bucket (not cumulative), the last bucket is +Inf. At every finite edge, the requests slower
+    than it are the "events" of a rate comparison; the evidence against "same distribution" is the
+    average of the edges' e-processes (and of their e-detectors), so any edge that moves counts,
+    the tail's as much as the median's. ``quantile`` only chooses the edge reported and the one that
+    must be shown below ``tolerance`` to pass: the first edge at or above the baseline's quantile.
+    The verdict comes from every edge; the report shows the ratio at that edge.
     """
 
     def __init__(
@@ -422,6 +627,10 @@ class LatencyComparisonBatch:
         margin: float = 0.0,
         tolerance: float = 1.5,
         dispersion: float | None = None,
+        dispersion_prior: npt.ArrayLike | None = None,
+        horizon: int = DEFAULT_HORIZON,
+        change_share: float = DEFAULT_CHANGE_SHARE,
+        count_scale: float = 1.0,
     ) -> None:
         if not 0 < quantile < 1:
             raise UserError(f"quantile must be between 0 and 1, got {quantile}")
@@ -429,50 +638,117 @@ class LatencyComparisonBatch:
         if e.ndim != 1 or e.size < 2 or np.any(np.diff(e) <= 0):
             raise UserError("edges must be at least two increasing bucket upper bounds")
         self.edges: FloatArray = e
+        self.size = size
         self.quantile = quantile
-        self.rates = RateComparisonBatch(
-            size, alpha=alpha, margin=margin, tolerance=tolerance, dispersion=dispersion
+        k = e.size
+        prior = None
+        if dispersion_prior is not None:
+            prior = np.broadcast_to(np.asarray(dispersion_prior, dtype=np.float64), (size, k)).reshape(-1)
+        self.cuts = RateComparisonBatch(
+            size * k,
+            alpha=alpha,
+            margin=margin,
+            tolerance=tolerance,
+            dispersion=dispersion,
+            dispersion_prior=prior,
+            horizon=horizon,
+            change_share=change_share,
+            count_scale=count_scale,
         )
-        self._baseline_hist: FloatArray = np.zeros((size, e.size + 1))
+        self.alpha = alpha
+        self.threshold = self.cuts.threshold
+        self.detector_threshold = self.cuts.detector_threshold
+        self._log_edges = float(np.log(k))
+        self._baseline_hist: FloatArray = np.zeros((size, k + 1))
         self.cut: IntArray = np.full(size, -1, dtype=np.int64)
+        self.regressed: npt.NDArray[np.bool_] = np.zeros(size, dtype=bool)
+        self.cleared: npt.NDArray[np.bool_] = np.zeros(size, dtype=bool)
+
+    def _per_edge(self, values: FloatArray) -> FloatArray:
+        out: FloatArray = values.reshape(self.size, self.edges.size)
+        return out
+
+    def log_evidence(self) -> FloatArray:
+        """Log of the average over edges of their e-values since the stage start, per stream."""
+        out: FloatArray = _logsumexp(self._per_edge(self.cuts.log_evidence()), axis=1) - self._log_edges
+        return out
+
+    def log_detector(self) -> FloatArray:
+        """Log of the average over edges of their e-detectors, per stream."""
+        out: FloatArray = _logsumexp(self._per_edge(self.cuts.log_detector()), axis=1) - self._log_edges
+        return out
 
     def observe(self, canary_hist: npt.ArrayLike, baseline_hist: npt.ArrayLike) -> IntArray:
         """Add one interval's histograms per stream; return outcome codes as RateComparisonBatch."""
-        shape = (self.rates.size, self.edges.size + 1)
+        shape = (self.size, self.edges.size + 1)
         c = np.asarray(canary_hist, dtype=np.float64)
         b = np.asarray(baseline_hist, dtype=np.float64)
         if c.shape != shape or b.shape != shape:
             raise UserError(f"histograms need shape {shape} (streams, the edges plus +Inf)")
-        if np.any(c < 0) or np.any(b < 0):
-            raise UserError("bucket counts must be non-negative")
-        # The cut comes from earlier intervals only: it must not look at the counts it splits.
-        self.cut = exceedance_cut(self._baseline_hist, self.quantile)
-        slow = np.arange(shape[1])[None, :] >= self.cut[:, None]
-        ready = self.cut >= 0
-        zero = np.zeros(self.rates.size)
-        codes = self.rates.observe(
-            np.where(ready, (c * slow).sum(axis=1), zero),
-            np.where(ready, c.sum(axis=1), zero),
-            np.where(ready, (b * slow).sum(axis=1), zero),
-            np.where(ready, b.sum(axis=1), zero),
-        )
+        if np.any(c < 0) or np.any(b < 0) or not (np.all(np.isfinite(c)) and np.all(np.isfinite(b))):
+            raise UserError("bucket counts must be finite and non-negative")
+        k = self.edges.size
+        tc, tb = _tails(c), _tails(b)
+        # Totals from the same running sums, so rounding never puts a tail above its total.
+        nc = np.repeat(np.maximum(c.sum(axis=1), tc[:, 0]), k)
+        nb = np.repeat(np.maximum(b.sum(axis=1), tb[:, 0]), k)
+        self.cuts.observe(np.minimum(tc.reshape(-1), nc), nc, np.minimum(tb.reshape(-1), nb), nb)
         self._baseline_hist += b
-        return codes
+        self.cut = exceedance_cut(self._baseline_hist, self.quantile)
+        self.regressed |= (self.log_evidence() >= self.threshold) | (
+            self.log_detector() >= self.detector_threshold
+        )
+        edge = np.maximum(self.cut - 1, 0)
+        clean = self._per_edge(self.cuts.log_evidence_clean())[np.arange(self.size), edge]
+        self.cleared |= (self.cut >= 0) & (clean >= self.cuts.clean_threshold)
+        out: IntArray = np.where(self.regressed, 1, np.where(self.cleared, 2, 0)).astype(np.int64)
+        return out
+
+    def reported_edge(self, index: int = 0) -> int:
+        """The edge a report shows: the first at or above the baseline's ``quantile``."""
+        return max(int(self.cut[index]) - 1, 0)
 
     def threshold_seconds(self, index: int = 0) -> float:
-        """The latency above which a request counted as slow in the last interval (NaN: none yet)."""
-        cut = int(self.cut[index])
-        return float("nan") if cut < 1 else float(self.edges[cut - 1])
+        """The latency above which a request counts as slow in the reported edge (NaN: no data yet)."""
+        if self.cut[index] < 0:
+            return float("nan")
+        return float(self.edges[self.reported_edge(index)])
+
+    def comparison(self, index: int = 0, *, metric: str = "latency") -> Comparison:
+        """One stream's verdict, with the reported edge's counts and ratio."""
+        edge = self.reported_edge(index)
+        part = self.cuts.comparison(index * self.edges.size + edge, metric=metric)
+        code = 1 if self.regressed[index] else (2 if self.cleared[index] else 0)
+        return Comparison(
+            verdict=_OUTCOME_CODES[code],
+            log_evidence=float(self.log_evidence()[index]),
+            log_evidence_clean=part.log_evidence_clean,
+            threshold=self.threshold,
+            estimate=part.estimate,
+            lower=part.lower,
+            upper=part.upper,
+            canary_events=part.canary_events,
+            canary_trials=part.canary_trials,
+            baseline_events=part.baseline_events,
+            baseline_trials=part.baseline_trials,
+            observations=part.observations,
+            dispersion=part.dispersion,
+            metric=metric,
+            alpha=self.alpha,
+            log_detector=float(self.log_detector()[index]),
+            detector_threshold=self.detector_threshold,
+        )
 
 
 class LatencyComparison:
-    """A streaming comparison of the canary's latency quantile against the baseline's.
+    """A streaming comparison of the canary's latency distribution against the baseline's.
 
     Feed each interval as histograms (bucket upper bounds and per-version counts, as Prometheus
-    ``_bucket`` series give them after differencing) or as raw samples. The canary's requests slower
-    than the baseline's running ``quantile`` (from earlier intervals) are compared with the
-    baseline's by the rate test: a regression means the canary has more slow requests. ``estimate``
-    is the ratio of exceedance rates (2.0: twice the baseline's share of requests beyond its p95).
+    ``_bucket`` series give them after differencing) or as raw samples. At every bucket edge the
+    canary's share of slower requests is compared with the baseline's; a regression means the canary
+    has more slow requests past some edge. ``estimate`` is the ratio of those shares at the reported
+    edge (``threshold_seconds``): the first edge past the baseline's ``quantile`` (2.0: twice the
+    baseline's share of requests past it).
     """
 
     def __init__(
@@ -484,6 +760,9 @@ class LatencyComparison:
         tolerance: float = 1.5,
         dispersion: float | None = None,
         edges: Sequence[float] | None = None,
+        dispersion_prior: npt.ArrayLike | None = None,
+        horizon: int = DEFAULT_HORIZON,
+        change_share: float = DEFAULT_CHANGE_SHARE,
     ) -> None:
         # Default buckets for raw samples (seconds): log-spaced from 1 ms to 60 s, ~10% apart.
         bounds = np.geomspace(1e-3, 60.0, 116) if edges is None else np.asarray(edges, dtype=np.float64)
@@ -495,6 +774,9 @@ class LatencyComparison:
             margin=margin,
             tolerance=tolerance,
             dispersion=dispersion,
+            dispersion_prior=dispersion_prior,
+            horizon=horizon,
+            change_share=change_share,
         )
 
     @property
@@ -524,36 +806,39 @@ class LatencyComparison:
 
     @property
     def verdict(self) -> Comparison:
-        return self._batch.rates.comparison(0, metric=f"latency p{self._batch.quantile * 100:g}")
+        return self._batch.comparison(0, metric=f"latency p{self._batch.quantile * 100:g}")
 
 
 def comparison_evidence(comparison: Comparison) -> dict[str, Any]:
     """The evidence of a comparison gate as plain values, for a report table row and its JSON.
 
     Keys: verdict, metric, log_e_value, e_value, log_threshold, alpha, log_e_value_clean,
-    ratio (pooled estimate), ratio_lower, ratio_upper, canary/baseline events and trials,
-    observations, dispersion, and ``summary``: a one-line text for a table cell.
+    log_detector, log_detector_threshold, ratio (pooled estimate), ratio_lower, ratio_upper,
+    canary/baseline events and trials, observations, dispersion, and ``summary``: a one-line text
+    for a table cell.
     """
     c = comparison
-    alpha = float(np.exp(-c.threshold))
     upper = None if np.isinf(c.upper) else round(c.upper, 4)
     ratio = None if c.estimate is None else round(c.estimate, 4)
     shown_ratio = "n/a" if ratio is None else f"{ratio:.2f}x"
     shown_upper = "inf" if upper is None else f"{upper:.2f}"
     summary = (
         f"{c.verdict.value}: {c.metric} ratio {shown_ratio} "
-        f"[{c.lower:.2f}, {shown_upper}], e={c.e_value:.3g} (rollback at {1 / alpha:g}), "
+        f"[{c.lower:.2f}, {shown_upper}], e={c.e_value:.3g} (rollback at {np.exp(c.threshold):.3g}), "
         f"canary {c.canary_events:,.0f}/{c.canary_trials:,.0f} "
         f"vs baseline {c.baseline_events:,.0f}/{c.baseline_trials:,.0f}"
     )
+    detector_threshold = round(c.detector_threshold, 4) if np.isfinite(c.detector_threshold) else None
     return {
         "verdict": c.verdict.value,
         "metric": c.metric,
         "log_e_value": round(c.log_evidence, 4),
         "e_value": c.e_value if np.isfinite(c.e_value) else None,
         "log_threshold": round(c.threshold, 4),
-        "alpha": round(alpha, 6),
+        "alpha": round(c.alpha, 6),
         "log_e_value_clean": round(c.log_evidence_clean, 4),
+        "log_detector": round(c.log_detector, 4) if np.isfinite(c.log_detector) else None,
+        "log_detector_threshold": detector_threshold,
         "ratio": ratio,
         "ratio_lower": round(c.lower, 4),
         "ratio_upper": upper,

@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
-
-from rollout_policies.gitops.stack_config import config_name
+from rollout_policies.errors import UserError
+from rollout_policies.stack_file import config_name, read_config
 from rollout_policies.state import Colour
 
 GROUP, VERSION, PLURAL = "gateway.networking.k8s.io", "v1", "httproutes"
@@ -57,9 +56,7 @@ class KubeLiveState:
     kubeconfig: Path | None = None
 
     def _settings(self, stack: str) -> dict[str, Any]:
-        path = self.project_dir / config_name(stack)
-        data = YAML(typ="safe").load(path.read_text(encoding="utf-8")) or {}
-        config = data.get("config", {}) or {}
+        config = read_config(self.project_dir / config_name(stack))
         return {
             "namespace": config.get("markethub-rollout:namespace", "markethub"),
             "service": config.get("markethub-rollout:serviceName") or self.service,
@@ -79,7 +76,7 @@ class KubeLiveState:
             api = config.new_client_from_config(
                 config_file=str(kubeconfig) if kubeconfig else None, context=settings["context"]
             )
-        except (OSError, ConfigException):
+        except (UserError, OSError, ConfigException):
             return None
         try:
             custom = client.CustomObjectsApi(api)

@@ -1,10 +1,10 @@
-"""Round-trip reads and edits of the rollout block in a stack's ``Pulumi.<stack>.yaml``.
+"""Round-trip edits of the rollout block in a stack's ``Pulumi.<stack>.yaml``.
 
-Only the keys whose values change are rewritten: comments, key order, quoting, flow style,
-indentation and line endings (LF or CRLF) survive, so the pull request's diff is the few lines that
-moved traffic. A rollout block that uses YAML anchors, aliases or merge keys cannot be edited in
-place (an edit at an alias would change its anchor's other users too): it is written out resolved,
-as plain values.
+Reading is ``rollout_policies.stack_file``'s (re-exported here for the gitops callers). Only the
+keys whose values change are rewritten: comments, key order, quoting, flow style, indentation and
+line endings (LF or CRLF) survive, so the pull request's diff is the few lines that moved traffic.
+A rollout block that uses YAML anchors, aliases or merge keys cannot be edited in place (an edit at
+an alias would change its anchor's other users too): it is written out resolved, as plain values.
 """
 
 from __future__ import annotations
@@ -20,33 +20,34 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
-from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, ScalarString
 from ruamel.yaml.util import load_yaml_guess_indent
 
 from rollout_policies.errors import UserError
+from rollout_policies.stack_file import (
+    bounded,
+    config_name,
+    load_document,
+    read_state,
+    read_text,
+    stacks_in,
+    state_from_text,
+)
 from rollout_policies.state import CONFIG_KEY, RolloutState
 
-CONFIG_PREFIX = "Pulumi."
-CONFIG_SUFFIX = ".yaml"
-
-
-def config_name(stack: str) -> str:
-    """The file name of a stack's config, relative to the Pulumi project directory."""
-    return f"{CONFIG_PREFIX}{stack}{CONFIG_SUFFIX}"
-
-
-def stacks_in(directory: Path) -> tuple[str, ...]:
-    """Stacks in a directory whose config holds a rollout block, sorted by name."""
-    found = []
-    for path in sorted(directory.glob(f"{CONFIG_PREFIX}*{CONFIG_SUFFIX}")):
-        stack = path.name[len(CONFIG_PREFIX) : -len(CONFIG_SUFFIX)]
-        if stack and CONFIG_KEY in path.read_text(encoding="utf-8"):
-            found.append(stack)
-    return tuple(found)
+__all__ = [
+    "changed_lines",
+    "config_name",
+    "read_state",
+    "read_text",
+    "render_state",
+    "stacks_in",
+    "state_from_text",
+    "write_state",
+    "write_text_atomically",
+]
 
 
 def _yaml(indent: int | None = None, block_seq_indent: int | None = None) -> YAML:
@@ -58,29 +59,13 @@ def _yaml(indent: int | None = None, block_seq_indent: int | None = None) -> YAM
     return yaml
 
 
-def _load(text: str, source: str) -> Any:
-    try:
-        return _yaml().load(text)
-    except YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
-        raise UserError(f"{where}: not valid YAML ({getattr(err, 'problem', None) or err})") from None
-
-
-# Aliases make a small file stand for a huge tree ("billion laughs"); a rollout block is a dozen values.
-MAX_PLAIN_NODES = 10_000
-
-
-def _plain(value: Any, budget: list[int] | None = None) -> Any:
-    """ruamel's commented containers and timestamps as plain Python values for validation."""
-    budget = budget if budget is not None else [MAX_PLAIN_NODES]
-    budget[0] -= 1
-    if budget[0] < 0:
-        raise UserError(f"config.{CONFIG_KEY}: more than {MAX_PLAIN_NODES} values once aliases are expanded")
+def _plain(value: Any) -> Any:
+    """ruamel's commented containers and timestamps as plain Python values for comparison (a block
+    with aliases is ``bounded`` before it is expanded)."""
     if isinstance(value, Mapping):
-        return {str(k): _plain(v, budget) for k, v in value.items()}
+        return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_plain(v, budget) for v in value]
+        return [_plain(v) for v in value]
     if isinstance(value, ScalarString):
         return str(value)
     return value
@@ -114,36 +99,6 @@ def _block(document: Any, source: str) -> CommentedMap:
     if not isinstance(block, CommentedMap):
         raise UserError(f"{source}: config.{CONFIG_KEY}: missing (the stack has no rollout state)")
     return block
-
-
-def state_from_text(text: str, source: str) -> RolloutState:
-    """The rollout state in a stack config's text; ``source`` names the file in errors."""
-    block = _block(_load(text, source), source)
-    try:
-        plain = _plain(block)
-    except UserError as err:
-        raise UserError(f"{source}: {err}") from None
-    try:
-        return RolloutState.model_validate(plain)
-    except ValidationError as err:
-        first = err.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        where = f"config.{CONFIG_KEY}" + (f".{field}" if field else "")
-        raise UserError(f"{source}: {where}: {first['msg']}") from None
-
-
-def read_text(path: Path) -> str:
-    """A stack config's text as it is on disk: no newline translation (CRLF stays CRLF)."""
-    with path.open(encoding="utf-8", newline="") as stream:
-        return stream.read()
-
-
-def read_state(path: Path) -> RolloutState:
-    try:
-        text = read_text(path)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such stack config") from None
-    return state_from_text(text, str(path))
 
 
 def _needs_quotes(text: str) -> bool:
@@ -240,7 +195,7 @@ def render_state(text: str, state: RolloutState, source: str) -> str:
     Each changed value is replaced where it stands, in its own quoting, so nothing else in the file
     moves. Keys the block lacks are added through a ruamel dump (a one-off reformat of the file).
     """
-    document = _load(text, source)
+    document = load_document(text, source, _yaml())
     block = _block(document, source)
     wanted = state.to_config()
     if _uses_aliases(block):
@@ -278,7 +233,7 @@ def _resolved(
     """
     config = document["config"]
     fresh = CommentedMap()
-    plain = _plain(block)
+    plain = _plain(bounded(block, f"{source}: config.{CONFIG_KEY}"))
     for key, value in {**wanted, **{k: v for k, v in plain.items() if k not in wanted}}.items():
         fresh[key] = _fresh(value)
     config[CONFIG_KEY] = fresh

@@ -22,6 +22,22 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from rollout_policies.errors import UserError
+
+
+class PlanError(UserError):
+    """A plan file that cannot be used; the message is one line naming the file, line and field."""
+
+
+class UnknownStage(PlanError):
+    """A stage id the plan does not have. Every caller gets the same line: no translation per caller."""
+
+    def __init__(self, plan: Plan, stage_id: str) -> None:
+        known = ", ".join(stage.id for stage in plan.stages)
+        super().__init__(f"stage {stage_id!r} is not in plan {plan.name} (stages: {known})")
+        self.stage_id = stage_id
+
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -362,11 +378,19 @@ class GateComparison(_Frozen):
     label: str = "track"  # the series label that tells the versions apart
     canary: str = "candidate"  # its value on the candidate's series
     baseline: str = "stable"  # its value on the stable version's series
-    # The range-query step: one sample per interval. Must equal the range in the queries ([1m]),
-    # so the intervals neither overlap nor leave gaps.
+    # The range-query step: one sample per interval.
     interval: Duration = timedelta(minutes=1)
+    # How often Prometheus scrapes the counters (its global scrape_interval; 1m is Prometheus'
+    # default). A query's range must hold two scrapes, or increase() reads nothing, and at most the
+    # interval plus one scrape, or consecutive intervals count the same events: interval + scrape
+    # (e.g. [75s] at 15 s scrapes and 1m intervals) tiles the counters exactly.
+    scrape_interval: Duration = timedelta(minutes=1)
+    # The series label that names the user segment. Needed when a stage keeps segments from the
+    # candidate (exclude_segments): the baseline is then filtered to the segments the candidate
+    # serves, so like is compared with like; the queries must group by it.
+    segment_label: str | None = None
 
-    @field_validator("interval", mode="before")
+    @field_validator("interval", "scrape_interval", mode="before")
     @classmethod
     def _interval(cls, value: Any) -> timedelta:
         return positive_duration(value)
@@ -426,7 +450,70 @@ class GateComparison(_Frozen):
             raise ValueError(f"canary and baseline must be different values of label {self.label!r}")
         if self.interval <= timedelta(0):
             raise ValueError("interval must be above 0")
+        if self.scrape_interval <= timedelta(0):
+            raise ValueError("scrape_interval must be above 0")
+        self._check_windows()
+        if self.segment_label is not None:
+            for name in ("events", "trials", "histogram"):
+                query = getattr(self, name)
+                if query is not None and self.segment_label not in _grouping(query):
+                    raise ValueError(
+                        f"{name} must group by segment_label {self.segment_label!r}"
+                        f" (sum by ({self.label}, {self.segment_label}) (...)) so the baseline can be"
+                        " filtered to the candidate's segments"
+                    )
         return self
+
+    def _check_windows(self) -> None:
+        """Each query's range holds two scrapes and reaches at most one scrape past the interval."""
+        windows: dict[str, timedelta] = {}
+        for name in ("events", "trials", "histogram"):
+            query = getattr(self, name)
+            for text in _RANGE.findall(query or ""):
+                try:
+                    window = parse_duration(text)
+                except ValueError:
+                    raise ValueError(f"{name}: range [{text}] is not a duration this plan reads") from None
+                shown = f"{name}: range [{text}]"
+                if window < 2 * self.scrape_interval:
+                    raise ValueError(
+                        f"{shown} holds fewer than two scrapes at scrape_interval "
+                        f"{format_duration(self.scrape_interval)}, so increase() reads no data; "
+                        f"use [{format_duration(self.interval + self.scrape_interval)}]"
+                    )
+                if window > self.interval + self.scrape_interval:
+                    raise ValueError(
+                        f"{shown} is longer than interval {format_duration(self.interval)} plus one scrape"
+                        f" ({format_duration(self.scrape_interval)}): consecutive intervals would count"
+                        " the same events twice"
+                    )
+                if window < self.interval:
+                    raise ValueError(
+                        f"{shown} is shorter than interval {format_duration(self.interval)}: the events"
+                        " between windows would never be counted"
+                    )
+                windows[name] = window
+        if len(set(windows.values())) > 1:
+            shown = ", ".join(f"{name} [{format_duration(w)}]" for name, w in windows.items())
+            raise ValueError(f"the queries' ranges differ ({shown}): their counts would not match")
+
+    @property
+    def window(self) -> timedelta | None:
+        """The range of the comparison's queries (None: no live queries, or none with a range)."""
+        for query in self.live_queries:
+            for text in _RANGE.findall(query):
+                return parse_duration(text)
+        return None
+
+    @property
+    def count_scale(self) -> float:
+        """How many counts one real event reads as: increase() extrapolates the samples in its range
+        (which span the range less one scrape, at most the interval) to the whole range."""
+        window = self.window
+        if window is None:
+            return 1.0
+        seen = min(self.interval, window - self.scrape_interval)
+        return window / seen
 
     @property
     def live_queries(self) -> tuple[str, ...]:
@@ -439,6 +526,16 @@ class GateComparison(_Frozen):
     def latency_quantile(self) -> float:
         """The quantile a latency comparison compares (0.95 unless the plan says otherwise)."""
         return 0.95 if self.quantile is None else self.quantile
+
+
+# A PromQL range selector: [1m], [75s] (a subquery's [1h:1m] reads its range only).
+_RANGE = re.compile(r"\[\s*([0-9][0-9a-z.]*)\s*(?::[^\]]*)?\]")
+_GROUPING = re.compile(r"\bby\s*\(([^)]*)\)")
+
+
+def _grouping(query: str) -> set[str]:
+    """The labels a query groups by, from every ``by (...)`` clause in it."""
+    return {label.strip() for clause in _GROUPING.findall(query) for label in clause.split(",")}
 
 
 class Gate(_Frozen):
@@ -630,10 +727,11 @@ class Plan(_Frozen):
         raise KeyError(metric_id)
 
     def stage(self, stage_id: str) -> Stage:
+        """The stage called ``stage_id``; else ``UnknownStage``, a PlanError naming the plan's stages."""
         for stage in self.stages:
             if stage.id == stage_id:
                 return stage
-        raise KeyError(stage_id)
+        raise UnknownStage(self, stage_id)
 
     def stage_index(self, stage_id: str) -> int:
         return [stage.id for stage in self.stages].index(stage_id)

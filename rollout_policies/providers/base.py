@@ -9,18 +9,19 @@ query is a measurement with phase ``error``, an empty or stale one a measurement
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol, TypeVar, runtime_checkable
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from rollout_policies.core.measurement import Measurement
-from rollout_policies.plan.model import MetricSource
+from rollout_policies.core.measurement import ComparisonSample, Measurement
+from rollout_policies.plan.model import GateComparison, MetricSource
 
 DEFAULT_TIMEOUT = 5.0  # seconds per request
 DEFAULT_ATTEMPTS = 3  # one try and two retries of transient failures
+DEFAULT_MAX_AGE = timedelta(minutes=15)  # a comparison's newest sample may be this old
 
 T = TypeVar("T")
 
@@ -36,6 +37,45 @@ class MetricProvider(Protocol):
         ...
 
     def is_online(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ComparisonFetch:
+    """One comparison gate's per-version samples, and how fetching them went.
+
+    ``measurement`` judges the fetch like any other query: phase ``ok`` (value: how many samples),
+    ``no_data`` (no series, no interval with both versions, or the newest older than ``max_age``)
+    or ``error`` (the backend failed or answered something unreadable). ``samples`` are empty unless
+    something was read; stale samples are kept, because a regression they show stays valid.
+    """
+
+    metric: str
+    measurement: Measurement
+    samples: tuple[ComparisonSample, ...] = ()
+
+
+@runtime_checkable
+class ComparisonProvider(Protocol):
+    """A backend that also answers comparison gates: the candidate's and the stable version's counts.
+
+    Like ``query``, ``compare`` never raises: a failure is the fetch's measurement.
+    """
+
+    name: str
+
+    def compare(
+        self,
+        settings: GateComparison,
+        now: datetime,
+        *,
+        metric: str,
+        since: datetime | None = None,
+        max_age: timedelta = DEFAULT_MAX_AGE,
+        exclude_segments: Sequence[str] = (),
+    ) -> ComparisonFetch:
+        """The per-version samples of ``metric`` from ``since`` (the stage start) to ``now``, without
+        the audience segments the stage leaves out (like is compared with like)."""
+        ...
 
 
 class QueryFailed(Exception):

@@ -11,11 +11,12 @@ from rollout_policies.core.measurement import Evidence, Measurement
 from rollout_policies.core.ranges import within_range
 from rollout_policies.errors import UserError
 from rollout_policies.plan.model import Gate, Plan, Stage
-from rollout_policies.providers.base import MetricProvider, as_utc
-from rollout_policies.providers.prometheus import ComparisonFetch, PrometheusProvider
-from rollout_policies.providers.registry import PROVIDERS, provider_for
+from rollout_policies.providers.base import ComparisonFetch, ComparisonProvider, MetricProvider, as_utc
+from rollout_policies.providers.registry import PROVIDERS, comparison_provider_for, provider_for
 from rollout_policies.providers.settings import ProviderSettings
 
+# Comparison queries are PromQL whatever provider a metric's own value comes from.
+COMPARISONS_FROM = "prometheus"
 _WORKERS = 8  # queries wait on the network, not the CPU; a few at once keeps a stage under seconds
 
 
@@ -40,11 +41,7 @@ def collect(
     """
     settings = settings or ProviderSettings.from_env()
     now = as_utc(now)
-    try:
-        stage = plan.stage(stage_id)
-    except KeyError:
-        known = ", ".join(s.id for s in plan.stages)
-        raise UserError(f"unknown stage {stage_id!r} in plan {plan.name!r} (stages: {known})") from None
+    stage = plan.stage(stage_id)
     metrics = []
     for metric_id in metrics_for_stage(plan, stage):
         try:
@@ -93,7 +90,8 @@ def collect_comparisons(
     since: datetime | None = None,
 ) -> tuple[ComparisonFetch, ...]:
     """Per-version samples for each comparison gate of the stage, from Prometheus range queries
-    (``since``: when the stage started; the window is bounded, see ``prometheus.comparison_window``).
+    (``since``: when the stage started; the whole stage and a day of the baseline before it are read,
+    and segments the stage keeps from the candidate are dropped from the baseline too).
 
     Comparison queries are PromQL whatever provider the metric's own value comes from (the crash
     rate's value is the crash reporter's, its per-version counts Prometheus's). A comparison that
@@ -102,16 +100,14 @@ def collect_comparisons(
     """
     settings = settings or ProviderSettings.from_env()
     now = as_utc(now)
-    try:
-        stage = plan.stage(stage_id)
-    except KeyError:
-        known = ", ".join(s.id for s in plan.stages)
-        raise UserError(f"unknown stage {stage_id!r} in plan {plan.name!r} (stages: {known})") from None
+    stage = plan.stage(stage_id)
     gates = [gate for gate in comparison_gates(stage) if gate.comparison and gate.comparison.live_queries]
     if not gates:
         return ()
     try:
-        provider: PrometheusProvider | UserError = PrometheusProvider(**settings.for_provider("prometheus"))
+        provider: ComparisonProvider | UserError = comparison_provider_for(
+            COMPARISONS_FROM, **settings.for_provider(COMPARISONS_FROM)
+        )
     except UserError as err:  # no Prometheus URL: the comparisons have no data source, the rest goes on
         provider = err
 
@@ -121,7 +117,12 @@ def collect_comparisons(
         if isinstance(provider, UserError):
             return ComparisonFetch(gate.metric, Measurement.error(gate.metric, now, str(provider)))
         return provider.compare(
-            gate.comparison, now, metric=gate.metric, since=since, max_age=metric.source.max_age
+            gate.comparison,
+            now,
+            metric=gate.metric,
+            since=since,
+            max_age=metric.source.max_age,
+            exclude_segments=stage.audience.exclude_segments,
         )
 
     with ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="compare") as pool:

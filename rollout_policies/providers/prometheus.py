@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
@@ -21,7 +20,9 @@ from rollout_policies.errors import UserError
 from rollout_policies.plan.model import ComparisonKind, GateComparison, MetricSource
 from rollout_policies.providers.base import (
     DEFAULT_ATTEMPTS,
+    DEFAULT_MAX_AGE,
     DEFAULT_TIMEOUT,
+    ComparisonFetch,
     NoValues,
     QueryFailed,
     Reading,
@@ -39,6 +40,7 @@ class PromQLClient(Protocol):
     def instant_query(self, promql: str, at: datetime) -> Mapping[str, Any]: ...
 
 
+@runtime_checkable
 class PromQLRangeClient(PromQLClient, Protocol):
     """A client that can also run a range query (start..end every ``step``)."""
 
@@ -157,16 +159,22 @@ class PrometheusProvider:
         *,
         metric: str,
         since: datetime | None = None,
-        max_age: timedelta = timedelta(minutes=15),
+        max_age: timedelta = DEFAULT_MAX_AGE,
+        exclude_segments: Sequence[str] = (),
     ) -> ComparisonFetch:
-        """The comparison's per-version samples from ``since`` (the stage start) to ``now``.
+        """The comparison's per-version samples from ``since`` (the stage start) to ``now``, and the
+        baseline's samples of the ``HISTORY`` before ``since`` (canary counts 0), from which the test
+        learns how much the rates jitter.
 
-        Failures and empty answers are a ``ComparisonFetch`` whose measurement has phase ``error``
-        or ``no_data``, judged by ``base.measure`` like every other query; never raised.
+        The whole stage is read, in range queries of at most ``MAX_POINTS`` steps each, so the test
+        never restarts mid-stage. Series of ``exclude_segments`` (by the comparison's
+        ``segment_label``) are dropped from both versions: like is compared with like. Failures and
+        empty answers are a ``ComparisonFetch`` whose measurement has phase ``error`` or ``no_data``,
+        judged by ``base.measure`` like every other query; never raised.
         """
         now = as_utc(now)
         found: list[ComparisonSample] = []
-        range_query = getattr(self.client, "range_query", None)
+        range_query = self.client.range_query if isinstance(self.client, PromQLRangeClient) else None
 
         def read() -> Reading:
             found.clear()
@@ -177,19 +185,26 @@ class PrometheusProvider:
             start, end = comparison_window(since, now, settings.interval)
             if end - start < settings.interval:
                 raise NoValues(f"less than one interval ({settings.interval}) since the stage started")
+            stage_start = start
+            start = history_start(start, settings.interval)
 
             def ask(promql: str) -> list[Series]:
-                return matrix_from(range_query(promql, start, end, settings.interval))
+                series = [
+                    found
+                    for a, b in chunks(start, end, settings.interval)
+                    for found in matrix_from(range_query(promql, a, b, settings.interval))
+                ]
+                return merged(without_segments(series, settings, exclude_segments), settings)
 
             if settings.kind is ComparisonKind.RATE:
                 assert settings.events is not None and settings.trials is not None
                 samples: Sequence[ComparisonSample] = rate_samples(
-                    metric, settings, ask(settings.events), ask(settings.trials)
+                    metric, settings, ask(settings.events), ask(settings.trials), since=stage_start
                 )
             else:
                 assert settings.histogram is not None
-                samples = latency_samples(metric, settings, ask(settings.histogram))
-            if not samples:
+                samples = latency_samples(metric, settings, ask(settings.histogram), since=stage_start)
+            if not any(s.observed_at > stage_start for s in samples):
                 raise NoValues(
                     f"no interval with counts for both {settings.label}={settings.canary!r}"
                     f" and {settings.label}={settings.baseline!r}"
@@ -215,34 +230,59 @@ class PrometheusProvider:
 
 MAX_POINTS = 10_000  # Prometheus refuses a range query of more than 11,000 points per series
 DEFAULT_LOOKBACK = timedelta(hours=24)  # when the caller does not say when the stage started
+# The baseline's counts before the stage: how much its rate jitters sets the test's dispersion prior.
+HISTORY = timedelta(hours=24)
 # increase() extrapolates each series on its own, so an interval's events can come out a little
 # above its trials; within this slack they are capped at the trials, beyond it the queries are wrong.
 _EVENTS_SLACK = 0.05
 
 
-@dataclass(frozen=True, slots=True)
-class ComparisonFetch:
-    """One comparison gate's live samples, and how fetching them went.
-
-    ``measurement`` judges the fetch like any other query: phase ``ok`` (value: how many samples),
-    ``no_data`` (no series, no interval with both versions, or the newest older than ``max_age``)
-    or ``error`` (Prometheus failed or answered something unreadable). ``samples`` are empty unless
-    something was read; stale samples are kept, because a regression they show stays valid.
-    """
-
-    metric: str
-    measurement: Measurement
-    samples: tuple[ComparisonSample, ...] = ()
-
-
 def comparison_window(
     since: datetime | None, now: datetime, interval: timedelta
 ) -> tuple[datetime, datetime]:
-    """The range queried: from ``since`` (the stage start) to ``now``, at most ``MAX_POINTS`` steps."""
+    """The stage's range: from ``since`` (the stage start) to ``now``, however long the stage is."""
     now = as_utc(now)
-    earliest = now - interval * MAX_POINTS
     start = as_utc(since) if since is not None else now - DEFAULT_LOOKBACK
-    return max(start, earliest), now
+    return start, now
+
+
+def history_start(stage_start: datetime, interval: timedelta) -> datetime:
+    """Where the baseline's history begins: ``HISTORY`` before the stage, on the stage's step grid."""
+    return stage_start - interval * math.floor(HISTORY / interval)
+
+
+def chunks(start: datetime, end: datetime, step: timedelta) -> list[tuple[datetime, datetime]]:
+    """``start..end`` as consecutive range queries of at most ``MAX_POINTS`` points, on one step grid."""
+    out: list[tuple[datetime, datetime]] = []
+    a = start
+    while a <= end:
+        b = min(a + step * (MAX_POINTS - 1), end)
+        out.append((a, b))
+        a = b + step
+    return out
+
+
+def without_segments(
+    series: Sequence[Series], settings: GateComparison, excluded: Sequence[str]
+) -> list[Series]:
+    """The series of segments the candidate serves (all of them without ``exclude_segments``)."""
+    if not excluded or settings.segment_label is None:
+        return list(series)
+    label = settings.segment_label
+    return [(labels, points) for labels, points in series if labels.get(label, "") not in excluded]
+
+
+def merged(series: Sequence[Series], settings: GateComparison) -> list[Series]:
+    """Chunks and segments of one series joined: points summed per (labels but the segment, time)."""
+    drop = {settings.segment_label} if settings.segment_label else set()
+    joined: dict[tuple[tuple[str, str], ...], dict[float, float]] = {}
+    for labels, points in series:
+        key = tuple(sorted((k, v) for k, v in labels.items() if k not in drop))
+        into = joined.setdefault(key, {})
+        for stamp, value in points:
+            if math.isfinite(value):
+                into[stamp] = into.get(stamp, 0.0) + value
+    return [(dict(key), sorted(points.items())) for key, points in joined.items()]
 
 
 Series = tuple[Mapping[str, str], list[tuple[float, float]]]
@@ -311,9 +351,15 @@ def _at(stamp: float) -> datetime:
 
 
 def rate_samples(
-    metric: str, settings: GateComparison, events: Sequence[Series], trials: Sequence[Series]
+    metric: str,
+    settings: GateComparison,
+    events: Sequence[Series],
+    trials: Sequence[Series],
+    *,
+    since: datetime | None = None,
 ) -> tuple[RateSample, ...]:
-    """One ``RateSample`` per step where both versions have trials (events missing there count 0).
+    """One ``RateSample`` per step where both versions have trials (events missing there count 0),
+    and, before ``since``, one per step where the baseline has trials (the canary's counts 0).
 
     No events series at all is no data, not zero: a typo in the query must not read as a clean
     canary (initialise error counters at 0, as the simulator does).
@@ -326,9 +372,15 @@ def rate_samples(
     if not bad["canary"] and not bad["baseline"]:
         raise NoValues("the events query returned no series for either version")
     samples: list[RateSample] = []
-    for stamp in sorted(set(out_of["canary"]) & set(out_of["baseline"])):
+    cut = since.timestamp() if since is not None else -math.inf
+    history = {t for t in out_of["baseline"] if t <= cut}
+    stage = {t for t in set(out_of["canary"]) & set(out_of["baseline"]) if t > cut}
+    for stamp in sorted(history | stage):
         counts = []
         for version in ("canary", "baseline"):
+            if stamp <= cut and version == "canary":  # the history: the baseline's counts only
+                counts += [0.0, 0.0]
+                continue
             trial_count = max(0.0, out_of[version][stamp])
             event_count = max(0.0, bad[version].get(stamp, 0.0))
             if event_count > trial_count * (1 + _EVENTS_SLACK) + 1:
@@ -342,10 +394,11 @@ def rate_samples(
 
 
 def latency_samples(
-    metric: str, settings: GateComparison, histogram: Sequence[Series]
+    metric: str, settings: GateComparison, histogram: Sequence[Series], *, since: datetime | None = None
 ) -> tuple[LatencySample, ...]:
     """One ``LatencySample`` per step where both versions have every bucket (cumulative ``le`` counts
-    differenced into per-bucket counts; a small negative difference from extrapolation is 0)."""
+    differenced into per-bucket counts; a small negative difference from extrapolation is 0), and,
+    before ``since``, one per step where the baseline has every bucket (the canary's counts 0)."""
     cumulative: dict[str, dict[float, dict[float, float]]] = {"canary": {}, "baseline": {}}
     bounds: set[float] = set()
     for labels, points in histogram:
@@ -375,9 +428,16 @@ def latency_samples(
     if len(edges) < 2:
         raise QueryFailed("the histogram query needs at least two finite le buckets")
     samples: list[LatencySample] = []
-    for stamp in sorted(set(cumulative["canary"]) & set(cumulative["baseline"])):
+    cut = since.timestamp() if since is not None else -math.inf
+    history = {t for t in cumulative["baseline"] if t <= cut}
+    stage = {t for t in set(cumulative["canary"]) & set(cumulative["baseline"]) if t > cut}
+    for stamp in sorted(history | stage):
         counts: dict[str, tuple[float, ...]] = {}
+        if stamp <= cut:
+            counts["canary"] = tuple(0.0 for _ in ordered)
         for version in ("canary", "baseline"):
+            if version in counts:
+                continue
             row = cumulative[version][stamp]
             if any(bound not in row for bound in ordered):
                 break

@@ -19,6 +19,7 @@ ENVIRONMENT = MappingProxyType(
         "ROLLOUT_CLOUDWATCH_REGION": "CloudWatch region; default AWS_REGION, AWS_DEFAULT_REGION, us-east-1",
         "ROLLOUT_SQL_DSN": "analytics database DSN, e.g. postgresql://reader@db/analytics",
         "ROLLOUT_JSON_BASE_URLS": "JSON API base URLs by name: crash_reporter=https://...,surveys=https://...",
+        "ROLLOUT_METRICS_FILE": "a metrics file (YAML or JSON) for metrics whose provider is metrics_file",
         "ROLLOUT_PROVIDER_TIMEOUT": f"seconds per request (default {DEFAULT_TIMEOUT:g})",
         "ROLLOUT_PROVIDER_ATTEMPTS": f"tries per query for transient failures (default {DEFAULT_ATTEMPTS})",
     }
@@ -59,6 +60,7 @@ class ProviderSettings:
     cloudwatch_region: str | None = None
     sql_dsn: str | None = None
     json_base_urls: Mapping[str, str] = field(default_factory=dict)
+    metrics_file: str | None = None
     # Manual metric values a person recorded: key -> number or (number, signed_at).
     signoffs: Mapping[str, Any] = field(default_factory=dict)
     timeout: float = DEFAULT_TIMEOUT
@@ -78,6 +80,7 @@ class ProviderSettings:
             ),
             sql_dsn=env.get("ROLLOUT_SQL_DSN") or None,
             json_base_urls=_base_urls(env.get("ROLLOUT_JSON_BASE_URLS", ""), "ROLLOUT_JSON_BASE_URLS"),
+            metrics_file=env.get("ROLLOUT_METRICS_FILE") or None,
             timeout=_number(env, "ROLLOUT_PROVIDER_TIMEOUT", DEFAULT_TIMEOUT),
             attempts=int(_number(env, "ROLLOUT_PROVIDER_ATTEMPTS", DEFAULT_ATTEMPTS)),
         )
@@ -95,4 +98,6 @@ class ProviderSettings:
             return {"base_urls": dict(self.json_base_urls), **limits}
         if name == "manual":
             return {"signoffs": dict(self.signoffs)}
+        if name == "metrics_file":
+            return {"path": self.metrics_file}
         return {}

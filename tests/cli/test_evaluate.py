@@ -255,7 +255,7 @@ def test_step_option_judges_an_earlier_step(plan_file: Path, tmp_path: Path) -> 
         (
             ["--stage", "gamma"],
             GOOD,
-            "rollout: error: --stage: 'gamma' is not a stage of {plan} (stages: beta, limited)",
+            "rollout: error: --stage: stage 'gamma' is not in plan cli-test-plan (stages: beta, limited)",
         ),
         (
             ["--stage", "beta", "--step", "1"],

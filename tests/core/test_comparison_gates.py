@@ -265,3 +265,27 @@ def test_report_carries_the_comparison_evidence() -> None:
     row = next(line for line in lines if line.startswith("  vs baseline (rate)"))
     assert row.split()[3:8] == ["3.00x", "<", "1.5x", ">", "1x"]
     assert row.endswith(entry["comparison"]["summary"])
+
+
+def test_the_baselines_day_before_the_stage_sets_the_dispersion() -> None:
+    """Samples before the stage start are the baseline's history (the provider reads a day of it):
+    a quiet history lets a 2x regression roll back sooner than the pessimistic start allows, and a
+    history that jitters keeps the same counts from rolling back."""
+    rng_counts = [990, 1010, 985, 1015, 995, 1005] * 40  # the baseline's minutes: Poisson-like
+    jittery = [400, 1600, 700, 1300, 200, 1800] * 40  # the same mean, swinging by a factor of 4
+
+    def history(counts: list[int]) -> list[ComparisonSample]:
+        return [
+            RateSample("api_error_rate", T0 - timedelta(minutes=len(counts) - i - 1), 0, 0, c, 99_000)
+            for i, c in enumerate(counts)
+        ]
+
+    stage = rates(2, 4)  # four minutes of a 2x canary
+
+    def verdict(past: list[ComparisonSample]) -> Verdict:
+        part = judge_comparison(RATE, API, [*past, *stage], now=at(minutes=4), stage_started_at=T0)
+        return part.verdict
+
+    assert verdict(history(rng_counts)) is Verdict.BEYOND_ALERT
+    assert verdict([]) is Verdict.BETWEEN  # no history: the pessimistic start is still learning
+    assert verdict(history(jittery)) is Verdict.BETWEEN

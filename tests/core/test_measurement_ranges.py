@@ -21,10 +21,10 @@ import pytest
 
 from rollout_policies.core import Action, Evidence, Measurement, Phase, decide, judged, within_range
 from rollout_policies.errors import UserError
-from rollout_policies.metrics_file import load_metrics_file
 from rollout_policies.plan import DEFAULT_PLAN, load_plan
 from rollout_policies.plan.model import CriterionKind, Direction, Metric, MetricSource, unit_range
 from rollout_policies.providers.collect import metrics_for_stage
+from rollout_policies.providers.metrics_file import load_metrics_file
 
 PLAN = load_plan(DEFAULT_PLAN)
 STAGE = PLAN.stage("beta")

@@ -21,8 +21,11 @@ from rollout_policies.core.sequential import (
     Outcome,
     RateComparison,
     RateComparisonBatch,
+    _half_normal_weights,
+    baseline_dispersion,
     comparison_evidence,
     exceedance_cut,
+    mixture_log_e,
 )
 from rollout_policies.errors import UserError
 
@@ -160,7 +163,7 @@ def test_latency_comparison_false_alarms_stay_within_alpha() -> None:
         hc = rng.multinomial(np.full(streams, 100), probs)
         hb = rng.multinomial(np.full(streams, 9900), probs)
         cmp.observe(hc, hb)
-    assert int(cmp.rates.regressed.sum()) <= allowed_false_alarms(streams)
+    assert int(cmp.regressed.sum()) <= allowed_false_alarms(streams)
 
 
 def test_confidence_sequence_covers_the_true_ratio() -> None:
@@ -292,7 +295,10 @@ def test_comparison_evidence_is_plain_json_with_a_table_summary() -> None:
     assert evidence["alpha"] == 0.01
     assert evidence["ratio"] == pytest.approx(2.97)
     assert evidence["summary"].startswith("regression: rate ratio 2.97x [")
-    assert "(rollback at 100)" in evidence["summary"]
+    # alpha 0.01, half of it for the e-detector: the evidence since the start rolls back at 200
+    assert "(rollback at 200)" in evidence["summary"]
+    assert evidence["log_threshold"] == pytest.approx(math.log(200), abs=1e-4)
+    assert evidence["log_detector_threshold"] == pytest.approx(math.log(200), abs=1e-4)
 
 
 def test_no_data_is_continue_not_a_pass() -> None:
@@ -329,3 +335,157 @@ def test_bad_settings_are_user_errors(kwargs: dict[str, float], message: str) ->
 def test_bad_counts_are_user_errors(counts: tuple[float, float, float, float], message: str) -> None:
     with pytest.raises(UserError, match=message):
         RateComparison().observe(*counts)
+
+
+# ------------------------------------------------------------- published references and new designs
+
+
+def _one_sided_rho(v_opt: float, alpha_opt: float) -> float:
+    """confseq's OneSidedNormalMixture mixing precision: the two-sided best rho at 2 alpha."""
+    la = math.log(1 / (2 * alpha_opt))
+    return v_opt / (2 * la + math.log(1 + 2 * la))
+
+
+def _gaussian_mixture(s: float, v: float, rho: float, *, two_sided: bool) -> float:
+    """The product's mixture code on a fine grid of lambda, with a Gaussian log-likelihood."""
+    lam = np.linspace(0.0, 4.0, 40_001)
+    loglik = (lam * s - lam**2 * v / 2)[None, :]
+    alt = np.arange(1, lam.size)
+    log_w = np.log(_half_normal_weights(lam[1:], 1 / math.sqrt(rho)))
+    if not two_sided:
+        return float(mixture_log_e(loglik, alt, log_w, 0)[0])
+    mirrored = (-lam * s - lam**2 * v / 2)[None, :]
+    both = np.concatenate([loglik, mirrored[:, 1:]], axis=1)
+    idx = np.arange(1, both.shape[1])
+    weights = np.concatenate([log_w, log_w]) + math.log(0.5)
+    return float(mixture_log_e(both, idx, weights, 0)[0])
+
+
+def test_mixture_matches_confseqs_one_sided_normal_mixture() -> None:
+    """Reference values: confseq's unit tests (gostevehoward/confseq, test/uniform_boundaries_unittest.cpp,
+    "from a reference implementation in R") of the one-sided normal mixture of Howard, Ramdas,
+    McAuliffe and Sekhon, "Time-uniform, nonparametric, nonasymptotic confidence sequences" (2021):
+    OneSidedNormalMixture(v_opt=100, alpha_opt=0.05).log_superMG(s=10, v=100) = -0.06502391 and its
+    boundary at v=100, log(1/0.05) is s = 27.66071. The product's half-normal weights and mixture
+    code (``mixture_log_e``) on a fine grid reproduce both."""
+    rho = _one_sided_rho(100, 0.05)
+    assert _gaussian_mixture(10, 100, rho, two_sided=False) == pytest.approx(-0.06502391, abs=1e-3)
+    lo, hi = 0.0, 100.0
+    for _ in range(60):  # bisection for the boundary
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _gaussian_mixture(mid, 100, rho, two_sided=False) < math.log(20) else (lo, mid)
+    assert lo == pytest.approx(27.66071, abs=1e-2)
+
+
+def test_two_sided_mixture_matches_confseqs_two_sided_normal_mixture() -> None:
+    """Same source: TwoSidedNormalMixture.best_rho(100, 0.05) = 12.60056, log_superMG(10, 100) =
+    -0.6510052 and bound(100, log 20) = 30.35209 (closed form sqrt((v + rho)(log(1 + v/rho) + 2 log 20))).
+    Half the weight on each side, as the confidence sequence mixes, gives the symmetric normal prior."""
+    rho = 100 / (2 * math.log(20) + math.log(1 + 2 * math.log(20)))
+    assert rho == pytest.approx(12.60056, abs=1e-5)
+    assert _gaussian_mixture(10, 100, rho, two_sided=True) == pytest.approx(-0.6510052, abs=1e-3)
+    lo, hi = 0.0, 100.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _gaussian_mixture(mid, 100, rho, two_sided=True) < math.log(20) else (lo, mid)
+    assert lo == pytest.approx(30.35209, abs=1e-2)
+
+
+@pytest.mark.parametrize(("cv", "expected"), [(0.0, 0.0), (0.5, 0.25), (1.0, 1.0)])
+def test_baseline_history_recovers_the_jitter_of_gamma_rates(cv: float, expected: float) -> None:
+    """Per-interval rates scaled by Gamma(k, 1/k) (squared CV 1/k): the pair estimator, corrected for
+    the Beta(k, k) shares of equal-exposure pairs, recovers c2 = 1/k."""
+    rng = np.random.default_rng(31)
+    streams, intervals = 200, 1440
+    jitter = rng.gamma(1 / cv**2, cv**2, (intervals, streams)) if cv else np.ones((intervals, streams))
+    trials = np.full((intervals, streams), 60_000.0)
+    events = rng.poisson(trials * 0.01 * jitter)
+    c2, used = baseline_dispersion(events, trials)
+    assert used.min() == intervals
+    assert float(np.median(c2)) == pytest.approx(expected, abs=0.02 + 0.1 * expected)
+
+
+def test_heavy_per_version_jitter_with_a_history_prior_stays_within_alpha() -> None:
+    """Independent per-version jitter of CV 1.0 at a 1% canary share, the case that broke the
+    in-stage estimate: with the baseline history's c2 and rate, false alarms stay within alpha."""
+    rng = np.random.default_rng(32)
+    streams, ticks = 1000, 120
+    history = rng.poisson(60_000 * 0.01 * rng.exponential(1.0, (360, streams)))
+    c2, _ = baseline_dispersion(history, np.full((360, streams), 60_000.0))
+    cmp = RateComparisonBatch(streams, alpha=ALPHA, dispersion_prior=c2, baseline_rate=0.01)
+    for _ in range(ticks):
+        xc = rng.poisson(600 * 0.01 * rng.exponential(1.0, streams))
+        xb = rng.poisson(59_400 * 0.01 * rng.exponential(1.0, streams))
+        cmp.observe(xc, 600, xb, 59_400)
+    assert int(cmp.regressed.sum()) <= allowed_false_alarms(streams)
+
+
+def test_e_detector_false_alarms_within_the_horizon_stay_within_its_share() -> None:
+    """Alarms of the e-detector alone (the from-start test switched off by a huge threshold) within
+    ``horizon`` intervals: at most change_share * alpha, by the supermartingale bound."""
+    rng = np.random.default_rng(33)
+    streams, horizon = 2000, 60
+    cmp = RateComparisonBatch(streams, alpha=0.2, change_share=0.5, horizon=horizon, dispersion=1.0)
+    fired = np.zeros(streams, dtype=bool)
+    for _ in range(horizon):
+        cmp.observe(rng.poisson(10, streams), 1000, rng.poisson(990, streams), 99_000)
+        fired |= cmp.log_detector() >= cmp.detector_threshold
+    assert int(fired.sum()) <= int(stats.binom.ppf(0.999, streams, 0.1))
+
+
+def test_e_detector_average_run_length_is_at_least_its_bound() -> None:
+    """Shiryaev-Roberts with starts weighted 1/horizon alarming at 1/(change_share alpha) has average
+    run length at least horizon / (change_share alpha) (here 40 intervals) on clean data; runs that
+    never alarm count as the simulation's length, so the measured mean is a lower bound."""
+    rng = np.random.default_rng(34)
+    streams, length, horizon = 500, 400, 10
+    cmp = RateComparisonBatch(streams, alpha=0.5, change_share=0.5, horizon=horizon, dispersion=1.0)
+    run = np.full(streams, float(length))
+    for t in range(length):
+        cmp.observe(rng.poisson(10, streams), 1000, rng.poisson(990, streams), 99_000)
+        hit = (cmp.log_detector() >= cmp.detector_threshold) & (run == length)
+        run[hit] = t + 1
+    assert run.mean() >= horizon / (0.5 * 0.5)
+
+
+def test_a_late_regression_is_caught_by_the_detector_sooner_than_by_the_evidence_since_the_start() -> None:
+    """Six clean hours, then 2x: the evidence since the start is weighed down by the clean hours; the
+    e-detector restarts, so it rolls back within 15 minutes where the evidence alone does not."""
+    rng = np.random.default_rng(35)
+    streams = 200
+    with_detector = RateComparisonBatch(streams, alpha=0.01, dispersion=1.0)
+    start_only = RateComparisonBatch(streams, alpha=0.01, dispersion=1.0, change_share=0.0)
+    for minute in range(360 + 15):
+        mult = 2.0 if minute >= 360 else 1.0
+        xc, xb = rng.poisson(6 * mult, streams), rng.poisson(594, streams)
+        with_detector.observe(xc, 600, xb, 59_400)
+        start_only.observe(xc, 600, xb, 59_400)
+        if minute == 359:
+            assert not with_detector.regressed.any()
+    assert with_detector.regressed.mean() >= 0.9
+    assert start_only.regressed.mean() <= 0.1
+
+
+def test_a_tail_only_latency_regression_is_caught_and_a_faster_canary_is_not() -> None:
+    """The slowest 1% of the canary's requests take twice as long: only the last edges move. Every
+    edge is compared, so the gate sees it; a canary that is faster everywhere is no regression."""
+    rng = np.random.default_rng(36)
+    edges = np.geomspace(0.01, 10, 20)
+    base = np.diff(np.concatenate([[0.0], stats.lognorm.cdf(edges, 0.5, scale=0.12), [1.0]]))
+    q99 = stats.lognorm.ppf(0.99, 0.5, scale=0.12)
+    tail_cdf = np.where(
+        edges <= q99,
+        stats.lognorm.cdf(edges, 0.5, scale=0.12),
+        np.where(edges <= 2 * q99, 0.99, stats.lognorm.cdf(edges / 2, 0.5, scale=0.12)),
+    )
+    tail = np.diff(np.concatenate([[0.0], tail_cdf, [1.0]]))
+    faster = np.diff(np.concatenate([[0.0], stats.lognorm.cdf(edges, 0.5, scale=0.09), [1.0]]))
+    streams = 100
+    slow_tail = LatencyComparisonBatch(streams, edges, alpha=0.01, dispersion_prior=0.0)
+    quick = LatencyComparisonBatch(streams, edges, alpha=0.01, dispersion_prior=0.0)
+    for _ in range(10):
+        hb = rng.multinomial(np.full(streams, 57_000), base)
+        slow_tail.observe(rng.multinomial(np.full(streams, 3000), tail), hb)
+        quick.observe(rng.multinomial(np.full(streams, 3000), faster), hb)
+    assert slow_tail.regressed.mean() >= 0.95
+    assert not quick.regressed.any()

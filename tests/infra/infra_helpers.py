@@ -8,6 +8,7 @@ the program registered with its inputs, which is what ``pulumi preview`` would s
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from datetime import timedelta
@@ -31,6 +32,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
 
 pulumi.runtime.set_mocks(RecordingMocks(), project="markethub-rollout", stack="prod-us-east-1", preview=False)
+_PROGRAM_LOOP = asyncio.get_event_loop_policy().get_event_loop()
 
 from infra.program import build  # noqa: E402  (the program is imported after the mocks are set)
 from infra.settings import StackSettings, read_settings  # noqa: E402
@@ -82,6 +84,10 @@ class Deployed:
 
 
 def deploy(settings: StackSettings, plan: Plan) -> Deployed:
+    # The program's module-level futures live on the loop that was current when it was imported. A test
+    # earlier in the session that ran asyncio.run() in this thread left the thread with no loop (or
+    # another one): put the program's loop back, or its futures are "attached to a different loop".
+    asyncio.set_event_loop(_PROGRAM_LOOP)
     mocks = RecordingMocks()
     pulumi.runtime.set_mocks(mocks, project="markethub-rollout", stack=settings.stack, preview=False)
 

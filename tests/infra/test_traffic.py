@@ -8,7 +8,7 @@ import pytest
 from infra_helpers import deploy, rollout, settings
 
 from infra import naming
-from infra.traffic import ROUTERS, router_for
+from infra.traffic import ROUTERS, Router, router_for
 from rollout_policies.errors import UserError
 
 SERVICE = "markethub-mobile"
@@ -79,6 +79,19 @@ def test_the_route_is_annotated_with_stage_step_and_weights_for_the_policy_pack(
 def test_gateway_api_is_a_registered_router():
     assert router_for("gateway-api").name == "gateway-api"
     assert "gateway-api" in ROUTERS
+
+
+@pytest.mark.parametrize("name", sorted(ROUTERS))
+def test_every_registered_router_is_a_router_under_its_own_name(name):
+    router = router_for(name)
+
+    assert isinstance(router, Router)
+    assert router.name == name
+
+
+def test_the_router_registry_cannot_be_changed_at_run_time():
+    with pytest.raises(TypeError):
+        ROUTERS["istio"] = ROUTERS["gateway-api"]  # type: ignore[index]
 
 
 def test_an_unknown_router_is_refused_not_defaulted():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -219,7 +220,7 @@ def test_unknown_provider(tmp_path: Path) -> None:
     text = changed("{provider: json_http, query: score}", "{provider: graphite, query: score}")
     assert error_of(tmp_path, text) == (
         "plan.yaml:14: metrics[1].source.provider: unknown provider 'graphite' "
-        "(known: cloudwatch, json_http, manual, prometheus, sql)"
+        "(known: cloudwatch, json_http, manual, metrics_file, prometheus, sql)"
     )
 
 
@@ -567,3 +568,74 @@ def test_shipped_plan_compares_where_it_matters() -> None:
         if gate.comparison is not None
     }
     assert compared == {("crash_rate", "rate"), ("api_error_rate", "rate"), ("api_response_time", "latency")}
+
+
+def _shipped(tmp_path: Path, *replacements: tuple[str, str]) -> str:
+    """The shipped plan with some text replaced, loaded; the one-line error (path shortened)."""
+    text = DEFAULT_PLAN.read_text(encoding="utf-8")
+    for old, new in replacements:
+        assert old in text, old
+        text = text.replace(old, new)
+    return error_of(tmp_path, text)
+
+
+def test_a_stage_that_keeps_segments_from_the_candidate_needs_a_like_for_like_comparison(
+    tmp_path: Path,
+) -> None:
+    """The medium stage excludes VIPs from the candidate: without a segment label the baseline
+    would still hold VIPs, so the plan is rejected at the stage's exclude_segments line."""
+    message = _shipped(
+        tmp_path,
+        ("          segment_label: segment\n", ""),
+        ("by (track, segment)", "by (track)"),
+        ("by (track, segment, le)", "by (track, le)"),
+    )
+    text = DEFAULT_PLAN.read_text(encoding="utf-8")
+    line = text.splitlines().index("      exclude_segments: [vip]") + 1
+    line -= 3 * 1  # three segment_label lines above it were removed
+    assert message == (
+        f"plan.yaml:{line}: stages[2].audience.exclude_segments: the candidate does not serve vip, so the "
+        "comparison of 'crash_rate' (table 'Technical Metrics') cannot be like-for-like: give it "
+        "segment_label and group its queries by that label"
+    )
+
+
+def test_a_segment_label_the_queries_do_not_group_by_is_rejected(tmp_path: Path) -> None:
+    message = _shipped(
+        tmp_path,
+        (
+            "by (track, segment) (increase(markethub_crashes_total",
+            "by (track) (increase(markethub_crashes_total",
+        ),
+    )
+    assert "tables[1].gates[0].comparison: events must group by segment_label 'segment'" in message
+
+
+@pytest.mark.parametrize(
+    ("scrape", "problem"),
+    [
+        (
+            "1m",
+            "events: range [75s] holds fewer than two scrapes at scrape_interval 1m",
+        ),
+        (
+            "5s",
+            "events: range [75s] is longer than interval 1m plus one scrape (5s)",
+        ),
+    ],
+)
+def test_comparison_ranges_must_fit_the_scrape_interval(tmp_path: Path, scrape: str, problem: str) -> None:
+    """A 1m scrape leaves one sample in a 75 s range (increase() reads nothing); a 5 s scrape makes
+    the 75 s ranges of 1-minute intervals overlap."""
+    message = _shipped(tmp_path, ("scrape_interval: 15s", f"scrape_interval: {scrape}"))
+    assert f"tables[1].gates[0].comparison: {problem}" in message
+
+
+def test_shipped_comparisons_read_every_event_once() -> None:
+    """[75s] at 15 s scrapes and 1-minute intervals: each window's samples span the minute since the
+    previous window's last scrape, so increase() reads 75/60 of the true count and nothing is lost."""
+    plan = load_plan(DEFAULT_PLAN)
+    settings = [g.comparison for s in plan.stages for g in s.gates if g.comparison is not None]
+    assert {(c.window, c.scrape_interval, c.interval, c.count_scale) for c in settings} == {
+        (timedelta(seconds=75), timedelta(seconds=15), timedelta(minutes=1), 1.25)
+    }

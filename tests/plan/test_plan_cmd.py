@@ -86,13 +86,15 @@ def test_show_json_is_the_whole_plan_and_loads_back(plan: Plan) -> None:
             "tolerance": 1.5,
             "quantile": None,
             "dispersion": None,
-            "events": "sum by (track) (increase(markethub_crashes_total[1m]))",
-            "trials": "sum by (track) (increase(markethub_sessions_total[1m]))",
+            "events": "sum by (track, segment) (increase(markethub_crashes_total[75s]))",
+            "trials": "sum by (track, segment) (increase(markethub_sessions_total[75s]))",
             "histogram": None,
             "label": "track",
             "canary": "candidate",
             "baseline": "stable",
             "interval": "1m",
+            "scrape_interval": "15s",
+            "segment_label": "segment",
         },
     }
     assert [t["window"] for t in data["triggers"]] == ["5m", "2m", "1m", "0s"]

@@ -584,10 +584,17 @@ def test_deep_nesting_is_one_line_not_a_recursion_error(tmp_path: Path) -> None:
     assert str(caught.value) == f"{file}:{line}: {where}: nested more than {MAX_DEPTH} levels deep"
 
 
-def test_billion_laughs_is_one_line(tmp_path: Path) -> None:
-    levels = ["  l0: &l0 [" + ", ".join(["lol"] * 10) + "]"]
-    levels += [f"  l{n}: &l{n} [" + ", ".join([f"*l{n - 1}"] * 10) + "]" for n in range(1, 9)]
-    text = BASELINE + "bomb:\n" + "\n".join(levels) + "\n"
+BOMB = ["  l0: &l0 [" + ", ".join(["lol"] * 10) + "]"]
+BOMB += [f"  l{n}: &l{n} [" + ", ".join([f"*l{n - 1}"] * 10) + "]" for n in range(1, 9)]
+
+
+@pytest.mark.parametrize(
+    "before",
+    ["", "quirk: {b:c}\n"],
+    ids=["plain", "behind what libyaml refuses (the pure parser's walk catches it)"],
+)
+def test_billion_laughs_is_one_line(tmp_path: Path, before: str) -> None:
+    text = BASELINE + before + "bomb:\n" + "\n".join(BOMB) + "\n"
     file = tmp_path / "bomb.yaml"
     file.write_text(text, encoding="utf-8")
     with pytest.raises(PlanError) as caught:

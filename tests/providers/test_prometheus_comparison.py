@@ -2,8 +2,9 @@
 
 Debian's Prometheus scrapes a local exporter every second whose counters (label ``track``:
 ``candidate``/``stable``, as the simulator exports) a background thread raises at known rates. The
-queries use a 3s interval (``increase(...[3s])``, step 3s) instead of the plan's 1m so a few
-seconds of data give several intervals; waiting for them is a readiness poll, not an assertion.
+queries use a 3s interval (``increase(...[4s])``: the interval plus one 1 s scrape, step 3s) instead
+of the plan's 1m so a few seconds of data give several intervals; waiting for them is a readiness
+poll, not an assertion.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from rollout_policies.providers.prometheus import (
 pytestmark = pytest.mark.services
 
 INTERVAL = timedelta(seconds=3)
+SCRAPE = timedelta(seconds=1)  # the test Prometheus' scrape_interval
 TICK = 0.1  # seconds between counter increments
 TRIALS_PER_TICK = 100.0
 SHIPPED_PLAN = Path(__file__).parents[2] / "rollout_policies" / "plans" / "markethub-mobile.yaml"
@@ -82,6 +84,16 @@ class Traffic:
                         f"{scenario}_duration_seconds_bucket", TRIALS_PER_TICK * share, track=track, le=bound
                     )
 
+        # By user segment: the candidate serves regular users only (the medium stage keeps VIPs
+        # from it); the stable version serves both, VIPs at a fifth of the error rate.
+        for track, segment, bad in (
+            ("candidate", "regular", 10.0),
+            ("stable", "regular", 10.0),
+            ("stable", "vip", 2.0),
+        ):
+            self.add("segmented_errors_total", bad, track=track, segment=segment)
+            self.add("segmented_requests_total", TRIALS_PER_TICK, track=track, segment=segment)
+
         # the shipped plan's series, as simulator/service.py exports them: 1% bad on both versions
         for track in ("candidate", "stable"):
             self.add("markethub_sessions_total", TRIALS_PER_TICK, track=track)
@@ -117,9 +129,10 @@ def live(exporter_factory, prometheus_factory) -> Iterator[tuple[PrometheusProvi
 def rate(scenario: str) -> GateComparison:
     return GateComparison(
         kind=ComparisonKind.RATE,
-        events=f"sum by (track) (increase({scenario}_errors_total[3s]))",
-        trials=f"sum by (track) (increase({scenario}_requests_total[3s]))",
+        events=f"sum by (track) (increase({scenario}_errors_total[4s]))",
+        trials=f"sum by (track) (increase({scenario}_requests_total[4s]))",
         interval=INTERVAL,
+        scrape_interval=SCRAPE,
     )
 
 
@@ -127,8 +140,9 @@ def latency(scenario: str) -> GateComparison:
     return GateComparison(
         kind=ComparisonKind.LATENCY,
         quantile=0.95,
-        histogram=f"sum by (track, le) (increase({scenario}_duration_seconds_bucket[3s]))",
+        histogram=f"sum by (track, le) (increase({scenario}_duration_seconds_bucket[4s]))",
         interval=INTERVAL,
+        scrape_interval=SCRAPE,
     )
 
 
@@ -181,8 +195,9 @@ def test_clean_canary_rate_is_not_a_regression(live) -> None:
 def test_regressed_canary_rate_is_a_regression(live) -> None:
     provider, since = live
 
-    # the test estimates overdispersion from the intervals: a 3x ratio needs about 7 of them
-    fetched, verdict, reason = judged(provider, rate("regressed"), since, "api_error_rate", want=8)
+    # Prometheus has no history of the baseline here, so the test starts from its pessimistic
+    # dispersion and learns it from the intervals: a 3x ratio needs about a dozen of them
+    fetched, verdict, reason = judged(provider, rate("regressed"), since, "api_error_rate", want=14)
 
     assert fetched.measurement.phase is Phase.OK, fetched.measurement.message
     newest = fetched.samples[-1]
@@ -211,13 +226,44 @@ def test_latency_histograms_become_per_bucket_counts(live) -> None:
     assert slow_verdict is Verdict.BEYOND_ALERT, slow_reason
 
 
+def test_excluded_segments_are_dropped_from_the_baseline_too(live) -> None:
+    """Like against like: with VIPs kept from the candidate, the stable version's VIP series are left
+    out of the baseline, so a candidate erring like the stable version's regular users is no regression."""
+    provider, since = live
+    segmented = GateComparison(
+        kind=ComparisonKind.RATE,
+        events="sum by (track, segment) (increase(segmented_errors_total[4s]))",
+        trials="sum by (track, segment) (increase(segmented_requests_total[4s]))",
+        interval=INTERVAL,
+        scrape_interval=SCRAPE,
+        segment_label="segment",
+    )
+    deadline = time.monotonic() + 40
+    while True:  # readiness: a few intervals in the stage
+        now = datetime.now(UTC)
+        alike = provider.compare(segmented, now, metric="m", since=since, exclude_segments=("vip",))
+        mixed = provider.compare(segmented, now, metric="m", since=since)
+        if min(len(alike.samples), len(mixed.samples)) >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+
+    def baseline_rate(fetch: ComparisonFetch) -> float:
+        in_stage = [s for s in fetch.samples if isinstance(s, RateSample) and s.observed_at > since]
+        return sum(s.baseline_events for s in in_stage) / sum(s.baseline_trials for s in in_stage)
+
+    assert alike.measurement.phase is Phase.OK, alike.measurement.message
+    assert baseline_rate(alike) == pytest.approx(0.10, rel=0.05)  # stable's regular users only
+    assert baseline_rate(mixed) == pytest.approx(0.06, rel=0.05)  # regular and VIP, half each
+
+
 def test_no_series_is_no_data(live) -> None:
     provider, since = live
     missing = GateComparison(
         kind=ComparisonKind.RATE,
-        events="sum by (track) (increase(nobody_exports_this_total[3s]))",
-        trials="sum by (track) (increase(nor_this_total[3s]))",
+        events="sum by (track) (increase(nobody_exports_this_total[4s]))",
+        trials="sum by (track) (increase(nor_this_total[4s]))",
         interval=INTERVAL,
+        scrape_interval=SCRAPE,
     )
 
     fetched = provider.compare(missing, datetime.now(UTC), metric="api_error_rate", since=since)
@@ -235,9 +281,10 @@ def test_series_without_the_version_label_is_an_error(live) -> None:
     provider, since = live
     ungrouped = GateComparison(
         kind=ComparisonKind.RATE,
-        events="sum(increase(clean_errors_total[3s]))",
-        trials="sum(increase(clean_requests_total[3s]))",
+        events="sum(increase(clean_errors_total[4s]))",
+        trials="sum(increase(clean_requests_total[4s]))",
         interval=INTERVAL,
+        scrape_interval=SCRAPE,
     )
 
     fetched = provider.compare(ungrouped, datetime.now(UTC), metric="api_error_rate", since=since)
@@ -361,10 +408,16 @@ def test_a_comparison_without_queries_needs_a_metrics_file() -> None:
 
 
 def test_collect_evidence_feeds_the_shipped_plans_comparison_gates(live, tmp_path: Path) -> None:
-    """The shipped plan with its ranges and interval shortened from 1m to 3s (the only change):
+    """The shipped plan with its interval shortened from 1m to 3s, its scrape interval to the test
+    Prometheus' 1 s and its ranges to match (the only changes):
     every comparison gate of the limited stage gets samples and a verdict from the test."""
     provider, since = live
-    text = SHIPPED_PLAN.read_text().replace("[1m]))", "[3s]))").replace("interval: 1m", "interval: 3s")
+    text = (
+        SHIPPED_PLAN.read_text()
+        .replace("[75s]))", "[4s]))")
+        .replace("scrape_interval: 15s", "scrape_interval: 1s")
+        .replace("interval: 1m", "interval: 3s")
+    )
     (tmp_path / "plan.yaml").write_text(text)
     plan = load_plan(tmp_path / "plan.yaml", providers=tuple(PROVIDERS))
     settings = ProviderSettings(prometheus_url=provider.client.url, attempts=1)
@@ -389,3 +442,60 @@ def test_collect_evidence_feeds_the_shipped_plans_comparison_gates(live, tmp_pat
         assert part.verdict in (Verdict.MEETS_TARGET, Verdict.BETWEEN), (metric_id, part.reason)
     kinds = {type(s) for s in evidence.samples_of("api_response_time")}
     assert kinds == {LatencySample}
+
+
+class _StageLongClient:
+    """A stand-in for Prometheus' range API over a 14-day stage (a real server here has seconds of
+    data, not weeks): it answers any range with one point per step per version and records the
+    ranges asked, refusing more than 11,000 points as Prometheus does."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[datetime, datetime]] = []
+
+    def instant_query(self, promql: str, at: datetime) -> dict:
+        raise AssertionError("comparisons use range queries")
+
+    def range_query(self, promql: str, start: datetime, end: datetime, step: timedelta) -> dict:
+        points = int((end - start) / step) + 1
+        if points > 11_000:
+            return {"resultType": "error"}
+        self.asked.append((start, end))
+        value = "1" if "errors" in promql else "100"
+        stamps = [(start + i * step).timestamp() for i in range(points)]
+        return {
+            "resultType": "matrix",
+            "result": [
+                {"metric": {"track": track}, "values": [[t, value] for t in stamps]}
+                for track in ("candidate", "stable")
+            ],
+        }
+
+
+def test_a_fourteen_day_stage_is_read_whole_in_chunks() -> None:
+    """The anytime guarantee needs every interval since the stage start: 20,160 one-minute steps
+    are asked in consecutive chunks of at most 10,000 (plus a day of baseline history before)."""
+    client = _StageLongClient()
+    provider = PrometheusProvider(client=client)
+    settings = GateComparison(
+        kind=ComparisonKind.RATE,
+        events="sum by (track) (increase(errors_total[75s]))",
+        trials="sum by (track) (increase(requests_total[75s]))",
+        scrape_interval=timedelta(seconds=15),
+    )
+    now = datetime(2026, 12, 15, tzinfo=UTC)
+    since = now - timedelta(days=14)
+
+    fetched = provider.compare(settings, now, metric="api_error_rate", since=since)
+
+    assert fetched.measurement.phase is Phase.OK, fetched.measurement.message
+    in_stage = [s for s in fetched.samples if s.observed_at > since]
+    history = [s for s in fetched.samples if s.observed_at <= since]
+    assert len(in_stage) == 14 * 24 * 60
+    assert in_stage[0].observed_at == since + timedelta(minutes=1)
+    assert len(history) == 24 * 60 + 1
+    assert all(isinstance(s, RateSample) and s.canary_trials == 0 for s in history)
+    per_query = len(client.asked) // 2
+    assert per_query == 3  # 21,601 steps (15 days and one): 10,000 + 10,000 + 1,601
+    starts = [a for a, _ in client.asked[:per_query]]
+    ends = [b for _, b in client.asked[:per_query]]
+    assert all(b + timedelta(minutes=1) == a for a, b in zip(starts[1:], ends[:-1], strict=True))

@@ -9,7 +9,15 @@ import pytest
 from rollout_policies.core.measurement import Phase
 from rollout_policies.errors import UserError
 from rollout_policies.plan.model import MetricSource
-from rollout_policies.providers import PROVIDERS, ProviderSettings, provider_for
+from rollout_policies.providers import (
+    COMPARISON_PROVIDERS,
+    PROVIDERS,
+    ComparisonProvider,
+    MetricProvider,
+    ProviderSettings,
+    comparison_provider_for,
+    provider_for,
+)
 from rollout_policies.providers.json_http import JsonHttpProvider
 from rollout_policies.providers.manual import ManualProvider
 
@@ -17,7 +25,7 @@ NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
 def test_registry_holds_every_backend():
-    assert sorted(PROVIDERS) == ["cloudwatch", "json_http", "manual", "prometheus", "sql"]
+    assert sorted(PROVIDERS) == ["cloudwatch", "json_http", "manual", "metrics_file", "prometheus", "sql"]
 
 
 def test_unknown_name_is_rejected_naming_the_known_ones():
@@ -25,7 +33,8 @@ def test_unknown_name_is_rejected_naming_the_known_ones():
         provider_for("datadog")
 
     assert str(raised.value) == (
-        "unknown metric provider 'datadog' (known: cloudwatch, json_http, manual, prometheus, sql)"
+        "unknown metric provider 'datadog' "
+        "(known: cloudwatch, json_http, manual, metrics_file, prometheus, sql)"
     )
 
 
@@ -104,14 +113,61 @@ def test_non_numeric_timeout_names_the_variable():
         ProviderSettings.from_env({"ROLLOUT_PROVIDER_TIMEOUT": "soon"})
 
 
-@pytest.mark.parametrize("name", ["prometheus", "cloudwatch", "sql", "json_http", "manual"])
+@pytest.mark.parametrize("name", ["prometheus", "cloudwatch", "sql", "json_http", "manual", "metrics_file"])
 def test_settings_give_each_backend_only_settings_it_takes(name):
     settings = ProviderSettings(
         prometheus_url="http://127.0.0.1:1",
         cloudwatch_endpoint_url="http://127.0.0.1:1",
         sql_dsn="postgresql://postgres@127.0.0.1:1/postgres",
+        metrics_file="/nowhere/metrics.yaml",
     )
 
     provider = provider_for(name, **settings.for_provider(name))
 
     assert provider.name == name
+
+
+@pytest.mark.parametrize("name", sorted(PROVIDERS))
+def test_every_registered_backend_is_a_metric_provider_under_its_own_name(name):
+    settings = ProviderSettings(
+        prometheus_url="http://127.0.0.1:1",
+        sql_dsn="postgresql://postgres@127.0.0.1:1/postgres",
+        metrics_file="/nowhere/metrics.yaml",
+    )
+
+    provider = provider_for(name, **settings.for_provider(name))
+
+    assert isinstance(provider, MetricProvider)
+    assert provider.name == name
+
+
+@pytest.mark.parametrize("name", sorted(COMPARISON_PROVIDERS))
+def test_every_comparison_backend_answers_comparisons(name):
+    settings = ProviderSettings(prometheus_url="http://127.0.0.1:1", metrics_file="/nowhere/metrics.yaml")
+
+    provider = comparison_provider_for(name, **settings.for_provider(name))
+
+    assert isinstance(provider, ComparisonProvider)
+    assert provider.name == name
+
+
+def test_comparison_registry_holds_the_backends_that_compare():
+    assert sorted(COMPARISON_PROVIDERS) == ["metrics_file", "prometheus"]
+
+
+def test_a_backend_that_cannot_compare_is_rejected_by_the_comparison_registry():
+    with pytest.raises(UserError) as raised:
+        comparison_provider_for("sql")
+
+    assert str(raised.value) == "unknown comparison provider 'sql' (known: metrics_file, prometheus)"
+
+
+def test_the_metrics_file_comes_from_its_variable():
+    settings = ProviderSettings.from_env({"ROLLOUT_METRICS_FILE": "/srv/rollout/metrics.yaml"})
+
+    assert settings.for_provider("metrics_file") == {"path": "/srv/rollout/metrics.yaml"}
+
+
+def test_the_metrics_file_provider_without_a_file_names_the_variable():
+    with pytest.raises(UserError, match="ROLLOUT_METRICS_FILE"):
+        provider_for("metrics_file")

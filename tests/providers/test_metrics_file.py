@@ -1,4 +1,4 @@
-"""The metrics file format: what each form of entry becomes as core measurements."""
+"""The metrics-file provider: what each form of entry becomes, and the file answering as a backend."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from rollout_policies.core import LatencySample, Measurement, RateSample
+from rollout_policies.core import LatencySample, Measurement, Phase, RateSample
 from rollout_policies.errors import UserError
-from rollout_policies.metrics_file import load_metrics_file
+from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
+from rollout_policies.plan.model import ComparisonKind, GateComparison, MetricSource
+from rollout_policies.providers.metrics_file import MetricsFileProvider, load_metrics_file
 
 NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 
@@ -170,3 +172,88 @@ def test_bad_comparisons_are_one_line_user_errors(tmp_path: Path, comparisons: s
     with pytest.raises(UserError) as caught:
         load_metrics_file(path, now=NOW)
     assert str(caught.value) == f"{tmp_path}/{message}"
+
+
+# ------------------------------------------------------------------ the file as a provider
+
+
+def _provider(tmp_path: Path, text: str) -> MetricsFileProvider:
+    path = tmp_path / "m.yaml"
+    path.write_text(text)
+    return MetricsFileProvider(path=path)
+
+
+def _source(**fields: object) -> MetricSource:
+    return MetricSource.model_validate({"provider": "metrics_file", "max_age": "15m", **fields})
+
+
+def test_query_reads_the_newest_entry_of_the_metric(tmp_path: Path) -> None:
+    provider = _provider(
+        tmp_path,
+        "metrics:\n  m:\n    - {value: 1, observed_at: 2026-11-28T08:50:00Z}\n"
+        "    - {value: 3, observed_at: 2026-11-28T08:55:00Z}\n",
+    )
+
+    assert provider.query(_source(), NOW, metric="m") == Measurement.ok("m", 3, t(8, 55))
+
+
+def test_query_reads_the_key_the_source_names(tmp_path: Path) -> None:
+    provider = _provider(tmp_path, "metrics: {finance_conversion: 2.5}\n")
+
+    measurement = provider.query(_source(options={"key": "finance_conversion"}), NOW, metric="conversion")
+
+    assert measurement == Measurement.ok("conversion", 2.5, NOW)
+
+
+@pytest.mark.parametrize(
+    ("text", "phase", "message"),
+    [
+        ("metrics: {other: 1}\n", Phase.NO_DATA, "metrics_file: {path} has no entry for 'm'"),
+        ("metrics: {m: {phase: error, message: refused}}\n", Phase.ERROR, "metrics_file: refused"),
+        ("metrics: {m: {phase: no_data}}\n", Phase.NO_DATA, "metrics_file: m: phase no_data"),
+        (
+            "metrics: [\n",
+            Phase.ERROR,
+            "metrics_file: {path}:2: not valid YAML or JSON: "
+            "expected the node content, but found '<stream end>'",
+        ),
+    ],
+    ids=["absent", "error entry", "no-data entry", "bad file"],
+)
+def test_query_never_raises(tmp_path: Path, text: str, phase: Phase, message: str) -> None:
+    provider = _provider(tmp_path, text)
+
+    measurement = provider.query(_source(), NOW, metric="m")
+
+    assert (measurement.phase, measurement.message) == (phase, message.format(path=tmp_path / "m.yaml"))
+
+
+def test_query_judges_staleness_like_every_backend(tmp_path: Path) -> None:
+    provider = _provider(tmp_path, "metrics: {m: {value: 1, observed_at: 2026-11-28T08:00:00Z}}\n")
+
+    measurement = provider.query(_source(), NOW, metric="m")
+
+    assert measurement.phase is Phase.NO_DATA
+    assert measurement.message.startswith("metrics_file: stale: newest value is from 2026-11-28T08:00:00")
+
+
+def test_compare_gives_the_samples_since_the_stage_started(tmp_path: Path) -> None:
+    provider = _provider(tmp_path, COMPARISONS)
+    settings = GateComparison(kind=ComparisonKind.RATE)
+
+    fetch = provider.compare(settings, NOW, metric="api_error_rate", since=t(8, 50))
+    later = provider.compare(settings, NOW, metric="api_error_rate", since=t(8, 56))
+
+    assert fetch.samples == (RateSample("api_error_rate", t(8, 55), 3, 1000, 250, 99000),)
+    assert fetch.measurement == Measurement.ok("api_error_rate", 1, t(8, 55))
+    assert later.samples == ()
+    assert later.measurement.phase is Phase.NO_DATA
+
+
+def test_evidence_is_the_whole_file_checked_against_the_plan(tmp_path: Path) -> None:
+    (tmp_path / "m.yaml").write_text("metrics: {crash_rate: 0.1, typo_rate: 1}\n")
+    provider = MetricsFileProvider(path=tmp_path / "m.yaml", now=NOW)
+    plan = load_plan(DEFAULT_PLAN)
+
+    with pytest.raises(UserError, match=r"m\.yaml: metrics\.typo_rate: not a metric of plan"):
+        provider.evidence(plan)

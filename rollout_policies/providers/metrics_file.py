@@ -1,4 +1,5 @@
-"""A metrics file: measurements, sign-offs and stage times in YAML or JSON, standing in for live providers.
+"""The metrics-file provider: measurements, sign-offs, stage times and per-version counts in a YAML or
+JSON file, standing in for live backends (``--metrics-file``) or feeding a plan metric of its own.
 
     # every key but ``metrics`` is optional
     observed_at: 2026-11-20T09:00:00Z       # when entries without their own observed_at were observed
@@ -31,9 +32,9 @@ Event counts (critical bugs, critical issues) are metrics like any other. Bad co
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,16 @@ from rollout_policies.core.measurement import (
     RateSample,
 )
 from rollout_policies.errors import UserError
-from rollout_policies.plan.model import CriterionKind, Plan
+from rollout_policies.plan.model import CriterionKind, GateComparison, MetricSource, Plan
+from rollout_policies.providers.base import (
+    DEFAULT_MAX_AGE,
+    ComparisonFetch,
+    NoValues,
+    QueryFailed,
+    Reading,
+    as_utc,
+    measure,
+)
 
 _TOP_KEYS = {"observed_at", "stage_started_at", "step_started_at", "metrics", "signoffs", "comparisons"}
 _ENTRY_KEYS = {"value", "observed_at", "since", "phase", "message"}
@@ -122,6 +132,98 @@ def load_metrics_file(path: str | Path, *, now: datetime) -> MetricsFile:
     if data is None:
         raise UserError(f"{name}: the metrics file is empty")
     return parse_metrics(data, source=name, now=now)
+
+
+class MetricsFileProvider:
+    """A metrics file as a backend: a metric's newest entry, a comparison gate's samples.
+
+    ``rollout evaluate`` and ``rollout promote`` with ``--metrics-file`` take the whole file as the
+    stage's evidence (``evidence``: every entry of a metric's history, for the triggers). A plan metric
+    whose source is ``provider: metrics_file`` reads its entry (key: ``options.key``, else ``query``,
+    else the metric id) from the file ``ROLLOUT_METRICS_FILE`` names. The file is read once, on first
+    use; a file that cannot be read makes every query an ``error`` measurement, never a raise.
+    """
+
+    name = "metrics_file"
+
+    def __init__(self, *, path: str | Path | None = None, now: datetime | None = None) -> None:
+        if not path:
+            raise UserError("metrics_file: no file (set ROLLOUT_METRICS_FILE or pass --metrics-file)")
+        self.path = str(path)
+        self._now = now  # observed_at of entries that give none; else the first query's "now"
+        self._file: MetricsFile | None = None
+
+    def file(self, now: datetime | None = None) -> MetricsFile:
+        """The file's content; a UserError names the file, line and field of bad content."""
+        if self._file is None:
+            moment = self._now or now
+            if moment is None:
+                raise ValueError("metrics_file: reading the file needs a time for entries without one")
+            self._file = load_metrics_file(self.path, now=as_utc(moment))
+        return self._file
+
+    def evidence(self, plan: Plan, signoffs: Iterable[str] = ()) -> Evidence:
+        """The whole file as a stage's evidence, checked against the plan (a typo is not no data)."""
+        loaded = self.file()
+        loaded.check_against(plan)
+        return Evidence.of(loaded.measurements, loaded.signoffs | set(signoffs), samples=loaded.samples)
+
+    def query(self, source: MetricSource, now: datetime, *, metric: str = "") -> Measurement:
+        key = str(source.options.get("key") or source.query.strip() or metric)
+
+        def read() -> Reading:
+            try:
+                entries = [m for m in self.file(now).measurements if m.metric == key]
+            except UserError as err:
+                raise QueryFailed(str(err)) from None
+            if not entries:
+                raise NoValues(f"{self.path} has no entry for {key!r}")
+            newest = max(entries, key=lambda m: m.observed_at)
+            if newest.phase is Phase.ERROR:
+                raise QueryFailed(newest.message or f"{key}: phase error")
+            if newest.phase is Phase.NO_DATA:
+                raise NoValues(newest.message or f"{key}: phase no_data")
+            return Reading(newest.value, newest.observed_at)
+
+        # One attempt: a file is not transient.
+        return measure(self.name, metric, source, now, read, attempts=1)
+
+    def compare(
+        self,
+        settings: GateComparison,
+        now: datetime,
+        *,
+        metric: str,
+        since: datetime | None = None,
+        max_age: timedelta = DEFAULT_MAX_AGE,
+        exclude_segments: Sequence[str] = (),
+    ) -> ComparisonFetch:
+        """The file's samples for ``metric`` from ``since`` on (all of them without ``since``).
+
+        A file's samples are already the two versions' totals: there are no segments to leave out.
+        """
+        found: list[ComparisonSample] = []
+
+        def read() -> Reading:
+            try:
+                samples = [s for s in self.file(now).samples if s.metric == metric]
+            except UserError as err:
+                raise QueryFailed(str(err)) from None
+            samples = sorted(
+                (s for s in samples if since is None or s.observed_at >= as_utc(since)),
+                key=lambda s: s.observed_at,
+            )
+            if not samples:
+                raise NoValues(f"{self.path} has no comparison samples for {metric!r}")
+            found.extend(samples)
+            return Reading(float(len(samples)), samples[-1].observed_at)
+
+        source = MetricSource(provider=self.name, query=f"comparisons.{metric}", max_age=max_age)
+        measurement = measure(f"{self.name} comparison", metric, source, now, read, attempts=1)
+        return ComparisonFetch(metric, measurement, tuple(found))
+
+    def is_online(self) -> bool:
+        return Path(self.path).is_file()
 
 
 def parse_metrics(data: Any, *, source: str, now: datetime) -> MetricsFile:
