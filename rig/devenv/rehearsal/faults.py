@@ -122,7 +122,7 @@ def parse_faults(spec: str, plan: Plan, regions: tuple[str, ...]) -> tuple[Fault
         stage, kind, region = match["stage"], match["kind"], match["region"]
         try:
             plan_stage = plan.stage(stage)
-        except KeyError:
+        except (KeyError, UserError):  # the plan's own "unknown stage" error; the item is named here
             known = ", ".join(s.id for s in plan.stages)
             raise UserError(f"--faults {item!r}: no stage {stage!r} in the plan (stages: {known})") from None
         if kind not in KINDS:
