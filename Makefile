@@ -9,11 +9,7 @@ export PULUMI_SKIP_UPDATE_CHECK := true
 export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION := true
 PYTEST_ARGS ?=
 
-<<<<<<< HEAD
-.PHONY: help venv tools lint test test-fast demo rehearse env-up env-down env-status bench bench-gates bench-rollback bench-triggers bench-cli bench-webhook clean
-=======
-.PHONY: help venv lock check-install tools lint test test-fast demo env-up env-down env-status bench bench-gates bench-replay bench-rollback bench-triggers bench-cli bench-webhook clean
->>>>>>> main
+.PHONY: help venv lock check-install tools lint test test-fast demo rehearse env-up env-down env-status bench bench-gates bench-replay bench-rollback bench-triggers bench-cli bench-webhook clean
 
 help:
 	@echo "make test       install everything, lint, run every test"

@@ -40,7 +40,18 @@ def timeline(
     rows: list[dict[str, Any]] = []
     previous_start: datetime | None = None
     previous_stage = None
-    for commit, state in stage_entries(history):
+    entries = stage_entries(history)
+    if entries:
+        # The first stage starts when the rollout does: its last (re)start before it was left (the
+        # setup commit wrote beta before the first deployment; the rollout's start commit restarts it).
+        first_stage = entries[0][1].stage
+        before_next = []
+        for commit, state in history:
+            if state.stage != first_stage:
+                break
+            before_next.append((commit, state))
+        entries[0] = max(before_next, key=lambda item: item[1].stage_started_at)
+    for commit, state in entries:
         day = (state.stage_started_at - start).total_seconds() * scale / 86400
         due_day = None
         if previous_stage is not None:
