@@ -344,7 +344,8 @@ class Rehearsal:
         for entry in found:
             if entry["problems"]:
                 self.record.failures.append(
-                    f"{entry['stack']} at {entry['commit'][:8]}: git and cluster disagree: {entry['problems'][0]}"
+                    f"{entry['stack']} at {entry['commit'][:8]}: git and cluster disagree:"
+                    f" {entry['problems'][0]}"
                 )
                 self.event("disagree", entry["stack"], entry["problems"][0], commit=entry["commit"])
 
