@@ -60,6 +60,13 @@ def timeline(
             last = max(restarts) if restarts else previous_start
             assert last is not None
             due = last + previous_stage.min_duration / scale
+            # The stage's last step must also have baked: the plan's ramp can outlast the minimum.
+            final = len(previous_stage.steps) - 1
+            step_starts = [
+                s.step_started_at for _, s in history if s.stage == previous_stage.id and s.step == final
+            ]
+            if step_starts:
+                due = max(due, max(step_starts) + previous_stage.steps[final].bake / scale)
             due_day = (due - start).total_seconds() * scale / 86400
         first_week, last_week = SEED_WEEKS.get(state.stage, (0, 99))
         in_weeks = (first_week - 1) * 7 - 0.01 <= day < last_week * 7
