@@ -3,8 +3,9 @@
 Each of the plan's backup objectives (``objectives.backups``) becomes one Velero Schedule firing at
 its interval and keeping each backup for its retention. Incremental backups copy volume data with
 Velero's file-system backup (kopia deduplicates, so each run stores only what changed); the full
-backup takes volume snapshots of everything. The pg_dump CronJob follows the most frequent
-objective (hourly in the seed), so the database's recovery point matches the plan's RPO.
+backup takes volume snapshots of everything. The database dump CronJob (``rollout drill backup``)
+follows the most frequent objective (hourly in the seed), so the database's recovery point matches
+the plan's RPO.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pulumi
 from infra import kube, naming
 from infra.kube import Manifest
 from infra.schedule import cron_every, go_duration
-from infra.settings import Backup
+from infra.settings import Backup, DrillOptions, drill_flags
 from rollout_policies.plan.model import BackupObjective, Objectives, format_duration
 
 COMPONENT = "backups"
@@ -29,6 +30,11 @@ class BackupArgs:
     objectives: Objectives
     backup: Backup = field(default_factory=Backup)
     region: str = ""
+    # The rollout image (it has pg_dump) and the drill values of the stack (settings.drill_options).
+    image: str = "ghcr.io/markethub/markethub-rollout:latest"
+    options: DrillOptions = field(
+        default_factory=lambda: DrillOptions("markethub", "markethub-backups", "pg-dumps", "", "", "", {})
+    )
 
 
 def schedule_name(service: str, objective: BackupObjective) -> str:
@@ -74,30 +80,23 @@ def dump_objective(objectives: Objectives) -> BackupObjective:
     return min(objectives.backups, key=lambda objective: objective.every)
 
 
-# The dump is written to a file first so a failed pg_dump never uploads a truncated object.
-DUMP_SCRIPT = (
-    'key="$S3_PREFIX/$(date -u +%Y%m%dT%H%M%SZ).dump"; '
-    'pg_dump --format=custom --no-owner --file=/tmp/db.dump "$DATABASE_URL"; '
-    'aws s3 cp ${S3_ENDPOINT:+--endpoint-url "$S3_ENDPOINT"} /tmp/db.dump "s3://$S3_BUCKET/$key"; '
-    'echo "uploaded s3://$S3_BUCKET/$key"'
-)
+def pg_dump_command(args: BackupArgs) -> list[str]:
+    """``rollout drill backup``: pg_dump plus the manifest (row counts, checksums of the plan's
+    verify_tables) the restore drill checks a restore against, to the bucket and prefix the drills
+    read (``drill_options``), so what the CronJob writes is what the restore drill finds."""
+    return ["rollout", "drill", "backup", *drill_flags(args.options, "backup")]
 
 
 def pg_dump_cronjob_manifest(args: BackupArgs) -> Manifest:
     objective = dump_objective(args.objectives)
-    bucket = args.backup.bucket or f"{args.service}-backups"
     env: list[Manifest] = [
         {
-            "name": "DATABASE_URL",
+            "name": "DRILL_BACKUP_DSN",
             "valueFrom": {"secretKeyRef": {"name": args.backup.database_secret, "key": "url"}},
         },
-        {"name": "S3_BUCKET", "value": bucket},
-        {"name": "S3_PREFIX", "value": f"{args.backup.prefix}/{args.service}"},
     ]
     if args.region:
         env.append({"name": "AWS_DEFAULT_REGION", "value": args.region})
-    if args.backup.s3_endpoint:
-        env.append({"name": "S3_ENDPOINT", "value": args.backup.s3_endpoint})
     labels = naming.base_labels(args.service, COMPONENT)
     return {
         "apiVersion": "batch/v1",
@@ -120,8 +119,8 @@ def pg_dump_cronjob_manifest(args: BackupArgs) -> Manifest:
                             "containers": [
                                 {
                                     "name": "pg-dump",
-                                    "image": args.backup.dump_image,
-                                    "command": ["/bin/sh", "-ec", DUMP_SCRIPT],
+                                    "image": args.image,
+                                    "command": pg_dump_command(args),
                                     "env": env,
                                     "resources": {
                                         "requests": {"cpu": "100m", "memory": "128Mi"},

@@ -15,7 +15,7 @@ import pulumi
 from infra import kube, naming
 from infra.kube import Manifest
 from infra.schedule import cron_every
-from infra.settings import Drills, RegionRole
+from infra.settings import DrillOptions, Drills, RegionRole, drill_flags
 from rollout_policies.plan.model import DisasterRecovery
 
 COMPONENT = "drills"
@@ -31,6 +31,50 @@ class DrillArgs:
     role: RegionRole
     disaster_recovery: DisasterRecovery
     drills: Drills = field(default_factory=Drills)
+    # The stack's drill values (settings.drill_options): a pod has no stack files, so they go in as flags.
+    options: DrillOptions = field(
+        default_factory=lambda: DrillOptions("markethub", "markethub-backups", "pg-dumps", "", "", "", {})
+    )
+
+
+KUBECONFIG_MOUNT = "/etc/markethub-rollout/kubeconfig"
+REPORT_DIR = "/tmp/drills"
+
+
+def plan_flags(plan_path: str) -> list[str]:
+    """``--plan`` for a plan of the team's own; none for the packaged plan, which the command finds
+    in the installed package (a pod has no checkout, so a path into the repository would not exist)."""
+    from infra.program import resolve_plan_path
+    from rollout_policies.plan.loader import DEFAULT_PLAN
+
+    if resolve_plan_path(plan_path).resolve() == DEFAULT_PLAN:
+        return []
+    return ["--plan", plan_path]
+
+
+def drill_command(args: DrillArgs, drill: str) -> list[str]:
+    """The container's command line: the flags ``rollout drill --stack`` would read from the file."""
+    return [
+        "rollout", "drill", drill, "--execute", *plan_flags(args.plan_path),
+        *drill_flags(args.options, drill), "--report-dir", REPORT_DIR,
+    ]  # fmt: skip
+
+
+def drill_env(args: DrillArgs, drill: str) -> list[Manifest]:
+    """Secrets by reference: the scratch database, the regions' kubeconfig, the reports repository."""
+    env: list[Manifest] = []
+    if drill == "backup-restore":
+        env.append(_secret_env("DRILL_RESTORE_DSN", args.drills.restore_database_secret, "url"))
+    if args.drills.kubeconfig_secret:
+        env.append({"name": "KUBECONFIG", "value": f"{KUBECONFIG_MOUNT}/config"})
+    if args.drills.reports_repository:
+        env.append({"name": "ROLLOUT_REPORTS_GIT_URL", "value": args.drills.reports_repository})
+        env.append(_secret_env("ROLLOUT_GIT_TOKEN", args.drills.git_secret, "token"))
+    return env
+
+
+def _secret_env(name: str, secret: str, key: str) -> Manifest:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
 
 
 def drill_schedule(args: DrillArgs, index: int) -> str:
@@ -59,20 +103,19 @@ def drill_cronjob_manifest(args: DrillArgs, drill: str, index: int) -> Manifest:
                         "metadata": {"labels": labels},
                         "spec": {
                             "restartPolicy": "Never",
+                            **_volumes(args),
                             "containers": [
                                 {
                                     "name": "drill",
                                     "image": args.drills.image,
-                                    "command": [
-                                        "rollout",
-                                        "drill",
-                                        drill,
-                                        "--execute",
-                                        "--plan",
-                                        args.plan_path,
-                                        "--stack",
-                                        args.stack,
+                                    "command": drill_command(args, drill),
+                                    "env": drill_env(args, drill),
+                                    # The plan's notification variables (Slack webhook, PagerDuty
+                                    # key) by their names, when the Secret exists: drills notify.
+                                    "envFrom": [
+                                        {"secretRef": {"name": args.drills.notify_secret, "optional": True}}
                                     ],
+                                    **_kubeconfig_mount(args),
                                     "resources": {
                                         "requests": {"cpu": "100m", "memory": "128Mi"},
                                         "limits": {"memory": "512Mi"},
@@ -85,6 +128,18 @@ def drill_cronjob_manifest(args: DrillArgs, drill: str, index: int) -> Manifest:
             },
         },
     }
+
+
+def _kubeconfig_mount(args: DrillArgs) -> Manifest:
+    if not args.drills.kubeconfig_secret:
+        return {}
+    return {"volumeMounts": [{"name": "kubeconfig", "mountPath": KUBECONFIG_MOUNT, "readOnly": True}]}
+
+
+def _volumes(args: DrillArgs) -> Manifest:
+    if not args.drills.kubeconfig_secret:
+        return {}
+    return {"volumes": [{"name": "kubeconfig", "secret": {"secretName": args.drills.kubeconfig_secret}}]}
 
 
 class DrillSchedule(pulumi.ComponentResource):

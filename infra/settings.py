@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from rollout_policies.errors import UserError
@@ -85,7 +86,6 @@ class Backup(_Section):
     prefix: str = "pg-dumps"
     # A Secret in the service's namespace whose key ``url`` is the libpq connection URL.
     database_secret: str = "markethub-db"
-    dump_image: str = "ghcr.io/markethub/pg-dump-s3:15"
     # Set for an S3-compatible endpoint (moto in tests); empty means AWS itself.
     s3_endpoint: str = ""
 
@@ -99,6 +99,11 @@ class Failover(_Section):
     target: str = ""
     ttl: int = Field(default=60, ge=1)
     service_type: str = "ClusterIP"
+    # The Route 53 hosted zone holding ``hostname`` (e.g. ``markethub.example.``): the drill's zone.
+    zone: str = ""
+    # Region -> URL that proves the region serves (every region, the same map in each region's
+    # stack): the region failover drill probes these.
+    probe_urls: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("service_type")
     @classmethod
@@ -111,24 +116,77 @@ class Failover(_Section):
 class Alerts(_Section):
     """Where rollback alerts go: the tool's Alertmanager webhook receiver (``rollout serve``)."""
 
-    webhook_url: str = "http://rollout-webhook.markethub-rollout.svc:8080/alerts"
+    # Empty: the RolloutController's own Service in the service's namespace.
+    webhook_url: str = ""
     # Labels the Prometheus operator's ruleSelector and the Grafana sidecar look for.
     rule_labels: dict[str, str] = Field(default_factory=lambda: {"release": "prometheus"})
     dashboard_namespace: str = ""
     # PromQL giving requests per second by colour: the dashboard's live traffic split.
     traffic_query: str = ""
-    # The gauge carrying non-Prometheus measurements into Prometheus, labelled metric and service.
+    # The gauge the controller (`rollout serve`) exports with every non-Prometheus measurement the
+    # rules read, labelled metric and service (rollout_policies.alerting.collector).
     bridge_metric: str = "markethub_rollout_measurement"
+    # A trigger's missing-data rule (absent()) waits at least this long before it notifies.
+    missing_data_for: str = "2m"
     # Taken off each trigger's window in its rule's `for:`, so the rollback is live within the
     # window: the rule group's evaluation interval (30s) plus the webhook, commit and apply (~5s).
     detection_budget: str = "35s"
 
 
+class Controller(_Section):
+    """The controller (``rollout serve``) this program deploys beside the service (infra/controller.py).
+
+    Secrets are referenced by name, never created here: the team creates them (docs/deploy.md).
+    """
+
+    enabled: bool = True
+    image: str = "ghcr.io/markethub/markethub-rollout:0.1.0"
+    # The https (or file://, ssh://) URL of the rollout repository the controller clones and commits to.
+    repository: str = ""
+    branch: str = "main"
+    # Folder of Pulumi.yaml and the stack configs inside the repository (empty: its top).
+    config_dir: str = ""
+    port: int = Field(default=8080, ge=1, le=65535)
+    # Also run `rollout watch` (polling Prometheus) beside `rollout serve`.
+    watch: bool = False
+    prometheus_url: str = ""
+    # owner/name on GitHub, for marking open promotion pull requests stale after a rollback; empty:
+    # taken from a https://github.com/<owner>/<name>(.git) repository URL, else no forge.
+    forge_repository: str = ""
+    webhook_secret: str = "rollout-webhook"
+    git_secret: str = "rollout-git"
+    forge_secret: str = "rollout-forge"
+    pulumi_secret: str = "rollout-pulumi"
+    notify_secret: str = "rollout-notify"
+    resources: Resources = Resources(
+        requests={"cpu": "100m", "memory": "256Mi"}, limits={"cpu": "1", "memory": "1Gi"}
+    )
+
+    @model_validator(mode="after")
+    def _watch(self) -> Controller:
+        if self.watch and not self.prometheus_url:
+            raise ValueError("watch needs prometheusUrl (the Prometheus `rollout watch` polls)")
+        return self
+
+
 class Drills(_Section):
+    """The drill and backup CronJobs: the rollout image runs ``rollout drill ...`` in the cluster."""
+
     enabled: bool = True
     image: str = "ghcr.io/markethub/markethub-rollout:latest"
     # A cron expression; empty derives it from the plan's disaster_recovery.drill_every.
     schedule: str = ""
+    # A Secret whose key ``url`` is the PostgreSQL server the restore drill restores into (scratch).
+    restore_database_secret: str = "markethub-restore-db"
+    # A Secret whose key ``config`` is a kubeconfig with a context per region (the failover drill
+    # reads both regions' Deployments); empty: the drills see only their own cluster.
+    kubeconfig_secret: str = ""
+    # Where drill reports are committed (reports/drills/): the rollout repository's git URL, and a
+    # Secret whose key ``token`` may push to it. Empty URL: reports go to the job's log only.
+    reports_repository: str = ""
+    git_secret: str = "markethub-rollout-git"
+    # A Secret whose keys are the plan's notification variables (SLACK_WEBHOOK_URL, ...): drills post.
+    notify_secret: str = "markethub-rollout-notify"
 
 
 class StackSettings(_Section):
@@ -162,6 +220,7 @@ class StackSettings(_Section):
     failover: Failover = Failover()
     alerts: Alerts = Alerts()
     drills: Drills = Drills()
+    controller: Controller = Controller()
 
     @field_validator("cohort_header")
     @classmethod
@@ -212,11 +271,12 @@ COMPONENT_KEYS: dict[str, tuple[str, ...]] = {
         "port",
     ),
     "autoscaling": ("rollout", "minReplicas", "maxReplicas", "headroom", "cpuUtilization", "customMetric"),
-    "backup-schedule": ("backup", "region"),
+    "backup-schedule": ("backup", "region", "namespace", "drills"),
     "regional-failover": ("region", "regionRole", "failover", "port"),
     "rollback-alerts": ("rollout", "alerts", "region"),
     "feature-flags": ("rollout",),
-    "drill-schedule": ("plan", "regionRole", "drills"),
+    "drill-schedule": ("plan", "regionRole", "drills", "namespace", "backup", "failover"),
+    "rollout-controller": ("controller", "plan", "alerts"),
 }
 
 
@@ -241,6 +301,11 @@ def read_settings(raw: Mapping[str, Any], *, stack: str) -> StackSettings:
         raise UserError(f"{where}: {NAMESPACE}:{path}: {first['msg']}") from None
     if settings.min_replicas > settings.max_replicas:
         raise UserError(f"{where}: {NAMESPACE}:minReplicas: {settings.min_replicas} exceeds maxReplicas")
+    if settings.controller.enabled and not settings.controller.repository:
+        raise UserError(
+            f"{where}: {NAMESPACE}:controller.repository: required while the controller is enabled "
+            "(the URL of the rollout repository it commits rollbacks to), or set controller.enabled: false"
+        )
     return settings
 
 
@@ -272,3 +337,54 @@ def _decode(value: Any) -> Any:
         except json.JSONDecodeError:
             return value
     return value
+
+
+@dataclass(frozen=True)
+class DrillOptions:
+    """What the drills take from a stack's config. The CronJobs pass these as flags (a pod has no
+    stack files); ``rollout drill --stack`` reads them from the same file through this function."""
+
+    namespace: str
+    bucket: str
+    prefix: str
+    s3_endpoint: str
+    zone: str
+    record: str
+    probe_urls: dict[str, str]
+
+
+def drill_options(settings: StackSettings, service: str) -> DrillOptions:
+    """Bucket and prefix are where the database dump CronJob writes; zone, record and probe URLs
+    are the failover records' (``failover``)."""
+    hostname = settings.failover.hostname
+    return DrillOptions(
+        namespace=settings.namespace,
+        bucket=settings.backup.bucket or f"{service}-backups",
+        prefix=f"{settings.backup.prefix}/{service}",
+        s3_endpoint=settings.backup.s3_endpoint,
+        zone=_fqdn(settings.failover.zone),
+        record=_fqdn(hostname),
+        probe_urls=dict(settings.failover.probe_urls),
+    )
+
+
+def drill_flags(options: DrillOptions, drill: str) -> list[str]:
+    """The ``rollout drill <drill>`` flags that carry ``options`` (empty values are left out, so
+    the command names what is missing in one line rather than running against a default)."""
+    flags = ["--bucket", options.bucket, "--prefix", options.prefix]
+    if options.s3_endpoint:
+        flags += ["--aws-endpoint-url", options.s3_endpoint]
+    if drill in ("backup-restore", "region-failover"):
+        flags += ["--namespace", options.namespace]
+    if drill == "region-failover":
+        if options.zone:
+            flags += ["--zone", options.zone]
+        if options.record:
+            flags += ["--record", options.record]
+        for region, url in sorted(options.probe_urls.items()):
+            flags += ["--endpoint", f"{region}={url}"]
+    return flags
+
+
+def _fqdn(name: str) -> str:
+    return name if not name or name.endswith(".") else f"{name}."

@@ -94,10 +94,16 @@ class KubernetesVelero:
 
     GROUP, VERSION = "velero.io", "v1"
 
-    def __init__(self, kubeconfig: Path, velero_namespace: str = "velero") -> None:
+    def __init__(
+        self, kubeconfig: Path | None, velero_namespace: str = "velero", context: str | None = None
+    ) -> None:
         from kubernetes import client, config  # imported on use: slow to import
 
-        self._api = client.CustomObjectsApi(config.new_client_from_config(config_file=str(kubeconfig)))
+        self._api = client.CustomObjectsApi(
+            config.new_client_from_config(
+                config_file=str(kubeconfig) if kubeconfig else None, context=context
+            )
+        )
         self._namespace = velero_namespace
 
     def latest_backup(self) -> VeleroBackup | None:

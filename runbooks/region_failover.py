@@ -117,19 +117,29 @@ class Workloads(Protocol):
 
 
 class KubernetesWorkloads:
-    """Reads Deployments with the kubernetes client, one kubeconfig per region."""
+    """Reads Deployments with the kubernetes client: per region a kubeconfig file, or a context of
+    the default kubeconfig ($KUBECONFIG), or both."""
 
-    def __init__(self, kubeconfigs: Mapping[str, Path], namespace: str) -> None:
+    def __init__(
+        self,
+        kubeconfigs: Mapping[str, Path | None],
+        namespace: str,
+        contexts: Mapping[str, str] | None = None,
+    ) -> None:
         self._kubeconfigs = dict(kubeconfigs)
+        self._contexts = dict(contexts or {})
         self._namespace = namespace
 
     def deployments(self, region: str) -> tuple[DeploymentStatus, ...]:
         from kubernetes import client, config  # imported on use: slow to import
 
         path = self._kubeconfigs.get(region)
-        if path is None:
+        context = self._contexts.get(region)
+        if path is None and context is None:
             raise StepSkipped(f"no kubeconfig for region {region}")
-        api = client.AppsV1Api(config.new_client_from_config(config_file=str(path)))
+        api = client.AppsV1Api(
+            config.new_client_from_config(config_file=str(path) if path else None, context=context)
+        )
         result = []
         for item in api.list_namespaced_deployment(self._namespace, _request_timeout=10).items:
             conditions = {c.type: c.status for c in (item.status.conditions or [])}

@@ -304,6 +304,71 @@ def commit_report(paths: tuple[Path, ...], message: str) -> str:
     return _git(repo, "rev-parse", "HEAD").strip()
 
 
+# Where reports live in the rollout repository; `git log -- reports/drills` is the drill history.
+REPORTS_PATH = "reports/drills"
+# The variable holding a token that may push to the reports repository (https remotes only).
+GIT_TOKEN_ENV = "ROLLOUT_GIT_TOKEN"
+PUSH_ATTEMPTS = 4
+
+
+def push_report(
+    paths: tuple[Path, ...], drill: str, url: str, message: str, *, branch: str = "main", token: str = ""
+) -> str:
+    """Commit the report files under ``reports/drills/<drill>/`` of the repository at ``url`` and push
+    them to ``branch``; returns the commit id.
+
+    Works from anywhere (a CronJob's pod has no checkout): a shallow clone in a temporary folder,
+    one commit holding only the report, a plain push. Another push landing first (a rollback, the
+    other drill) is not an error: fetch, put the commit on top again, retry.
+    """
+    import tempfile
+
+    env: dict[str, str] = {"GIT_TERMINAL_PROMPT": "0"}
+    config: list[str] = []
+    if token and url.startswith("https://"):
+        # The token goes in through a credential helper reading the environment: never in the URL,
+        # the process list or an error message.
+        config = [
+            "-c",
+            f"credential.helper=!f() {{ echo username=x-access-token; echo password=${GIT_TOKEN_ENV}; }}; f",
+        ]
+        env[GIT_TOKEN_ENV] = token
+    with tempfile.TemporaryDirectory(prefix="drill-report-") as scratch:
+        clone = Path(scratch) / "repo"
+        _git_env(
+            Path(scratch), env, *config, "clone", "-q", "--depth", "1", "--branch", branch, url, str(clone)
+        )
+        target = clone / REPORTS_PATH / drill
+        target.mkdir(parents=True, exist_ok=True)
+        for path in paths:
+            (target / path.name).write_bytes(path.read_bytes())
+        _git_env(clone, env, "add", "--", f"{REPORTS_PATH}/{drill}")
+        _git_env(clone, env, "-c", "user.name=markethub-rollout drill", "-c",
+                 "user.email=rollout-drills@markethub.invalid", "commit", "-q", "-m", message)  # fmt: skip
+        for attempt in range(PUSH_ATTEMPTS):
+            try:
+                _git_env(clone, env, *config, "push", "-q", "origin", f"HEAD:refs/heads/{branch}")
+                break
+            except UserError:
+                if attempt == PUSH_ATTEMPTS - 1:
+                    raise
+                _git_env(clone, env, *config, "fetch", "-q", "--depth", "1", "origin", branch)
+                _git_env(clone, env, "rebase", "-q", "FETCH_HEAD")
+        return _git(clone, "rev-parse", "HEAD").strip()
+
+
+def _git_env(cwd: Path, env: dict[str, str], *args: str) -> str:
+    import os
+
+    result = subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, check=False, env={**os.environ, **env}
+    )
+    if result.returncode != 0:
+        verb = next((a for a in args if not a.startswith("-") and "=" not in a), "git")
+        raise UserError(f"git {verb}: {(result.stderr.strip() or result.stdout.strip())[-300:]}")
+    return result.stdout
+
+
 def _git_root(folder: Path) -> Path:
     try:
         return Path(_git(folder, "rev-parse", "--show-toplevel").strip()).resolve()

@@ -9,6 +9,7 @@
 #   tools/toolchain.sh install     install everything missing, print progress
 #   tools/toolchain.sh bin         print the folder that holds every tool (prepend it to PATH)
 #   tools/toolchain.sh check       exit 1 unless every tool is installed
+#   tools/toolchain.sh install-pulumi   only the Pulumi CLI and Kubernetes provider (CI's deploy jobs)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -291,7 +292,12 @@ case "${1:-install}" in
     check
     log "all tools ready in $((SECONDS - start))s"
     ;;
+  install-pulumi)
+    install_pulumi
+    install_provider
+    "$BIN/pulumi" version >&2
+    ;;
   bin) echo "$BIN" ;;
   check) check ;;
-  *) die "usage: $0 install|bin|check" ;;
+  *) die "usage: $0 install|install-pulumi|bin|check" ;;
 esac

@@ -180,9 +180,11 @@ class _Pull:
 class ForgeStandIn:
     """The stand-in's state: pull requests, comments, every request, and every violation seen."""
 
-    def __init__(self, description: ApiDescription, token: str | None = None) -> None:
+    def __init__(self, description: ApiDescription, token: str | tuple[str, ...] | None = None) -> None:
         self.description = description
+        # One token, or several (a GitHub App's and a workflow's GITHUB_TOKEN both act on a repository).
         self.token = token
+        self.tokens = (token,) if isinstance(token, str) else tuple(token or ())
         self.pulls: list[_Pull] = []
         self.requests: list[tuple[str, str, Any]] = []
         self.violations: list[str] = []
@@ -220,7 +222,7 @@ class ForgeStandIn:
                 # GitHub rejects requests without a User-Agent.
                 self.violations.append(f"{method} {path}: no User-Agent header")
                 return 403, {"message": "Request forbidden by administrative rules."}
-            if self.token is not None and headers.get("authorization") != f"Bearer {self.token}":
+            if self.tokens and headers.get("authorization") not in {f"Bearer {t}" for t in self.tokens}:
                 return 401, {"message": "Bad credentials"}
             problems = self.description.validate(method, path, query, body)
             if problems:
@@ -316,7 +318,7 @@ def _handler(standin: ForgeStandIn) -> type[BaseHTTPRequestHandler]:
 
 @contextmanager
 def serve_forge(
-    token: str | None = None, description_path: Path | None = None
+    token: str | tuple[str, ...] | None = None, description_path: Path | None = None
 ) -> Iterator[tuple[str, ForgeStandIn]]:
     """Run the stand-in on a free loopback port; yields (base URL, state). Stops on exit, even on error."""
     document = _load_description(str(description_path or ensure_openapi()))

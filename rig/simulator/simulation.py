@@ -1,21 +1,27 @@
-"""Blue, green, users and the load balancer together: what tests, the benchmark and the demo start."""
+"""Blue, green, users, the load balancer and the crash reporter together: what tests, the benchmark
+and the demo start."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import httpx
 
+from simulator.crash_reporter import CrashReporter
 from simulator.service import Faults, ServiceVersion
 from simulator.traffic import FixedSplit, LoadBalancer, SessionRecord, Users, WeightSource
 
 
 class Simulation:
-    """Blue (stable) and green (candidate) versions, ``Users`` split by ``weights``, a ``LoadBalancer``.
+    """Blue (stable) and green (candidate) versions, ``Users`` split by ``weights``, a ``LoadBalancer``
+    publishing to CloudWatch (``cloudwatch``: a boto3 client, moto's in tests), and the app's
+    ``CrashReporter`` with its stability API.
 
-    ``targets`` are the ``host:port`` endpoints Prometheus scrapes.
+    ``targets`` are the ``host:port`` endpoints Prometheus scrapes: the two versions' /metrics, as a
+    real service's pods are scraped. Crash rate and load-balancer health are not in Prometheus: as
+    in production they come from the crash reporter's API and from CloudWatch.
     """
 
     def __init__(
@@ -32,11 +38,15 @@ class Simulation:
         cohort: frozenset[int] = frozenset(),
         cohort_share: float | None = None,
         observer: Callable[[SessionRecord], None] | None = None,
+        cloudwatch: Any | None = None,
     ) -> None:
         stable = "blue" if candidate == "green" else "green"
         tracks = {stable: "stable", candidate: "candidate"}
+        self.crash_reporter = CrashReporter()
         self.versions = {
-            colour: ServiceVersion(colour, track, seed=None if seed is None else seed + i)
+            colour: ServiceVersion(
+                colour, track, seed=None if seed is None else seed + i, crash_reporter=self.crash_reporter
+            )
             for i, (colour, track) in enumerate(sorted(tracks.items()))
         }
         urls = {colour: version.url for colour, version in self.versions.items()}
@@ -51,12 +61,14 @@ class Simulation:
             cohort_share=cohort_share,
             observer=observer,
         )
-        self.load_balancer = LoadBalancer(urls, tracks, interval=health_interval, timeout=health_timeout)
+        self.load_balancer = LoadBalancer(
+            urls, tracks, interval=health_interval, timeout=health_timeout, cloudwatch=cloudwatch
+        )
         self.started = False
 
     @property
     def targets(self) -> list[str]:
-        return [v.target for v in self.versions.values()] + [self.load_balancer.target]
+        return [v.target for v in self.versions.values()]
 
     def inject(self, colour: str, **faults: object) -> Faults:
         """Set faults on a version through its admin endpoint (as an operator or a drill would)."""
@@ -69,6 +81,7 @@ class Simulation:
         return self.inject(colour, error_rate=0.0, latency_ms=0.0, crash_rate=0.0, db_down=False)
 
     def start(self) -> Self:
+        self.crash_reporter.start()
         for version in self.versions.values():
             version.start()
         self.load_balancer.start()
@@ -82,6 +95,7 @@ class Simulation:
         self.load_balancer.stop()
         for version in self.versions.values():
             version.stop()
+        self.crash_reporter.stop()
 
     def __enter__(self) -> Self:
         return self.start()

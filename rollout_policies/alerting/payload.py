@@ -190,6 +190,27 @@ def check_fresh(notification: Notification, *, now: datetime, skew: timedelta, m
             )
 
 
+def gate_alerts(notification: Notification) -> tuple[str, list[str]] | None:
+    """A notice for the firing gate alerts of a notification (``rollout_action="alert"``), or None.
+
+    Gate alerts ask for no action from the tool: a person looks. So they are posted, once per
+    distinct notification (the receiver's dedup), never turned into a rollback.
+    """
+    firing = [
+        a for a in notification.alerts if a.status == "firing" and a.labels.get("rollout_action") == "alert"
+    ]
+    if not firing:
+        return None
+    stacks = sorted({a.labels.get("rollout_stack", "?") for a in firing})
+    head = f"*GATE ALERT* {', '.join(stacks)}: {len(firing)} gate(s) beyond their alert threshold"
+    lines = [
+        f"{a.labels.get('rollout_metric', a.labels.get('alertname', '?'))}: "
+        f"{a.annotations.get('summary', '')} {a.generator_url}".strip()
+        for a in firing
+    ]
+    return head, lines
+
+
 def rollback_request(
     notification: Notification, plan: Plan, allowed_stacks: frozenset[str] | None
 ) -> RollbackRequest | None:

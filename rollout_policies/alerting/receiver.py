@@ -24,10 +24,12 @@ from rollout_policies.alerting.payload import (
     PayloadRejected,
     RollbackRequest,
     check_fresh,
+    gate_alerts,
     parse_notification,
     rollback_request,
 )
 from rollout_policies.gitops.engine import RollbackOutcome
+from rollout_policies.gitops.notify import Notifier
 from rollout_policies.plan.model import Plan
 
 log = logging.getLogger("rollout.alerting")
@@ -114,6 +116,8 @@ class WebhookReceiver:
     max_age: timedelta = timedelta(minutes=30)
     dedup: Deduplicator = field(default_factory=Deduplicator)
     metrics: ReceiverMetrics = field(default_factory=ReceiverMetrics)
+    # Where gate alerts (not rollbacks) are posted; rollbacks notify through the rollback itself.
+    notifier: Notifier | None = None
 
     def __post_init__(self) -> None:
         if not self.token:
@@ -178,6 +182,11 @@ class WebhookReceiver:
                 return self._reject(client, err)
             if request is None:
                 self.dedup.remember(key)
+                notice = gate_alerts(notification)
+                if notice is not None and self.notifier is not None and self.notifier.posts:
+                    for warning in self.notifier.post_text(*notice):
+                        log.warning("gate alert notice: %s", warning)
+                    return Response.json(200, result="notified")
                 log.info(
                     "notification %s (%s) from %s: no firing rollback alert",
                     notification.group_key,

@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
+from infra.settings import DrillOptions
 from rollout_policies.errors import UserError
+from rollout_policies.gitops.notify import notify_drill
 from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
-from rollout_policies.plan.model import Plan
+from rollout_policies.plan.model import Notifications, Plan
 
 
 def _load_plan(path: str | None) -> Plan:
@@ -86,8 +89,68 @@ def aws_client(service: str, endpoint_url: str | None, region: str) -> Any:
     return boto3.client(service, **kwargs)
 
 
-def _finish(report: Any, report_dir: str, commit: bool) -> None:
-    from runbooks.report import commit_report, write_report
+@dataclass(frozen=True)
+class DrillContext:
+    """The plan and, with ``--stack``, the drill values of that stack's config (``None`` without)."""
+
+    plan: Plan
+    options: DrillOptions | None
+    clusters: dict[str, tuple[str | None, str | None]]  # region -> (kubeconfig, context)
+    notifications: Notifications
+
+
+def _stack_context(plan_path: str | None, stack: str | None, stacks_dir: str) -> DrillContext:
+    """``--stack``: zone, record, probe URLs, bucket, prefix and S3 endpoint from Pulumi.<stack>.yaml
+    (through the function the CronJobs' flags come from), each region's cluster from the stack of the
+    same environment for that region (``kubernetes:kubeconfig`` / ``kubernetes:context``)."""
+    from infra.settings import drill_options, settings_from_stack_file
+
+    if not stack:
+        plan = _load_plan(plan_path)
+        return DrillContext(plan, None, {}, plan.notifications)
+    folder = Path(stacks_dir)
+    path = folder / f"Pulumi.{stack}.yaml"
+    if not path.is_file():
+        raise UserError(f"--stack {stack}: no {path} (use --stacks-dir to name the folder)")
+    settings = settings_from_stack_file(path)
+    plan_file = Path(plan_path) if plan_path else Path(settings.plan)
+    if not plan_path and not plan_file.is_absolute() and not plan_file.exists():
+        plan_file = folder / settings.plan
+    plan = load_plan(plan_file) if plan_path or plan_file.exists() else _load_plan(None)
+    options = drill_options(settings, settings.service_name or plan.service)
+    clusters: dict[str, tuple[str | None, str | None]] = {}
+    for other in sorted(folder.glob("Pulumi.*.yaml")):
+        try:
+            theirs = settings_from_stack_file(other)
+        except UserError:
+            continue
+        if (
+            theirs.environment is settings.environment
+            and theirs.region in plan.objectives.disaster_recovery.regions
+        ):
+            raw = _raw_config(other)
+            kubeconfig = raw.get("kubernetes:kubeconfig")
+            context = raw.get("kubernetes:context")
+            clusters.setdefault(theirs.region, (str(kubeconfig) if kubeconfig else None, context))
+    return DrillContext(plan, options, clusters, plan.notifications)
+
+
+def _raw_config(path: Path) -> dict[str, Any]:
+    from ruamel.yaml import YAML
+
+    data = YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8")) or {}
+    config = data.get("config") or {}
+    return config if isinstance(config, dict) else {}
+
+
+def _finish(
+    report: Any,
+    report_dir: str,
+    commit: bool,
+    push_to: str | None = None,
+    context: DrillContext | None = None,
+) -> None:
+    from runbooks.report import GIT_TOKEN_ENV, commit_report, push_report, write_report
 
     for step in report.steps:
         text = step.detail or step.changes
@@ -104,9 +167,18 @@ def _finish(report: Any, report_dir: str, commit: bool) -> None:
         click.echo(f"  note: {note}")
     paths = write_report(report, Path(report_dir))
     click.echo(f"{report.drill}: {report.verdict.value}; report {paths[0]} and {paths[1]}")
+    message = f"drill {report.drill}: {report.verdict.value}"
     if commit:
-        commit_id = commit_report(paths, f"drill {report.drill}: {report.verdict.value}")
+        commit_id = commit_report(paths, message)
         click.echo(f"committed {commit_id[:12]}")
+    if push_to:
+        commit_id = push_report(
+            paths, report.drill, push_to, message, token=os.environ.get(GIT_TOKEN_ENV, "")
+        )
+        click.echo(f"pushed {commit_id[:12]} (reports/drills/{report.drill}/{paths[0].name})")
+    if context is not None and report.executed:
+        for warning in notify_drill(report, context.notifications, paths[1].name):
+            click.echo(f"warning: {warning}", err=True)
     if report.exit_code:
         raise click.exceptions.Exit(report.exit_code)
 
@@ -142,10 +214,30 @@ _common = [
         "--aws-endpoint-url", envvar="AWS_ENDPOINT_URL", help="AWS endpoint (a moto server locally)."
     ),
     click.option(
-        "--bucket", default="markethub-backups", show_default=True, help="S3 bucket of database dumps."
+        "--bucket",
+        default=None,
+        help="S3 bucket of database dumps (default: the stack's, else markethub-backups).",
     ),
     click.option(
-        "--prefix", default="postgres", show_default=True, help="Key prefix of the dumps in --bucket."
+        "--prefix",
+        default=None,
+        help="Key prefix of the dumps in --bucket (default: the stack's, else postgres).",
+    ),
+    click.option(
+        "--stack",
+        default=None,
+        help="Take zone, record, probe URLs, bucket, prefix, S3 endpoint and clusters from "
+        "Pulumi.<stack>.yaml.",
+    ),
+    click.option(
+        "--stacks-dir", default=".", show_default=True, help="Folder of the Pulumi.<stack>.yaml files."
+    ),
+    click.option(
+        "--push-to",
+        envvar="ROLLOUT_REPORTS_GIT_URL",
+        default=None,
+        help="Commit the report under reports/drills/ of this git repository's main branch and push it "
+        "(token for https in $ROLLOUT_GIT_TOKEN).",
     ),
 ]
 
@@ -164,14 +256,21 @@ def drill() -> None:
 @drill.command("region-failover")
 @_with_common
 @click.option("--stay", is_flag=True, help="Leave traffic on the secondary region (default: fail back).")
-@click.option("--zone", default="markethub.test.", show_default=True, help="Route 53 hosted zone.")
-@click.option("--record", default="api.markethub.test.", show_default=True, help="The failover record name.")
+@click.option(
+    "--zone", default=None, help="Route 53 hosted zone (default: the stack's, else markethub.test.)."
+)
+@click.option(
+    "--record",
+    default=None,
+    help="The failover record name (default: the stack's, else api.markethub.test.).",
+)
 @click.option("--endpoint", "endpoints", multiple=True, metavar="REGION=URL", help="Probe URL of a region.")
 @click.option(
     "--kubeconfig", "kubeconfigs", multiple=True, metavar="REGION=PATH", help="Kubeconfig of a region."
 )
-@click.option("--namespace", default="markethub", show_default=True, help="Namespace of the workloads.")
-@click.option("--stacks-dir", default=".", show_default=True, help="Folder of the Pulumi.<stack>.yaml files.")
+@click.option(
+    "--namespace", default=None, help="Namespace of the workloads (default: the stack's, else markethub)."
+)
 @click.option("--ensure-records", is_flag=True, help="Create the zone, health checks and records if missing.")
 @click.option(
     "--inject-fault", metavar="STEP", hidden=True, help="Fail at the end of STEP (drill the safety)."
@@ -183,15 +282,17 @@ def region_failover(
     commit: bool,
     env_path: str | None,
     aws_endpoint_url: str | None,
-    bucket: str,
-    prefix: str,
+    bucket: str | None,
+    prefix: str | None,
+    stack: str | None,
+    stacks_dir: str,
+    push_to: str | None,
     stay: bool,
-    zone: str,
-    record: str,
+    zone: str | None,
+    record: str | None,
     endpoints: tuple[str, ...],
     kubeconfigs: tuple[str, ...],
-    namespace: str,
-    stacks_dir: str,
+    namespace: str | None,
     ensure_records: bool,
     inject_fault: str | None,
 ) -> None:
@@ -209,14 +310,22 @@ def region_failover(
 
     if inject_fault and inject_fault not in STEP_NAMES:
         raise UserError(f"--inject-fault: unknown step {inject_fault!r}")
-    plan = _load_plan(plan_path)
+    context = _stack_context(plan_path, stack, stacks_dir)
+    plan, options = context.plan, context.options
     env = _env_file(env_path)
     configs = {**env_kubeconfigs(env), **_pairs(kubeconfigs, "--kubeconfig")}
-    urls = _pairs(endpoints, "--endpoint")
+    urls = {**(options.probe_urls if options else {}), **_pairs(endpoints, "--endpoint")}
     dr = plan.objectives.disaster_recovery
     for region in dr.regions:
         if region not in urls:
-            raise UserError(f"--endpoint: no probe URL for region {region} (write {region}=URL)")
+            where = f" (or failover.probeUrls in Pulumi.{stack}.yaml)" if stack else ""
+            raise UserError(f"--endpoint: no probe URL for region {region} (write {region}=URL{where})")
+    zone = zone or (options.zone if options else "") or "markethub.test."
+    record = record or (options.record if options else "") or "api.markethub.test."
+    namespace = namespace or (options.namespace if options else "markethub")
+    clusters = {r: (c, None) for r, c in configs.items()}
+    for region, (path, kube_context) in context.clusters.items():
+        clusters.setdefault(region, (path, kube_context))
     target = FailoverTarget(
         zone=zone,
         record=record,
@@ -229,16 +338,20 @@ def region_failover(
             for region in dr.regions
         },
         namespace=namespace,
-        bucket=bucket,
-        prefix=prefix,
+        bucket=_bucket(bucket, options),
+        prefix=_prefix(prefix, options),
         stacks_dir=Path(stacks_dir),
     )
-    endpoint_url = aws_endpoint_url or env_aws_endpoint(env)
+    endpoint_url = aws_endpoint_url or (options.s3_endpoint if options else "") or env_aws_endpoint(env)
     route53 = aws_client("route53", endpoint_url, dr.primary)
     s3 = aws_client("s3", endpoint_url, dr.primary)
     if ensure_records:
         ensure_failover_records(route53, target, dr.primary)
-    workloads = KubernetesWorkloads({r: Path(p) for r, p in configs.items()}, namespace)
+    workloads = KubernetesWorkloads(
+        {r: Path(p) if p else None for r, (p, _) in clusters.items()},
+        namespace,
+        contexts={r: c for r, (_, c) in clusters.items() if c},
+    )
     with httpx.Client(timeout=5.0) as http:
         report = FailoverDrill(
             plan=plan,
@@ -249,7 +362,15 @@ def region_failover(
             http=http,
             fault=_fault(inject_fault),
         ).run(execute=execute, stay=stay)
-    _finish(report, report_dir, commit)
+    _finish(report, report_dir, commit, push_to, context)
+
+
+def _bucket(flag: str | None, options: DrillOptions | None) -> str:
+    return flag or (options.bucket if options else "") or "markethub-backups"
+
+
+def _prefix(flag: str | None, options: DrillOptions | None) -> str:
+    return flag or (options.prefix if options else "") or "postgres"
 
 
 @drill.command("backup-restore")
@@ -261,7 +382,9 @@ def region_failover(
 @click.option(
     "--velero-namespace", default="velero", show_default=True, help="Namespace of Velero's objects."
 )
-@click.option("--namespace", default="markethub", show_default=True, help="Workload namespace to restore.")
+@click.option(
+    "--namespace", default=None, help="Workload namespace to restore (default: the stack's, else markethub)."
+)
 @click.option(
     "--velero-wait",
     type=click.FloatRange(min=1),
@@ -276,33 +399,50 @@ def backup_restore(
     commit: bool,
     env_path: str | None,
     aws_endpoint_url: str | None,
-    bucket: str,
-    prefix: str,
+    bucket: str | None,
+    prefix: str | None,
+    stack: str | None,
+    stacks_dir: str,
+    push_to: str | None,
     restore_dsn: str | None,
     kubeconfig: str | None,
     velero_namespace: str,
-    namespace: str,
+    namespace: str | None,
     velero_wait: float,
 ) -> None:
     """Restore the newest dump into a scratch database and verify it; restore the newest Velero Backup."""
     from runbooks.backup_restore import KubernetesVelero, RestoreDrill, RestoreTarget, VeleroBounds
 
-    plan = _load_plan(plan_path)
+    context = _stack_context(plan_path, stack, stacks_dir)
+    plan, options = context.plan, context.options
     env = _env_file(env_path)
     dr = plan.objectives.disaster_recovery
+    if execute and not restore_dsn:
+        raise UserError("--restore-dsn: required with --execute (or set DRILL_RESTORE_DSN)")
     kubeconfig = kubeconfig or env_kubeconfigs(env).get(dr.primary)
-    velero = KubernetesVelero(Path(kubeconfig), velero_namespace) if kubeconfig else None
-    s3 = aws_client("s3", aws_endpoint_url or env_aws_endpoint(env), dr.primary)
+    kube_context = None
+    if not kubeconfig and dr.primary in context.clusters:
+        kubeconfig, kube_context = context.clusters[dr.primary]
+    velero = (
+        KubernetesVelero(Path(kubeconfig) if kubeconfig else None, velero_namespace, context=kube_context)
+        if kubeconfig or kube_context
+        else None
+    )
+    endpoint_url = aws_endpoint_url or (options.s3_endpoint if options else "") or env_aws_endpoint(env)
+    s3 = aws_client("s3", endpoint_url, dr.primary)
     report = RestoreDrill(
         plan=plan,
         target=RestoreTarget(
-            bucket=bucket, prefix=prefix, restore_dsn=restore_dsn or "", namespace=namespace
+            bucket=_bucket(bucket, options),
+            prefix=_prefix(prefix, options),
+            restore_dsn=restore_dsn or "",
+            namespace=namespace or (options.namespace if options else "markethub"),
         ),
         s3=s3,
         velero=velero,
         velero_bounds=VeleroBounds(attempts=int(velero_wait) + 1, interval=1.0, deadline=velero_wait),
     ).run(execute=execute)
-    _finish(report, report_dir, commit)
+    _finish(report, report_dir, commit, push_to, context)
 
 
 @drill.command("backup")

@@ -15,7 +15,8 @@ import click
 from rollout_policies.core import Evidence
 from rollout_policies.errors import UserError
 from rollout_policies.gitops.engine import GitOps, PromotionOutcome, default_actor
-from rollout_policies.gitops.forge import DEFAULT_API_URL, make_forge
+from rollout_policies.gitops.forge import DEFAULT_API_URL, TOKEN_ENV, make_forge
+from rollout_policies.gitops.ledger import DecisionLedger
 from rollout_policies.gitops.notify import Notifier
 from rollout_policies.gitops.owners import (
     DEFAULT_REVIEWERS_FILE,
@@ -25,7 +26,7 @@ from rollout_policies.gitops.owners import (
 )
 from rollout_policies.gitops.repo import GitRepo
 from rollout_policies.gitops.seams import LIVE_STATES, applier_names, make_applier, make_live_state
-from rollout_policies.gitops.stack_config import stacks_in
+from rollout_policies.gitops.stack_config import config_name, stack_environment, stacks_in
 from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
 from rollout_policies.plan.model import Plan
 from rollout_policies.state import RolloutState
@@ -172,7 +173,19 @@ def promote(
     Exit status 0 for promote and hold, 3 when a stack needs a rollback, 2 for bad input.
     """
     now = _now(now_text)
+    named = bool(stacks)
     plan, repo, stacks = open_repository(plan_path, repo_dir, config_dir, remote, main_branch, stacks)
+    skipped: list[str] = []
+    if not named:
+        # The scheduled run decides the real stacks; the local environment's stacks (environment:
+        # local) are promoted only when named, by `rollout env` or a person.
+        local = {s for s in stacks if stack_environment(repo_dir / config_dir / config_name(s)) == "local"}
+        skipped = sorted(local)
+        stacks = tuple(s for s in stacks if s not in local)
+        if not stacks:
+            raise UserError(
+                f"--repo {repo_dir}: only local stacks ({', '.join(skipped)}); name one with --stack"
+            )
     evidence_for = _evidence_source(plan, metrics_file, signoffs, now)
     forge = None
     reviewers: tuple[str, ...] = ()
@@ -181,6 +194,9 @@ def promote(
             raise UserError(
                 "--forge-repo: required to open pull requests (or set GITHUB_REPOSITORY, or --no-pr)"
             )
+        if not os.environ.get(TOKEN_ENV):
+            # Found out before deciding, not after a promotion branch is pushed with no pull request.
+            raise UserError(f"{TOKEN_ENV}: not set; it opens the promotion pull requests (or --no-pr)")
         source = reviewers_file or repo_dir / DEFAULT_REVIEWERS_FILE
         handles = load_handles(source) if (reviewers_file or source.exists() or not reviewer_flags) else {}
         handles.update(parse_handle_flags(reviewer_flags))
@@ -194,11 +210,12 @@ def promote(
         reviewers=reviewers,
         notifier=Notifier(plan.notifications),
         actor=actor or default_actor(),
+        ledger=None if dry_run else DecisionLedger(repo),
     )
     outcomes = [
         ops.promote(stack, evidence_for, now=now, dry_run=dry_run, open_pull=not no_pr) for stack in stacks
     ]
-    lines = []
+    lines = [f"skipped: {stack}: environment local (name it with --stack)" for stack in skipped]
     for outcome in outcomes:
         lines.append(f"{outcome.result}: {outcome.message}")
         lines += [f"    {line}" for line in outcome.diff] if outcome.result == "dry-run" else []
@@ -366,6 +383,7 @@ def status(
                 "stable": {"colour": s.stable.colour.value, "version": s.stable.version},
                 "candidate": {"colour": s.candidate.colour.value, "version": s.candidate.version},
                 "weights": weights,
+                "rolled_back": s.rolled_back,
                 "stage_started_at": s.stage_started_at.isoformat(),
                 "step_started_at": s.step_started_at.isoformat(),
                 "config_commit": item.commit,
@@ -387,7 +405,8 @@ def status(
         lines += [
             f"{item.stack}: {s.stage} step {s.step}, candidate {s.candidate.version} "
             f"({s.candidate.colour.value}) {s.candidate_weight}%, "
-            f"stable {s.stable.version} ({s.stable.colour.value})",
+            f"stable {s.stable.version} ({s.stable.colour.value})"
+            + (" (rolled back: no cohort route, stable flags)" if s.rolled_back else ""),
             f"    since: stage {s.stage_started_at.isoformat()}, step {s.step_started_at.isoformat()}",
             f"    last decision: {decision}",
             f"    pending promotions: {', '.join(item.pending) or 'none'}",

@@ -31,6 +31,7 @@ COMMANDS: dict[str, Entry] = {
     "rollback": Entry("rollout_policies.cli.gitops_cmd:rollback", "Stable 100% in one commit on main."),
     "status": Entry("rollout_policies.cli.gitops_cmd:status", "Per stack: stage, step, weights, drift."),
     "drill": Entry("rollout_policies.cli.drill_cmd:drill", "Disaster-recovery drills, with reports."),
+    "deploy": Entry("rollout_policies.cli.deploy_cmd:deploy", "CI's pulumi preview/up of production stacks."),
     "serve": Entry("rollout_policies.cli.serve_cmd:serve", "Roll back on Alertmanager webhooks."),
     "watch": Entry("rollout_policies.cli.serve_cmd:watch", "Roll back by polling Prometheus."),
 }

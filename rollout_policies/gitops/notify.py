@@ -67,6 +67,31 @@ class Notifier:
                 warnings += self._post("PagerDuty", url, pagerduty_event(notice, key), expect=202)
         return warnings
 
+    @property
+    def posts(self) -> bool:
+        """A Slack webhook is configured: notices go somewhere."""
+        return self._secret(self.config.slack_webhook_env) is not None
+
+    def post_text(self, head: str, lines: Sequence[str] = (), *, page: str | None = None) -> list[str]:
+        """A notice that is not a stage decision (a gate alert, a drill): Slack, and PagerDuty when
+        ``page`` (its dedup key) is given. Returns warnings, as ``notify`` does."""
+        warnings: list[str] = []
+        webhook = self._secret(self.config.slack_webhook_env)
+        if webhook:
+            warnings += self._post("Slack", webhook, text_message(head, lines))
+        key = self._secret(self.config.pagerduty_routing_key_env)
+        if page and key:
+            url = self.environ.get(PAGERDUTY_URL_ENV) or PAGERDUTY_EVENTS_URL
+            event = {
+                "routing_key": key,
+                "event_action": "trigger",
+                "dedup_key": page,
+                "payload": {"summary": head[:1024], "source": "markethub-rollout", "severity": "error",
+                            "custom_details": {"lines": list(lines)}},
+            }  # fmt: skip
+            warnings += self._post("PagerDuty", url, event, expect=202)
+        return warnings
+
     def _post(
         self, service: str, url: str, payload: Mapping[str, Any], expect: int | None = None
     ) -> list[str]:
@@ -101,6 +126,41 @@ def slack_message(notice: DecisionNotice) -> dict[str, Any]:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)}})
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context}]})
     return {"text": head, "blocks": blocks}
+
+
+def text_message(head: str, lines: Sequence[str] = ()) -> dict[str, Any]:
+    """A Slack payload for notices other than decisions: a head line and up to ten bullets."""
+    blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": head}}]
+    if lines:
+        text = "\n".join(f"• {line}" for line in list(lines)[:10])
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text}})
+    return {"text": head, "blocks": blocks}
+
+
+def decision_signature(decision: str, stage: str, step: int, reasons: Sequence[Any]) -> str:
+    """What makes two decisions the same news: the action, where, and which reasons (code and
+    subject, not the measured figures, which move every run)."""
+    keys = sorted({f"{getattr(r, 'code', '')}:{getattr(r, 'subject', r)}" for r in reasons})
+    return f"{decision} {stage} step {step}: {', '.join(keys)}"
+
+
+def notify_drill(
+    report: Any, config: Notifications, report_name: str, *, environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """Post a drill's verdict and objectives; a failed drill also pages (it is a finding)."""
+    notifier = Notifier(config, environ=dict(os.environ) if environ is None else environ)
+    verdict = report.verdict.value
+    head = f"*DRILL* {report.drill}: {verdict.upper()} (report {report_name})"
+    lines = []
+    for objective in report.objectives:
+        measured = (
+            "not measured" if objective.measured_seconds is None else f"{objective.measured_seconds:.1f}s"
+        )
+        lines.append(f"{objective.name}: {measured} (limit {objective.limit_seconds:.0f}s)")
+    lines += [f"{step.name}: {step.status.value} {step.detail}".strip() for step in report.steps
+              if step.status.value not in ("passed", "skipped")]  # fmt: skip
+    page = f"rollout/drill/{report.drill}" if verdict == "failed" else None
+    return notifier.post_text(head, lines, page=page)
 
 
 def pagerduty_event(notice: DecisionNotice, routing_key: str) -> dict[str, Any]:

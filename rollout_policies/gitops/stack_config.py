@@ -22,6 +22,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, ScalarString
 from ruamel.yaml.util import load_yaml_guess_indent
 
@@ -48,6 +49,16 @@ __all__ = [
     "write_state",
     "write_text_atomically",
 ]
+
+
+def stack_environment(path: Path) -> str | None:
+    """A stack file's ``markethub-rollout:environment`` as written (None when it says nothing)."""
+    try:
+        data = YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, YAMLError):
+        return None
+    value = (data.get("config") or {}).get("markethub-rollout:environment")
+    return str(value) if value is not None else None
 
 
 def _yaml(indent: int | None = None, block_seq_indent: int | None = None) -> YAML:
@@ -111,7 +122,9 @@ def _needs_quotes(text: str) -> bool:
 
 def _render_scalar(value: Any, style: str) -> str:
     """A value as YAML scalar text in the given quoting style ('"', "'" or '' for plain)."""
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if not isinstance(value, (str, int, float)):
         raise TypeError(f"cannot write {value!r} as a scalar")
     if not isinstance(value, str):
         return str(value)
@@ -198,12 +211,21 @@ def render_state(text: str, state: RolloutState, source: str) -> str:
     document = load_document(text, source, _yaml())
     block = _block(document, source)
     wanted = state.to_config()
+    if "rolledBack" in block and "rolledBack" not in wanted:
+        wanted["rolledBack"] = False  # a resume: the existing flag is turned off where it stands
     if _uses_aliases(block):
         return _resolved(document, block, wanted, text, state, source)
+    lines = text.splitlines(keepends=True)
+    if "rolledBack" in wanted and "rolledBack" not in block and not block.fa.flow_style():
+        # The rollback adds one line at the top of the block rather than re-dumping the file.
+        first_line, first_col = block.lc.key(next(iter(block)))
+        lines.insert(first_line, " " * first_col + "rolledBack: true" + _newline(text))
+        text = "".join(lines)
+        document = load_document(text, source, _yaml())
+        block = _block(document, source)
     edits = _edits(block, wanted)
     if edits is None:
         return _checked(_dumped(document, block, wanted, text), state, source)
-    lines = text.splitlines(keepends=True)
     # Right to left within a line, so earlier columns stay valid.
     for edit in sorted(edits, key=lambda e: (e.line, e.col), reverse=True):
         line = lines[edit.line]

@@ -39,13 +39,16 @@ def test_an_unknown_applier_is_rejected(tmp_path: Path) -> None:
         make_applier("kubectl", tmp_path)
 
 
-@pytest.mark.skipif(not os.access(TOOLS_PULUMI, os.X_OK), reason="the Pulumi CLI is built by `make tools`")
-def test_rollout_pulumi_is_enough_without_pulumi_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A controller image may keep the CLI off PATH and name it with ROLLOUT_PULUMI (docs/deploy.md)."""
+def test_the_automation_api_runs_the_cli_from_rollout_pulumi_when_path_has_none(monkeypatch, tmp_path):
+    """The pod's PATH may not hold the CLI at all: ROLLOUT_PULUMI alone must do."""
+    from devenv.tools import tools_bin
     from rollout_policies.gitops.seams import pulumi_command
 
+    binary = tools_bin() / "pulumi"
+    if not binary.exists():
+        pytest.skip("the Pulumi CLI is built by `make tools`")
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
-    monkeypatch.setenv("ROLLOUT_PULUMI", str(TOOLS_PULUMI.resolve()))
+    monkeypatch.setenv("ROLLOUT_PULUMI", str(binary.resolve()))
     command = pulumi_command()
-    assert command.command == str(TOOLS_PULUMI.resolve())
-    assert str(command.version) == "3.260.0"
+    assert command.command == str(binary.resolve())
+    assert str(command.version).startswith("3.")

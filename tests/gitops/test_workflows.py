@@ -76,6 +76,8 @@ def test_every_rollout_call_in_the_workflows_uses_real_commands_and_flags() -> N
                 names = [call[0]]
                 if call[0] == "drill":
                     names = [["drill", drill] for drill in matrix_drills]  # type: ignore[list-item]
+                elif call[0] == "deploy":
+                    names = [["deploy", call[1]]]  # type: ignore[list-item]
                 for name in names:
                     command = _command(name if isinstance(name, list) else [name])
                     for token in call[1:]:

@@ -42,19 +42,27 @@ def test_incremental_uses_file_system_backup_and_full_takes_snapshots(plan):
 
 
 def test_the_database_is_dumped_to_s3_every_hour(plan):
+    """The dump is `rollout drill backup` (pg_dump plus the manifest the restore drill checks), to
+    the bucket and prefix the restore drill reads: the command line is parsed by the real CLI."""
+    from click import Context
+
+    from rollout_policies.cli.main import cli
+
     cronjob = deploy(settings(backup={"bucket": "mh-backups"}), plan).one("CronJob", f"{SERVICE}-pg-dump")
     container = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
-    env = {e["name"]: e.get("value") for e in container["env"]}
     assert cronjob["spec"]["schedule"] == "15 * * * *"
-    assert env["S3_BUCKET"] == "mh-backups"
-    assert "pg_dump --format=custom" in container["command"][-1]
-    assert "aws s3 cp" in container["command"][-1]
+    assert container["command"][:3] == ["rollout", "drill", "backup"]
+    backup = cli.get_command(Context(cli), "drill").get_command(Context(cli), "backup")  # type: ignore[union-attr]
+    parsed = backup.make_context("backup", [*container["command"][3:], "--dsn", "postgresql://x"])
+    assert parsed.params["bucket"] == "mh-backups"
+    assert parsed.params["prefix"] == f"pg-dumps/{SERVICE}"
 
 
 def test_the_dump_reads_the_database_url_from_a_secret(plan):
     cronjob = deploy(settings(backup={"databaseSecret": "db"}), plan).one("CronJob", f"{SERVICE}-pg-dump")
     env = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert env[0] == {"name": "DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": "db", "key": "url"}}}
+    # DRILL_BACKUP_DSN is the variable `rollout drill backup --dsn` reads (its envvar).
+    assert env[0] == {"name": "DRILL_BACKUP_DSN", "valueFrom": {"secretKeyRef": {"name": "db", "key": "url"}}}
 
 
 def test_backups_can_be_turned_off_for_a_local_stack(plan):

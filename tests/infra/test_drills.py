@@ -17,11 +17,72 @@ def test_drills_run_weekly_from_the_plan(plan):
     assert _drill(deployed, "region-failover")["spec"]["schedule"] == "0 6 * * 0"
 
 
+FAILOVER = {
+    "hostname": "api.markethub.example",
+    "zone": "markethub.example",
+    "probeUrls": {"us-east-1": "https://use1.example/healthz", "us-west-2": "https://usw2.example/healthz"},
+}
+
+
+def _container(job):
+    return job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+
+
+def _parse(command):
+    """The CronJob's command line as the real CLI parses it: an unknown flag fails here (exit 2)."""
+    from click import Context
+
+    from rollout_policies.cli.main import cli
+
+    assert command[:2] == ["rollout", "drill"]
+    group = cli.get_command(Context(cli), "drill")
+    sub = group.get_command(Context(group), command[2])  # type: ignore[union-attr]
+    return sub.make_context(command[2], list(command[3:])).params
+
+
 def test_drills_run_the_rollout_drill_command_with_execute(plan):
-    job = _drill(deploy(settings(), plan), "region-failover")
-    command = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    job = _drill(deploy(settings(failover=FAILOVER), plan), "region-failover")
+    command = _container(job)["command"]
     assert command[:4] == ["rollout", "drill", "region-failover", "--execute"]
-    assert command[-2:] == ["--stack", "prod-us-east-1"]
+    params = _parse(command)
+    assert params["execute"] is True
+
+
+def test_the_cronjob_passes_what_rollout_drill_stack_reads_from_the_stack_file(plan, tmp_path):
+    """The CronJob's flags and `rollout drill --stack` come from one function of the stack config."""
+    from infra.settings import drill_options
+
+    stack = settings(failover=FAILOVER, backup={"bucket": "mh-backups"})
+    params = _parse(_container(_drill(deploy(stack, plan), "region-failover"))["command"])
+    options = drill_options(stack, SERVICE)
+    assert params["zone"] == "markethub.example." == options.zone
+    assert params["record"] == "api.markethub.example." == options.record
+    assert params["bucket"] == "mh-backups" == options.bucket
+    assert params["prefix"] == f"pg-dumps/{SERVICE}" == options.prefix
+    assert sorted(params["endpoints"]) == [
+        "us-east-1=https://use1.example/healthz",
+        "us-west-2=https://usw2.example/healthz",
+    ]
+
+
+def test_the_restore_drill_reads_its_scratch_database_from_a_secret(plan):
+    container = _container(
+        _drill(deploy(settings(drills={"restoreDatabaseSecret": "scratch"}), plan), "backup-restore")
+    )
+    assert {
+        "name": "DRILL_RESTORE_DSN",
+        "valueFrom": {"secretKeyRef": {"name": "scratch", "key": "url"}},
+    } in container["env"]
+
+
+def test_drill_reports_are_pushed_when_the_stack_names_a_repository(plan):
+    stack = settings(drills={"reportsRepository": "https://github.com/markethub/rollout.git"})
+    env = {e["name"]: e for e in _container(_drill(deploy(stack, plan), "backup-restore"))["env"]}
+    assert env["ROLLOUT_REPORTS_GIT_URL"]["value"] == "https://github.com/markethub/rollout.git"
+    assert env["ROLLOUT_GIT_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "markethub-rollout-git",
+        "key": "token",
+    }
 
 
 def test_drills_are_suspended_in_the_secondary_region(plan):
