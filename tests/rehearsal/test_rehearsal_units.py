@@ -127,7 +127,7 @@ def test_the_promote_step_is_read_from_the_shipped_workflow() -> None:
 
 def test_an_unmapped_secret_is_an_error_naming_the_workflow() -> None:
     steps = wiring.run_steps(WORKFLOWS / "rollout-up.yml")
-    up = next(s for s in steps if "pulumi up" in s.run)
+    up = next(s for s in steps if "PULUMI_BACKEND_URL" in s.env)
     with pytest.raises(wiring.WiringError, match=r"rollout-up\.yml.*PULUMI_BACKEND_URL"):
         for value in up.env.values():
             wiring.Context(secrets={}, github={"event.before": "a", "sha": "b"}).substitute(value, up.where)
@@ -180,7 +180,7 @@ def test_agreement_holds_when_weights_cohort_and_flags_match(plan: Plan) -> None
     live = {
         "weights": {"blue": 98, "green": 2},
         "cohort_rule": True,
-        "flags": flag_definitions(plan.stage("limited")),
+        "flags": flag_definitions(plan.stage("limited").features),
     }
     assert agreement_problems(plan, _state("limited", 2), live) == []
 
@@ -193,7 +193,7 @@ def test_agreement_holds_when_weights_cohort_and_flags_match(plan: Plan) -> None
     ],
 )
 def test_disagreement_names_what_differs(plan: Plan, live: dict[str, object], problem: str) -> None:
-    live = {**live, "flags": flag_definitions(plan.stage("limited"))}
+    live = {**live, "flags": flag_definitions(plan.stage("limited").features)}
     assert agreement_problems(plan, _state("limited", 2), live)[0].startswith(problem)
 
 
@@ -201,7 +201,7 @@ def test_a_rolled_back_stack_must_have_no_cohort_rule_live(plan: Plan) -> None:
     live = {
         "weights": {"blue": 100, "green": 0},
         "cohort_rule": True,
-        "flags": flag_definitions(plan.stage("limited")),
+        "flags": flag_definitions(plan.stage("limited").features),
     }
     assert agreement_problems(plan, _state("limited", 0), live)[0].startswith("cohort rule")
 
@@ -210,7 +210,7 @@ def test_beta_needs_the_cohort_rule_live(plan: Plan) -> None:
     live = {
         "weights": {"blue": 100, "green": 0},
         "cohort_rule": False,
-        "flags": flag_definitions(plan.stage("beta")),
+        "flags": flag_definitions(plan.stage("beta").features),
     }
     assert agreement_problems(plan, _state("beta", 0), live)[0].startswith("cohort rule")
 

@@ -7,6 +7,7 @@ its repository's secrets.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import secrets as random_secrets
@@ -255,6 +256,11 @@ class World:
             "SLACK_WEBHOOK_URL": "",
             "PAGERDUTY_ROUTING_KEY": "",
             "ROLLOUT_WEBHOOK_TOKEN": self.webhook_token,
+            # The up workflow writes a kubeconfig from this secret; each rehearsed stack also names
+            # its own region's cluster in its config (kubernetes:kubeconfig), which the provider uses.
+            "KUBECONFIG_DATA": base64.b64encode(
+                Path(self.info.kubeconfig(next(iter(self.stacks.values())))).read_bytes()
+            ).decode(),
         }
         return values
 

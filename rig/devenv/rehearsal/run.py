@@ -220,7 +220,12 @@ class Rehearsal:
 
     # -- GitHub: workflows ------------------------------------------------------------------------
     def context(self, event: dict[str, str]) -> wiring.Context:
-        return wiring.Context(secrets=self.secrets, variables=self.variables, github=event)
+        return wiring.Context(
+            secrets=self.secrets,
+            variables=self.variables,
+            github=event,
+            steps={"app-token.outputs.token": FORGE_TOKEN},
+        )
 
     def runner_env(self, clone: Path) -> dict[str, str]:
         return wiring.runner_environment(
@@ -605,8 +610,9 @@ def agreement_problems(plan: Plan, state: RolloutState, live: dict[str, Any]) ->
             f"cohort rule: git says {'on' if cohort_expected else 'off'}, live {live.get('cohort_rule')}"
         )
     flags = live.get("flags")
-    wanted = flag_definitions(plan.stage(state.stage))
-    if flags is not None and flags != wanted:
+    # A rolled-back stack serves the stable feature set (issue 12), which this check does not model.
+    wanted = None if is_rolled_back(plan, state) else flag_definitions(plan.stage(state.stage).features)
+    if flags is not None and wanted is not None and flags != wanted:
         problems.append(f"flags: live flags are not stage {state.stage}'s")
     return problems
 

@@ -61,6 +61,9 @@ class Context:
     variables: Mapping[str, str] = field(default_factory=dict)
     inputs: Mapping[str, str] = field(default_factory=dict)
     github: Mapping[str, str] = field(default_factory=dict)  # token, sha, event.before, ...
+    # Outputs of `uses:` steps the rehearsal stands in for: "app-token.outputs.token" is the GitHub
+    # App token (actions/create-github-app-token), here the GitHub stand-in's token.
+    steps: Mapping[str, str] = field(default_factory=dict)
 
     def resolve(self, expression: str, where: str) -> str:
         head, _, name = expression.partition(".")
@@ -69,6 +72,7 @@ class Context:
             "vars": self.variables,
             "inputs": self.inputs,
             "github": self.github,
+            "steps": self.steps,
         }
         if head not in tables:
             raise WiringError(f"{where}: ${{{{ {expression} }}}}: the rehearsal cannot resolve {head!r}")
