@@ -9,11 +9,12 @@ export PULUMI_SKIP_UPDATE_CHECK := true
 export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION := true
 PYTEST_ARGS ?=
 
-.PHONY: help venv lock check-install tools lint test test-fast demo env-up env-down env-status bench bench-gates bench-replay bench-rollback bench-triggers bench-cli bench-webhook clean
+.PHONY: help venv lock check-install tools lint test test-fast demo rehearse env-up env-down env-status bench bench-gates bench-replay bench-rollback bench-triggers bench-cli bench-webhook clean
 
 help:
 	@echo "make test       install everything, lint, run every test"
-	@echo "make demo       bring up the local two-region environment and run a rollout on it"
+	@echo "make demo       a short rehearsal on the local two-region environment (one fault, ~5 min)"
+	@echo "make rehearse   the whole plan, beta to 100% in both regions, with faults; report.html"
 	@echo "make tools      build or fetch the Pulumi CLI, provider, Kubernetes, etcd, kwok (cached)"
 	@echo "make env-up     start the local environment (prints kubeconfig paths); make env-down stops it"
 	@echo "make lint       ruff, mypy on the decision core, import layering, workflow lint"
@@ -65,9 +66,16 @@ test: venv tools lint
 test-fast: venv
 	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
 
+# A short rehearsal: the shipped plan, one fault, about five minutes (docs/demo.md).
 demo: venv tools
 	$(VENV)/bin/rollout env up
 	$(PY) -m devenv.demo
+
+# The dress rehearsal: the whole plan, beta to 100% in both regions, with faults (docs/rehearsal.md).
+REHEARSE_ARGS ?=
+rehearse: venv tools
+	$(VENV)/bin/rollout env up
+	$(VENV)/bin/rollout rehearse $(REHEARSE_ARGS)
 
 env-up: venv tools
 	$(VENV)/bin/rollout env up

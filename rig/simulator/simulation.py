@@ -3,6 +3,7 @@ and the demo start."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
@@ -10,7 +11,7 @@ import httpx
 
 from simulator.crash_reporter import CrashReporter
 from simulator.service import Faults, ServiceVersion
-from simulator.traffic import FixedSplit, LoadBalancer, Users, WeightSource
+from simulator.traffic import FixedSplit, LoadBalancer, SessionRecord, Users, WeightSource
 
 
 class Simulation:
@@ -33,6 +34,10 @@ class Simulation:
         seed: int | None = None,
         health_interval: float = 1.0,
         health_timeout: float = 0.5,
+        population: int = 0,
+        cohort: frozenset[int] = frozenset(),
+        cohort_share: float | None = None,
+        observer: Callable[[SessionRecord], None] | None = None,
         cloudwatch: Any | None = None,
     ) -> None:
         stable = "blue" if candidate == "green" else "green"
@@ -46,7 +51,15 @@ class Simulation:
         }
         urls = {colour: version.url for colour, version in self.versions.items()}
         self.users = Users(
-            urls, weights or FixedSplit(), sessions_per_second=sessions_per_second, workers=workers, seed=seed
+            urls,
+            weights or FixedSplit(),
+            sessions_per_second=sessions_per_second,
+            workers=workers,
+            seed=seed,
+            population=population,
+            cohort=cohort,
+            cohort_share=cohort_share,
+            observer=observer,
         )
         self.load_balancer = LoadBalancer(
             urls, tracks, interval=health_interval, timeout=health_timeout, cloudwatch=cloudwatch

@@ -12,7 +12,7 @@ import contextlib
 import random
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,7 +26,7 @@ SESSION = (
     ("/browse", "GET", 1.0),
     ("/search", "GET", 0.8),
     ("/cart", "POST", 0.5),
-    ("/checkout", "POST", 0.3),
+    ("/checkout", "POST", 0.6),
 )
 
 
@@ -34,6 +34,20 @@ class WeightSource(Protocol):
     """Percent of traffic per colour (``{"blue": 98, "green": 2}``)."""
 
     def weights(self) -> Mapping[str, float]: ...
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """One finished session as the app saw it: who, which colour served it, each request's answer.
+
+    ``requests`` holds ``(path, status, seconds)``; status None means the app crashed mid-request.
+    """
+
+    user: int | None
+    colour: str
+    outcome: str
+    requests: tuple[tuple[str, int | None, float], ...]
+    cohort: bool = False
 
 
 @dataclass(frozen=True)
@@ -65,6 +79,7 @@ class HTTPRouteWeights:
         api_client = config.new_client_from_config(config_file=self.kubeconfig)
         self._api = client.CustomObjectsApi(api_client)
         self._last: Mapping[str, float] | None = None
+        self._cohort: str | None = None
         self._read_at = 0.0
         self._lock = threading.Lock()
 
@@ -72,6 +87,13 @@ class HTTPRouteWeights:
         route = self._api.get_namespaced_custom_object(
             "gateway.networking.k8s.io", "v1", self.namespace, "httproutes", self.name, _request_timeout=5
         )
+        cohort: str | None = None
+        for rule in route.get("spec", {}).get("rules", []):
+            if any(match.get("headers") for match in rule.get("matches", [])):
+                # The beta-cohort rule: its users go to its backend whatever the weights say.
+                refs = [r for r in rule.get("backendRefs", []) if float(r.get("weight", 1)) > 0]
+                cohort = str(refs[0].get("name", "")).rsplit("-", 1)[-1] if refs else None
+        self._cohort = cohort
         for rule in route.get("spec", {}).get("rules", []):
             if any(match.get("headers") for match in rule.get("matches", [])):
                 continue  # the beta-cohort rule
@@ -91,6 +113,11 @@ class HTTPRouteWeights:
                     self._last = self.read() or self._last
             return self._last or self.fallback.weights()
 
+    def cohort_colour(self) -> str | None:
+        """The colour the beta-cohort rule sends its users to (None: the route has no cohort rule)."""
+        self.weights()  # refresh when due
+        return self._cohort
+
 
 class Users:
     """``sessions_per_second`` shoppers, each sent to a colour drawn by the current weights."""
@@ -105,9 +132,20 @@ class Users:
         seed: int | None = None,
         timeout: float = 5.0,
         registry: CollectorRegistry | None = None,
+        population: int = 0,
+        cohort: frozenset[int] = frozenset(),
+        cohort_share: float | None = None,
+        observer: Callable[[SessionRecord], None] | None = None,
     ) -> None:
         self.urls = dict(urls)
+        # Share of sessions by cohort users (None: as many as their number; beta users are power users).
+        self.cohort_share = cohort_share
         self.weight_source = weights
+        # Users 0..population-1 (0: anonymous sessions); ``cohort`` users carry the beta header, so a
+        # route with a cohort rule sends them to its colour (``cohort_colour`` of the weight source).
+        self.population = population
+        self.cohort = cohort
+        self.observer = observer
         self.sessions_per_second = sessions_per_second
         self.workers = workers
         self.timeout = timeout
@@ -123,7 +161,11 @@ class Users:
             registry=self.registry,
         )
 
-    def pick(self) -> str:
+    def pick(self, user: int | None = None) -> str:
+        if user is not None and user in self.cohort:
+            ruled = getattr(self.weight_source, "cohort_colour", lambda: None)()
+            if ruled in self.urls:
+                return str(ruled)
         weights = {c: w for c, w in self.weight_source.weights().items() if c in self.urls and w > 0}
         with self._lock:
             if not weights:
@@ -132,19 +174,41 @@ class Users:
             return self._random.choices(colours, [weights[c] for c in colours])[0]
 
     def session(self, http: httpx.Client) -> tuple[str, str]:
-        colour = self.pick()
+        user: int | None = None
+        if self.population:
+            with self._lock:
+                if (
+                    self.cohort
+                    and self.cohort_share is not None
+                    and self._random.random() < self.cohort_share
+                ):
+                    user = self._random.choice(sorted(self.cohort))
+                else:
+                    user = self._random.randrange(self.population)
+        colour = self.pick(user)
         base = self.urls[colour]
+        requests: list[tuple[str, int | None, float]] = []
+        outcome = "ok"
         for path, method, chance in SESSION:
             with self._lock:
                 if self._random.random() >= chance:
                     break
+            started = time.perf_counter()
             try:
                 response = http.request(method, base + path)
             except httpx.HTTPError:
-                return colour, "crashed"
+                requests.append((path, None, time.perf_counter() - started))
+                outcome = "crashed"
+                break
+            requests.append((path, response.status_code, time.perf_counter() - started))
             if response.status_code >= 500:
-                return colour, "error"
-        return colour, "ok"
+                outcome = "error"
+                break
+        if self.observer is not None:
+            record = SessionRecord(user, colour, outcome, tuple(requests), user in self.cohort)
+            with contextlib.suppress(Exception):  # a broken observer must not stop the users
+                self.observer(record)
+        return colour, outcome
 
     def _work(self, limit: int | None) -> None:
         interval = self.workers / self.sessions_per_second

@@ -256,7 +256,7 @@ ROWS: list[Row] = [
     ),
     Row(
         "negative evaluable_after",
-        lambda d: (*metric(d, "retention_7d"), "evaluable_after"),
+        lambda d: (*metric(d, "user_adoption"), "evaluable_after"),
         "a duration is never negative, got -86400",
         -86400,
     ),
