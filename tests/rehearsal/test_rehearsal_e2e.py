@@ -25,7 +25,8 @@ from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
 
 from .test_report import CHROMIUM_FLAGS, chromium
 
-# Not yet passing (issue 14, docs/rehearsal.md): `make test` leaves these out; `make test-rehearsal` runs them.
+# Not yet passing (issue 14, docs/rehearsal.md): `make test` leaves these out; `make test-rehearsal` runs
+# them.
 pytestmark = [pytest.mark.e2e, pytest.mark.rehearsal]
 DEFAULT_SCALE, RESPONSE_SCALE = 10080.0, 2.0
 
