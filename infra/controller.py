@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import pulumi
 
 from infra import kube, naming
+from infra.flags import config_map_name
 from infra.kube import Manifest
 from infra.settings import Controller
 from rollout_policies import envvars
@@ -280,12 +281,23 @@ RULES: tuple[Manifest, ...] = (
 )
 
 
+def rules(args: ControllerArgs) -> list[Manifest]:
+    """RULES, and the stage's flags ConfigMap by name: a rollback restores the stable flags too."""
+    flags = {
+        "apiGroups": [""],
+        "resources": ["configmaps"],
+        "resourceNames": [config_map_name(args.service)],
+        "verbs": ["get", "patch", "update"],
+    }
+    return [*(dict(rule) for rule in RULES), flags]
+
+
 def role_manifest(args: ControllerArgs) -> Manifest:
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
         "metadata": _metadata(args, "role"),
-        "rules": [dict(rule) for rule in RULES],
+        "rules": rules(args),
     }
 
 

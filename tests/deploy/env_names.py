@@ -98,11 +98,12 @@ def read_in_source() -> dict[str, set[str]]:
                     found(node.slice)
                 elif isinstance(node, ast.Call):
                     callee = ast.unparse(node.func)
-                    envish_args = any(
-                        isinstance(arg, ast.Name) and _ENVISH.search(arg.id) for arg in node.args
-                    )
-                    if (callee.endswith(("getenv", ".get")) and _ENVISH.search(callee)) or envish_args:
+                    if callee.endswith(("getenv", ".get")) and _ENVISH.search(callee):
                         for arg in node.args:
+                            found(arg)
+                    # _number(env, "ROLLOUT_PROVIDER_TIMEOUT", ...): the name right after the mapping
+                    for before, arg in zip(node.args, node.args[1:], strict=False):
+                        if isinstance(before, ast.Name) and _ENVISH.search(before.id):
                             found(arg)
                     # click's envvar=, and the default of an option that names a variable (--token-env)
                     names_variable = any(

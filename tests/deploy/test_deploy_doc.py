@@ -120,12 +120,18 @@ def test_the_secrets_table_is_every_secret_key_the_controller_and_the_route_refe
     assert referenced == documented
 
 
-def test_the_github_secrets_table_is_every_secret_the_workflows_use():
-    used = set()
+def _used_in_workflows(kind: str) -> set[str]:
+    used: set[str] = set()
     for workflow in (ROOT / ".github" / "workflows").glob("*.y*ml"):
-        used |= set(re.findall(r"secrets\.([A-Za-z_][A-Za-z0-9_]*)", workflow.read_text()))
-    documented = set(_first_column(_section("6. GitHub")))
-    assert used == documented
+        used |= set(re.findall(rf"\b{kind}\.([A-Za-z_][A-Za-z0-9_]*)", workflow.read_text()))
+    return used
+
+
+def test_the_github_tables_are_every_secret_and_variable_the_workflows_use():
+    github = _section("6. GitHub")
+    secrets_table, _, variables_table = github.partition("and these repository variables:")
+    assert set(_first_column(secrets_table)) == _used_in_workflows("secrets")
+    assert set(_first_column(variables_table)) == _used_in_workflows("vars")
 
 
 def test_the_doc_says_the_image_needs_the_pulumi_cli():

@@ -146,7 +146,7 @@ def test_the_pod_runs_as_a_non_root_user_without_privilege_escalation(plan):
     assert all(set(volume) == {"name", "emptyDir"} for volume in pod["volumes"])
 
 
-def test_the_role_allows_exactly_reading_and_updating_the_route_and_reading_deployments(plan):
+def test_the_role_allows_the_route_the_flags_config_map_and_reading_deployments(plan):
     deployed = deploy(settings(), plan)
     role = deployed.one("Role", CONTROLLER)
     assert role["rules"] == [
@@ -156,8 +156,14 @@ def test_the_role_allows_exactly_reading_and_updating_the_route_and_reading_depl
             "verbs": ["get", "list", "watch", "patch", "update"],
         },
         {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch"]},
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": [f"{SERVICE}-flags"],
+            "verbs": ["get", "patch", "update"],
+        },
     ]
-    assert role["rules"] == list(RULES)
+    assert role["rules"][:2] == list(RULES)
     binding = deployed.one("RoleBinding", CONTROLLER)
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": CONTROLLER}
     account = deployed.one("ServiceAccount", CONTROLLER)["metadata"]["name"]
