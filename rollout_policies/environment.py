@@ -22,6 +22,7 @@ READ = MappingProxyType(
         "ROLLOUT_CLOUDWATCH_REGION": "CloudWatch region; default AWS_REGION, AWS_DEFAULT_REGION",
         "ROLLOUT_SQL_DSN": "analytics database DSN",
         "ROLLOUT_JSON_BASE_URLS": "JSON API base URLs by name: crash_reporter=https://...,issue_tracker=...",
+        "ROLLOUT_METRICS_FILE": "a metrics file for metrics whose provider is metrics_file",
         "ROLLOUT_PROVIDER_TIMEOUT": "seconds per provider request",
         "ROLLOUT_PROVIDER_ATTEMPTS": "tries per provider query",
         "AWS_REGION": "CloudWatch region when ROLLOUT_CLOUDWATCH_REGION is unset",
