@@ -8,11 +8,15 @@ within" a window ("crash rate > 5%: auto-rollback in 5 minutes"; "immediately"),
 30s evaluation interval plus webhook, commit and apply), never below ``0s``: the rollback is live
 within the window, not one evaluation and one apply after it. A metric whose
 source is Prometheus is watched with its own query. A metric from another provider (CloudWatch, SQL,
-a JSON API) is watched through a bridge gauge, ``markethub_rollout_measurement{metric, service}``
-by default (``alerts.bridgeMetric``), which whatever carries those measurements into Prometheus
-publishes (a cloudwatch exporter, or the tool's own poller); until something publishes it, those
-rules see no data and never fire, and ``rollout watch`` still polls the providers directly. Manual
-metrics get no rule (``unruled`` output).
+a JSON API) is watched through the gauge ``markethub_rollout_measurement{metric, service}``
+(``alerts.bridgeMetric``), which the controller (``rollout serve``) exports: it measures those
+metrics with the same providers ``rollout evaluate`` uses, on an interval
+(``rollout_policies.alerting.collector``). Manual metrics get no rule (``unruled`` output).
+
+Missing data is never silence: for every trigger a second rule, ``absent(<its query>)``, fires when
+the trigger's data is gone (the controller down, a provider failing or stale, a series renamed) for
+the trigger's ``for:`` or ``alerts.missingDataFor`` (2m), whichever is longer, and notifies as a
+gate alert does (``rollout_action: alert``): a trigger that cannot see cannot roll back.
 
 The dashboard shows the live traffic split from a PromQL query rather than the configured weights,
 so a step (a weight change) updates the route alone; the stage, its planned steps and its
@@ -29,6 +33,8 @@ from typing import Any
 import pulumi
 
 from infra import kube, naming
+from infra.alert_route import RouteArgs, alertmanager_config_manifest
+from infra.controller import webhook_url
 from infra.kube import Manifest
 from infra.settings import Alerts
 from rollout_policies.plan.model import (
@@ -45,7 +51,6 @@ from rollout_policies.plan.model import (
 COMPONENT = "alerts"
 PROMETHEUS = "prometheus"
 MANUAL = "manual"
-RECEIVER = "rollout-webhook"
 DASHBOARD_LABEL = "grafana_dashboard"
 GATE_FOR = "5m"  # an alert threshold must hold this long before it pages: one scrape blip is noise
 
@@ -59,6 +64,9 @@ class AlertsArgs:
     stack: str
     region: str
     alerts: Alerts = field(default_factory=Alerts)
+    # The Secrets the route's receivers read (the controller's settings name them).
+    webhook_secret: str = "rollout-webhook"
+    notify_secret: str = "rollout-notify"
 
 
 def prometheus_duration(value: Any) -> str:
@@ -86,14 +94,34 @@ def metric_query(args: AlertsArgs, metric: Metric) -> str | None:
     return f'max({args.alerts.bridge_metric}{{metric="{metric.id}",service="{args.service}"}})'
 
 
+def bridged_metric_ids(plan: Plan) -> tuple[str, ...]:
+    """Every metric some rule reads through the gauge, in any stage: what the controller exports."""
+    watched = [t.metric for t in plan.triggers]
+    watched += [g.metric for stage in plan.stages for g in stage.gates if _alertable(g)]
+    return tuple(
+        metric
+        for metric in dict.fromkeys(watched)
+        if plan.metric(metric).source.provider not in (PROMETHEUS, MANUAL)
+    )
+
+
 def _expr(args: AlertsArgs, metric: Metric, threshold: Threshold) -> str | None:
     query = metric_query(args, metric)
     return None if query is None else f"({query}) {threshold.op.value} {threshold.value:g}"
 
 
 def routing_labels(args: AlertsArgs) -> dict[str, str]:
-    """Labels on every alert: the AlertmanagerConfig routes on them, and ``rollout serve`` reads them."""
-    return {"rollout_service": args.service, "rollout_stack": args.stack, "rollout_region": args.region}
+    """Labels on every alert: the AlertmanagerConfig routes on them, and ``rollout serve`` reads them.
+
+    ``namespace`` is the one the prometheus-operator's default AlertmanagerConfig matcher requires
+    (``OnNamespace``): without it no alert reaches the route.
+    """
+    return {
+        "namespace": args.namespace,
+        "rollout_service": args.service,
+        "rollout_stack": args.stack,
+        "rollout_region": args.region,
+    }
 
 
 def trigger_rules(args: AlertsArgs) -> list[Manifest]:
@@ -118,6 +146,42 @@ def trigger_rules(args: AlertsArgs) -> list[Manifest]:
                     "summary": trigger.text,
                     "threshold": str(trigger.threshold),
                     "window": prometheus_duration(trigger.window),
+                },
+            }
+        )
+    return rules
+
+
+def missing_data_rules(args: AlertsArgs) -> list[Manifest]:
+    """One ``absent()`` rule per trigger: it notifies (never rolls back) when the trigger is blind."""
+    rules = []
+    floor = parse_duration(args.alerts.missing_data_for)
+    for trigger in args.plan.triggers:
+        metric = args.plan.metric(trigger.metric)
+        query = metric_query(args, metric)
+        if query is None:
+            continue
+        source = (
+            "its Prometheus series"
+            if metric.source.provider == PROMETHEUS
+            else f"the controller's {args.alerts.bridge_metric} (from {metric.source.provider})"
+        )
+        rules.append(
+            {
+                "alert": f"RollbackDataMissing{_camel(trigger.id)}",
+                "expr": f"absent({query})",
+                "for": prometheus_duration(max(trigger_for(args, trigger.window), floor)),
+                "labels": {
+                    **routing_labels(args),
+                    "severity": "warning",
+                    "rollout_action": "alert",
+                    "rollout_reason": "missing-data",
+                    "rollout_trigger": trigger.id,
+                    "rollout_metric": trigger.metric,
+                },
+                "annotations": {
+                    "summary": f"No data for the rollback trigger {trigger.text!r}: it cannot fire",
+                    "description": f"{metric.name} ({metric.id}) has no value in {source}",
                 },
             }
         )
@@ -191,7 +255,10 @@ def _rule_manifest(args: AlertsArgs, name: str, group: str, rules: list[Manifest
 
 def trigger_rule_manifest(args: AlertsArgs) -> Manifest:
     return _rule_manifest(
-        args, f"{args.service}-rollback-triggers", f"{args.service}.rollback-triggers", trigger_rules(args)
+        args,
+        f"{args.service}-rollback-triggers",
+        f"{args.service}.rollback-triggers",
+        trigger_rules(args) + missing_data_rules(args),
     )
 
 
@@ -201,31 +268,21 @@ def gate_rule_manifest(args: AlertsArgs) -> Manifest:
     )
 
 
-def alertmanager_config_manifest(args: AlertsArgs) -> Manifest:
-    """Routes this service's alerts to the tool's webhook (``rollout serve``) right away."""
-    return {
-        "apiVersion": "monitoring.coreos.com/v1alpha1",
-        "kind": "AlertmanagerConfig",
-        "metadata": {
-            "name": f"{args.service}-rollout",
-            "namespace": args.namespace,
-            "labels": {**naming.base_labels(args.service, COMPONENT), **args.alerts.rule_labels},
-        },
-        "spec": {
-            "route": {
-                "receiver": RECEIVER,
-                "groupBy": ["alertname", "rollout_stack"],
-                # A rollback trigger's window already elapsed in Prometheus: send at once.
-                "groupWait": "0s",
-                "groupInterval": "1m",
-                "repeatInterval": "1h",
-                "matchers": [{"name": "rollout_service", "value": args.service, "matchType": "="}],
-            },
-            "receivers": [
-                {"name": RECEIVER, "webhookConfigs": [{"url": args.alerts.webhook_url, "sendResolved": True}]}
-            ],
-        },
-    }
+def route_args(args: AlertsArgs) -> RouteArgs:
+    """Where this service's alerts go (``infra/alert_route.py``): the controller and Slack."""
+    return RouteArgs(
+        service=args.service,
+        namespace=args.namespace,
+        webhook_url=effective_webhook_url(args),
+        webhook_secret=args.webhook_secret,
+        notify_secret=args.notify_secret,
+        labels=tuple(sorted(args.alerts.rule_labels.items())),
+    )
+
+
+def effective_webhook_url(args: AlertsArgs) -> str:
+    """``alerts.webhookUrl``, else the RolloutController's Service in the service's namespace."""
+    return args.alerts.webhook_url or webhook_url(args.service, args.namespace)
 
 
 def _threshold_steps(gate: Gate, direction: Direction | None) -> list[dict[str, Any]]:
@@ -343,12 +400,12 @@ class RollbackAlerts(pulumi.ComponentResource):
         child = kube.child_options(self, opts)
         self.trigger_rules = kube.apply(f"{name}-triggers", trigger_rule_manifest(args), child)
         self.gate_rules = kube.apply(f"{name}-gates", gate_rule_manifest(args), child)
-        self.route = kube.apply(f"{name}-route", alertmanager_config_manifest(args), child)
+        self.route = kube.apply(f"{name}-route", alertmanager_config_manifest(route_args(args)), child)
         self.dashboard = kube.apply(f"{name}-dashboard", dashboard_manifest(args), child)
         self.register_outputs(
             {
                 "unruled": unruled_metrics(args),
                 "bridged": bridged_metrics(args),
-                "webhook": args.alerts.webhook_url,
+                "webhook": effective_webhook_url(args),
             }
         )

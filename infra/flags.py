@@ -1,13 +1,16 @@
 """FeatureFlags: the stage's feature set as OpenFeature flagd flag definitions in a ConfigMap.
 
 Each plan feature is a string flag with the three plan states as variants, defaulting to the
-current stage's state (``limited`` is the seed's "logging only" / "basic caching" form). The app's
-flagd provider reads the mounted file and watches it, so a stage's new flags need no restart.
+current stage's state (``limited`` is the seed's "logging only" / "basic caching" form). A
+rolled-back stack serves the plan's stable feature set instead, so a rollback takes the candidate's
+features away from every user at once. The app's flagd provider reads the mounted file and watches
+it, so new flags need no restart.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +18,7 @@ import pulumi
 
 from infra import kube, naming
 from infra.kube import Manifest
-from rollout_policies.plan.model import FeatureState, Stage
+from rollout_policies.plan.model import Feature, FeatureState, Stage
 
 COMPONENT = "flags"
 FLAGD_SCHEMA = "https://flagd.dev/schema/v0/flags.json"
@@ -27,6 +30,12 @@ class FlagsArgs:
     service: str
     namespace: str
     stage: Stage
+    # After a rollback: the plan's stable feature set instead of the stage's (``Plan.stable_feature_set``).
+    stable_features: dict[str, Feature] | None = None
+
+    @property
+    def features(self) -> dict[str, Feature]:
+        return self.stage.features if self.stable_features is None else self.stable_features
 
 
 def flag_key(feature: str) -> str:
@@ -34,11 +43,11 @@ def flag_key(feature: str) -> str:
     return feature.replace("_", "-").lower()
 
 
-def flag_definitions(stage: Stage) -> dict[str, Any]:
-    """The flagd document for ``stage`` (pure)."""
+def flag_definitions(features: Mapping[str, Feature]) -> dict[str, Any]:
+    """The flagd document for a feature set: a stage's, or the stable set after a rollback (pure)."""
     flags = {}
-    for feature_id in sorted(stage.features):
-        feature = stage.features[feature_id]
+    for feature_id in sorted(features):
+        feature = features[feature_id]
         flags[flag_key(feature_id)] = {
             "state": "ENABLED",
             "variants": {state.value: state.value for state in FeatureState},
@@ -66,7 +75,7 @@ def flags_manifest(args: FlagsArgs) -> Manifest:
             "namespace": args.namespace,
             "labels": naming.base_labels(args.service, COMPONENT),
         },
-        "data": {FLAGS_FILE: json.dumps(flag_definitions(args.stage), indent=1, sort_keys=True)},
+        "data": {FLAGS_FILE: json.dumps(flag_definitions(args.features), indent=1, sort_keys=True)},
     }
 
 
@@ -79,6 +88,7 @@ class FeatureFlags(pulumi.ComponentResource):
         self.register_outputs(
             {
                 "stage": args.stage.id,
-                "flags": {flag_key(k): v.state.value for k, v in args.stage.features.items()},
+                "stable": args.stable_features is not None,
+                "flags": {flag_key(k): v.state.value for k, v in args.features.items()},
             }
         )

@@ -23,9 +23,16 @@ _TYPED: dict[tuple[str, str], Callable[..., pulumi.CustomResource]] = {
     ("policy/v1", "PodDisruptionBudget"): k8s.policy.v1.PodDisruptionBudget,
     ("autoscaling/v2", "HorizontalPodAutoscaler"): k8s.autoscaling.v2.HorizontalPodAutoscaler,
     ("batch/v1", "CronJob"): k8s.batch.v1.CronJob,
+    ("v1", "ServiceAccount"): k8s.core.v1.ServiceAccount,
+    ("rbac.authorization.k8s.io/v1", "Role"): k8s.rbac.v1.Role,
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): k8s.rbac.v1.RoleBinding,
 }
 # Top-level fields each typed class takes besides apiVersion, kind and metadata.
-_BODY_FIELDS = ("spec", "data")
+_BODY_FIELDS = ("spec", "data", "rules", "role_ref", "subjects")
+
+
+def _snake(key: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in key)
 
 
 def pulumi_type(manifest: Manifest) -> str:
@@ -37,7 +44,7 @@ def apply(name: str, manifest: Manifest, opts: pulumi.ResourceOptions) -> pulumi
     """Declare ``manifest`` as a Pulumi resource with logical name ``name``."""
     key = (manifest["apiVersion"], manifest["kind"])
     typed = _TYPED.get(key)
-    body = {field: manifest[field] for field in _BODY_FIELDS if field in manifest}
+    body = {_snake(field): value for field, value in manifest.items() if _snake(field) in _BODY_FIELDS}
     if typed is not None:
         return typed(name, metadata=manifest["metadata"], opts=opts, **body)
     return k8s.apiextensions.CustomResource(

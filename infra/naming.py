@@ -23,6 +23,7 @@ ANN_STEP = "rollout.markethub.io/step"
 ANN_WEIGHTS = "rollout.markethub.io/weights"
 ANN_CANDIDATE = "rollout.markethub.io/candidate"
 ANN_PLAN = "rollout.markethub.io/plan"
+ANN_ROLLED_BACK = "rollout.markethub.io/rolled-back"
 
 
 def colour_name(service: str, colour: Colour) -> str:

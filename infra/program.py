@@ -18,6 +18,7 @@ from infra.alerts import AlertsArgs, RollbackAlerts
 from infra.autoscaling import Autoscaling, AutoscalingArgs
 from infra.backups import BackupArgs, BackupSchedule
 from infra.bluegreen import BlueGreenArgs, BlueGreenService
+from infra.controller import ControllerArgs, RolloutController
 from infra.drills import DrillArgs, DrillSchedule
 from infra.failover import FailoverArgs, RegionalFailover
 from infra.flags import FeatureFlags, FlagsArgs, config_map_name
@@ -41,15 +42,20 @@ class RolloutInfra:
     flags: FeatureFlags
     failover: RegionalFailover
     alerts: RollbackAlerts
+    controller: RolloutController | None
     backups: BackupSchedule | None
     drills: DrillSchedule
 
 
-def main() -> RolloutInfra:
-    """Read the current stack's config and the plan it names, and declare everything."""
+def main(project_dir: Path | None = None) -> RolloutInfra:
+    """Read the current stack's config and the plan it names, and declare everything.
+
+    ``project_dir`` is where Pulumi.yaml is: an inline program (the Automation API) runs in its
+    host's working directory, not the project's, so the applier says where the plan is relative to.
+    """
     stack = pulumi.get_stack()
     settings = read_settings(stack_config(), stack=stack)
-    plan = load_plan_file(resolve_plan_path(settings.plan))
+    plan = load_plan_file(resolve_plan_path(settings.plan, project_dir))
     return build(settings, plan)
 
 
@@ -76,10 +82,15 @@ def route_urn(stack: str, service: str = "markethub-mobile", project: str = "mar
     return f"urn:pulumi:{stack}::{project}::{route_type}::{service}-traffic-httproute"
 
 
-def resolve_plan_path(path: str) -> Path:
-    """A relative plan path is taken from the working directory, then from the project root."""
+def resolve_plan_path(path: str, project_dir: Path | None = None) -> Path:
+    """A relative plan path is taken from the Pulumi project (when known), then the working
+    directory, then this package's own root (the shipped plan)."""
     candidate = Path(path)
-    if candidate.is_absolute() or candidate.exists():
+    if candidate.is_absolute():
+        return candidate
+    if project_dir is not None and (project_dir / candidate).exists():
+        return project_dir / candidate
+    if candidate.exists():
         return candidate
     return PROJECT_ROOT / candidate
 
@@ -96,34 +107,81 @@ def current_stage(settings: StackSettings, plan: Plan) -> Stage:
         raise UserError(f"Pulumi.{settings.stack}.yaml: {NAMESPACE}:rollout.stage: {err}") from None
 
 
+@dataclass(frozen=True)
+class Scope:
+    """What every part of a stack is declared from: validated settings, the plan, the current stage."""
+
+    settings: StackSettings
+    plan: Plan
+    stage: Stage
+    service: str
+    depends: tuple[pulumi.Resource, ...]  # the Namespace, when the program declares it
+
+    @property
+    def namespace(self) -> str:
+        return self.settings.namespace
+
+    def options(self, *after: pulumi.Resource) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(depends_on=[*self.depends, *after])
+
+
 def build(settings: StackSettings, plan: Plan) -> RolloutInfra:
     """Declare every component for one stack (one region) from validated settings and the plan."""
-    state = settings.rollout
     stage = current_stage(settings, plan)
-    if state.step >= len(stage.steps):
+    check_step(settings, stage)
+    service = settings.service_name or plan.service
+    scope = Scope(settings, plan, stage, service, namespace(settings, service))
+    flags, blue_green, traffic, autoscaling = serving(scope)
+    failover = regional_failover(scope)
+    alerts, controller = automatic_rollback(scope)
+    backups, drills = recovery(scope)
+    export_outputs(scope)
+    return RolloutInfra(
+        service=blue_green,
+        traffic=traffic,
+        autoscaling=autoscaling,
+        flags=flags,
+        failover=failover,
+        alerts=alerts,
+        controller=controller,
+        backups=backups,
+        drills=drills,
+    )
+
+
+def check_step(settings: StackSettings, stage: Stage) -> None:
+    if settings.rollout.step >= len(stage.steps):
         raise UserError(
             f"Pulumi.{settings.stack}.yaml: {NAMESPACE}:rollout.step: stage {stage.id} has "
-            f"{len(stage.steps)} step(s), so step {state.step} does not exist"
+            f"{len(stage.steps)} step(s), so step {settings.rollout.step} does not exist"
         )
-    service = settings.service_name or plan.service
-    ns = settings.namespace
-    depends: list[pulumi.Resource] = []
-    if settings.create_namespace:
-        depends.append(
-            kube.apply(
-                f"{service}-namespace",
-                {
-                    "apiVersion": "v1",
-                    "kind": "Namespace",
-                    "metadata": {"name": ns, "labels": naming.base_labels(service, "namespace")},
-                },
-                pulumi.ResourceOptions(),
-            )
-        )
-    in_namespace = pulumi.ResourceOptions(depends_on=depends)
 
+
+def namespace(settings: StackSettings, service: str) -> tuple[pulumi.Resource, ...]:
+    """The service's Namespace, when this stack declares it (``createNamespace``)."""
+    if not settings.create_namespace:
+        return ()
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": settings.namespace, "labels": naming.base_labels(service, "namespace")},
+    }
+    return (kube.apply(f"{service}-namespace", manifest, pulumi.ResourceOptions()),)
+
+
+def serving(scope: Scope) -> tuple[FeatureFlags, BlueGreenService, TrafficSplit, Autoscaling]:
+    """The service itself: its flags, both colours, the route between them, their autoscaling."""
+    settings, service, ns = scope.settings, scope.service, scope.namespace
+    state = settings.rollout
     flags = FeatureFlags(
-        f"{service}-flags", FlagsArgs(service=service, namespace=ns, stage=stage), in_namespace
+        f"{service}-flags",
+        FlagsArgs(
+            service=service,
+            namespace=ns,
+            stage=scope.stage,
+            stable_features=scope.plan.stable_feature_set() if state.rolled_back else None,
+        ),
+        scope.options(),
     )
     blue_green = BlueGreenService(
         service,
@@ -140,7 +198,7 @@ def build(settings: StackSettings, plan: Plan) -> RolloutInfra:
             flags_config_map=config_map_name(service),
             extra_labels={naming.ENVIRONMENT: settings.environment.value, naming.REGION: settings.region},
         ),
-        pulumi.ResourceOptions(depends_on=[*depends, flags]),
+        scope.options(flags),
     )
     traffic = TrafficSplit(
         f"{service}-traffic",
@@ -156,7 +214,7 @@ def build(settings: StackSettings, plan: Plan) -> RolloutInfra:
             hostnames=settings.hostnames,
             gateway=settings.gateway,
         ),
-        in_namespace,
+        scope.options(),
     )
     autoscaling = Autoscaling(
         f"{service}-autoscaling",
@@ -164,81 +222,109 @@ def build(settings: StackSettings, plan: Plan) -> RolloutInfra:
             service=service,
             namespace=ns,
             state=state,
-            stage=stage,
+            stage=scope.stage,
             min_replicas=settings.min_replicas,
             max_replicas=settings.max_replicas,
             headroom=settings.headroom,
             cpu_utilization=settings.cpu_utilization,
             custom_metric=settings.custom_metric,
         ),
-        pulumi.ResourceOptions(depends_on=[*depends, blue_green]),
+        scope.options(blue_green),
     )
-    failover = RegionalFailover(
-        f"{service}-failover",
+    return flags, blue_green, traffic, autoscaling
+
+
+def regional_failover(scope: Scope) -> RegionalFailover:
+    settings = scope.settings
+    return RegionalFailover(
+        f"{scope.service}-failover",
         FailoverArgs(
-            service=service,
-            namespace=ns,
+            service=scope.service,
+            namespace=scope.namespace,
             region=settings.region,
             role=settings.region_role,
             port=settings.port,
             failover=settings.failover,
         ),
-        in_namespace,
+        scope.options(),
     )
+
+
+def automatic_rollback(scope: Scope) -> tuple[RollbackAlerts, RolloutController | None]:
+    """The alert rules and their route, and the controller the route calls (``rollout serve``)."""
+    settings = scope.settings
+    controller_settings = settings.controller
     alerts = RollbackAlerts(
-        f"{service}-alerts",
+        f"{scope.service}-alerts",
         AlertsArgs(
-            service=service,
-            namespace=ns,
-            plan=plan,
-            stage=stage,
+            service=scope.service,
+            namespace=scope.namespace,
+            plan=scope.plan,
+            stage=scope.stage,
             stack=settings.stack,
             region=settings.region,
             alerts=settings.alerts,
+            webhook_secret=controller_settings.webhook_secret,
+            notify_secret=controller_settings.notify_secret,
         ),
-        in_namespace,
+        scope.options(),
     )
+    if not controller_settings.enabled:
+        return alerts, None
+    controller = RolloutController(
+        f"{scope.service}-controller",
+        ControllerArgs(
+            service=scope.service,
+            namespace=scope.namespace,
+            stack=settings.stack,
+            plan_path=settings.plan,
+            notifications=scope.plan.notifications,
+            controller=controller_settings,
+        ),
+        scope.options(),
+    )
+    return alerts, controller
+
+
+def recovery(scope: Scope) -> tuple[BackupSchedule | None, DrillSchedule]:
+    """Backups and the scheduled disaster-recovery drills."""
+    settings, plan = scope.settings, scope.plan
     backups = None
     if settings.backup.enabled:
         backups = BackupSchedule(
-            f"{service}-backups",
+            f"{scope.service}-backups",
             BackupArgs(
-                service=service,
-                namespace=ns,
+                service=scope.service,
+                namespace=scope.namespace,
                 objectives=plan.objectives,
                 backup=settings.backup,
                 region=settings.region,
                 image=settings.drills.image,
-                options=drill_options(settings, service),
+                options=drill_options(settings, scope.service),
             ),
-            in_namespace,
+            scope.options(),
         )
     drills = DrillSchedule(
-        f"{service}-drills",
+        f"{scope.service}-drills",
         DrillArgs(
-            service=service,
-            namespace=ns,
+            service=scope.service,
+            namespace=scope.namespace,
             stack=settings.stack,
             plan_path=settings.plan,
             role=settings.region_role,
             disaster_recovery=plan.objectives.disaster_recovery,
             drills=settings.drills,
-            options=drill_options(settings, service),
+            options=drill_options(settings, scope.service),
         ),
-        in_namespace,
+        scope.options(),
     )
+    return backups, drills
+
+
+def export_outputs(scope: Scope) -> None:
+    state = scope.settings.rollout
     pulumi.export("stage", state.stage)
     pulumi.export("step", state.step)
     pulumi.export("weights", {c.value: state.weights[c] for c in Colour})
-    pulumi.export("httpRoute", {"namespace": ns, "name": service})
-    pulumi.export("regionRole", settings.region_role.failover)
-    return RolloutInfra(
-        service=blue_green,
-        traffic=traffic,
-        autoscaling=autoscaling,
-        flags=flags,
-        failover=failover,
-        alerts=alerts,
-        backups=backups,
-        drills=drills,
-    )
+    pulumi.export("httpRoute", {"namespace": scope.namespace, "name": scope.service})
+    pulumi.export("regionRole", scope.settings.region_role.failover)

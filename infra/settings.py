@@ -16,7 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from rollout_policies.errors import UserError
@@ -116,17 +116,57 @@ class Failover(_Section):
 class Alerts(_Section):
     """Where rollback alerts go: the tool's Alertmanager webhook receiver (``rollout serve``)."""
 
-    webhook_url: str = "http://rollout-webhook.markethub-rollout.svc:8080/alerts"
+    # Empty: the RolloutController's own Service in the service's namespace.
+    webhook_url: str = ""
     # Labels the Prometheus operator's ruleSelector and the Grafana sidecar look for.
     rule_labels: dict[str, str] = Field(default_factory=lambda: {"release": "prometheus"})
     dashboard_namespace: str = ""
     # PromQL giving requests per second by colour: the dashboard's live traffic split.
     traffic_query: str = ""
-    # The gauge carrying non-Prometheus measurements into Prometheus, labelled metric and service.
+    # The gauge the controller (`rollout serve`) exports with every non-Prometheus measurement the
+    # rules read, labelled metric and service (rollout_policies.alerting.collector).
     bridge_metric: str = "markethub_rollout_measurement"
+    # A trigger's missing-data rule (absent()) waits at least this long before it notifies.
+    missing_data_for: str = "2m"
     # Taken off each trigger's window in its rule's `for:`, so the rollback is live within the
     # window: the rule group's evaluation interval (30s) plus the webhook, commit and apply (~5s).
     detection_budget: str = "35s"
+
+
+class Controller(_Section):
+    """The controller (``rollout serve``) this program deploys beside the service (infra/controller.py).
+
+    Secrets are referenced by name, never created here: the team creates them (docs/deploy.md).
+    """
+
+    enabled: bool = True
+    image: str = "ghcr.io/markethub/markethub-rollout:0.1.0"
+    # The https (or file://, ssh://) URL of the rollout repository the controller clones and commits to.
+    repository: str = ""
+    branch: str = "main"
+    # Folder of Pulumi.yaml and the stack configs inside the repository (empty: its top).
+    config_dir: str = ""
+    port: int = Field(default=8080, ge=1, le=65535)
+    # Also run `rollout watch` (polling Prometheus) beside `rollout serve`.
+    watch: bool = False
+    prometheus_url: str = ""
+    # owner/name on GitHub, for marking open promotion pull requests stale after a rollback; empty:
+    # taken from a https://github.com/<owner>/<name>(.git) repository URL, else no forge.
+    forge_repository: str = ""
+    webhook_secret: str = "rollout-webhook"
+    git_secret: str = "rollout-git"
+    forge_secret: str = "rollout-forge"
+    pulumi_secret: str = "rollout-pulumi"
+    notify_secret: str = "rollout-notify"
+    resources: Resources = Resources(
+        requests={"cpu": "100m", "memory": "256Mi"}, limits={"cpu": "1", "memory": "1Gi"}
+    )
+
+    @model_validator(mode="after")
+    def _watch(self) -> Controller:
+        if self.watch and not self.prometheus_url:
+            raise ValueError("watch needs prometheusUrl (the Prometheus `rollout watch` polls)")
+        return self
 
 
 class Drills(_Section):
@@ -180,6 +220,7 @@ class StackSettings(_Section):
     failover: Failover = Failover()
     alerts: Alerts = Alerts()
     drills: Drills = Drills()
+    controller: Controller = Controller()
 
     @field_validator("cohort_header")
     @classmethod
@@ -235,6 +276,7 @@ COMPONENT_KEYS: dict[str, tuple[str, ...]] = {
     "rollback-alerts": ("rollout", "alerts", "region"),
     "feature-flags": ("rollout",),
     "drill-schedule": ("plan", "regionRole", "drills", "namespace", "backup", "failover"),
+    "rollout-controller": ("controller", "plan", "alerts"),
 }
 
 
@@ -259,6 +301,11 @@ def read_settings(raw: Mapping[str, Any], *, stack: str) -> StackSettings:
         raise UserError(f"{where}: {NAMESPACE}:{path}: {first['msg']}") from None
     if settings.min_replicas > settings.max_replicas:
         raise UserError(f"{where}: {NAMESPACE}:minReplicas: {settings.min_replicas} exceeds maxReplicas")
+    if settings.controller.enabled and not settings.controller.repository:
+        raise UserError(
+            f"{where}: {NAMESPACE}:controller.repository: required while the controller is enabled "
+            "(the URL of the rollout repository it commits rollbacks to), or set controller.enabled: false"
+        )
     return settings
 
 

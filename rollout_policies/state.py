@@ -11,6 +11,12 @@ Pulumi program reads nothing else to decide traffic; only the tool (or a person,
       weights:   {blue: 98, green: 2}
       stageStartedAt: "2026-11-20T09:00:00Z"
       stepStartedAt:  "2026-11-20T09:00:00Z"
+      rolledBack: true        # only after a rollback: no user reaches the candidate (see below)
+
+``rolledBack`` is what takes every user off the candidate in every stage: the weights alone cannot
+say it, because a beta stack has 0% candidate weight while its cohort route sends the beta users to
+the candidate. A rolled-back stack has no cohort route and serves the plan's stable feature flags;
+the next promotion (a resume) clears it.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ class RolloutState(BaseModel):
     weights: dict[Colour, int]
     stage_started_at: datetime = Field(alias="stageStartedAt")
     step_started_at: datetime = Field(alias="stepStartedAt")
+    rolled_back: bool = Field(default=False, alias="rolledBack")
 
     @model_validator(mode="after")
     def _consistent(self) -> RolloutState:
@@ -61,6 +68,11 @@ class RolloutState(BaseModel):
             raise ValueError("weights must be between 0 and 100")
         if sum(self.weights.values()) != 100:
             raise ValueError(f"weights must sum to 100, not {sum(self.weights.values())}")
+        if self.rolled_back and self.candidate_weight != 0:
+            raise ValueError(
+                f"rolledBack is true but the candidate has {self.candidate_weight}%"
+                " (a rolled-back stack has 0)"
+            )
         for name in ("stage_started_at", "step_started_at"):
             if getattr(self, name).tzinfo is None:
                 raise ValueError(f"{name} needs a time zone (write it as ...Z)")
@@ -70,9 +82,18 @@ class RolloutState(BaseModel):
     def candidate_weight(self) -> int:
         return self.weights[self.candidate.colour]
 
+    @property
+    def cohort_on(self) -> bool:
+        """Whether the beta cohort route sends its users to the candidate (not after a rollback)."""
+        return not self.rolled_back
+
     def to_config(self) -> dict[str, Any]:
-        """The plain mapping written to the stack config (camelCase keys, ISO times)."""
-        return {
+        """The plain mapping written to the stack config (camelCase keys, ISO times).
+
+        ``rolledBack`` is written only when true, so a stack that was never rolled back keeps the
+        block it always had (``render_state`` turns an existing ``rolledBack: true`` to false).
+        """
+        config: dict[str, Any] = {
             "stage": self.stage,
             "step": self.step,
             "stable": {"colour": self.stable.colour.value, "version": self.stable.version},
@@ -81,6 +102,9 @@ class RolloutState(BaseModel):
             "stageStartedAt": _iso(self.stage_started_at),
             "stepStartedAt": _iso(self.step_started_at),
         }
+        if self.rolled_back:
+            config["rolledBack"] = True
+        return config
 
 
 def _iso(moment: datetime) -> str:

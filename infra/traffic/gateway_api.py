@@ -14,6 +14,8 @@ class GatewayApiRouter:
     weights say: Gateway API gives a rule with more header matches precedence over one with fewer, so
     the beta cohort always lands on green. The second splits everyone else by the rollout weights.
     Both backends stay listed at every weight (0 included), so a promotion changes numbers only.
+    A rolled-back stack (``spec.cohort`` false) has the weighted rule alone: the cohort's requests
+    then match it like everyone else's and go to stable.
     """
 
     name = "gateway-api"
@@ -46,7 +48,10 @@ class GatewayApiRouter:
                 "labels": dict(spec.labels),
                 "annotations": dict(spec.annotations),
             },
-            "spec": {"parentRefs": [parent], "rules": [cohort_rule, weighted_rule]},
+            "spec": {
+                "parentRefs": [parent],
+                "rules": [cohort_rule, weighted_rule] if spec.cohort else [weighted_rule],
+            },
         }
         if spec.hostnames:
             route["spec"]["hostnames"] = list(spec.hostnames)

@@ -29,6 +29,8 @@ class RouteSpec:
     backends: dict[Colour, str]  # the per-colour Service names
     cohort_header: str
     cohort_value: str
+    # False after a rollback: no cohort rule at all, so no user reaches the candidate.
+    cohort: bool = True
     hostnames: tuple[str, ...] = ()
     gateway: GatewayRef = field(default_factory=GatewayRef)
     labels: dict[str, str] = field(default_factory=dict)
@@ -48,7 +50,13 @@ class Router(Protocol):
 
 
 def rollout_annotations(
-    *, stage: str, step: int, weights: dict[Colour, int], candidate: Colour, plan: str
+    *,
+    stage: str,
+    step: int,
+    weights: dict[Colour, int],
+    candidate: Colour,
+    plan: str,
+    rolled_back: bool = False,
 ) -> dict[str, str]:
     """The annotations every route carries (values are strings, as Kubernetes requires)."""
     return {
@@ -57,4 +65,5 @@ def rollout_annotations(
         naming.ANN_WEIGHTS: json.dumps({c.value: weights[c] for c in (Colour.BLUE, Colour.GREEN)}),
         naming.ANN_CANDIDATE: candidate.value,
         naming.ANN_PLAN: plan,
+        naming.ANN_ROLLED_BACK: "true" if rolled_back else "false",
     }

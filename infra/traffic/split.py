@@ -45,6 +45,7 @@ def route_spec(args: TrafficSplitArgs) -> RouteSpec:
         backends={colour: naming.colour_name(args.service, colour) for colour in Colour},
         cohort_header=args.cohort_header,
         cohort_value=args.cohort_value,
+        cohort=state.cohort_on,
         hostnames=args.hostnames,
         gateway=args.gateway,
         labels=naming.base_labels(args.service, COMPONENT),
@@ -54,6 +55,7 @@ def route_spec(args: TrafficSplitArgs) -> RouteSpec:
             weights=dict(state.weights),
             candidate=state.candidate.colour,
             plan=args.plan_path,
+            rolled_back=state.rolled_back,
         ),
     )
 
@@ -76,6 +78,7 @@ class TrafficSplit(pulumi.ComponentResource):
             {
                 "router": router.name,
                 "weights": {c.value: args.state.weights[c] for c in Colour},
+                "cohort": args.state.cohort_on,
                 "routes": [m["metadata"]["name"] for m in manifests],
             }
         )

@@ -1,6 +1,7 @@
 """Run the traffic simulator alone: ``python -m simulator [--kubeconfig K] [--duration 10m]``.
 
-Prints one JSON line with the versions' URLs and the Prometheus scrape targets, then serves until
+Prints one JSON line with the versions' URLs, the crash reporter's URL (for ``ROLLOUT_JSON_BASE_URLS``)
+and the Prometheus scrape targets, then serves until
 ``--duration`` has passed or it gets SIGTERM/Ctrl-C (a bounded run). Faults are set through each
 version's ``POST /admin/faults``.
 """
@@ -10,13 +11,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
 import threading
-from pathlib import Path
 
 from rollout_policies.plan.model import parse_duration
-from simulator.bridge import write_bridge_rules
 from simulator.simulation import Simulation
 from simulator.traffic import FixedSplit, HTTPRouteWeights, WeightSource
 
@@ -40,7 +40,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--route", default="markethub-mobile", help="the HTTPRoute's name")
     parser.add_argument("--sessions", type=float, default=20.0, help="simulated sessions per second")
     parser.add_argument("--duration", default="10m", help="stop after this long")
-    parser.add_argument("--rules", type=Path, help="write the bridge recording rules to this file")
+    parser.add_argument(
+        "--cloudwatch-endpoint",
+        help="publish the load balancer's metrics to this CloudWatch endpoint (moto's server); AWS_* keys",
+    )
     options = parser.parse_args(argv)
     try:
         seconds = parse_duration(options.duration).total_seconds()
@@ -50,15 +53,23 @@ def main(argv: list[str] | None = None) -> None:
     weights: WeightSource = split
     if options.kubeconfig:
         weights = HTTPRouteWeights(options.kubeconfig, options.namespace, options.route, fallback=split)
-    if options.rules:
-        write_bridge_rules(options.rules)
+    cloudwatch = None
+    if options.cloudwatch_endpoint:
+        import boto3
+
+        cloudwatch = boto3.client(
+            "cloudwatch",
+            endpoint_url=options.cloudwatch_endpoint,
+            region_name=os.environ.get("AWS_REGION", "us-east-1"),
+        )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with Simulation(weights, sessions_per_second=options.sessions) as simulation:
+    with Simulation(weights, sessions_per_second=options.sessions, cloudwatch=cloudwatch) as simulation:
         print(
             json.dumps(
                 {
                     "versions": {c: v.url for c, v in simulation.versions.items()},
+                    "crash_reporter": simulation.crash_reporter.url,
                     "scrape_targets": simulation.targets,
                 }
             ),

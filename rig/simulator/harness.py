@@ -1,10 +1,14 @@
 """A whole alerting path on loopback, for the tests and the benchmark.
 
 One ``AlertingLane`` is: a bare git remote with one stack at the limited stage's first step (green,
-the candidate, at 2%), the traffic simulator, Debian's Prometheus scraping it with the plan's trigger
-rules (from ``infra/alerts.py``) and the simulator's bridge rules, Debian's Alertmanager routing
-rollback alerts to ``rollout serve`` (the real command, in its own process, with a bearer token
-from its environment). Everything is stopped by pid when the lane closes, also after failures.
+the candidate, at 2%), the traffic simulator as the service (its versions' /metrics, its crash
+reporter's API, its load balancer publishing to CloudWatch on a moto server), ``rollout serve`` (the
+real command, in its own process, with a bearer token and the ``ROLLOUT_*`` provider variables in
+its environment: it collects the crash reporter and CloudWatch and exports them at /metrics),
+Debian's Prometheus scraping the service and the controller with the plan's trigger rules (from
+``infra/alerts.py``, and nothing else), and Debian's Alertmanager routing rollback alerts to the
+controller and every other alert to a notification receiver. Everything is stopped by pid when the
+lane closes, also after failures.
 """
 
 from __future__ import annotations
@@ -24,12 +28,11 @@ from typing import Self
 import httpx
 
 from devenv.local import EnvInfo
-from devenv.services import HOST, Alertmanager, Prometheus, free_port
+from devenv.services import HOST, Alertmanager, MotoServer, Prometheus, free_port
 from infra.settings import Alerts
 from rollout_policies.alerting.rules import alertmanager_config, write_trigger_rules
 from rollout_policies.plan.model import Plan, parse_duration
 from rollout_policies.state import Colour
-from simulator.bridge import write_bridge_rules
 from simulator.simulation import Simulation
 from simulator.traffic import FixedSplit, WeightSource
 
@@ -126,6 +129,7 @@ class ServeProcess:
         plan_path: Path | None = None,
         apply_args: tuple[str, ...] = ("--no-apply",),
         env: dict[str, str] | None = None,
+        collect_interval: str = "1s",
     ) -> None:
         self.port = free_port()
         self.log_path = workdir / "serve.log"
@@ -133,6 +137,7 @@ class ServeProcess:
             sys.executable, "-m", "rollout_policies.cli.main", "serve",
             "--listen", f"{HOST}:{self.port}", "--repo", str(repo), "--stack", stack,
             "--token-env", TOKEN_ENV, *apply_args, "--actor", "rollout-serve@test",
+            "--collect-interval", collect_interval,
         ]  # fmt: skip
         if plan_path is not None:
             command += ["--plan", str(plan_path)]
@@ -154,6 +159,10 @@ class ServeProcess:
     @property
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
+
+    @property
+    def target(self) -> str:
+        return f"{HOST}:{self.port}"
 
     def metrics(self) -> str:
         return httpx.get(f"{self.url}/metrics", timeout=5).text
@@ -188,10 +197,16 @@ class AlertingLane:
         serve_apply: tuple[str, ...] = ("--no-apply",),
         serve_env: dict[str, str] | None = None,
         detection_budget: str | None = None,
+        missing_data_for: str | None = None,
+        notify_url: str | None = None,
+        moto: MotoServer | None = None,
     ) -> None:
         self.root = root
         self.plan = plan
         self.detection_budget = detection_budget
+        self.missing_data_for = missing_data_for
+        self.notify_url = notify_url
+        self.given_moto = moto
         self.weights = weights or FixedSplit(50.0, 50.0)
         self.sessions_per_second = sessions_per_second
         self.evaluation_interval = evaluation_interval
@@ -213,12 +228,38 @@ class AlertingLane:
             raise
         return self
 
+    def provider_env(self) -> dict[str, str]:
+        """The controller's ``ROLLOUT_*`` provider variables for this lane's service (docs/providers.md)."""
+        credentials = self.moto.credentials
+        return {
+            "ROLLOUT_JSON_BASE_URLS": f"crash_reporter={self.simulation.crash_reporter.url}",
+            "ROLLOUT_CLOUDWATCH_ENDPOINT_URL": self.moto.endpoint_url,
+            "AWS_REGION": credentials["region_name"],
+            "AWS_ACCESS_KEY_ID": credentials["aws_access_key_id"],
+            "AWS_SECRET_ACCESS_KEY": credentials["aws_secret_access_key"],
+        }
+
     def _start(self) -> None:
         root = self.root
         self.remote = self.given_remote or GitRemote(root)
         self.clone = self.remote.clone(root / "serve-clone", "serve")
+        if self.given_moto is None:
+            self.moto = MotoServer(root / "moto")
+            self._stack.callback(self.moto.stop)
+            self.moto.start()
+        else:
+            self.moto = self.given_moto
+        self.simulation = Simulation(
+            self.weights,
+            sessions_per_second=self.sessions_per_second,
+            seed=self.seed,
+            cloudwatch=self.moto.client("cloudwatch"),
+        )
+        self._stack.callback(self.simulation.stop)
+        self.simulation.start()
+        env = {**(self.serve_env if self.serve_env is not None else os.environ), **self.provider_env()}
         self.serve = ServeProcess(
-            root, self.clone, self.stack, self.token, apply_args=self.serve_apply, env=self.serve_env
+            root, self.clone, self.stack, self.token, apply_args=self.serve_apply, env=env
         )
         self._stack.callback(self.serve.stop)
         token_file = self.token_file = root / "webhook.token"
@@ -233,15 +274,11 @@ class AlertingLane:
                 group_interval=self.group_interval,
                 repeat_interval="1h",
                 service=self.plan.service,
+                notify_url=self.notify_url,
             ),
         )
         self._stack.callback(self.alertmanager.stop)
         self.alertmanager.start()
-        self.simulation = Simulation(
-            self.weights, sessions_per_second=self.sessions_per_second, seed=self.seed
-        )
-        self._stack.callback(self.simulation.stop)
-        self.simulation.start()
         rules = [
             write_trigger_rules(
                 root / "triggers.rules.json",
@@ -249,14 +286,12 @@ class AlertingLane:
                 {self.stack: self.region},
                 interval=self.evaluation_interval,
                 detection_budget=self.detection_budget,
-            ),
-            write_bridge_rules(
-                root / "bridge.rules.json", self.plan.service, interval=self.evaluation_interval
+                missing_data_for=self.missing_data_for,
             ),
         ]
         self.prometheus = Prometheus(
             root / "prometheus",
-            self.simulation.targets,
+            [*self.simulation.targets, self.serve.target],
             rules,
             self.alertmanager.url,
             evaluation_interval=self.evaluation_interval,

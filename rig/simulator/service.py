@@ -30,6 +30,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from simulator.crash_reporter import CrashReporter
+
 HOST = "127.0.0.1"
 SERVICE = "markethub-mobile"
 ENDPOINTS = {"/browse": "GET", "/search": "GET", "/cart": "POST", "/checkout": "POST"}
@@ -132,9 +134,17 @@ class ServiceVersion:
     """One colour of the service on 127.0.0.1; ``track`` is ``stable`` or ``candidate`` (the plan's label)."""
 
     def __init__(
-        self, colour: str, track: str, *, port: int = 0, seed: int | None = None, faults: Faults | None = None
+        self,
+        colour: str,
+        track: str,
+        *,
+        port: int = 0,
+        seed: int | None = None,
+        faults: Faults | None = None,
+        crash_reporter: CrashReporter | None = None,
     ) -> None:
         self.colour = colour
+        self.crash_reporter = crash_reporter  # where the app reports its sessions and crashes
         self.track = track
         self.faults = faults or Faults()
         self._random = random.Random(seed)
@@ -213,7 +223,10 @@ class ServiceVersion:
         self.delay()
         if endpoint == "/browse":
             self.sessions.labels(**self._labels).inc()
-            if self._chance(faults.crash_rate):
+            crashed = self._chance(faults.crash_rate)
+            if self.crash_reporter is not None:
+                self.crash_reporter.report(self.track, crashed)
+            if crashed:
                 self.crashes.labels(**self._labels).inc()
                 return None
         if endpoint in NEEDS_DB and faults.db_down:

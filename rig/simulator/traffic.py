@@ -1,4 +1,5 @@
-"""Simulated users split between blue and green by the live traffic weights; load-balancer health checks.
+"""Simulated users split between blue and green by the live traffic weights; a load balancer's health
+checks, published to CloudWatch as a cloud load balancer does.
 
 Weights come from a ``WeightSource``: ``HTTPRouteWeights`` reads the service's HTTPRoute from the
 API server (the weighted rule, as ``infra/traffic`` renders it), ``FixedSplit`` is a constant split
@@ -13,12 +14,12 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter
 
-from simulator.service import HOST, SERVICE
+from simulator.service import SERVICE
 
 # A session is a shopper's visit: browse, then maybe search, add to cart, check out.
 SESSION = (
@@ -172,11 +173,24 @@ class Users:
             thread.join(timeout=self.timeout + 5)
 
 
+def lb_dimensions(service: str, track: str) -> dict[str, str]:
+    """The CloudWatch dimensions of a track's load balancer and target group (as the plan names them)."""
+    return {"LoadBalancer": f"app/{service}/{track}", "TargetGroup": f"targetgroup/{service}-{track}"}
+
+
+def health_check_id(service: str, track: str) -> str:
+    """The Route 53 health check that watches a track's load balancer."""
+    return f"{service}-{track}-lb"
+
+
 class LoadBalancer:
     """Health-checks each version every ``interval`` seconds; a check slower than ``timeout`` fails.
 
-    Exports ``markethub_lb_unhealthy_hosts{colour, track}`` (0 or 1 host per colour here) on its own
-    /metrics endpoint, as a cloud load balancer's UnHealthyHostCount.
+    Like a cloud load balancer, it publishes to CloudWatch, not to Prometheus: after every round of
+    checks, ``AWS/ApplicationELB`` ``UnHealthyHostCount`` (0 or 1 host per colour here, dimensions
+    ``lb_dimensions``) and ``AWS/Route53`` ``HealthCheckPercentageHealthy`` (``health_check_id``),
+    through ``cloudwatch`` (a boto3 client; moto's server in tests). Without one it only keeps
+    ``unhealthy`` in memory.
     """
 
     def __init__(
@@ -187,30 +201,21 @@ class LoadBalancer:
         interval: float = 1.0,
         timeout: float = 0.5,
         unhealthy_after: int = 2,
+        cloudwatch: Any | None = None,
+        service: str = SERVICE,
     ) -> None:
         self.urls = dict(urls)
         self.tracks = dict(tracks)
         self.interval = interval
         self.timeout = timeout
         self.unhealthy_after = unhealthy_after
-        self.registry = CollectorRegistry()
-        self.unhealthy = Gauge(
-            "markethub_lb_unhealthy_hosts",
-            "Hosts failing health checks",
-            ["service", "colour", "track"],
-            registry=self.registry,
-        )
+        self.cloudwatch = cloudwatch
+        self.service = service
+        self.unhealthy = {colour: 0 for colour in self.urls}
         self.failures = {colour: 0 for colour in self.urls}
-        for colour in self.urls:
-            self.unhealthy.labels(SERVICE, colour, self.tracks[colour]).set(0)
+        self.publish_errors = 0
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="sim-lb", daemon=True)
-        self.server, self.server_thread = start_http_server(0, addr=HOST, registry=self.registry)
-        self.port: int = self.server.server_address[1]
-
-    @property
-    def target(self) -> str:
-        return f"{HOST}:{self.port}"
 
     def check(self, http: httpx.Client) -> None:
         for colour, url in self.urls.items():
@@ -219,8 +224,43 @@ class LoadBalancer:
             except httpx.HTTPError:
                 healthy = False
             self.failures[colour] = 0 if healthy else self.failures[colour] + 1
-            down = self.failures[colour] >= self.unhealthy_after
-            self.unhealthy.labels(SERVICE, colour, self.tracks[colour]).set(1 if down else 0)
+            self.unhealthy[colour] = 1 if self.failures[colour] >= self.unhealthy_after else 0
+        self.publish()
+
+    def publish(self) -> None:
+        if self.cloudwatch is None:
+            return
+        for colour, track in self.tracks.items():
+            down = self.unhealthy[colour]
+            try:
+                self.cloudwatch.put_metric_data(
+                    Namespace="AWS/ApplicationELB",
+                    MetricData=[
+                        {
+                            "MetricName": "UnHealthyHostCount",
+                            "Dimensions": [
+                                {"Name": k, "Value": v} for k, v in lb_dimensions(self.service, track).items()
+                            ],
+                            "Value": float(down),
+                            "Unit": "Count",
+                        }
+                    ],
+                )
+                self.cloudwatch.put_metric_data(
+                    Namespace="AWS/Route53",
+                    MetricData=[
+                        {
+                            "MetricName": "HealthCheckPercentageHealthy",
+                            "Dimensions": [
+                                {"Name": "HealthCheckId", "Value": health_check_id(self.service, track)}
+                            ],
+                            "Value": 0.0 if down else 100.0,
+                            "Unit": "Percent",
+                        }
+                    ],
+                )
+            except Exception:  # CloudWatch away: the next round publishes again, as AWS would retry
+                self.publish_errors += 1
 
     def _loop(self) -> None:
         with httpx.Client() as http:
@@ -236,6 +276,3 @@ class LoadBalancer:
         self.stop_event.set()
         if self.thread.is_alive():
             self.thread.join(timeout=self.timeout * len(self.urls) + self.interval + 5)
-        self.server.shutdown()
-        self.server.server_close()
-        self.server_thread.join(timeout=5)

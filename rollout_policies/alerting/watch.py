@@ -1,9 +1,11 @@
 """``rollout watch``: the polling fallback that evaluates the rollback triggers against Prometheus.
 
-Each tick asks Prometheus for every trigger metric (with the same PromQL the alert rules use), adds
-the answers to a rolling history, and runs the core's ``evaluate_triggers`` over it; a fired trigger
-rolls the stacks back, as the webhook receiver would. At start the history is filled from a range
-query, so a trigger that has been breaching for its window fires on the first tick.
+Each tick measures every trigger metric (a Prometheus metric with the same PromQL the alert rules
+use; any other with its own provider, as the controller's collector does, so the watch needs no
+controller), adds the answers to a rolling history, and runs the core's ``evaluate_triggers`` over
+it; a fired trigger rolls the stacks back, as the webhook receiver would. At start the history of
+the Prometheus metrics is filled from a range query, so a trigger that has been breaching for its
+window fires on the first tick.
 """
 
 from __future__ import annotations
@@ -20,9 +22,13 @@ import httpx
 from rollout_policies.alerting.receiver import Rollback
 from rollout_policies.alerting.rules import trigger_queries
 from rollout_policies.core import Evidence, Measurement, TriggerResult, TriggerStatus, evaluate_triggers
+from rollout_policies.errors import UserError
 from rollout_policies.gitops.engine import RollbackOutcome
 from rollout_policies.plan.model import MetricSource, Plan
+from rollout_policies.providers.base import MetricProvider
 from rollout_policies.providers.prometheus import PrometheusProvider
+from rollout_policies.providers.registry import provider_for
+from rollout_policies.providers.settings import ProviderSettings
 
 log = logging.getLogger("rollout.alerting")
 
@@ -54,15 +60,30 @@ class TriggerWatch:
     step: timedelta = timedelta(seconds=5)
     timeout: float = 10.0
     history: dict[str, deque[Measurement]] = field(default_factory=dict)
+    # Where the non-Prometheus trigger metrics come from (default: the ROLLOUT_* variables).
+    settings: ProviderSettings | None = None
 
     def __post_init__(self) -> None:
-        self.queries = trigger_queries(self.plan)
+        all_queries = trigger_queries(self.plan)
+        self.queries = {
+            metric: query
+            for metric, query in all_queries.items()
+            if self.plan.metric(metric).source.provider == "prometheus"
+        }
+        self.direct = tuple(metric for metric in all_queries if metric not in self.queries)
+        settings = self.settings or ProviderSettings.from_env()
+        self.providers: dict[str, MetricProvider | UserError] = {}
+        for name in dict.fromkeys(self.plan.metric(m).source.provider for m in self.direct):
+            try:
+                self.providers[name] = provider_for(name, **settings.for_provider(name))
+            except UserError as err:
+                self.providers[name] = err
         self.provider = PrometheusProvider(url=self.prometheus_url, timeout=self.timeout, attempts=2)
         self.horizon = max(
             (t.window + self.plan.metric(t.metric).source.max_age for t in self.plan.triggers),
             default=timedelta(minutes=5),
         )
-        for metric in self.queries:
+        for metric in all_queries:
             self.history.setdefault(metric, deque())
 
     def _add(self, measurement: Measurement, now: datetime) -> None:
@@ -109,8 +130,21 @@ class TriggerWatch:
             source = self.plan.metric(metric).source
             promql = MetricSource(provider="prometheus", query=query, max_age=source.max_age)
             self._add(self.provider.query(promql, now, metric=metric), now)
+        for metric in self.direct:
+            source = self.plan.metric(metric).source
+            provider = self.providers[source.provider]
+            if isinstance(provider, UserError):
+                self._add(Measurement.error(metric, now, str(provider)), now)
+            else:
+                self._add(provider.query(source, now, metric=metric), now)
         evidence = Evidence.of(m for series in self.history.values() for m in series)
         return evaluate_triggers(self.plan, evidence, now=now)
+
+    def _evidence(self, metric: str) -> str:
+        if metric in self.queries:
+            return f"{self.prometheus_url} {self.queries[metric]}"
+        source = self.plan.metric(metric).source
+        return f"{source.provider} {source.query or source.options}".strip()
 
     def tick(self, now: datetime) -> WatchTick:
         results = self.measure(now)
@@ -121,7 +155,7 @@ class TriggerWatch:
         outcome = self.rollback(
             self.stacks,
             reason=f"automatic rollback: {texts} (rollout watch)",
-            evidence=[f"{self.prometheus_url} {self.queries.get(r.metric, '')}" for r in fired],
+            evidence=[self._evidence(r.metric) for r in fired],
             now=now,
         )
         if outcome.result == "rolled-back":

@@ -383,6 +383,7 @@ def status(
                 "stable": {"colour": s.stable.colour.value, "version": s.stable.version},
                 "candidate": {"colour": s.candidate.colour.value, "version": s.candidate.version},
                 "weights": weights,
+                "rolled_back": s.rolled_back,
                 "stage_started_at": s.stage_started_at.isoformat(),
                 "step_started_at": s.step_started_at.isoformat(),
                 "config_commit": item.commit,
@@ -404,7 +405,8 @@ def status(
         lines += [
             f"{item.stack}: {s.stage} step {s.step}, candidate {s.candidate.version} "
             f"({s.candidate.colour.value}) {s.candidate_weight}%, "
-            f"stable {s.stable.version} ({s.stable.colour.value})",
+            f"stable {s.stable.version} ({s.stable.colour.value})"
+            + (" (rolled back: no cohort route, stable flags)" if s.rolled_back else ""),
             f"    since: stage {s.stage_started_at.isoformat()}, step {s.step_started_at.isoformat()}",
             f"    last decision: {decision}",
             f"    pending promotions: {', '.join(item.pending) or 'none'}",

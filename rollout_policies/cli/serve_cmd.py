@@ -13,11 +13,14 @@ from typing import Any
 
 import click
 
+from rollout_policies import envvars
 from rollout_policies.cli.gitops_cmd import open_repository, repository_options
 from rollout_policies.errors import UserError
 from rollout_policies.gitops.engine import GitOps, default_actor
+from rollout_policies.gitops.forge import DEFAULT_API_URL, make_forge
 from rollout_policies.gitops.notify import Notifier
-from rollout_policies.gitops.seams import applier_names, make_applier
+from rollout_policies.gitops.repo import clone
+from rollout_policies.gitops.seams import PRODUCTION_APPLIERS, applier_names, make_applier, pulumi_binary
 from rollout_policies.gitops.stack_config import config_name
 from rollout_policies.plan.model import parse_duration
 
@@ -71,6 +74,27 @@ def _git_options(command: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option("--actor", default=None, help="Who rolls back, for the audit trail."),
         click.option(
+            "--clone-from",
+            "clone_from",
+            default=None,
+            metavar="URL",
+            help="Clone this repository into --repo first when --repo is not a clone yet (a pod's "
+            f"empty volume); https credentials come from ${envvars.GIT_TOKEN}.",
+        ),
+        click.option(
+            "--forge-repo",
+            default=lambda: os.environ.get("GITHUB_REPOSITORY", ""),
+            show_default="$GITHUB_REPOSITORY",
+            help="owner/name on GitHub: a rollback then marks the stack's open promotion pull requests "
+            "stale (token from $GITHUB_TOKEN). Empty: no forge.",
+        ),
+        click.option(
+            "--forge-url",
+            default=lambda: os.environ.get("GITHUB_API_URL", DEFAULT_API_URL),
+            show_default="$GITHUB_API_URL or https://api.github.com",
+            help="Forge API base URL.",
+        ),
+        click.option(
             "--log-level",
             type=click.Choice(["debug", "info", "warning"]),
             default="info",
@@ -83,6 +107,17 @@ def _git_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return repository_options(command)
 
 
+def _prepare(repo_dir: Path, clone_from: str | None, main_branch: str, apply_now: bool, applier: str) -> None:
+    """Found out at start, not at the first alert in the middle of an incident: the clone, the CLI."""
+    if clone_from and not (repo_dir / ".git").exists():
+        if repo_dir.exists() and any(repo_dir.iterdir()):
+            raise UserError(f"--repo {repo_dir}: not empty and not a git clone, so --clone-from cannot clone")
+        repo_dir.parent.mkdir(parents=True, exist_ok=True)
+        clone(clone_from, repo_dir, branch=main_branch)
+    if apply_now and applier in PRODUCTION_APPLIERS:
+        pulumi_binary()
+
+
 def _rollback(
     plan_path: Path,
     repo_dir: Path,
@@ -93,9 +128,13 @@ def _rollback(
     apply_now: bool,
     applier: str,
     actor: str | None,
+    clone_from: str | None,
+    forge_repo: str,
+    forge_url: str,
 ) -> tuple[Any, tuple[str, ...], Any]:
     from rollout_policies.alerting import GitRollback
 
+    _prepare(repo_dir, clone_from, main_branch, apply_now, applier)
     plan, repo, stacks = open_repository(plan_path, repo_dir, config_dir, remote, main_branch, stacks)
     for stack in stacks:
         # Found out at start, not at the first alert in the middle of an incident.
@@ -107,6 +146,7 @@ def _rollback(
         config_dir=config_dir,
         notifier=Notifier(plan.notifications),
         actor=actor or f"rollout-automatic/{default_actor()}",
+        forge=make_forge("github", forge_repo, forge_url) if forge_repo else None,
     )
     chosen = make_applier(applier, repo_dir / config_dir) if apply_now else None
     return plan, stacks, GitRollback(ops, chosen)
@@ -142,7 +182,7 @@ def _logging(level: str) -> None:
 )
 @click.option(
     "--token-env",
-    default=WEBHOOK_TOKEN_ENV,
+    default=envvars.WEBHOOK_TOKEN,
     show_default=True,
     help="The variable holding the shared bearer token Alertmanager sends.",
 )
@@ -158,6 +198,13 @@ def _logging(level: str) -> None:
     default="30m",
     show_default=True,
     help="A firing alert that started longer ago than this is refused as a replay.",
+)
+@click.option(
+    "--collect-interval",
+    default="15s",
+    show_default=True,
+    help="How often the plan's non-Prometheus metrics are measured and exported at /metrics "
+    "(providers configured by the ROLLOUT_* variables); 0 turns collection off.",
 )
 @click.option(
     "--header-timeout",
@@ -188,12 +235,16 @@ def serve(
     apply_now: bool,
     applier: str,
     actor: str | None,
+    clone_from: str | None,
+    forge_repo: str,
+    forge_url: str,
     log_level: str,
     listen: str,
     token_env: str,
     dedup_ttl: str,
     skew: str,
     max_age: str,
+    collect_interval: str,
     header_timeout: str,
     body_timeout: str,
     idle_timeout: str,
@@ -201,18 +252,29 @@ def serve(
 ) -> None:
     """Receive Alertmanager webhooks; roll back the stacks of firing rollback-trigger alerts.
 
-    POST /alerts (or /webhook) with `Authorization: Bearer <token>`; GET /healthz and /metrics.
+    POST /alerts (or /webhook) with `Authorization: Bearer <token>`; GET /healthz and /metrics,
+    which also exports the measurements the alert rules read (docs/alerting.md).
     Served by uvicorn; SIGTERM stops accepting and lets a rollback in flight finish.
     """
     from datetime import timedelta
 
-    from rollout_policies.alerting import Deduplicator, RunningReceiver, ServerLimits, WebhookReceiver
+    from rollout_policies.alerting import (
+        Deduplicator,
+        ReceiverMetrics,
+        RunningReceiver,
+        ServerLimits,
+        WebhookReceiver,
+    )
+    from rollout_policies.alerting.collector import start_collection
 
     host, port = _listen(listen)
     token = _token(token_env)
     ttl = _seconds(dedup_ttl, "--dedup-ttl")
     skew_seconds = _seconds(skew, "--skew")
     max_age_seconds = _seconds(max_age, "--max-age")
+    collect_seconds = (
+        0.0 if collect_interval.strip() == "0" else _seconds(collect_interval, "--collect-interval")
+    )
     limits = ServerLimits(
         header_timeout=_seconds(header_timeout, "--header-timeout"),
         body_timeout=_seconds(body_timeout, "--body-timeout"),
@@ -220,10 +282,25 @@ def serve(
         max_connections=max_connections,
     )
     plan, stacks, rollback = _rollback(
-        plan_path, repo_dir, config_dir, remote, main_branch, stacks, apply_now, applier, actor
+        plan_path,
+        repo_dir,
+        config_dir,
+        remote,
+        main_branch,
+        stacks,
+        apply_now,
+        applier,
+        actor,
+        clone_from,
+        forge_repo,
+        forge_url,
     )
     _logging(log_level)
     _finish_pending(rollback, stacks)
+    metrics = ReceiverMetrics()
+    stop_collecting = threading.Event()
+    if collect_seconds:
+        start_collection(plan, metrics.registry, timedelta(seconds=collect_seconds), stop_collecting)
     receiver = WebhookReceiver(
         plan,
         rollback,
@@ -233,6 +310,7 @@ def serve(
         max_age=timedelta(seconds=max_age_seconds),
         dedup=Deduplicator(ttl=ttl),
         notifier=Notifier(plan.notifications),
+        metrics=metrics,
     )
     try:
         running = RunningReceiver(receiver, host, port, limits)
@@ -249,6 +327,7 @@ def serve(
     except KeyboardInterrupt:
         pass
     finally:
+        stop_collecting.set()
         running.socket.close()
 
 
@@ -257,8 +336,8 @@ def serve(
 @click.option(
     "--prometheus",
     "prometheus_url",
-    default=lambda: os.environ.get("ROLLOUT_PROMETHEUS_URL", ""),
-    show_default="$ROLLOUT_PROMETHEUS_URL",
+    default=lambda: os.environ.get(envvars.PROMETHEUS_URL, ""),
+    show_default=f"${envvars.PROMETHEUS_URL}",
     help="Prometheus server URL.",
 )
 @click.option("--interval", default="5s", show_default=True, help="Time between evaluations.")
@@ -276,6 +355,9 @@ def watch(
     apply_now: bool,
     applier: str,
     actor: str | None,
+    clone_from: str | None,
+    forge_repo: str,
+    forge_url: str,
     log_level: str,
     prometheus_url: str,
     interval: str,
@@ -298,7 +380,18 @@ def watch(
         raise UserError("--stack: name the stacks to watch (a rollback never guesses)")
     step = _seconds(interval, "--interval")
     plan, stacks, rollback = _rollback(
-        plan_path, repo_dir, config_dir, remote, main_branch, stacks, apply_now, applier, actor
+        plan_path,
+        repo_dir,
+        config_dir,
+        remote,
+        main_branch,
+        stacks,
+        apply_now,
+        applier,
+        actor,
+        clone_from,
+        forge_repo,
+        forge_url,
     )
     _logging(log_level)
     _finish_pending(rollback, stacks)

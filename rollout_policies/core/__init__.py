@@ -28,6 +28,7 @@ from rollout_policies.core.progression import (
     advance,
     is_rolled_back,
     locate,
+    needs_rollback,
     rollback_target,
 )
 from rollout_policies.core.ranges import judged, within_range
@@ -67,6 +68,7 @@ __all__ = [
     "judge_comparison",
     "judged",
     "locate",
+    "needs_rollback",
     "render_text",
     "rollback_target",
     "within_range",

@@ -57,13 +57,28 @@ def step_weight(step: TrafficStep) -> int:
 
 
 def is_rolled_back(plan: Plan, state: RolloutState) -> bool:
-    """A rolled-back stack sends nothing to the candidate although its step says otherwise."""
+    """A rolled-back stack sends no user to the candidate although its step says otherwise.
+
+    ``rolledBack`` says it; a state written before that key existed (0% at a step with weight) is
+    read as rolled back too, so promoting it resumes rather than skips a step.
+    """
     _, step = locate(plan, state)
-    return state.candidate_weight == 0 and step_weight(step) > 0
+    return state.rolled_back or (state.candidate_weight == 0 and step_weight(step) > 0)
+
+
+def needs_rollback(plan: Plan, state: RolloutState) -> bool:
+    """Whether any user can still reach the candidate: by weight, or through the beta cohort route.
+
+    Only an explicit ``rolledBack`` is already done: at beta (0% weight) the cohort still reaches
+    the candidate, and so does it in a state written before ``rolledBack`` existed.
+    """
+    locate(plan, state)
+    return not state.rolled_back
 
 
 def rollback_target(plan: Plan, state: RolloutState, now: datetime) -> RolloutState:
-    """Everything to stable, at step 0 of the same stage, with the stage and step clocks restarted.
+    """Every user to stable: 0% candidate, no cohort route, stable flags (``rolledBack``), at step 0
+    of the same stage, with the stage and step clocks restarted.
 
     The stage stays so the audit trail and the next attempt say where it failed; step 0 and fresh
     clocks mean a fixed candidate must ramp and bake again from the stage's smallest step.
@@ -77,6 +92,7 @@ def rollback_target(plan: Plan, state: RolloutState, now: datetime) -> RolloutSt
             "weights": _weights(state.candidate.colour, 0),
             "stage_started_at": now,
             "step_started_at": now,
+            "rolled_back": True,
         },
     )
 
@@ -128,6 +144,7 @@ def _at(state: RolloutState, stage: Stage, step: int, now: datetime, *, restart_
         "step": step,
         "weights": _weights(state.candidate.colour, step_weight(stage.steps[step])),
         "step_started_at": now,
+        "rolled_back": False,  # any promotion (a resume included) puts the stage's audience back
     }
     if restart_stage:
         update["stage_started_at"] = now

@@ -19,7 +19,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from rollout_policies.core import Action, Evidence, StageDecision, advance, decide, rollback_target
+from rollout_policies.core import (
+    Action,
+    Evidence,
+    StageDecision,
+    advance,
+    decide,
+    needs_rollback,
+    rollback_target,
+)
 from rollout_policies.core.progression import Move, Transition
 from rollout_policies.errors import UserError
 from rollout_policies.gitops.forge import Forge, PullRequest
@@ -86,6 +94,16 @@ class RollbackOutcome:
     commit: str | None
     applied: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _RollbackWrite:
+    """What the rollback wrote: its commit (None when nothing needed one), the stacks it changed,
+    and every stack's state before."""
+
+    sha: str | None
+    changed: tuple[str, ...]
+    befores: dict[str, RolloutState]
 
 
 @dataclass(frozen=True)
@@ -401,34 +419,83 @@ class GitOps:
         applier: Applier | None = None,
         dry_run: bool = False,
     ) -> RollbackOutcome:
-        """Stable weights for every stack in ONE commit straight to main; then apply when asked.
+        """Every user of every stack back on stable in ONE commit straight to main; then apply.
 
-        A stack already at 0% candidate is left alone; when all are, git gets no commit (the apply
-        still runs, so a crash after the push is finished by running the same command again).
+        "Every user" is the weights (0% candidate), the beta cohort route and the stage's feature
+        flags: the commit sets ``rolledBack``, the program drops the cohort rule and serves the
+        stable flags for it, and the apply makes all three live at once. A stack already rolled
+        back is left alone; when all are, git gets no commit (the apply still runs, so a crash
+        after the push is finished by running the same command again).
         """
         if not reason.strip():
             raise UserError("--reason: say why (it goes into the commit and the page)")
         stacks = tuple(dict.fromkeys(stacks))
-        sha: str | None = None
-        changed: tuple[str, ...] = ()
-        first_stage, first_step = "", 0
+        written = self._write_rollback(
+            stacks, reason=reason, evidence=evidence, now=now, dry_run=dry_run, applier=applier
+        )
+        if dry_run:
+            what = ", ".join(written.changed) or "nothing"
+            return RollbackOutcome(stacks, "dry-run", f"would roll back {what}", None)
+        warnings: tuple[str, ...] = ()
+        if written.sha is not None:
+            try:
+                self.repo.fetch()
+            except UserError as err:
+                if applier is not None:
+                    raise
+                warnings += (f"fetch after the push failed ({err}); the rollback is on {self.repo.main}",)
+        # The working tree an applier reads must hold the rollback before the apply.
+        self.repo.fast_forward_checkout(self.repo.main)
+        if written.sha is None:
+            last = self.last_decision(stacks[0])
+            where = f" by {last.sha[:12]}" if last is not None and last.trailer("Rollout-Decision") else ""
+            result, message = "already-rolled-back", f"already rolled back{where}: {', '.join(stacks)}"
+        else:
+            result = "rolled-back"
+            message = f"rolled back {', '.join(written.changed)} in {written.sha[:12]} on {self.repo.main}"
+        applied = self._make_live(stacks, applier)
+        if applied:
+            message += f"; traffic and flags applied to {', '.join(applied)}"
+        warnings += self._notify_rollback(written, reason, evidence, now, applied)
+        return RollbackOutcome(stacks, result, message, written.sha, applied, warnings)
+
+    def _rollback_files(
+        self, base: str, stacks: Sequence[str], now: datetime
+    ) -> tuple[dict[str, str], dict[str, RolloutState]]:
+        """The new text of every stack config that still lets users reach the candidate, and every
+        stack's state before (the decision is the core's ``needs_rollback`` / ``rollback_target``)."""
+        files: dict[str, str] = {}
+        befores: dict[str, RolloutState] = {}
+        for stack in stacks:
+            text, state = self._state_at(base, stack)
+            befores[stack] = state
+            if needs_rollback(self.plan, state):
+                target = rollback_target(self.plan, state, now)
+                files[self.path(stack)] = render_state(text, target, self.path(stack))
+        return files, befores
+
+    def _write_rollback(
+        self,
+        stacks: tuple[str, ...],
+        *,
+        reason: str,
+        evidence: Sequence[str],
+        now: datetime,
+        dry_run: bool,
+        applier: Applier | None,
+    ) -> _RollbackWrite:
+        """The one commit on main (none when nothing needs it), re-read and retried while main moves.
+
+        With an applier, a pending-apply record is written before the push (``pending.py``): once
+        the commit can be on main, the next run with an applier knows to apply it.
+        """
         for _ in range(MAX_ROUNDS):
             self.repo.fetch()
             base = self._base()
-            files: dict[str, str] = {}
-            befores: dict[str, RolloutState] = {}
-            for stack in stacks:
-                text, state = self._state_at(base, stack)
-                befores[stack] = state
-                if state.candidate_weight == 0:
-                    continue
-                target = rollback_target(self.plan, state, now)
-                files[self.path(stack)] = render_state(text, target, self.path(stack))
-            first = befores[stacks[0]]
-            first_stage, first_step = first.stage, first.step
+            files, befores = self._rollback_files(base, stacks, now)
             changed = tuple(s for s in stacks if self.path(s) in files)
             if not files or dry_run:
-                break
+                return _RollbackWrite(None, changed, befores)
             message = self._rollback_message(changed, befores, reason, evidence, now)
             candidate = self.repo.commit_files(base, files, message, when=now.isoformat())
             if applier is not None:
@@ -441,68 +508,78 @@ class GitOps:
                     self.pending.clear(changed, candidate)
                 continue  # main moved: re-read it; the stacks may already be rolled back by the winner
             # Any other failure leaves the record: whether the push landed, the next run reads from main.
-            sha = candidate
-            break
-        else:
-            raise UserError(f"rollback: {self.repo.main} kept moving; gave up after {MAX_ROUNDS} rounds")
+            return _RollbackWrite(candidate, changed, befores)
+        raise UserError(f"rollback: {self.repo.main} kept moving; gave up after {MAX_ROUNDS} rounds")
 
-        if dry_run:
-            what = ", ".join(changed) or "nothing"
-            return RollbackOutcome(stacks, "dry-run", f"would roll back {what}", None)
-        warnings: tuple[str, ...] = ()
-        if sha is not None:
-            try:
-                self.repo.fetch()
-            except UserError as err:
-                if applier is not None:
-                    raise
-                warnings += (f"fetch after the push failed ({err}); the rollback is on {self.repo.main}",)
-        # The working tree an applier reads must hold the rollback before the apply.
-        self.repo.fast_forward_checkout(self.repo.main)
-        if sha is None:
-            last = self.last_decision(stacks[0])
-            where = f" by {last.sha[:12]}" if last is not None and last.trailer("Rollout-Decision") else ""
-            result, message = (
-                "already-rolled-back",
-                f"already rolled back{where}: {', '.join(stacks)} at 0% candidate",
-            )
-        else:
-            result, message = (
-                "rolled-back",
-                f"rolled back {', '.join(changed)} in {sha[:12]} on {self.repo.main}",
-            )
+    def _make_live(self, stacks: Sequence[str], applier: Applier | None) -> tuple[str, ...]:
+        """Apply each stack's traffic and flags from a working tree that matches main; each applied
+        stack's pending-apply record is cleared, a failed one keeps it for the next run."""
+        if applier is None:
+            return ()
+        self._check_worktree_matches_main(stacks)
         applied: list[str] = []
-        if applier is not None:
-            self._check_worktree_matches_main(stacks)
-            for stack in stacks:
-                try:
-                    applier.apply_traffic(stack)
-                except ApplyError as err:
-                    raise ApplyError(
-                        f"{err} (the rollback is on {self.repo.main}; the apply of {stack} is pending and "
-                        "the next run with an applier finishes it)"
-                    ) from None
-                self.pending.clear([stack])
-                applied.append(stack)
-            self.repo.hook("applied")
-            message += f"; traffic applied to {', '.join(applied)}"
-        if sha is not None:
-            warnings += self._notify(
-                DecisionNotice(
-                    plan=self.plan.name,
-                    stacks=changed,
-                    decision="rollback",
-                    stage=first_stage,
-                    step=first_step,
-                    summary=reason,
-                    reasons=(reason, *evidence),
-                    actor=self.actor,
-                    at=now,
-                    commit=sha,
-                    details={"applied": applied},
-                )
+        for stack in stacks:
+            try:
+                applier.apply_traffic(stack)
+            except ApplyError as err:
+                raise ApplyError(
+                    f"{err} (the rollback is on {self.repo.main}; the apply of {stack} is pending and "
+                    "the next run with an applier finishes it)"
+                ) from None
+            self.pending.clear([stack])
+            applied.append(stack)
+        self.repo.hook("applied")
+        return tuple(applied)
+
+    def _notify_rollback(
+        self,
+        written: _RollbackWrite,
+        reason: str,
+        evidence: Sequence[str],
+        now: datetime,
+        applied: tuple[str, ...],
+    ) -> tuple[str, ...]:
+        """A rollback that changed git is news; "already rolled back" is not posted again."""
+        if written.sha is None:
+            return ()
+        first = written.befores[written.changed[0]]
+        stale = self._mark_promotions_stale(written.changed, written.sha, reason)
+        return stale + self._notify(
+            DecisionNotice(
+                plan=self.plan.name,
+                stacks=written.changed,
+                decision="rollback",
+                stage=first.stage,
+                step=first.step,
+                summary=reason,
+                reasons=(reason, *evidence),
+                actor=self.actor,
+                at=now,
+                commit=written.sha,
+                details={"applied": list(applied)},
             )
-        return RollbackOutcome(stacks, result, message, sha, tuple(applied), warnings)
+        )
+
+    def _mark_promotions_stale(self, stacks: Sequence[str], sha: str, reason: str) -> tuple[str, ...]:
+        """Say on each open promotion pull request of a rolled-back stack that it is stale: merging it
+        would put back the candidate that was just taken off. A forge failure is a warning only."""
+        if self.forge is None:
+            return ()
+        warnings: list[str] = []
+        for stack in stacks:
+            for branch in sorted(self.repo.remote_branches(f"rollout/{stack}/")):
+                try:
+                    pull = self.forge.find_pull(branch)
+                    if pull is not None:
+                        self.forge.comment(
+                            pull.number,
+                            f"**Stale: {stack} was rolled back** in {sha[:12]} on {self.repo.main} "
+                            f"({reason}). Do not merge this promotion; the next promotion run proposes "
+                            "a fresh one from the rolled-back state.",
+                        )
+                except UserError as err:
+                    warnings.append(f"forge: {branch}: {err}")
+        return tuple(warnings)
 
     def _rollback_message(
         self,
@@ -513,8 +590,8 @@ class GitOps:
         now: datetime,
     ) -> str:
         body = [
-            f"Break-glass rollback by {self.actor} at {now.isoformat()}: stable gets 100% on "
-            f"{', '.join(stacks)}.",
+            f"Break-glass rollback by {self.actor} at {now.isoformat()}: every user on stable "
+            f"(100% weight, no cohort route, stable flags) on {', '.join(stacks)}.",
             "",
             f"Why: {reason}",
         ]
@@ -522,8 +599,9 @@ class GitOps:
             state = befores[stack]
             body.append(
                 f"- {stack}: was {state.stage} step {state.step} with {state.candidate.version} "
-                f"({state.candidate.colour.value}) at {state.candidate_weight}%; now "
-                f"{state.stable.version} ({state.stable.colour.value}) at 100%"
+                f"({state.candidate.colour.value}) at {state.candidate_weight}% and the beta cohort; "
+                f"now {state.stable.version} ({state.stable.colour.value}) for every user, no cohort "
+                "route, stable feature flags"
             )
         if evidence:
             body += ["", "Evidence:", *[f"- {item}" for item in evidence]]
@@ -535,6 +613,7 @@ class GitOps:
             ("Rollout-Step", "0"),
             ("Rollout-Weights", f"{first.stable.colour.value}=100,{first.candidate.colour.value}=0"),
             ("Rollout-Decision", "rollback"),
+            ("Rollout-Rolled-Back", "true"),
             ("Rollout-Reason", reason),
             *[("Rollout-Evidence", item) for item in evidence],
             ("Rollout-Actor", self.actor),

@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shlex
+import shutil
 import subprocess
 import tempfile
 import time
@@ -25,13 +27,16 @@ from pathlib import Path
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential
 
+from rollout_policies import envvars
 from rollout_policies.errors import UserError
 
 # Errors a second try may fix: the network, the remote's load, another git process's lock.
 _TRANSIENT = re.compile(
     r"Could not resolve host|Connection (reset|refused|timed out)|timed out|early EOF|"
     r"the remote end hung up|unable to access|RPC failed|index\.lock|cannot lock ref|"
-    r"Temporary failure|503|502|504",
+    # HTTP 502-504 only as git reports them ("The requested URL returned error: 503"): a bare "502"
+    # also matches inside object ids, which made `git show` of a missing file look transient.
+    r"Temporary failure|returned error: 50[234]\b",
     re.IGNORECASE,
 )
 # A lock file named in git's error: "Unable to create '<path>.lock': File exists" (index, refs,
@@ -192,7 +197,7 @@ class GitRepo:
         Output is decoded as it is, without newline translation, so a file read with ``show`` keeps
         its CRLF line endings. A stale lock file in the way is removed and the command run again.
         """
-        full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **(env or {})}
+        full_env = {**git_environment(os.environ), **(env or {})}
         removed: set[Path] = set()
         while True:
             done = subprocess.run(
@@ -443,6 +448,79 @@ class GitRepo:
                 return default
 
         return Identity(config("user.name", "rollout"), config("user.email", "rollout@localhost"))
+
+
+def _credential_helper(username: str) -> str:
+    """A git credential helper answering from the environment: the token is read by the shell git
+    starts (``$ROLLOUT_GIT_TOKEN``), so it never reaches a command line, a file or git's configuration.
+    Git runs a helper that starts with "!" through the shell."""
+    return (
+        '!f() { test "$1" = get || exit 0; '
+        f'printf "username=%s\\npassword=%s\\n" {shlex.quote(username)} "${envvars.GIT_TOKEN}"; }}; f'
+    )
+
+
+def git_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment git runs in: no prompts, C messages, and the token as an https credential.
+
+    When ``ROLLOUT_GIT_TOKEN`` is set (the controller's git Secret), git asks the helper above for
+    https credentials; it is added after any ``GIT_CONFIG_*`` entries already in the environment.
+    """
+    env = {**environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+    if environ.get(envvars.GIT_TOKEN):
+        count = int(environ.get("GIT_CONFIG_COUNT", "0") or "0")
+        env.update(
+            {
+                "GIT_CONFIG_COUNT": str(count + 1),
+                f"GIT_CONFIG_KEY_{count}": "credential.helper",
+                f"GIT_CONFIG_VALUE_{count}": _credential_helper(
+                    environ.get(envvars.GIT_USERNAME) or envvars.DEFAULT_GIT_USERNAME
+                ),
+            }
+        )
+    return env
+
+
+def clone(url: str, path: Path, *, branch: str, retry: RetryPolicy | None = None) -> None:
+    """Clone ``url`` into ``path`` (a pod's empty volume) with ``branch`` checked out.
+
+    The clone gets a commit identity of its own (a container has no git configuration), and a
+    failure leaves no half-made clone behind.
+    """
+    identity = Identity("rollout", "rollout@localhost")
+    partial = path.with_name(path.name + ".partial")
+    command = [
+        "git",
+        "clone",
+        "--quiet",
+        "--branch",
+        branch,
+        "--config",
+        f"user.name={identity.name}",
+        "--config",
+        f"user.email={identity.email}",
+        url,
+        str(partial),
+    ]
+    policy = retry or RetryPolicy()
+
+    def attempt() -> None:
+        shutil.rmtree(partial, ignore_errors=True)
+        done = subprocess.run(command, capture_output=True, text=True, env=git_environment(os.environ))
+        if done.returncode != 0:
+            lines = done.stderr.strip().splitlines()
+            text = lines[-1] if lines else f"exit status {done.returncode}"
+            if _TRANSIENT.search(done.stderr) and "Authentication failed" not in done.stderr:
+                raise TransientGitError(f"git clone: {text}")
+            raise GitError(f"--clone-from: git clone of branch {branch}: {text}")
+
+    try:
+        for retrying in policy.retrying(TransientGitError):
+            with retrying:
+                attempt()
+    except TransientGitError as err:
+        raise GitError(f"--clone-from: {err} (gave up after {policy.attempts} tries)") from None
+    partial.replace(path)
 
 
 @dataclass(frozen=True)

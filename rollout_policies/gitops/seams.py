@@ -8,23 +8,41 @@ Pulumi automation-API applier; until then ``pulumi-cli`` shells out to the Pulum
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import socket
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from rollout_policies import envvars
 from rollout_policies.errors import UserError
 from rollout_policies.plugins import APPLIERS_GROUP, registered
 from rollout_policies.state import Colour
 
+log = logging.getLogger("rollout.gitops")
+
 HTTPROUTE_TYPE = "kubernetes:gateway.networking.k8s.io/v1:HTTPRoute"
+# The flags ConfigMap is a child of the FeatureFlags component: its URN names the parent's type.
+FLAGS_PARENT = "markethub:infra:FeatureFlags$"
+
+
+def traffic_urns(resources: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The URNs a rollback applies: the routes (weights and the cohort rule) and the flags ConfigMap,
+    so every user leaves the candidate, and its features, in the same ``pulumi up``."""
+    return [
+        str(r["urn"])
+        for r in resources
+        if r.get("type") == HTTPROUTE_TYPE or FLAGS_PARENT in str(r.get("urn", ""))
+    ]
 
 
 class Applier(Protocol):
-    """Makes the cluster serve what git says for one stack's traffic resources (the HTTPRoute)."""
+    """Makes the cluster serve what git says for one stack's traffic: the HTTPRoute (weights and the
+    cohort rule) and the feature flags."""
 
     def apply_traffic(self, stack: str) -> None: ...
 
@@ -41,7 +59,7 @@ class ApplyError(UserError):
 
 @dataclass
 class PulumiCliApplier:
-    """``pulumi up --target <HTTPRoute URNs>`` from the project directory, which holds the stack configs."""
+    """``pulumi up --target <HTTPRoute and flags URNs>`` from the project directory (the stack configs)."""
 
     project_dir: Path
     pulumi: str = "pulumi"
@@ -67,8 +85,7 @@ class PulumiCliApplier:
 
     def traffic_urns(self, stack: str) -> list[str]:
         exported = json.loads(self._run(stack, "stack", "export"))
-        resources = exported.get("deployment", {}).get("resources", []) or []
-        return [r["urn"] for r in resources if r.get("type") == HTTPROUTE_TYPE]
+        return traffic_urns(exported.get("deployment", {}).get("resources", []) or [])
 
     def apply_traffic(self, stack: str) -> None:
         urns = self.traffic_urns(stack)
@@ -87,7 +104,7 @@ class NoLiveState:
 
 @dataclass
 class AutomationApplier:
-    """``pulumi up --target <HTTPRoute>`` through the Automation API, from the project directory.
+    """``pulumi up --target <HTTPRoute and flags>`` through the Automation API, from the project directory.
 
     The project (Pulumi.yaml) and the stack's config (Pulumi.<stack>.yaml, just rolled back) are read
     by the real CLI from ``project_dir``; the program is ``infra.program.main`` hosted in this process,
@@ -105,7 +122,8 @@ class AutomationApplier:
         from infra.program import main
 
         def program() -> None:
-            main()
+            # The plan path in the stack config is relative to the project, not to this process.
+            main(self.project_dir)
 
         environment = self.environment(stack)
         workspace = auto.LocalWorkspace(
@@ -123,13 +141,74 @@ class AutomationApplier:
         from pulumi import automation as auto
 
         selected = self.stack(stack)
+        for attempt in range(2):
+            try:
+                exported = selected.export_stack().deployment or {}
+                resources = exported.get("resources", []) or []
+                urns = traffic_urns(resources)
+                # No HTTPRoute yet (a first deployment): a full up is the only way to get traffic right.
+                selected.up(target=urns or None, color="never")
+                return
+            except auto.CommandError as err:
+                locked = "currently locked" in str(err)
+                if not (locked and attempt == 0 and self._cancel_stale_lock(selected, stack)):
+                    raise ApplyError(f"--apply: pulumi up --stack {stack}: {_last_error(str(err))}") from None
+
+    def _cancel_stale_lock(self, selected: Any, stack: str) -> bool:
+        """Remove a file backend's stack lock whose holder (on this host) is dead: a killed ``pulumi up``.
+
+        Only a ``file://`` backend's lock files can be read here; a lock held by a live process, or by
+        another host, or in any other backend, is left for a person (the error names ``pulumi cancel``).
+        """
+        from pulumi import automation as auto
+
+        dead = _dead_file_backend_locks(self.environment(stack) or dict(os.environ), stack)
+        if not dead:
+            return False
         try:
-            exported = selected.export_stack().deployment or {}
-            urns = [r["urn"] for r in exported.get("resources", []) or [] if r.get("type") == HTTPROUTE_TYPE]
-            # No HTTPRoute yet (a first deployment): a full up is the only way to get traffic right.
-            selected.up(target=urns or None, color="never")
-        except auto.CommandError as err:
-            raise ApplyError(f"--apply: pulumi up --stack {stack}: {_last_error(str(err))}") from None
+            selected.cancel()
+        except auto.CommandError:
+            return False
+        for path, pid in dead:
+            log.warning(
+                "removed the stale Pulumi lock of stack %s held by dead pid %d (%s)", stack, pid, path
+            )
+        return True
+
+
+def _dead_file_backend_locks(environment: Mapping[str, str], stack: str) -> list[tuple[Path, int]]:
+    """Lock files of a ``file://`` backend's stack whose holder ran on this host and is gone.
+
+    Empty when any lock's holder is alive or unknown: then nothing may be removed.
+    """
+    url = environment.get("PULUMI_BACKEND_URL", "")
+    if not url.startswith("file://"):
+        return []
+    locks = Path(url[len("file://") :]).expanduser() / ".pulumi" / "locks"
+    leaf = stack.rsplit("/", 1)[-1]
+    dead: list[tuple[Path, int]] = []
+    for path in locks.rglob("*.json") if locks.is_dir() else ():
+        if path.parent.name != leaf:
+            continue
+        try:
+            holder = json.loads(path.read_text())
+            pid = int(holder["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return []
+        if holder.get("hostname") != socket.gethostname() or _alive(pid):
+            return []
+        dead.append((path, pid))
+    return dead
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _last_error(output: str) -> str:
@@ -142,14 +221,14 @@ def pulumi_binary(environment: Mapping[str, str] | None = None) -> Path:
 
     A missing one is a one-line ApplyError; nothing here knows about the development tool cache.
     """
-    env_vars = os.environ if environment is None else environment
-    configured = env_vars.get("ROLLOUT_PULUMI")
+    variables = os.environ if environment is None else environment
+    configured = variables.get(envvars.PULUMI)
     if configured:
         path = Path(configured)
         if not (path.is_file() and os.access(path, os.X_OK)):
-            raise ApplyError(f"--apply: ROLLOUT_PULUMI={configured}: not an executable file")
+            raise ApplyError(f"--apply: {envvars.PULUMI}={configured}: not an executable file")
         return path
-    found = shutil.which("pulumi", path=env_vars.get("PATH", os.defpath))
+    found = shutil.which("pulumi", path=variables.get("PATH", os.defpath))
     if found is None:
         raise ApplyError("--apply: the Pulumi CLI is not on PATH (install it, or set ROLLOUT_PULUMI)")
     return Path(found)
@@ -160,15 +239,43 @@ def pulumi_command(environment: Mapping[str, str] | None = None) -> Any:
     from pulumi import automation as auto
 
     binary = pulumi_binary(environment)
-    command = auto.PulumiCommand(skip_version_check=True)
+    # PulumiCommand() itself runs `pulumi version` from this process's PATH, which need not hold
+    # the binary (ROLLOUT_PULUMI, or a PATH given in `environment`): build it around the binary.
+    command = auto.PulumiCommand.__new__(auto.PulumiCommand)
     command.command = str(binary)
+    command.version = _cli_version(binary, environment)
     return command
+
+
+def _cli_version(binary: Path, environment: Mapping[str, str] | None) -> Any:
+    from semver import VersionInfo
+
+    try:
+        done = subprocess.run(
+            [str(binary), "version"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**(os.environ if environment is None else environment), "PULUMI_SKIP_UPDATE_CHECK": "true"},
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise ApplyError(f"--apply: {binary} version: {err}") from None
+    if done.returncode != 0:
+        raise ApplyError(f"--apply: {binary} version: exit status {done.returncode}")
+    try:
+        return VersionInfo.parse(done.stdout.strip().removeprefix("v"))
+    except ValueError:
+        return None
 
 
 APPLIERS: dict[str, Callable[[Path], Applier]] = {
     "pulumi": lambda project_dir: AutomationApplier(project_dir, lambda stack: dict(os.environ)),
     "pulumi-cli": lambda project_dir: PulumiCliApplier(project_dir),
 }
+
+
+# The appliers that run the Pulumi CLI found by pulumi_binary (checked when `rollout serve` starts).
+PRODUCTION_APPLIERS = ("pulumi",)
 
 
 def applier_names() -> list[str]:

@@ -122,7 +122,9 @@ def _needs_quotes(text: str) -> bool:
 
 def _render_scalar(value: Any, style: str) -> str:
     """A value as YAML scalar text in the given quoting style ('"', "'" or '' for plain)."""
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if not isinstance(value, (str, int, float)):
         raise TypeError(f"cannot write {value!r} as a scalar")
     if not isinstance(value, str):
         return str(value)
@@ -209,12 +211,21 @@ def render_state(text: str, state: RolloutState, source: str) -> str:
     document = load_document(text, source, _yaml())
     block = _block(document, source)
     wanted = state.to_config()
+    if "rolledBack" in block and "rolledBack" not in wanted:
+        wanted["rolledBack"] = False  # a resume: the existing flag is turned off where it stands
     if _uses_aliases(block):
         return _resolved(document, block, wanted, text, state, source)
+    lines = text.splitlines(keepends=True)
+    if "rolledBack" in wanted and "rolledBack" not in block and not block.fa.flow_style():
+        # The rollback adds one line at the top of the block rather than re-dumping the file.
+        first_line, first_col = block.lc.key(next(iter(block)))
+        lines.insert(first_line, " " * first_col + "rolledBack: true" + _newline(text))
+        text = "".join(lines)
+        document = load_document(text, source, _yaml())
+        block = _block(document, source)
     edits = _edits(block, wanted)
     if edits is None:
         return _checked(_dumped(document, block, wanted, text), state, source)
-    lines = text.splitlines(keepends=True)
     # Right to left within a line, so earlier columns stay valid.
     for edit in sorted(edits, key=lambda e: (e.line, e.col), reverse=True):
         line = lines[edit.line]

@@ -754,6 +754,19 @@ def _same_features_everywhere(ctx: _Context) -> Iterator[_Problem]:
             )
 
 
+def _stable_features_named_by_stages(ctx: _Context) -> Iterator[_Problem]:
+    """A rolled-back stack's flags name only features the stages have (a typo would be a new flag)."""
+    if not ctx.plan.stages:
+        return  # "a plan needs at least one stage" says what is wrong
+    every_name = {name for stage in ctx.plan.stages for name in stage.features}
+    for name in ctx.plan.stable_features:
+        if name not in every_name:
+            yield _Problem(
+                ("stable_features", name),
+                f"{name!r} is not a feature any stage names ({', '.join(sorted(every_name)) or 'none'})",
+            )
+
+
 def _primary_region_listed(ctx: _Context) -> Iterator[_Problem]:
     dr = ctx.plan.objectives.disaster_recovery
     if dr.primary not in dr.regions:
@@ -790,6 +803,7 @@ _RULES: tuple[Callable[[_Context], Iterator[_Problem]], ...] = (
     _triggers_on_the_bad_side,
     _unique_trigger_ids,
     _same_features_everywhere,
+    _stable_features_named_by_stages,
     _primary_region_listed,
 )
 

@@ -719,6 +719,15 @@ class Plan(_Frozen):
     triggers: tuple[Trigger, ...]
     objectives: Objectives
     notifications: Notifications = Notifications()
+    # The feature flags a rolled-back stack serves: what the stable version runs with. A plan
+    # feature not named here is disabled after a rollback.
+    stable_features: dict[str, Feature] = Field(default_factory=dict)
+
+    def stable_feature_set(self) -> dict[str, Feature]:
+        """Every feature the stages name, at its stable state (``disabled`` unless listed)."""
+        names = {name for stage in self.stages for name in stage.features} | set(self.stable_features)
+        off = Feature(state=FeatureState.DISABLED)
+        return {name: self.stable_features.get(name, off) for name in sorted(names)}
 
     def metric(self, metric_id: str) -> Metric:
         for metric in self.metrics:

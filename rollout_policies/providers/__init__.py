@@ -12,6 +12,7 @@ from rollout_policies.providers.collect import (
     collect,
     collect_comparisons,
     collect_evidence,
+    collect_windows,
     metrics_for_stage,
 )
 from rollout_policies.providers.metrics_file import MetricsFileProvider
@@ -37,6 +38,7 @@ __all__ = [
     "collect",
     "collect_comparisons",
     "collect_evidence",
+    "collect_windows",
     "comparison_provider_for",
     "metrics_for_stage",
     "provider_for",

@@ -10,8 +10,9 @@ from datetime import datetime
 from rollout_policies.core.measurement import Evidence, Measurement
 from rollout_policies.core.ranges import within_range
 from rollout_policies.errors import UserError
-from rollout_policies.plan.model import Gate, Plan, Stage
+from rollout_policies.plan.model import Criterion, CriterionKind, Gate, Plan, Stage
 from rollout_policies.providers.base import ComparisonFetch, ComparisonProvider, MetricProvider, as_utc
+from rollout_policies.providers.prometheus import PrometheusProvider
 from rollout_policies.providers.registry import PROVIDERS, comparison_provider_for, provider_for
 from rollout_policies.providers.settings import ProviderSettings
 
@@ -129,6 +130,53 @@ def collect_comparisons(
         return tuple(pool.map(fetch, gates))
 
 
+def window_criteria(plan: Plan, stage: Stage) -> tuple[Criterion, ...]:
+    """The stage's window criteria ("no critical issues for 48 hours") whose metric Prometheus
+    holds a history of: those are judged from a range query over the window."""
+    return tuple(
+        criterion
+        for criterion in (*stage.go, *stage.no_go)
+        if criterion.kind is CriterionKind.WINDOW
+        and criterion.metric is not None
+        and criterion.threshold is not None
+        and criterion.window
+        and plan.metric(criterion.metric).source.provider == "prometheus"
+    )
+
+
+def collect_windows(
+    plan: Plan, stage_id: str, now: datetime, settings: ProviderSettings | None = None
+) -> tuple[Measurement, ...]:
+    """The history over its window of every window criterion's metric (Prometheus range queries).
+
+    A window criterion is judged at every moment of its window, so one instant sample can never
+    make it; this history can. A window criterion on another provider gets none and stays UNKNOWN
+    (it holds) until its source can give a history: missing data never counts as a clean window.
+    """
+    settings = settings or ProviderSettings.from_env()
+    now = as_utc(now)
+    try:
+        stage = plan.stage(stage_id)
+    except KeyError:
+        known = ", ".join(s.id for s in plan.stages)
+        raise UserError(f"unknown stage {stage_id!r} in plan {plan.name!r} (stages: {known})") from None
+    criteria = window_criteria(plan, stage)
+    if not criteria:
+        return ()
+    try:
+        provider = PrometheusProvider(**settings.for_provider("prometheus"))
+    except UserError as err:
+        return tuple(Measurement.error(c.metric or c.id, now, str(err)) for c in criteria)
+    found: list[Measurement] = []
+    for criterion in criteria:
+        assert criterion.metric is not None and criterion.threshold is not None and criterion.window
+        source = plan.metric(criterion.metric).source
+        found += provider.window(
+            source, criterion.threshold.op, now - criterion.window, now, metric=criterion.metric
+        )
+    return tuple(found)
+
+
 def collect_evidence(
     plan: Plan,
     stage_id: str,
@@ -138,12 +186,15 @@ def collect_evidence(
     since: datetime | None = None,
     signoffs: Iterable[str] = (),
 ) -> Evidence:
-    """``collect``'s measurements and ``collect_comparisons``' samples as the core's ``Evidence``.
+    """``collect``'s measurements, ``collect_windows``' histories and ``collect_comparisons``' samples
+    as the core's ``Evidence``.
 
     A failed comparison fetch adds no samples, so its gate reads ``no_data`` and holds; the fetch's
-    own message is in ``collect_comparisons`` (the core has no slot for it yet).
+    own message is in ``collect_comparisons`` (the core has no slot for it yet). The window
+    histories go first, so at an equal time the instant measurement is the metric's latest.
     """
     settings = settings or ProviderSettings.from_env()
     measurements = collect(plan, stage_id, now, settings)
+    windows = collect_windows(plan, stage_id, now, settings)
     fetches = collect_comparisons(plan, stage_id, now, settings, since=since)
-    return Evidence.of(measurements, signoffs, samples=(s for f in fetches for s in f.samples))
+    return Evidence.of([*windows, *measurements], signoffs, samples=(s for f in fetches for s in f.samples))

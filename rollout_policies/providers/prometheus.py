@@ -15,9 +15,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
-from rollout_policies.core.measurement import ComparisonSample, LatencySample, Measurement, RateSample
+from rollout_policies.core.measurement import ComparisonSample, LatencySample, Measurement, Phase, RateSample
 from rollout_policies.errors import UserError
-from rollout_policies.plan.model import ComparisonKind, GateComparison, MetricSource
+from rollout_policies.plan.model import ComparisonKind, GateComparison, MetricSource, Op
 from rollout_policies.providers.base import (
     DEFAULT_ATTEMPTS,
     DEFAULT_MAX_AGE,
@@ -215,6 +215,52 @@ class PrometheusProvider:
         source = MetricSource(provider=self.name, query=" ; ".join(settings.live_queries), max_age=max_age)
         measurement = measure(f"{self.name} comparison", metric, source, now, read, attempts=self.attempts)
         return ComparisonFetch(metric, measurement, tuple(found))
+
+    def window(
+        self, source: MetricSource, worst: Op, start: datetime, end: datetime, *, metric: str = ""
+    ) -> tuple[Measurement, ...]:
+        """The metric over ``start``..``end`` as a history the core can judge a clean window from.
+
+        One range query of ``max_over_time((<query>)[step:])`` (``min_over_time`` when the bound is a
+        lower one: ``worst`` is the threshold's operator), so each point is the worst value over the
+        step before it and a breach between two points is not missed. Each point covers its step
+        (``since``); a stretch with no points stays uncovered, so a window Prometheus cannot vouch
+        for reads UNKNOWN, never clean. Failures are one ``error`` or ``no_data`` measurement.
+        """
+        end = as_utc(end)
+        label = metric or source.query
+        range_query = getattr(self.client, "range_query", None)
+        step = max(source.max_age, (end - as_utc(start)) / MAX_POINTS, timedelta(seconds=1))
+        points = max(1, math.ceil((end - as_utc(start)) / step))
+        first = end - step * (points - 1)
+        over = "min_over_time" if worst in (Op.GT, Op.GE) else "max_over_time"
+        step_text = f"{int(step.total_seconds())}s"
+        promql = f"{over}(({source.query.strip()})[{step_text}:])"
+        found: list[Measurement] = []
+
+        def read() -> Reading:
+            found.clear()
+            if not source.query.strip():
+                raise QueryFailed("the source has no PromQL query")
+            if range_query is None:
+                raise QueryFailed("this Prometheus client cannot run range queries")
+            series = matrix_from(range_query(promql, first, end, step))
+            if not series:
+                raise NoValues(f"no value of {label} from {first.isoformat()} to {end.isoformat()}")
+            if len(series) > 1:
+                raise QueryFailed(f"the query returned {len(series)} series; a window needs one")
+            for stamp, value in series[0][1]:
+                if math.isfinite(value):
+                    at = _at(stamp)
+                    found.append(
+                        Measurement.ok(label, value, at, f"{over} over {step_text}", since=at - step)
+                    )
+            if not found:
+                raise NoValues(f"no number in {label}'s window")
+            return Reading(found[-1].value, found[-1].observed_at)
+
+        checked = measure(self.name, metric, source, end, read, attempts=self.attempts)
+        return tuple(found) if checked.phase is Phase.OK else (checked,)
 
     def is_online(self) -> bool:
         try:

@@ -28,8 +28,17 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
         (["--listen", "127.0.0.1:99999"], GOOD_TOKEN, "--listen '127.0.0.1:99999': write it as HOST:PORT"),
         (["--dedup-ttl", "forever"], GOOD_TOKEN, "--dedup-ttl 'forever': not a duration"),
         (["--stack", "nowhere"], GOOD_TOKEN, "--stack nowhere"),
+        (["--collect-interval", "often"], GOOD_TOKEN, "--collect-interval 'often': not a duration"),
     ],
-    ids=["no-token", "short-token", "no-port", "bad-port", "bad-ttl", "unknown-stack"],
+    ids=[
+        "no-token",
+        "short-token",
+        "no-port",
+        "bad-port",
+        "bad-ttl",
+        "unknown-stack",
+        "bad-collect-interval",
+    ],
 )
 def test_serve_refuses_bad_input_with_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
@@ -49,6 +58,20 @@ def test_serve_refuses_bad_input_with_one_line(
     assert message in err
     assert len(err.strip().splitlines()) == 1
     assert GOOD_TOKEN not in err
+
+
+def test_serve_with_a_bad_provider_variable_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clone = GitRemote(tmp_path).clone(tmp_path / "clone", "cli")
+    monkeypatch.setenv("ROLLOUT_WEBHOOK_TOKEN", GOOD_TOKEN)
+    monkeypatch.setenv("ROLLOUT_JSON_BASE_URLS", "crash_reporter")
+    code, err = run(
+        ["serve", "--repo", str(clone), "--stack", STACK, "--listen", "127.0.0.1:0", "--no-apply"], capsys
+    )
+    assert code == 2
+    assert "ROLLOUT_JSON_BASE_URLS: 'crash_reporter' is not name=url" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_serve_on_a_taken_port_is_one_line(

@@ -1,5 +1,9 @@
 """``rollout watch`` against a real Prometheus scraping the traffic simulator (plan windows compressed 60x:
-crash 5s, API errors 2s, load balancer 1s, database immediately; the real windows take minutes)."""
+crash 5s, API errors 2s, load balancer 1s, database immediately; the real windows take minutes).
+
+Crash rate comes from the simulator's crash reporter API and load-balancer failures from CloudWatch
+on a moto server (AWS cannot be reached here), each read by the watch's own provider, as in production.
+"""
 
 from __future__ import annotations
 
@@ -15,13 +19,13 @@ from typing import Any
 import httpx
 import pytest
 
-from devenv.services import Prometheus
+from devenv.services import MotoServer, Prometheus
 from rollout_policies.alerting import GitRollback, TriggerWatch, WatchTick
 from rollout_policies.core import TriggerStatus
 from rollout_policies.gitops.engine import GitOps
 from rollout_policies.gitops.repo import GitRepo
 from rollout_policies.plan.model import Plan
-from simulator.bridge import write_bridge_rules
+from rollout_policies.providers.settings import ProviderSettings
 from simulator.harness import STACK, GitRemote, compressed
 from simulator.simulation import Simulation
 
@@ -30,19 +34,46 @@ pytestmark = pytest.mark.services
 
 @pytest.fixture
 def scraped(
-    tmp_path: Path, prometheus_factory: Callable[..., Prometheus]
+    prometheus_factory: Callable[..., Prometheus], moto_server: MotoServer
 ) -> Iterator[tuple[Simulation, Prometheus]]:
-    with Simulation(sessions_per_second=20, seed=7) as simulation:
-        rules = write_bridge_rules(tmp_path / "bridge.rules.json")
-        prometheus = prometheus_factory(simulation.targets, [rules])
+    moto_server.reset()  # another test's load balancer must not answer for this one
+    with Simulation(
+        sessions_per_second=20, seed=7, cloudwatch=moto_server.client("cloudwatch")
+    ) as simulation:
+        prometheus = prometheus_factory(simulation.targets, [])
         yield simulation, prometheus
         prometheus.stop()
+
+
+@pytest.fixture
+def providers(
+    scraped: tuple[Simulation, Prometheus], moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, str]]:
+    """The ``ROLLOUT_*`` variables `rollout watch` reads for the crash reporter and CloudWatch."""
+    simulation, _ = scraped
+    variables = {
+        "ROLLOUT_JSON_BASE_URLS": f"crash_reporter={simulation.crash_reporter.url}",
+        "ROLLOUT_CLOUDWATCH_ENDPOINT_URL": moto_server.endpoint_url,
+        "AWS_REGION": moto_server.credentials["region_name"],
+        "AWS_ACCESS_KEY_ID": moto_server.credentials["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": moto_server.credentials["aws_secret_access_key"],
+    }
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    yield variables
 
 
 def _watch(plan: Plan, remote: GitRemote, tmp_path: Path, prometheus: Prometheus) -> TriggerWatch:
     clone = remote.clone(tmp_path / "watch-clone", "watch")
     ops = GitOps(repo=GitRepo(clone), plan=plan, actor="rollout-watch@test")
-    return TriggerWatch(plan, prometheus.url, (STACK,), GitRollback(ops), step=timedelta(seconds=1))
+    return TriggerWatch(
+        plan,
+        prometheus.url,
+        (STACK,),
+        GitRollback(ops),
+        step=timedelta(seconds=1),
+        settings=ProviderSettings.from_env(),
+    )
 
 
 def _until_rollback(watch: TriggerWatch, ticks: int) -> list[WatchTick]:
@@ -69,7 +100,11 @@ def _wait_for_series(prometheus: Prometheus, watch: TriggerWatch, timeout: float
 
 
 def test_with_no_fault_every_trigger_is_clear_and_nothing_rolls_back(
-    plan: Plan, remote: GitRemote, tmp_path: Path, scraped: tuple[Simulation, Prometheus]
+    plan: Plan,
+    remote: GitRemote,
+    tmp_path: Path,
+    scraped: tuple[Simulation, Prometheus],
+    providers: dict[str, str],
 ) -> None:
     _, prometheus = scraped
     watch = _watch(compressed(plan, 60), remote, tmp_path, prometheus)
@@ -99,6 +134,7 @@ def test_a_fault_in_green_fires_its_trigger_and_rolls_back_once(
     remote: GitRemote,
     tmp_path: Path,
     scraped: tuple[Simulation, Prometheus],
+    providers: dict[str, str],
     trigger: str,
     fault: dict[str, Any],
 ) -> None:

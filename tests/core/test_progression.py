@@ -7,7 +7,14 @@ from typing import Any
 import pytest
 from core_plans import PLAN, T0, at
 
-from rollout_policies.core import Action, StateNotInPlan, advance, is_rolled_back, rollback_target
+from rollout_policies.core import (
+    Action,
+    StateNotInPlan,
+    advance,
+    is_rolled_back,
+    needs_rollback,
+    rollback_target,
+)
 from rollout_policies.state import RolloutState
 
 NOW = at(days=9)
@@ -68,7 +75,31 @@ def test_rollback_sends_everything_to_stable_at_step_zero_of_the_same_stage() ->
         "weights": {"blue": 100, "green": 0},
         "stageStartedAt": "2026-11-29T09:00:00Z",
         "stepStartedAt": "2026-11-29T09:00:00Z",
+        "rolledBack": True,
     }
+
+
+def test_a_beta_stack_at_zero_weight_still_needs_a_rollback_for_its_cohort() -> None:
+    beta = state("beta", 0, 0)
+    assert needs_rollback(PLAN, beta) is True
+    target = rollback_target(PLAN, beta, NOW)
+    assert (target.rolled_back, target.cohort_on, target.candidate_weight) == (True, False, 0)
+    assert needs_rollback(PLAN, target) is False
+
+
+def test_resuming_a_rolled_back_beta_puts_the_cohort_back() -> None:
+    rolled_back = rollback_target(PLAN, state("beta", 0, 0), at(days=5))
+    transition = advance(PLAN, rolled_back, Action.PROMOTE, NOW)
+    assert (transition.move.value, transition.state.rolled_back, transition.state.cohort_on) == (
+        "resume",
+        False,
+        True,
+    )
+
+
+def test_a_rolled_back_state_with_candidate_traffic_is_refused() -> None:
+    with pytest.raises(ValueError, match="rolledBack is true but the candidate has 5%"):
+        RolloutState.model_validate({**state("limited", 1, 5).model_dump(), "rolled_back": True})
 
 
 def test_rollback_action_uses_the_rollback_target() -> None:

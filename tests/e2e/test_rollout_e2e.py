@@ -300,3 +300,61 @@ def test_rollback_apply_commits_stable_weights_and_the_cluster_matches_git(rollo
         rollout.work, "log", "-1", "--format=%(trailers:key=Rollout-Decision,valueonly)", "origin/main"
     )
     assert decision.strip() == "rollback"
+
+
+def _live_route(rollout: Rollout, stack: str) -> dict[str, object]:
+    route: dict[str, object] = client.CustomObjectsApi(rollout.api(stack)).get_namespaced_custom_object(
+        "gateway.networking.k8s.io", "v1", NAMESPACE, "httproutes", SERVICE
+    )
+    return route
+
+
+def _cohort_rules(route: dict[str, object]) -> list[object]:
+    rules = route["spec"]["rules"]  # type: ignore[index]
+    return [rule for rule in rules if any(match.get("headers") for match in rule.get("matches", []))]
+
+
+def _live_flags(rollout: Rollout, stack: str) -> dict[str, str]:
+    config_map = client.CoreV1Api(rollout.api(stack)).read_namespaced_config_map(
+        f"{SERVICE}-flags", NAMESPACE
+    )
+    flags = json.loads(config_map.data["flags.json"])["flags"]
+    return {key: flag["defaultVariant"] for key, flag in flags.items()}
+
+
+def test_a_beta_rollback_takes_the_cohort_route_off_and_serves_the_stable_flags(rollout: Rollout) -> None:
+    """At beta the weights are already 0%: the rollback must still take the 50-user cohort off the
+    candidate (the HTTPRoute's header rule) and turn the candidate's features off, in one commit
+    applied at once by the real applier. Read back from the API server."""
+    from infra.flags import flag_key
+    from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
+
+    stack = "local-us-east-1"
+    assert read_state(rollout.work / f"Pulumi.{stack}.yaml").stage == "beta"
+    git(rollout.work, "pull", "-q", "--ff-only", "origin", "main")
+    rollout.up(stack)  # the cluster as git says: beta, the cohort on green
+    before = _live_route(rollout, stack)
+    assert len(_cohort_rules(before)) == 1
+    assert _live_flags(rollout, stack)["rewards-loyalty"] == "enabled"
+    commits = git(rollout.work, "rev-list", "--count", "origin/main")
+
+    done = rollout.rollout(
+        "rollback", "--stack", stack, "--reason", "e2e: the beta cohort crashes",
+        "--apply", "--applier", "pulumi", "--now", "2026-12-04T11:00:00Z",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("rolled-back: "), done.stdout
+    git(rollout.work, "fetch", "-q", "origin")
+    assert int(git(rollout.work, "rev-list", "--count", "origin/main")) == int(commits) + 1
+    path = f"Pulumi.{stack}.yaml"
+    state = state_from_text(git(rollout.work, "show", f"origin/main:{path}"), path)
+    assert (state.stage, state.rolled_back, state.candidate_weight) == ("beta", True, 0)
+
+    after = _live_route(rollout, stack)
+    assert _cohort_rules(after) == []
+    assert route_weights(after, SERVICE) == {Colour.BLUE: 100, Colour.GREEN: 0}
+    assert after["metadata"]["annotations"]["rollout.markethub.io/rolled-back"] == "true"  # type: ignore[index]
+    plan = load_plan(DEFAULT_PLAN)
+    stable = {flag_key(name): feature.state.value for name, feature in plan.stable_feature_set().items()}
+    assert _live_flags(rollout, stack) == stable
+    assert stable["rewards-loyalty"] == "disabled" and stable["cart-checkout"] == "enabled"

@@ -37,3 +37,18 @@ def test_an_unknown_applier_is_rejected(tmp_path: Path) -> None:
     known = r"\(known: pulumi, pulumi-cli, pulumi-local\)"
     with pytest.raises(UserError, match=rf"^--applier 'kubectl': unknown {known}$"):
         make_applier("kubectl", tmp_path)
+
+
+def test_the_automation_api_runs_the_cli_from_rollout_pulumi_when_path_has_none(monkeypatch, tmp_path):
+    """The pod's PATH may not hold the CLI at all: ROLLOUT_PULUMI alone must do."""
+    from devenv.tools import tools_bin
+    from rollout_policies.gitops.seams import pulumi_command
+
+    binary = tools_bin() / "pulumi"
+    if not binary.exists():
+        pytest.skip("the Pulumi CLI is built by `make tools`")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setenv("ROLLOUT_PULUMI", str(binary.resolve()))
+    command = pulumi_command()
+    assert command.command == str(binary.resolve())
+    assert str(command.version).startswith("3.")

@@ -108,6 +108,7 @@ def test_rollback_then_status_then_rollback_again(
     assert row["last_decision"] == "rollback"
     assert row["last_decision_commit"] == git(remote.bare, "rev-parse", "main").strip()
     assert row["weights"] == {"blue": 100, "green": 0}
+    assert row["rolled_back"] is True
     assert row["drift"] == "unknown"
 
     code, out, _ = run(["rollback", *common, "--reason", "crash spike"], capsys)

@@ -245,9 +245,12 @@ def test_a_crlf_stack_config_keeps_its_line_endings_and_only_the_changed_lines_m
     after = subprocess.run(
         ["git", "-C", str(remote.bare), "show", "main:Pulumi.prod-us.yaml"], capture_output=True, check=True
     ).stdout
-    assert after.count(b"\r\n") == before.count(b"\r\n") == STACK_CONFIG.count("\n")
+    assert before.count(b"\r\n") == STACK_CONFIG.count("\n")
+    assert after.count(b"\r\n") == before.count(b"\r\n") + 1  # the added rolledBack line, CRLF too
+    assert b"    rolledBack: true\r\n" in after
     assert b"\n" not in after.replace(b"\r\n", b"")
-    assert diff.split()[:2] == ["3", "3"]  # step, weights and stepStartedAt: nothing else rewritten
+    # rolledBack added; weights, stageStartedAt and stepStartedAt changed: nothing else rewritten
+    assert diff.split()[:2] == ["4", "3"]
     assert b"{blue: 100, green: 0}\r\n" in after
 
 

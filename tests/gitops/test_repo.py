@@ -61,3 +61,21 @@ def test_commit_files_makes_one_commit_without_touching_the_working_tree(remote:
 def test_not_a_repository_names_the_flag(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"^--repo .*: not a git repository$"):
         GitRepo(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("stderr", "transient"),
+    [
+        ("fatal: path 'Pulumi.x.yaml' does not exist in '5bc8932502093cf871186a6690a2e5af0e821b6d'", False),
+        ("fatal: path 'x' does not exist in '503503503503503503503503503503503503503a'", False),
+        ("fatal: unable to access 'https://github.com/o/r/': The requested URL returned error: 503", True),
+        ("error: RPC failed; HTTP 502 curl 22 The requested URL returned error: 502", True),
+    ],
+    ids=["sha holding 502", "sha of 503s", "http 503", "http 502"],
+)
+def test_an_object_id_never_reads_as_an_http_error(tmp_path: Path, stderr: str, transient: bool) -> None:
+    from rollout_policies.gitops.repo import TransientGitError
+
+    git(tmp_path, "init", "-q")
+    failure = GitRepo(tmp_path)._failure(("show", "x"), "", stderr, 128, None)
+    assert isinstance(failure, TransientGitError) is transient

@@ -7,7 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from gitops_fixtures import T0, Receiver, Remote, git
+from gitops_fixtures import PLAN, T0, Receiver, Remote, git
 
 from rollout_policies.gitops.engine import GitOps
 from rollout_policies.gitops.notify import Notifier
@@ -180,3 +180,51 @@ def test_rollback_pages_and_posts_without_leaking_secrets(
     captured = capsys.readouterr()
     assert "secret" not in captured.out + captured.err and "R0UT1NG" not in captured.out + captured.err
     assert "secret" not in outcome.message
+
+
+BETA_STAGE = {
+    "id": "beta",
+    "name": "Beta",
+    "audience": {"kind": "cohort", "size": 50},
+    "steps": [{"weight": 0, "bake": "1h"}],
+    "min_duration": "1h",
+    "tables": [],
+    "rollback_objective": "30m",
+}
+
+
+def _at_beta(remote: Remote) -> Plan:
+    """The test plan with a beta stage first, and prod-us moved to it (0% weight, cohort on)."""
+    seed = remote.clone("beta-seed")
+    path = seed / "Pulumi.prod-us.yaml"
+    text = (
+        path.read_text()
+        .replace("stage: limited", "stage: beta")
+        .replace("blue: 98, green: 2", "blue: 100, green: 0")
+    )
+    path.write_text(text)
+    git(seed, "commit", "-qam", "prod-us at beta")
+    git(seed, "push", "-q", "origin", "main")
+    return Plan.model_validate({**PLAN, "stages": [BETA_STAGE, *PLAN["stages"]]})  # type: ignore[list-item]
+
+
+def test_a_beta_rollback_is_one_commit_that_takes_the_cohort_off(remote: Remote) -> None:
+    """At beta the weights already say 0%, but the cohort route still reaches the candidate: the
+    rollback must still commit (``rolledBack``), not answer "already rolled back"."""
+    plan = _at_beta(remote)
+    clone = remote.clone("a")
+    before = remote.log()
+    applier = WorkingTreeApplier(clone)
+    outcome = ops(clone, plan).rollback(["prod-us"], reason="beta crash", now=NOW, applier=applier)
+    assert outcome.result == "rolled-back"
+    assert remote.log() == [outcome.commit, *before]
+    text = remote.show("main", "Pulumi.prod-us.yaml")
+    state = state_from_text(text, "prod-us")
+    assert (state.stage, state.rolled_back, state.cohort_on) == ("beta", True, False)
+    assert "    rolledBack: true\n" in text  # one added line, the rest of the file as it was
+    assert "# where the rollout is; only the tool writes this block" in text
+    message = git(remote.bare, "log", "-1", "--format=%B", "main")
+    assert "Rollout-Rolled-Back: true" in message.splitlines()
+    assert applier.applied == [("prod-us", {Colour.BLUE: 100, Colour.GREEN: 0})]
+    again = ops(clone, plan).rollback(["prod-us"], reason="beta crash", now=NOW)
+    assert (again.result, again.commit) == ("already-rolled-back", None)

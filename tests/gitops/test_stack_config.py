@@ -41,6 +41,25 @@ def test_promotion_edit_changes_only_the_moved_values() -> None:
     assert state_from_text(new, "x") == moved
 
 
+def test_rollback_adds_one_rolled_back_line_and_a_resume_turns_it_off() -> None:
+    state = state_from_text(STACK_CONFIG, "Pulumi.prod-us.yaml")
+    rolled = state.model_copy(update={"weights": {Colour.BLUE: 100, Colour.GREEN: 0}, "rolled_back": True})
+    text = render_state(STACK_CONFIG, rolled, "Pulumi.prod-us.yaml")
+    assert list(changed_lines(STACK_CONFIG, text)) == [
+        "+    rolledBack: true",
+        "-    weights:   {blue: 98, green: 2}",
+        "+    weights:   {blue: 100, green: 0}",
+    ]
+    resumed = render_state(text, state, "Pulumi.prod-us.yaml")
+    assert list(changed_lines(text, resumed)) == [
+        "-    rolledBack: true",
+        "+    rolledBack: false",
+        "-    weights:   {blue: 100, green: 0}",
+        "+    weights:   {blue: 98, green: 2}",
+    ]
+    assert state_from_text(resumed, "x") == state
+
+
 def test_unchanged_state_gives_byte_identical_text() -> None:
     state = state_from_text(STACK_CONFIG, "x")
     assert render_state(STACK_CONFIG, state, "x") == STACK_CONFIG

@@ -130,6 +130,9 @@ def rollout(
     }
 
 
+REPOSITORY = "https://github.com/markethub/markethub-rollout.git"
+
+
 def settings(
     stack: str = "prod-us-east-1", *, state: dict[str, Any] | None = None, **raw: Any
 ) -> StackSettings:
@@ -139,6 +142,7 @@ def settings(
         "region": "us-east-1",
         "regionRole": "primary",
         "image": "ghcr.io/markethub/markethub-mobile",
+        "controller": {"repository": REPOSITORY},
         **raw,
     }
     encoded = {k: json.dumps(v) if isinstance(v, (dict, list, bool)) else str(v) for k, v in values.items()}

@@ -10,7 +10,7 @@ import pytest
 from infra_helpers import deploy, rollout, settings
 from ruamel.yaml import YAML
 
-from infra.alerts import RECEIVER, AlertsArgs, trigger_rule_manifest
+from infra.alerts import AlertsArgs, trigger_rule_manifest
 from infra.settings import Alerts
 
 SERVICE = "markethub-mobile"
@@ -21,8 +21,14 @@ def _rules(deployed, name):
     return {r["alert"]: r for r in deployed.one("PrometheusRule", name)["spec"]["groups"][0]["rules"]}
 
 
+def _trigger_rules(deployed):
+    """The rollback rules of the trigger PrometheusRule (without their missing-data companions)."""
+    rules = _rules(deployed, f"{SERVICE}-rollback-triggers")
+    return {name: rule for name, rule in rules.items() if rule["labels"]["rollout_action"] == "rollback"}
+
+
 def test_each_trigger_fires_its_detection_budget_before_its_window_ends(plan):
-    rules = _rules(deploy(settings(), plan), f"{SERVICE}-rollback-triggers")
+    rules = _trigger_rules(deploy(settings(), plan))
     assert {name: rule["for"] for name, rule in rules.items()} == {
         "RollbackCrashRate": "265s",
         "RollbackApiErrorRate": "85s",
@@ -32,7 +38,7 @@ def test_each_trigger_fires_its_detection_budget_before_its_window_ends(plan):
 
 
 def test_the_plan_window_stays_on_each_trigger_rule(plan):
-    rules = _rules(deploy(settings(), plan), f"{SERVICE}-rollback-triggers")
+    rules = _trigger_rules(deploy(settings(), plan))
     assert {name: rule["annotations"]["window"] for name, rule in rules.items()} == {
         "RollbackCrashRate": "5m",
         "RollbackApiErrorRate": "2m",
@@ -53,9 +59,27 @@ def test_a_trigger_from_another_provider_reads_the_bridge_gauge(plan):
     )
 
 
+def test_every_trigger_has_a_missing_data_rule_that_notifies(plan):
+    rules = _rules(deploy(settings(), plan), f"{SERVICE}-rollback-triggers")
+    missing = {name: rule for name, rule in rules.items() if rule["labels"]["rollout_action"] == "alert"}
+    assert {name: rule["for"] for name, rule in missing.items()} == {
+        "RollbackDataMissingCrashRate": "265s",
+        "RollbackDataMissingApiErrorRate": "2m",
+        "RollbackDataMissingLoadBalancerFailures": "2m",
+        "RollbackDataMissingDatabaseConnectionLoss": "2m",
+    }
+    for trigger_rule in _trigger_rules(deploy(settings(), plan)).values():
+        twin = missing[trigger_rule["alert"].replace("Rollback", "RollbackDataMissing", 1)]
+        query = trigger_rule["expr"].rsplit(") ", 1)[0][1:]  # "(<query>) > 5" -> "<query>"
+        assert twin["expr"] == f"absent({query})"
+        assert twin["labels"]["rollout_trigger"] == trigger_rule["labels"]["rollout_trigger"]
+        assert (twin["labels"]["severity"], twin["labels"]["rollout_reason"]) == ("warning", "missing-data")
+
+
 def test_trigger_alerts_carry_the_labels_the_webhook_routes_on(plan):
     rule = _rules(deploy(settings(), plan), f"{SERVICE}-rollback-triggers")["RollbackCrashRate"]
     assert rule["labels"] == {
+        "namespace": "markethub",
         "rollout_service": SERVICE,
         "rollout_stack": "prod-us-east-1",
         "rollout_region": "us-east-1",
@@ -74,16 +98,6 @@ def test_gate_alerts_follow_the_stage_alert_thresholds_and_skip_monitor_only_row
         "GateAlertSearchSuccess": "< 75",
     }
     assert rules["GateAlertSearchSuccess"]["labels"]["rollout_stage"] == "medium"
-
-
-def test_alerts_are_routed_to_the_tools_webhook(plan):
-    custom = settings(alerts={"webhookUrl": "http://127.0.0.1:9999/alerts"})
-    route = deploy(custom, plan).one("AlertmanagerConfig", f"{SERVICE}-rollout")["spec"]
-    assert route["route"]["receiver"] == RECEIVER
-    assert route["route"]["matchers"] == [{"name": "rollout_service", "value": SERVICE, "matchType": "="}]
-    assert route["receivers"][0]["webhookConfigs"] == [
-        {"url": "http://127.0.0.1:9999/alerts", "sendResolved": True}
-    ]
 
 
 def test_rules_carry_the_labels_the_prometheus_operator_selects(plan):
@@ -167,6 +181,7 @@ def test_prometheus_fires_a_trigger_after_its_for_duration_inside_its_window(pla
     )
     rules = _rule_file(tmp_path, trigger_rule_manifest(args))
     labels = {
+        "namespace": "m",
         "rollout_service": SERVICE,
         "rollout_stack": "prod",
         "rollout_region": "r",

@@ -82,10 +82,15 @@ def schemas():
     return _schemas()
 
 
+# Kubernetes' own API groups that have a dot in their name: no CRD, the API server knows them.
+BUILT_IN_GROUPS = {"rbac.authorization.k8s.io"}
+
+
 def _custom_resources(deployed):
     for resource in deployed.resources:
         inputs = resource.inputs
-        if resource.type.startswith("kubernetes:") and "." in inputs.get("apiVersion", "").split("/")[0]:
+        group = inputs.get("apiVersion", "").split("/")[0]
+        if resource.type.startswith("kubernetes:") and "." in group and group not in BUILT_IN_GROUPS:
             yield inputs
 
 

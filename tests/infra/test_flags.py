@@ -6,6 +6,9 @@ import json
 
 from infra_helpers import deploy, rollout, settings
 
+from infra.flags import flag_key
+from rollout_policies.plan.model import Feature, FeatureState
+
 SERVICE = "markethub-mobile"
 
 
@@ -32,3 +35,19 @@ def test_definitions_name_the_flagd_schema_and_the_flag_set(plan):
     document = _flags(plan, "limited", 2)
     assert document["$schema"] == "https://flagd.dev/schema/v0/flags.json"
     assert document["metadata"] == {"flagSetId": "markethub-rollout"}
+
+
+def test_a_rolled_back_stack_serves_the_plans_stable_flags(plan):
+    names = sorted(plan.stage("beta").features)
+    kept = names[0]
+    plan = plan.model_copy(update={"stable_features": {kept: Feature(state=FeatureState.ENABLED)}})
+    config_map = deploy(settings(state={**rollout("beta", 0, 0), "rolledBack": True}), plan).one(
+        "ConfigMap", f"{SERVICE}-flags"
+    )
+    flags = json.loads(config_map["data"]["flags.json"])["flags"]
+    stable = {key: flag["defaultVariant"] for key, flag in flags.items()}
+    # The stable set's feature stays on; every other feature the stages name is off for everyone.
+    assert stable == {flag_key(name): "enabled" if name == kept else "disabled" for name in names}
+    assert any(
+        _flags(plan, "beta", 0)["flags"][flag_key(name)]["defaultVariant"] != "disabled" for name in names[1:]
+    )

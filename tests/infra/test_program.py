@@ -72,6 +72,7 @@ def test_components_parent_their_children(plan):
         "markethub:infra:FeatureFlags",
         "markethub:infra:RegionalFailover",
         "markethub:infra:RollbackAlerts",
+        "markethub:infra:RolloutController",
         "markethub:infra:BackupSchedule",
         "markethub:infra:DrillSchedule",
     }
@@ -144,3 +145,14 @@ def test_route_urn_names_the_traffic_route_for_a_targeted_update():
         "urn:pulumi:prod-us-east-1::markethub-rollout::markethub:infra:TrafficSplit"
         "$kubernetes:gateway.networking.k8s.io/v1:HTTPRoute::markethub-mobile-traffic-httproute"
     )
+
+
+def test_a_relative_plan_is_found_in_the_project_before_the_working_directory(tmp_path, monkeypatch):
+    from infra.program import resolve_plan_path
+
+    project = tmp_path / "clone"
+    (project / "plans").mkdir(parents=True)
+    (project / "plans" / "team.yaml").write_text("name: x\n")
+    monkeypatch.chdir(tmp_path)  # an inline program runs in its host's directory, not the project's
+    assert resolve_plan_path("plans/team.yaml", project) == project / "plans" / "team.yaml"
+    assert resolve_plan_path("plans/team.yaml") == Path(__file__).resolve().parents[2] / "plans" / "team.yaml"

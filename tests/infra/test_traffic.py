@@ -97,3 +97,19 @@ def test_the_router_registry_cannot_be_changed_at_run_time():
 def test_an_unknown_router_is_refused_not_defaulted():
     with pytest.raises(UserError, match="unknown router 'istio'"):
         router_for("istio")
+
+
+@pytest.mark.parametrize(("stage", "green"), [("beta", 0), ("limited", 0), ("majority", 0)])
+def test_a_rolled_back_stack_has_no_cohort_rule(plan, stage, green):
+    rules = _rules(deploy(settings(state={**rollout(stage, 0, green), "rolledBack": True}), plan))
+    assert [rule["matches"] for rule in rules] == [[{"path": {"type": "PathPrefix", "value": "/"}}]]
+    assert _weights(rules[0]) == {f"{SERVICE}-blue": 100, f"{SERVICE}-green": 0}
+
+
+def test_the_route_says_whether_it_is_rolled_back(plan):
+    live = deploy(settings(state=rollout("beta", 0, 0)), plan).one("HTTPRoute", SERVICE)
+    rolled = deploy(settings(state={**rollout("beta", 0, 0), "rolledBack": True}), plan).one(
+        "HTTPRoute", SERVICE
+    )
+    key = naming.ANN_ROLLED_BACK
+    assert (live["metadata"]["annotations"][key], rolled["metadata"]["annotations"][key]) == ("false", "true")

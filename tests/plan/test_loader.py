@@ -428,6 +428,13 @@ def test_every_stage_names_the_same_features(tmp_path: Path) -> None:
     )
 
 
+def test_a_stable_feature_no_stage_names_is_refused(tmp_path: Path) -> None:
+    text = VALID + "stable_features: {carts: {state: enabled}}\n"
+    assert error_of(tmp_path, text) == (
+        "plan.yaml:52: stable_features.carts: 'carts' is not a feature any stage names (none)"
+    )
+
+
 # --- the command line -------------------------------------------------------------------------------
 
 

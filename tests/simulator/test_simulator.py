@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from simulator.bridge import bridge_rules
+from devenv.services import MotoServer
+from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
+from rollout_policies.providers.cloudwatch import CloudWatchProvider
+from rollout_policies.providers.json_http import JsonHttpProvider
+from simulator.crash_reporter import CrashReporter
 from simulator.service import Faults, ServiceVersion
 from simulator.traffic import FixedSplit, LoadBalancer, Users
 
@@ -111,30 +117,64 @@ def test_users_follow_the_weights() -> None:
         green.stop()
 
 
-def test_the_load_balancer_marks_a_version_unhealthy_when_its_checks_time_out(green: ServiceVersion) -> None:
-    balancer = LoadBalancer({"green": green.url}, {"green": "candidate"}, timeout=0.2, unhealthy_after=2)
+def test_the_load_balancer_publishes_unhealthy_hosts_to_cloudwatch_when_checks_time_out(
+    green: ServiceVersion, moto_server: MotoServer
+) -> None:
+    """moto stands in for CloudWatch (AWS cannot be reached here); the plan's CloudWatch source reads it."""
+    moto_server.reset()
+    cloudwatch = moto_server.client("cloudwatch")
+    balancer = LoadBalancer(
+        {"green": green.url}, {"green": "candidate"}, timeout=0.2, unhealthy_after=2, cloudwatch=cloudwatch
+    )
+    source = load_plan(DEFAULT_PLAN).metric("lb_unhealthy_hosts").source
+    provider = CloudWatchProvider(
+        endpoint_url=moto_server.endpoint_url, **moto_server.credentials_for_provider
+    )
     try:
         with httpx.Client() as http:
             balancer.check(http)
-            assert balancer.unhealthy.labels("markethub-mobile", "green", "candidate")._value.get() == 0
+            assert balancer.unhealthy == {"green": 0}
+            time.sleep(1.1)  # moto answers for whole seconds: a point from this second is not in yet
+            assert provider.query(source, datetime.now(UTC)).value == 0
             green.set_faults(Faults(latency_ms=600))
             balancer.check(http)
             balancer.check(http)
-        assert balancer.unhealthy.labels("markethub-mobile", "green", "candidate")._value.get() == 1
-        exported = httpx.get(f"http://{balancer.target}/metrics", timeout=5).text
-        assert (
-            'markethub_lb_unhealthy_hosts{colour="green",service="markethub-mobile",track="candidate"} 1.0'
-            in exported
-        )
+        assert balancer.unhealthy == {"green": 1}
+        time.sleep(1.1)
+        measured = provider.query(source, datetime.now(UTC))
+        assert (measured.phase.value, measured.value) == ("ok", 1.0)  # the minute's Maximum
+        assert balancer.publish_errors == 0
     finally:
         green.set_faults(Faults())
         balancer.stop()
 
 
-def test_bridge_rules_publish_the_plans_bridged_metrics() -> None:
-    rules = bridge_rules()["groups"][0]["rules"]
-    assert [(r["record"], r["labels"]["metric"]) for r in rules] == [
-        ("markethub_rollout_measurement", "crash_rate"),
-        ("markethub_rollout_measurement", "lb_unhealthy_hosts"),
-    ]
-    assert all(r["labels"]["service"] == "markethub-mobile" for r in rules)
+def test_the_crash_reporter_answers_the_plans_stability_query() -> None:
+    reporter = CrashReporter().start()
+    try:
+        source = load_plan(DEFAULT_PLAN).metric("crash_rate").source
+        provider = JsonHttpProvider(base_urls={"crash_reporter": reporter.url})
+        assert provider.query(source, datetime.now(UTC)).phase.value == "no_data"  # no session yet
+        for crashed in (True, False, False, False):
+            reporter.report("candidate", crashed)
+        reporter.report("stable", True)
+        measured = provider.query(source, datetime.now(UTC))
+        assert (measured.phase.value, measured.value) == ("ok", 25.0)
+        assert httpx.get(f"{reporter.url}/api/v1/stability", timeout=5).status_code == 400
+    finally:
+        reporter.stop()
+
+
+def test_a_version_reports_its_sessions_and_crashes_to_the_crash_reporter() -> None:
+    reporter = CrashReporter().start()
+    version = ServiceVersion("green", "candidate", seed=5, crash_reporter=reporter).start()
+    try:
+        version.set_faults(Faults(crash_rate=1.0))
+        with httpx.Client(base_url=version.url, timeout=5) as http:
+            for _ in range(3):
+                with pytest.raises(httpx.HTTPError):
+                    http.get("/browse")
+        assert reporter.stability("candidate", 60)["crashes"] == 3
+    finally:
+        version.stop()
+        reporter.stop()
