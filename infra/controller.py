@@ -282,14 +282,22 @@ RULES: tuple[Manifest, ...] = (
 
 
 def rules(args: ControllerArgs) -> list[Manifest]:
-    """RULES, and the stage's flags ConfigMap by name: a rollback restores the stable flags too."""
+    """RULES, and the stage's flags ConfigMap: a rollback restores the stable flags too.
+
+    The provider treats a ConfigMap as immutable, so new flags replace it (delete, then create under
+    the same name, waiting for the delete with list and watch). Delete is limited to that name;
+    Kubernetes cannot limit create, list or watch by name, so the controller may read the namespace's
+    ConfigMaps (never its Secrets).
+    """
     flags = {
         "apiGroups": [""],
         "resources": ["configmaps"],
         "resourceNames": [config_map_name(args.service)],
-        "verbs": ["get", "patch", "update"],
+        "verbs": ["get", "patch", "update", "delete"],
     }
-    return [*(dict(rule) for rule in RULES), flags]
+    # create cannot be limited by name; list and watch are how the provider waits for the delete.
+    replace = {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "list", "watch"]}
+    return [*(dict(rule) for rule in RULES), flags, replace]
 
 
 def role_manifest(args: ControllerArgs) -> Manifest:

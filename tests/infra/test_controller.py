@@ -160,8 +160,9 @@ def test_the_role_allows_the_route_the_flags_config_map_and_reading_deployments(
             "apiGroups": [""],
             "resources": ["configmaps"],
             "resourceNames": [f"{SERVICE}-flags"],
-            "verbs": ["get", "patch", "update"],
+            "verbs": ["get", "patch", "update", "delete"],
         },
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "list", "watch"]},
     ]
     assert role["rules"][:2] == list(RULES)
     binding = deployed.one("RoleBinding", CONTROLLER)

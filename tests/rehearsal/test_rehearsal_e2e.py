@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from test_rehearsal_report import CHROMIUM_FLAGS, chromium
 
 from devenv.local import LocalEnvironment
 from devenv.rehearsal.faults import DEFAULT_SPEC, parse_faults
@@ -22,8 +23,6 @@ from devenv.rehearsal.report import write_report
 from devenv.rehearsal.run import ROOT, STACKS, Options, Rehearsal
 from devenv.rehearsal.scale import Scales
 from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
-
-from .test_report import CHROMIUM_FLAGS, chromium
 
 # Not yet passing (issue 14, docs/rehearsal.md): `make test` leaves these out; `make test-rehearsal` runs
 # them.
