@@ -372,7 +372,8 @@ def route_weights(kubeconfig: Path | str, service: str, namespace: str = LOCAL_N
 
 
 def set_candidate_weight(config_path: Path, green: int) -> None:
-    """Edit a stack config's rollout block to the limited stage's first step with green at ``green``%."""
+    """Edit a stack config's rollout block to the limited stage's first step with green at ``green``%
+    (and no longer rolled back, as the next promotion would write it)."""
     from rollout_policies.gitops.stack_config import read_state
 
     state = read_state(config_path)
@@ -383,6 +384,7 @@ def set_candidate_weight(config_path: Path, green: int) -> None:
         (f"step: {state.step}", "step: 0"),
         (f"blue: {blue_now}", f"blue: {100 - green}"),
         (f"green: {green_now}", f"green: {green}"),
+        ("rolledBack: true", "rolledBack: false"),  # a rolled-back stack going forward again
     ):
         text = text.replace(f"    {old}\n", f"    {new}\n", 1).replace(f"      {old}\n", f"      {new}\n", 1)
     config_path.write_text(text)
