@@ -221,14 +221,14 @@ def pulumi_binary(environment: Mapping[str, str] | None = None) -> Path:
 
     A missing one is a one-line ApplyError; nothing here knows about the development tool cache.
     """
-    variables = os.environ if environment is None else environment
-    configured = variables.get(envvars.PULUMI)
+    env = os.environ if environment is None else environment
+    configured = env.get("ROLLOUT_PULUMI")  # envvars.PULUMI
     if configured:
         path = Path(configured)
         if not (path.is_file() and os.access(path, os.X_OK)):
             raise ApplyError(f"--apply: {envvars.PULUMI}={configured}: not an executable file")
         return path
-    found = shutil.which("pulumi", path=variables.get("PATH", os.defpath))
+    found = shutil.which("pulumi", path=env.get("PATH", os.defpath))
     if found is None:
         raise ApplyError("--apply: the Pulumi CLI is not on PATH (install it, or set ROLLOUT_PULUMI)")
     return Path(found)
