@@ -77,6 +77,7 @@ class MeasurementCollector(Collector):
         self._lock = threading.Lock()
         self.rounds = 0
         self.last_round: datetime | None = None
+        self.thread: threading.Thread | None = None
 
     def _measure(self, metric: Metric, now: datetime) -> Measurement:
         assert self.providers is not None
@@ -172,9 +173,15 @@ class MeasurementCollector(Collector):
             stop.wait(min(self.interval.total_seconds(), 1.0))
 
     def start(self, stop: threading.Event) -> threading.Thread:
-        thread = threading.Thread(target=self.run, args=(stop,), name="rollout-collector", daemon=True)
-        thread.start()
-        return thread
+        self.thread = threading.Thread(target=self.run, args=(stop,), name="rollout-collector", daemon=True)
+        self.thread.start()
+        return self.thread
+
+    def join(self, timeout: float = 10.0) -> None:
+        """Wait for the measuring thread to end after ``stop`` is set: ``rollout serve`` does this
+        before it exits, so no round runs while the interpreter shuts down."""
+        if self.thread is not None:
+            self.thread.join(timeout)
 
 
 def start_collection(

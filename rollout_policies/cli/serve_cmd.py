@@ -299,8 +299,11 @@ def serve(
     _finish_pending(rollback, stacks)
     metrics = ReceiverMetrics()
     stop_collecting = threading.Event()
-    if collect_seconds:
+    collector = (
         start_collection(plan, metrics.registry, timedelta(seconds=collect_seconds), stop_collecting)
+        if collect_seconds
+        else None
+    )
     receiver = WebhookReceiver(
         plan,
         rollback,
@@ -328,6 +331,8 @@ def serve(
         pass
     finally:
         stop_collecting.set()
+        if collector is not None:
+            collector.join()
         running.socket.close()
 
 

@@ -10,7 +10,6 @@ empty window is no data and a stale metric cannot pass. ``endpoint_url`` points 
 
 from __future__ import annotations
 
-import ast
 import math
 import operator
 import re
@@ -103,11 +102,11 @@ class Boto3CloudWatch:
 
 
 _METRIC_ID = re.compile(r"^[a-z][a-zA-Z0-9_]*$")  # CloudWatch's rule for query ids
-_OPERATORS: dict[type[ast.AST], Callable[[float, float], float]] = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
+_OPERATORS: dict[str, Callable[[float, float], float]] = {
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "/": operator.truediv,
 }
 
 
@@ -168,41 +167,97 @@ def metric_data_request(source: MetricSource, now: datetime) -> dict[str, Any]:
     }
 
 
+_TOKEN = re.compile(
+    r"\s*(?:(?P<number>(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)|(?P<name>[A-Za-z_]\w*)|(?P<op>[-+*/()]))"
+)
+_MAX_TOKENS = 200
+
+
+def _tokens(expression: str) -> list[str]:
+    found: list[str] = []
+    at = 0
+    text = expression.rstrip()
+    while at < len(text):
+        match = _TOKEN.match(text, at)
+        if match is None or match.end() == at:
+            raise QueryFailed(f"the query {expression!r} is not an arithmetic expression")
+        found.append(match.group(match.lastgroup or "op"))
+        at = match.end()
+        if len(found) > _MAX_TOKENS:
+            raise QueryFailed(f"the query {expression!r} is longer than {_MAX_TOKENS} tokens")
+    return found
+
+
 def evaluate(expression: str, values: Mapping[str, float]) -> float:
     """Arithmetic (+ - * / and parentheses) over the named metrics' newest values.
 
     Done here rather than as a CloudWatch metric-math expression so the same plan reads the same
-    number from AWS and from moto, which returns nothing for expressions.
+    number from AWS and from moto, which returns nothing for expressions. A small parser of its own
+    rather than ``ast``: the collector measures in threads, and CPython 3.11's ``ast.parse`` is not
+    safe to run in two threads at once (python/cpython#106905: "AST constructor recursion depth
+    mismatch").
     """
+    tokens = _tokens(expression)
+    position = 0
+    depth = 0
 
-    def walk(node: ast.AST) -> float:
-        if isinstance(node, ast.Expression):
-            return walk(node.body)
-        if (
-            isinstance(node, ast.Constant)
-            and isinstance(node.value, int | float)
-            and not isinstance(node.value, bool)
-        ):
-            return float(node.value)
-        if isinstance(node, ast.Name):
-            if node.id not in values:
-                raise QueryFailed(f"the query names {node.id!r}, which options.metrics does not define")
-            return values[node.id]
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
-            operand = walk(node.operand)
-            return -operand if isinstance(node.op, ast.USub) else operand
-        if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
-            left, right = walk(node.left), walk(node.right)
-            if isinstance(node.op, ast.Div) and right == 0:
-                return math.nan  # e.g. no hosts at all: no data, not a crash and not a pass
-            return _OPERATORS[type(node.op)](left, right)
+    def peek() -> str | None:
+        return tokens[position] if position < len(tokens) else None
+
+    def take() -> str:
+        nonlocal position
+        token = peek()
+        if token is None:
+            raise QueryFailed(f"the query {expression!r} ends too early")
+        position += 1
+        return token
+
+    def atom() -> float:
+        nonlocal depth
+        token = take()
+        if token in ("-", "+"):
+            operand = atom()
+            return -operand if token == "-" else operand
+        if token == "(":
+            depth += 1
+            if depth > 32:
+                raise QueryFailed(f"the query {expression!r} nests parentheses more than 32 deep")
+            value = sum_()
+            if peek() != ")":
+                raise QueryFailed(f"the query {expression!r} has an unclosed parenthesis")
+            take()
+            depth -= 1
+            return value
+        if token[0].isdigit() or token[0] == ".":
+            return float(token)
+        if token[0].isalpha() or token[0] == "_":
+            if token not in values:
+                raise QueryFailed(f"the query names {token!r}, which options.metrics does not define")
+            return values[token]
         raise QueryFailed(f"the query {expression!r} is not arithmetic over options.metrics ids")
 
-    try:
-        tree = ast.parse(expression, mode="eval")
-    except SyntaxError:
-        raise QueryFailed(f"the query {expression!r} is not an arithmetic expression") from None
-    return walk(tree)
+    def product() -> float:
+        value = atom()
+        while peek() in ("*", "/"):
+            op = take()
+            right = atom()
+            # dividing by zero (no hosts at all, say) is no data: not a crash and not a pass
+            value = math.nan if op == "/" and right == 0 else _OPERATORS[op](value, right)
+        return value
+
+    def sum_() -> float:
+        value = product()
+        while peek() in ("+", "-"):
+            op = take()
+            value = _OPERATORS[op](value, product())
+        return value
+
+    if not tokens:
+        raise QueryFailed(f"the query {expression!r} is not an arithmetic expression")
+    result = sum_()
+    if position != len(tokens):
+        raise QueryFailed(f"the query {expression!r} is not arithmetic over options.metrics ids")
+    return result
 
 
 def reading_from(response: Mapping[str, Any], source: MetricSource | None = None) -> Reading:

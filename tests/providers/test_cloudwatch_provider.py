@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -9,7 +11,8 @@ import pytest
 from devenv.services import free_port
 from rollout_policies.core.measurement import Phase
 from rollout_policies.plan.model import MetricSource
-from rollout_policies.providers.cloudwatch import CloudWatchProvider
+from rollout_policies.providers.base import QueryFailed
+from rollout_policies.providers.cloudwatch import CloudWatchProvider, evaluate
 
 pytestmark = pytest.mark.services
 
@@ -150,3 +153,36 @@ def test_expression_naming_an_undefined_metric_is_an_error(cloudwatch):
 
     assert measurement.phase is Phase.ERROR
     assert "options.metrics does not define" in measurement.message
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("100 * healthy / (healthy + unhealthy)", 75.0),
+        ("healthy - unhealthy - 1", 1.0),  # left to right
+        ("-unhealthy + healthy", 2.0),
+        ("2 * (3 + 4) * .5", 7.0),
+        ("1e2 / healthy", 100 / 3),
+        ("healthy / (unhealthy - 1)", math.nan),  # division by zero: no data, not a crash
+    ],
+)
+def test_query_arithmetic_over_the_named_metrics(expression: str, expected: float) -> None:
+    value = evaluate(expression, {"healthy": 3.0, "unhealthy": 1.0})
+    assert value == pytest.approx(expected, nan_ok=True)
+
+
+@pytest.mark.parametrize(
+    ("expression", "error"),
+    [
+        ("healthy +", "ends too early"),
+        ("(healthy", "unclosed parenthesis"),
+        ("healthy ** 2", "not arithmetic over options.metrics ids"),
+        ("__import__('os')", "is not an arithmetic expression"),
+        ("missing * 2", "names 'missing', which options.metrics does not define"),
+        ("", "is not an arithmetic expression"),
+        ("(" * 40 + "1" + ")" * 40, "more than 32 deep"),
+    ],
+)
+def test_a_query_that_is_not_arithmetic_is_one_clear_error(expression: str, error: str) -> None:
+    with pytest.raises(QueryFailed, match=re.escape(error)):
+        evaluate(expression, {"healthy": 3.0})
