@@ -42,7 +42,7 @@ from devenv.forge_standin import ForgeStandIn, serve_forge
 from devenv.local import LocalEnvironment
 from devenv.pytest_fixtures import local_env  # the session's environment
 from devenv.services import PostgreSQL, Prometheus
-from rollout_policies.environment import known
+from rollout_policies.envvars import known
 from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
 
 pytestmark = pytest.mark.e2e

@@ -29,7 +29,7 @@ from shipped import (
     workflow_steps,
 )
 
-from rollout_policies.environment import READ, known
+from rollout_policies.envvars import READ, known
 from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
 
 PLAN = load_plan(DEFAULT_PLAN)
@@ -61,7 +61,7 @@ def _rollout_calls(step) -> list[list[str]]:
 
 
 def test_the_registry_names_exactly_the_variables_the_product_reads() -> None:
-    """rollout_policies/environment.py against an AST scan of the product's source, both ways."""
+    """rollout_policies/envvars.py against an AST scan of the product's source, both ways."""
     found = names_read_in_source()
     assert sorted(set(found) - set(READ)) == [], f"read but not in the registry: {found}"
     assert sorted(set(READ) - set(found)) == [], "in the registry but read nowhere"
