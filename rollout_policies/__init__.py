@@ -8,21 +8,18 @@ docs/architecture.md; anything not named here is internal.
 Every public name is imported below, explicitly, so a reader and mypy see where it comes from and
 its type. The imports run on first use of a name rather than at ``import rollout_policies``: the
 ``rollout`` command lives in this package, and its ``--help`` must not pay for pydantic, numpy and
-httpx (tests/cli/test_main.py). ``__getattr__`` runs the one import statement below that names the
-attribute; there is no second list to keep in step.
+httpx (tests/cli/test_main.py). ``__getattr__`` imports a name from the module ``_MODULE_OF`` gives;
+tests/test_public_api.py checks that this map, ``__all__`` and the ``TYPE_CHECKING`` imports name
+the same names from the same modules, so none can drift from the others.
 """
 
 from __future__ import annotations
 
-import ast
 import importlib
-from functools import cache
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    # 1. plan model and loader, rollout state, the stack file
-    # 2. decision core (pure)
+    # for mypy and readers; at run time __getattr__ imports each name from _MODULE_OF
     from rollout_policies.core import (
         Action,
         Evidence,
@@ -35,17 +32,11 @@ if TYPE_CHECKING:
         rollback_target,
     )
     from rollout_policies.core.sequential import LatencyComparison, RateComparison
-
-    # errors a user can act on (one line, exit status 2)
     from rollout_policies.errors import UserError
-
-    # 4. git and forge
     from rollout_policies.gitops.engine import GitOps
     from rollout_policies.gitops.repo import GitRepo
     from rollout_policies.plan import DEFAULT_PLAN, Plan, PlanError, UnknownStage, load_plan
     from rollout_policies.plan.model import Gate, Stage, Trigger
-
-    # 3. metric providers
     from rollout_policies.providers import (
         ComparisonProvider,
         MetricProvider,
@@ -90,23 +81,48 @@ __all__ = [
 ]
 
 
-@cache
-def public_imports() -> dict[str, str]:
-    """Public name -> the module the ``TYPE_CHECKING`` block above imports it from."""
-    tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
-    block = next(
-        node for node in tree.body if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
-    )
-    return {
-        alias.asname or alias.name: str(node.module)
-        for node in block.body
-        if isinstance(node, ast.ImportFrom)
-        for alias in node.names
-    }
+# Public name -> the module it is imported from, on first use (the TYPE_CHECKING imports above, by layer).
+_MODULE_OF: dict[str, str] = {
+    # 1. plan model and loader, rollout state, the stack file
+    "DEFAULT_PLAN": "rollout_policies.plan",
+    "Plan": "rollout_policies.plan",
+    "PlanError": "rollout_policies.plan",
+    "UnknownStage": "rollout_policies.plan",
+    "load_plan": "rollout_policies.plan",
+    "Gate": "rollout_policies.plan.model",
+    "Stage": "rollout_policies.plan.model",
+    "Trigger": "rollout_policies.plan.model",
+    "Colour": "rollout_policies.state",
+    "RolloutState": "rollout_policies.state",
+    "read_state": "rollout_policies.stack_file",
+    # 2. decision core (pure)
+    "Action": "rollout_policies.core",
+    "Evidence": "rollout_policies.core",
+    "Measurement": "rollout_policies.core",
+    "StageDecision": "rollout_policies.core",
+    "Verdict": "rollout_policies.core",
+    "advance": "rollout_policies.core",
+    "decide": "rollout_policies.core",
+    "evaluate_triggers": "rollout_policies.core",
+    "rollback_target": "rollout_policies.core",
+    "LatencyComparison": "rollout_policies.core.sequential",
+    "RateComparison": "rollout_policies.core.sequential",
+    # 3. metric providers
+    "ComparisonProvider": "rollout_policies.providers",
+    "MetricProvider": "rollout_policies.providers",
+    "collect": "rollout_policies.providers",
+    "collect_evidence": "rollout_policies.providers",
+    "provider_for": "rollout_policies.providers",
+    # 4. git and forge
+    "GitOps": "rollout_policies.gitops.engine",
+    "GitRepo": "rollout_policies.gitops.repo",
+    # errors a user can act on (one line, exit status 2)
+    "UserError": "rollout_policies.errors",
+}
 
 
 def __getattr__(name: str) -> Any:
-    module = public_imports().get(name) if name in __all__ else None
+    module = _MODULE_OF.get(name)
     if module is None:
         raise AttributeError(f"module 'rollout_policies' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)

@@ -4,6 +4,7 @@ reads were ``Any`` (the old string map made every public name ``Any`` to mypy)."
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -52,9 +53,26 @@ NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 HEAVY = ("numpy", "pydantic", "httpx", "ruamel", "kubernetes", "pulumi", "boto3", "psycopg")
 
 
+def _type_checking_imports() -> dict[str, str]:
+    """Public name -> module, as the ``TYPE_CHECKING`` block of ``rollout_policies/__init__`` imports it."""
+    tree = ast.parse(Path(rollout_policies.__file__).read_text(encoding="utf-8"))
+    blocks = [
+        node for node in tree.body if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+    ]
+    assert len(blocks) == 1, "one TYPE_CHECKING block"
+    imports = [node for node in blocks[0].body if isinstance(node, ast.ImportFrom)]
+    assert len(imports) == len(blocks[0].body), "the block holds only `from ... import ...`"
+    return {alias.asname or alias.name: str(node.module) for node in imports for alias in node.names}
+
+
 def test_all_names_exactly_the_imports_of_the_api() -> None:
     assert len(set(rollout_policies.__all__)) == len(rollout_policies.__all__) == 30
-    assert sorted(rollout_policies.__all__) == sorted(rollout_policies.public_imports())
+    assert sorted(rollout_policies.__all__) == sorted(_type_checking_imports())
+
+
+def test_the_run_time_map_is_the_type_checking_imports() -> None:
+    """``__getattr__`` imports from ``_MODULE_OF``; mypy reads the imports: the two say the same."""
+    assert _type_checking_imports() == rollout_policies._MODULE_OF
 
 
 @pytest.mark.parametrize("name", rollout_policies.__all__)
@@ -65,7 +83,7 @@ def test_this_file_imports_each_public_name_from_the_package(name: str) -> None:
 
 @pytest.mark.parametrize("name", rollout_policies.__all__)
 def test_each_name_is_the_object_of_the_module_it_is_imported_from(name: str) -> None:
-    module = sys.modules[rollout_policies.public_imports()[name]]
+    module = sys.modules[rollout_policies._MODULE_OF[name]]
     assert getattr(rollout_policies, name) is getattr(module, name)
 
 
