@@ -20,7 +20,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from infra_helpers import deploy, rollout, settings
+from infra_helpers import rollout, settings
+from pulumi_render import deploy
 
 from devenv.operator_config import translate
 from devenv.services import ALERTMANAGER_BIN

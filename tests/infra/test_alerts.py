@@ -7,7 +7,8 @@ import shutil
 import subprocess
 
 import pytest
-from infra_helpers import deploy, rollout, settings
+from infra_helpers import rollout, settings
+from pulumi_render import deploy
 from ruamel.yaml import YAML
 
 from infra.alerts import AlertsArgs, trigger_rule_manifest

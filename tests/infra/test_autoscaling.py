@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from infra_helpers import deploy, rollout, settings
+from infra_helpers import rollout, settings
+from pulumi_render import deploy
 
 from infra.autoscaling import candidate_min_replicas
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from infra_helpers import deploy, settings
+from infra_helpers import settings
+from pulumi_render import deploy
 
 from infra.schedule import cron_every, go_duration
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from infra_helpers import deploy, rollout, settings
+from infra_helpers import rollout, settings
+from pulumi_render import deploy
 
 from infra import naming
 from infra.bluegreen import BlueGreenArgs, deployment_manifest

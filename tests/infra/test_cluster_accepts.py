@@ -14,7 +14,8 @@ import secrets
 import subprocess
 
 import pytest
-from infra_helpers import deploy, rollout, settings
+from infra_helpers import rollout, settings
+from pulumi_render import deploy
 
 from devenv.pytest_fixtures import local_env, local_env_info
 from devenv.tools import path_with_tools

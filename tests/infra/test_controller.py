@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from infra_helpers import REPOSITORY, deploy, rollout, settings
+from infra_helpers import REPOSITORY, rollout, settings
+from pulumi_render import deploy
 
 from infra.alert_route import NOTIFY_RECEIVER, WEBHOOK_RECEIVER
 from infra.controller import RULES, WORK_DIR

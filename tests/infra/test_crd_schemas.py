@@ -11,7 +11,8 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from infra_helpers import deploy, rollout, settings
+from infra_helpers import rollout, settings
+from pulumi_render import deploy
 from ruamel.yaml import YAML
 
 CACHE = Path(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from infra_helpers import deploy, settings
+from infra_helpers import settings
+from pulumi_render import deploy
 
 SERVICE = "markethub-mobile"
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from infra_helpers import deploy, settings
+from infra_helpers import settings
+from pulumi_render import deploy
 
 from infra.failover import ANN_FAILOVER, ANN_HEALTH_CHECK, ANN_HOSTNAME, ANN_SET_IDENTIFIER, ANN_TARGET
 from rollout_policies.errors import UserError

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from infra_helpers import deploy, rollout, settings
+from infra_helpers import rollout, settings
+from pulumi_render import deploy
 
 from infra.flags import flag_key
 from rollout_policies.plan.model import Feature, FeatureState

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from infra_helpers import deploy, rollout, settings
+from infra_helpers import rollout, settings
 from pulumi_policy import PolicyResource, ResourceValidationArgs, StackValidationArgs
+from pulumi_render import deploy
 
 from infra import policies, policy_pack
 from infra.policies import KubeObject

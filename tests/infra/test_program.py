@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pulumi
 import pytest
-from infra_helpers import RecordingMocks, deploy, rollout, settings
+from infra_helpers import rollout, settings
+from pulumi_render import RecordingMocks, deploy
 
 from infra.program import main, route_urn
 from infra.settings import settings_from_stack_file, stack_file_config

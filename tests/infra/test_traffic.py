@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from infra_helpers import deploy, rollout, settings
+from infra_helpers import rollout, settings
+from pulumi_render import deploy
 
 from infra import naming
 from infra.traffic import ROUTERS, Router, router_for

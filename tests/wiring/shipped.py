@@ -255,7 +255,7 @@ def production_stacks(root: Path = ROOT) -> list[Path]:
 
 def rendered_cronjobs(stack_file: Path) -> Iterator[CronJob]:
     """The CronJobs the program declares for a stack file, rendered under Pulumi mocks."""
-    from infra_render import render
+    from pulumi_render import render
 
     for resource in render(stack_file):
         if resource["kind"] == "CronJob":
