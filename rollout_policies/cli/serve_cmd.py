@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,30 @@ def _seconds(text: str, flag: str) -> float:
     return value
 
 
+@dataclass(frozen=True)
+class GitRollbackOptions:
+    """The options `serve` and `watch` share: the plan, the repository and its stacks, how a
+    rollback is committed and applied, and the log level. ``@_git_options`` hands them to the
+    command as one ``git`` argument."""
+
+    plan_path: Path
+    repo_dir: Path
+    config_dir: str
+    remote: str
+    main_branch: str
+    stacks: tuple[str, ...]
+    apply_now: bool
+    applier: str
+    actor: str | None
+    clone_from: str | None
+    forge_repo: str
+    forge_url: str
+    log_level: str
+
+
+_GIT_OPTION_NAMES = tuple(f.name for f in fields(GitRollbackOptions))
+
+
 def _git_options(command: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option(
@@ -102,9 +128,15 @@ def _git_options(command: Callable[..., Any]) -> Callable[..., Any]:
             help="Log detail (logs go to stderr).",
         ),
     ]
+
+    @functools.wraps(command)
+    def gathered(**values: Any) -> Any:
+        git = GitRollbackOptions(**{name: values.pop(name) for name in _GIT_OPTION_NAMES})
+        return command(git=git, **values)
+
     for option in reversed(options):
-        command = option(command)
-    return repository_options(command)
+        gathered = option(gathered)
+    return repository_options(gathered)
 
 
 def _prepare(repo_dir: Path, clone_from: str | None, main_branch: str, apply_now: bool, applier: str) -> None:
@@ -118,38 +150,37 @@ def _prepare(repo_dir: Path, clone_from: str | None, main_branch: str, apply_now
         pulumi_binary()
 
 
-def _rollback(
-    plan_path: Path,
-    repo_dir: Path,
-    config_dir: str,
-    remote: str,
-    main_branch: str,
-    stacks: tuple[str, ...],
-    apply_now: bool,
-    applier: str,
-    actor: str | None,
-    clone_from: str | None,
-    forge_repo: str,
-    forge_url: str,
-) -> tuple[Any, tuple[str, ...], Any]:
+def _rollback(git: GitRollbackOptions) -> tuple[Any, tuple[str, ...], Any]:
     from rollout_policies.alerting import GitRollback
 
-    _prepare(repo_dir, clone_from, main_branch, apply_now, applier)
-    plan, repo, stacks = open_repository(plan_path, repo_dir, config_dir, remote, main_branch, stacks)
+    _prepare(git.repo_dir, git.clone_from, git.main_branch, git.apply_now, git.applier)
+    plan, repo, stacks = open_repository(
+        git.plan_path, git.repo_dir, git.config_dir, git.remote, git.main_branch, git.stacks
+    )
+    config_dir = git.repo_dir / git.config_dir
     for stack in stacks:
         # Found out at start, not at the first alert in the middle of an incident.
-        if not (repo_dir / config_dir / config_name(stack)).is_file():
-            raise UserError(f"--stack {stack}: {config_name(stack)} is not in --repo {repo_dir / config_dir}")
+        if not (config_dir / config_name(stack)).is_file():
+            raise UserError(f"--stack {stack}: {config_name(stack)} is not in --repo {config_dir}")
     ops = GitOps(
         repo=repo,
         plan=plan,
-        config_dir=config_dir,
+        config_dir=git.config_dir,
         notifier=Notifier(plan.notifications),
-        actor=actor or f"rollout-automatic/{default_actor()}",
-        forge=make_forge("github", forge_repo, forge_url) if forge_repo else None,
+        actor=git.actor or f"rollout-automatic/{default_actor()}",
+        forge=make_forge("github", git.forge_repo, git.forge_url) if git.forge_repo else None,
     )
-    chosen = make_applier(applier, repo_dir / config_dir) if apply_now else None
+    chosen = make_applier(git.applier, config_dir) if git.apply_now else None
     return plan, stacks, GitRollback(ops, chosen)
+
+
+def _ready_to_roll_back(git: GitRollbackOptions) -> tuple[Any, tuple[str, ...], Any]:
+    """What `serve` and `watch` do before they listen: the rollback from the options (the clone and
+    the Pulumi CLI checked at start), logging, then any rollback a crash left half applied."""
+    plan, stacks, rollback = _rollback(git)
+    _logging(git.log_level)
+    _finish_pending(rollback, stacks)
+    return plan, stacks, rollback
 
 
 def _finish_pending(rollback: Any, stacks: tuple[str, ...]) -> None:
@@ -226,19 +257,7 @@ def _logging(level: str) -> None:
     help="Connections and requests served at once; beyond it, 503.",
 )
 def serve(
-    plan_path: Path,
-    repo_dir: Path,
-    config_dir: str,
-    remote: str,
-    main_branch: str,
-    stacks: tuple[str, ...],
-    apply_now: bool,
-    applier: str,
-    actor: str | None,
-    clone_from: str | None,
-    forge_repo: str,
-    forge_url: str,
-    log_level: str,
+    git: GitRollbackOptions,
     listen: str,
     token_env: str,
     dedup_ttl: str,
@@ -281,22 +300,7 @@ def serve(
         idle_timeout=_seconds(idle_timeout, "--idle-timeout"),
         max_connections=max_connections,
     )
-    plan, stacks, rollback = _rollback(
-        plan_path,
-        repo_dir,
-        config_dir,
-        remote,
-        main_branch,
-        stacks,
-        apply_now,
-        applier,
-        actor,
-        clone_from,
-        forge_repo,
-        forge_url,
-    )
-    _logging(log_level)
-    _finish_pending(rollback, stacks)
+    plan, stacks, rollback = _ready_to_roll_back(git)
     metrics = ReceiverMetrics()
     stop_collecting = threading.Event()
     collector = (
@@ -351,19 +355,7 @@ def serve(
     "--max-ticks", type=click.IntRange(min=1), default=None, help="Stop after this many evaluations."
 )
 def watch(
-    plan_path: Path,
-    repo_dir: Path,
-    config_dir: str,
-    remote: str,
-    main_branch: str,
-    stacks: tuple[str, ...],
-    apply_now: bool,
-    applier: str,
-    actor: str | None,
-    clone_from: str | None,
-    forge_repo: str,
-    forge_url: str,
-    log_level: str,
+    git: GitRollbackOptions,
     prometheus_url: str,
     interval: str,
     once: bool,
@@ -381,25 +373,10 @@ def watch(
         raise UserError("--prometheus: give the Prometheus URL (or set ROLLOUT_PROMETHEUS_URL)")
     if not prometheus_url.startswith(("http://", "https://")):
         raise UserError(f"--prometheus {prometheus_url!r}: not an http(s) URL")
-    if not stacks:
+    if not git.stacks:
         raise UserError("--stack: name the stacks to watch (a rollback never guesses)")
     step = _seconds(interval, "--interval")
-    plan, stacks, rollback = _rollback(
-        plan_path,
-        repo_dir,
-        config_dir,
-        remote,
-        main_branch,
-        stacks,
-        apply_now,
-        applier,
-        actor,
-        clone_from,
-        forge_repo,
-        forge_url,
-    )
-    _logging(log_level)
-    _finish_pending(rollback, stacks)
+    plan, stacks, rollback = _ready_to_roll_back(git)
     watcher = TriggerWatch(plan, prometheus_url, stacks, rollback, step=timedelta(seconds=step))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
