@@ -309,10 +309,15 @@ def read_settings(raw: Mapping[str, Any], *, stack: str) -> StackSettings:
     return settings
 
 
-def stack_file_config(path: Path) -> dict[str, Any]:
+def stack_file_config(path: Path) -> dict[str, str]:
     """A stack file's ``markethub-rollout:*`` values as Pulumi hands them to the program: structured
     values as JSON text, scalars as strings (keys without the prefix)."""
-    values = namespaced(read_config(path), NAMESPACE, str(path))
+    return as_pulumi_config(namespaced(read_config(path), NAMESPACE, str(path)))
+
+
+def as_pulumi_config(values: Mapping[str, Any]) -> dict[str, str]:
+    """Config values as the Pulumi CLI hands them to the program: structured values as JSON text,
+    booleans as ``true``/``false``, other scalars as strings. ``read_settings`` decodes them."""
     return {key: _as_pulumi_string(value) for key, value in values.items()}
 
 

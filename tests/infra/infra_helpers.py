@@ -6,13 +6,12 @@ run under Pulumi mocks, ``deploy``), which sets the mocks before anything import
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from typing import Any
 
 import pulumi_render  # noqa: F401  (first: it sets the Pulumi mocks before anything imports infra)
 
-from infra.settings import StackSettings, read_settings
+from infra.settings import StackSettings, as_pulumi_config, read_settings
 from rollout_policies.plan.model import (
     Audience,
     BackupObjective,
@@ -67,8 +66,7 @@ def settings(
         "controller": {"repository": REPOSITORY},
         **raw,
     }
-    encoded = {k: json.dumps(v) if isinstance(v, (dict, list, bool)) else str(v) for k, v in values.items()}
-    return read_settings(encoded, stack=stack)
+    return read_settings(as_pulumi_config(values), stack=stack)
 
 
 def _metric(
