@@ -349,9 +349,28 @@ def _aws_credentials() -> dict[str, str]:
 def run_demo(info: EnvInfo, *, out: TextIO | None = None, keep: bool = False) -> DemoReport:
     """Run the whole demo on the environment ``info`` describes; raises DemoError on a failed step."""
     out = out or sys.stdout
-    from devenv.forge_standin import serve_forge
-
     runs = Path(info.state_dir) / "demo"
+    demo = _Demo(info, _new_run_dir(runs), out)
+    demo.environment()
+    try:
+        base = demo.repository()
+        demo.deploy_beta()
+        beta = demo.main_state()
+        now = beta.stage_started_at + _min_duration(beta.stage) + timedelta(hours=1)
+        healthy = demo.evaluate_healthy(beta, now)
+        promoted = demo.promote(healthy)
+        demo.roll_back(promoted, now + timedelta(hours=1))
+        demo.drift()
+        demo.drill()
+        demo.audit_trail(base)
+    finally:
+        demo.clean_up(runs, keep)
+    _summary(demo.report, out, keep)
+    return demo.report
+
+
+def _new_run_dir(runs: Path) -> Path:
+    """A new folder for this run under ``runs``, named by the time it starts."""
     runs.mkdir(parents=True, exist_ok=True)
     run_dir = runs / time.strftime("run-%Y%m%dT%H%M%SZ", time.gmtime())
     suffix = 1
@@ -359,27 +378,56 @@ def run_demo(info: EnvInfo, *, out: TextIO | None = None, keep: bool = False) ->
         run_dir = runs / f"{run_dir.name.split('.')[0]}.{suffix}"
         suffix += 1
     run_dir.mkdir()
-    report = DemoReport(run_dir)
-    steps = _Steps(report, out)
-    repo: _Repository | None = None
+    return run_dir
 
-    with steps.step(1, "use the running local environment") as outcome:
-        for region in info.regions.values():
-            steps.say(f"region {region.name}: {region.server} ({len(region.nodes)} nodes)")
-        steps.say(f"pulumi backend {info.pulumi_backend_url}; moto {info.moto_url}")
-        outcome.append(f"{len(info.regions)} regions")
 
-    try:
+@dataclass(frozen=True)
+class _Healthy:
+    """The healthy evidence the beta stage was evaluated on, which the promotion offers again."""
+
+    metrics_file: Path
+    now: datetime
+    signoffs: list[str]  # --signoff flags
+
+
+class _Demo:
+    """One run of the demo: each numbered step is a method, in the order ``run_demo`` calls them."""
+
+    def __init__(self, info: EnvInfo, run_dir: Path, out: TextIO) -> None:
+        self.info, self.run_dir, self.out = info, run_dir, out
+        self.report = DemoReport(run_dir)
+        self.steps = _Steps(self.report, out)
+        self._repo: _Repository | None = None  # set as soon as it exists, so clean_up can destroy
+
+    @property
+    def repo(self) -> _Repository:
+        assert self._repo is not None, "repository() runs first"
+        return self._repo
+
+    def environment(self) -> None:
+        steps = self.steps
+        with steps.step(1, "use the running local environment") as outcome:
+            for region in self.info.regions.values():
+                steps.say(f"region {region.name}: {region.server} ({len(region.nodes)} nodes)")
+            steps.say(f"pulumi backend {self.info.pulumi_backend_url}; moto {self.info.moto_url}")
+            outcome.append(f"{len(self.info.regions)} regions")
+
+    def repository(self) -> str:
+        """Step 2; returns the commit the rollout repository starts from (the audit trail's base)."""
+        steps = self.steps
         with steps.step(
             2, "prepare the rollout repository (this project's HEAD on a bare remote)"
         ) as outcome:
-            destroy_kept(info, steps.say)
-            repo = _prepare_repository(info, run_dir)
+            destroy_kept(self.info, steps.say)
+            self._repo = repo = _prepare_repository(self.info, self.run_dir)
             steps.say(f"remote {repo.remote}")
             steps.say(f"clone  {repo.work}  (stacks point at their region's kubeconfig)")
             base = git(ROOT, "rev-parse", "HEAD")
             outcome.append(f"{base[:7]} + 1 commit")
+        return base
 
+    def deploy_beta(self) -> None:
+        steps, repo, report = self.steps, self.repo, self.report
         with steps.step(3, "pulumi up both regions at the beta stage") as outcome:
             for stack in STACKS:
                 changes = repo.up(stack)
@@ -389,19 +437,24 @@ def run_demo(info: EnvInfo, *, out: TextIO | None = None, keep: bool = False) ->
             if git(repo.work, "status", "--porcelain", "--untracked-files=no"):
                 git(repo.work, "commit", "-qam", "pulumi stack init: encryption salts")
                 git(repo.work, "push", "-q", "origin", "main")
-            report.live["beta"] = {stack: repo.live_weights(stack) for stack in STACKS}
+            report.live["beta"] = self._live_weights()
             for stack, weights in report.live["beta"].items():
                 steps.say(f"{stack} HTTPRoute (read from {STACKS[stack]}'s API server): {_fmt(weights)}")
             outcome.append(", ".join(_fmt(w) for w in report.live["beta"].values()))
 
-        beta = repo.main_state(PRIMARY)
-        now = beta.stage_started_at + _min_duration(beta.stage) + timedelta(hours=1)
+    def main_state(self) -> RolloutState:
+        """The primary stack's rollout state on main."""
+        return self.repo.main_state(PRIMARY)
+
+    def evaluate_healthy(self, beta: RolloutState, now: datetime) -> _Healthy:
+        """Step 4: the plan, then the beta stage's gates at ``now`` on healthy metrics."""
+        steps, repo = self.steps, self.repo
         with steps.step(
             4, f"plan and gates: evaluate {PRIMARY} at {beta.stage} with healthy metrics"
         ) as outcome:
             plan_line = repo.rollout_ok("plan", "show").splitlines()[0]
             steps.say(plan_line)
-            healthy = run_dir / "metrics-healthy.json"
+            healthy = self.run_dir / "metrics-healthy.json"
             healthy.write_text(json.dumps(healthy_metrics(beta.stage, now, beta.stage_started_at), indent=2))
             signoffs = [arg for s in manual_signoffs(beta.stage) for arg in ("--signoff", s)]
             steps.say(
@@ -423,10 +476,17 @@ def run_demo(info: EnvInfo, *, out: TextIO | None = None, keep: bool = False) ->
                     *signoffs,
                 )
             )
-            report.decisions["healthy"] = decision
+            self.report.decisions["healthy"] = decision
             steps.say(f"decision: {decision}  {reasons[0] if reasons else ''}")
             outcome.append(decision)
+        return _Healthy(healthy, now, signoffs)
 
+    def promote(self, healthy: _Healthy) -> RolloutState:
+        """Step 5: the promotion's pull request on the forge stand-in, its merge, and `pulumi up`;
+        returns the primary stack's state after it."""
+        from devenv.forge_standin import serve_forge
+
+        steps, repo, report = self.steps, self.repo, self.report
         title = f"promote {PRIMARY}: branch + pull request, merge, pulumi up"
         with serve_forge(token=FORGE_TOKEN) as (forge_url, forge), steps.step(5, title) as outcome:
             proposed = json.loads(
@@ -435,15 +495,15 @@ def run_demo(info: EnvInfo, *, out: TextIO | None = None, keep: bool = False) ->
                     "--stack",
                     PRIMARY,
                     "--metrics-file",
-                    str(healthy),
+                    str(healthy.metrics_file),
                     "--now",
-                    _iso(now),
+                    _iso(healthy.now),
                     "--forge-url",
                     forge_url,
                     "--forge-repo",
                     FORGE_REPO,
                     "--json",
-                    *signoffs,
+                    *healthy.signoffs,
                 )
             )
             proposal = proposed[0] if isinstance(proposed, list) else proposed
@@ -459,15 +519,11 @@ def run_demo(info: EnvInfo, *, out: TextIO | None = None, keep: bool = False) ->
                 )
             if forge.violations:
                 raise DemoError(f"the forge stand-in saw requests GitHub would refuse: {forge.violations[0]}")
-            # Merging the pull request: what GitHub does on merge, done on the bare remote.
-            git(repo.work, "fetch", "-q", "origin")
-            git(repo.work, "merge", "-q", "--ff-only", f"origin/{branch}")
-            git(repo.work, "push", "-q", "origin", "main", f":{branch}")  # delete branch on merge
-            steps.say(f"merged {branch} into main: {git(repo.work, 'log', '-1', '--format=%h %s')}")
+            self._merge(branch)
             changes = repo.up(PRIMARY)  # the on-merge workflow's `pulumi up`
             steps.say(f"pulumi up {PRIMARY}: {', '.join(f'{op} {n}' for op, n in sorted(changes.items()))}")
             promoted = repo.main_state(PRIMARY)
-            report.live["promoted"] = {stack: repo.live_weights(stack) for stack in STACKS}
+            report.live["promoted"] = self._live_weights()
             steps.say(
                 f"git says {PRIMARY} is at {promoted.stage} step {promoted.step}: {_fmt(promoted.weights)}"
             )
@@ -476,10 +532,22 @@ def run_demo(info: EnvInfo, *, out: TextIO | None = None, keep: bool = False) ->
             outcome.append(
                 f"{promoted.stage} step {promoted.step}, live {_fmt(report.live['promoted'][PRIMARY])}"
             )
+        return promoted
 
-        later = now + timedelta(hours=1)
+    def _merge(self, branch: str) -> None:
+        """Merging the pull request: what GitHub does on merge, done on the bare remote."""
+        work = self.repo.work
+        git(work, "fetch", "-q", "origin")
+        git(work, "merge", "-q", "--ff-only", f"origin/{branch}")
+        git(work, "push", "-q", "origin", "main", f":{branch}")  # delete branch on merge
+        self.steps.say(f"merged {branch} into main: {git(work, 'log', '-1', '--format=%h %s')}")
+
+    def roll_back(self, promoted: RolloutState, later: datetime) -> None:
+        """Step 6: the promoted step's gates on unhealthy metrics decide ROLLBACK; `rollout rollback
+        --apply` restores the stable colour in git and in the cluster."""
+        steps, repo, report = self.steps, self.repo, self.report
         with steps.step(6, f"unhealthy candidate: evaluate, then rollback --apply {PRIMARY}") as outcome:
-            unhealthy = run_dir / "metrics-unhealthy.json"
+            unhealthy = self.run_dir / "metrics-unhealthy.json"
             bad = unhealthy_metrics(promoted.stage, later, promoted.stage_started_at)
             unhealthy.write_text(json.dumps(bad, indent=2))
             steps.say(f"the candidate's api_error_rate: {bad['metrics']['api_error_rate']}% (metrics file)")
@@ -521,11 +589,13 @@ def run_demo(info: EnvInfo, *, out: TextIO | None = None, keep: bool = False) ->
             )
             git(repo.work, "fetch", "-q", "origin")
             steps.say(f"commit on main: {git(repo.work, 'log', '-1', '--format=%h %s', 'origin/main')}")
-            report.live["rolled back"] = {stack: repo.live_weights(stack) for stack in STACKS}
+            report.live["rolled back"] = self._live_weights()
             for stack, weights in report.live["rolled back"].items():
                 steps.say(f"{stack} live HTTPRoute: {_fmt(weights)}")
             outcome.append(f"{decision}; live {_fmt(report.live['rolled back'][PRIMARY])}")
 
+    def drift(self) -> None:
+        steps, repo = self.steps, self.repo
         with steps.step(
             7, "rollout status --live kubernetes (drift between git and the clusters)"
         ) as outcome:
@@ -534,30 +604,41 @@ def run_demo(info: EnvInfo, *, out: TextIO | None = None, keep: bool = False) ->
             status = json.loads(repo.rollout_ok("status", "--live", "kubernetes", "--json", *stacks))
             for line in repo.rollout_ok("status", "--live", "kubernetes", *stacks).splitlines():
                 steps.say(line)
-            report.drift = _drift(status)
-            outcome.append(", ".join(f"{s}: {d}" for s, d in report.drift.items()))
+            self.report.drift = _drift(status)
+            outcome.append(", ".join(f"{s}: {d}" for s, d in self.report.drift.items()))
 
-        with steps.step(8, "backup-restore drill (dry run)") as outcome:
-            report.drill = _drill(repo, run_dir, steps)
-            outcome.append(report.drill)
+    def drill(self) -> None:
+        with self.steps.step(8, "backup-restore drill (dry run)") as outcome:
+            self.report.drill = _drill(self.repo, self.run_dir, self.steps)
+            outcome.append(self.report.drill)
 
+    def audit_trail(self, base: str) -> None:
+        steps, report = self.steps, self.report
         with steps.step(9, "audit trail: the git log of the stack configs") as outcome:
-            report.audit_trail = _audit_trail(repo, base)
+            report.audit_trail = _audit_trail(self.repo, base)
             steps.say(f"{len(report.audit_trail)} commits on main touch Pulumi.local-*.yaml (listed below)")
             outcome.append(f"{len(report.audit_trail)} commits")
-    finally:
-        if repo is not None and not keep:
-            print(
-                "[-] cleaning up: pulumi destroy the demo's stacks (--keep leaves them)", file=out, flush=True
-            )
-            started = time.monotonic()
-            for stack in STACKS:
-                repo.destroy(stack)
-            report.cleanup_seconds = time.monotonic() - started
-        elif repo is not None:
-            _remember(runs, run_dir)
-    _summary(report, out, keep)
-    return report
+
+    def clean_up(self, runs: Path, keep: bool) -> None:
+        """Destroy the run's deployments, or with ``keep`` record the run so the next one does."""
+        if self._repo is None:
+            return
+        if keep:
+            _remember(runs, self.run_dir)
+            return
+        print(
+            "[-] cleaning up: pulumi destroy the demo's stacks (--keep leaves them)",
+            file=self.out,
+            flush=True,
+        )
+        started = time.monotonic()
+        for stack in STACKS:
+            self._repo.destroy(stack)
+        self.report.cleanup_seconds = time.monotonic() - started
+
+    def _live_weights(self) -> dict[str, Weights | None]:
+        """Each stack's HTTPRoute weights as its region's API server has them."""
+        return {stack: self.repo.live_weights(stack) for stack in STACKS}
 
 
 def _audit_trail(repo: _Repository, base: str) -> list[str]:
@@ -641,9 +722,7 @@ def _summary(report: DemoReport, out: TextIO, keep: bool) -> None:
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Parse flags, find the running environment, run the demo; exit 2 with one line on failure."""
-    parser = argparse.ArgumentParser(
-        prog="python -m devenv.demo", description=__doc__.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m devenv.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--state-dir", help="the environment's folder (default: .local/env of the work tree)")
     parser.add_argument("--keep", action="store_true", help="leave the demo's deployments and repository")
     args = parser.parse_args(argv)
