@@ -65,6 +65,7 @@ STEPS: tuple[Step, ...] = (
     ),
 )
 STEP_NAMES = frozenset(step.name for step in STEPS)
+_CHANGES = {step.name: step.changes for step in STEPS}
 
 
 # ------------------------------------------------------------------ configuration
@@ -305,37 +306,52 @@ def ensure_failover_records(route53: Any, target: FailoverTarget, primary: str) 
     dns = FailoverDns(route53, zone, target.record)
     if dns.records():
         return
-    changes = []
-    for region, endpoint in target.regions.items():
-        url = urlsplit(endpoint.probe_url)
-        config = {
-            "Type": "HTTPS" if url.scheme == "https" else "HTTP",
-            "FullyQualifiedDomainName": url.hostname,
-            "Port": url.port or (443 if url.scheme == "https" else 80),
-            "ResourcePath": url.path or "/",
-            "RequestInterval": 10,
-            "FailureThreshold": 3,
-        }
-        if url.hostname and url.hostname.replace(".", "").isdigit():
-            config["IPAddress"] = config.pop("FullyQualifiedDomainName")
-        check = route53.create_health_check(
-            CallerReference=f"markethub-drill-{uuid.uuid4()}", HealthCheckConfig=config
+    changes = [
+        _create_record(
+            dns.record,
+            region,
+            endpoint.host,
+            "PRIMARY" if region == primary else "SECONDARY",
+            _create_health_check(route53, endpoint.probe_url),
         )
-        changes.append(
-            {
-                "Action": "CREATE",
-                "ResourceRecordSet": {
-                    "Name": dns.record,
-                    "Type": "CNAME",
-                    "SetIdentifier": region,
-                    "Failover": "PRIMARY" if region == primary else "SECONDARY",
-                    "TTL": 60,
-                    "ResourceRecords": [{"Value": endpoint.host}],
-                    "HealthCheckId": check["HealthCheck"]["Id"],
-                },
-            }
-        )
+        for region, endpoint in target.regions.items()
+    ]
     route53.change_resource_record_sets(HostedZoneId=dns.zone_id, ChangeBatch={"Changes": changes})
+
+
+def _create_health_check(route53: Any, probe_url: str) -> str:
+    """A Route 53 HTTP(S) health check of a region's probe URL; returns its id."""
+    url = urlsplit(probe_url)
+    config = {
+        "Type": "HTTPS" if url.scheme == "https" else "HTTP",
+        "FullyQualifiedDomainName": url.hostname,
+        "Port": url.port or (443 if url.scheme == "https" else 80),
+        "ResourcePath": url.path or "/",
+        "RequestInterval": 10,
+        "FailureThreshold": 3,
+    }
+    if url.hostname and url.hostname.replace(".", "").isdigit():
+        config["IPAddress"] = config.pop("FullyQualifiedDomainName")
+    check = route53.create_health_check(
+        CallerReference=f"markethub-drill-{uuid.uuid4()}", HealthCheckConfig=config
+    )
+    return str(check["HealthCheck"]["Id"])
+
+
+def _create_record(record: str, region: str, host: str, role: str, health_check_id: str) -> dict[str, Any]:
+    """The change that creates a region's failover record (CNAME to its host, behind its health check)."""
+    return {
+        "Action": "CREATE",
+        "ResourceRecordSet": {
+            "Name": record,
+            "Type": "CNAME",
+            "SetIdentifier": region,
+            "Failover": role,
+            "TTL": 60,
+            "ResourceRecords": [{"Value": host}],
+            "HealthCheckId": health_check_id,
+        },
+    }
 
 
 # ------------------------------------------------------------------ HTTP probes
@@ -399,46 +415,55 @@ class FailoverDrill:
             self.fault(point)
 
     def run(self, *, execute: bool, stay: bool = False) -> DrillReport:
-        for region in (self.primary, self.secondary):
-            if region not in self.target.regions:
-                raise UserError(f"--endpoint: no endpoint for region {region} (write REGION=URL)")
+        self._check_endpoints()
         rec = DrillRecorder(DRILL, execute, self.now, self.monotonic, known_steps=STEP_NAMES)
-        rto = self.plan.objectives.disaster_recovery.rto.total_seconds()
         try:
             self._preflight(rec)
         except StepFailed:
             rec.notes.append("preflight failed: nothing was changed")
-            rec.objective("time to recovery (RTO)", rto, None)
+            rec.objective("time to recovery (RTO)", self._rto_seconds, None)
             return rec.finish()
-        changes = {s.name: s.changes for s in STEPS}
         if not execute:
             for name in ("dns-failover", "verify-secondary-serves", "dns-failback", "verify-primary-serves"):
-                rec.planned(name, changes[name] or "none (read-only)")
+                rec.planned(name, _CHANGES[name] or "none (read-only)")
             rec.notes.append("dry run: pass --execute to move traffic")
             return rec.finish()
+        self._fail_over_and_back(rec, stay)
+        return rec.finish()
+
+    @property
+    def _rto_seconds(self) -> float:
+        return self.plan.objectives.disaster_recovery.rto.total_seconds()
+
+    def _check_endpoints(self) -> None:
+        for region in (self.primary, self.secondary):
+            if region not in self.target.regions:
+                raise UserError(f"--endpoint: no endpoint for region {region} (write REGION=URL)")
+
+    def _fail_over_and_back(self, rec: DrillRecorder, stay: bool) -> None:
+        """Move DNS to the secondary, verify it serves (time to recovery), then move it back, unless
+        ``stay``. Once DNS was touched, any failure runs the automatic fail-back."""
         dns = FailoverDns(self.route53, self.target.zone, self.target.record)
         touched = False
         recovery: float | None = None
         try:
-            with rec.step("dns-failover", changes["dns-failover"]) as step:
+            with rec.step("dns-failover", _CHANGES["dns-failover"]) as step:
                 started = self.monotonic()
                 touched = True  # from here on, a failure must put the primary back
-                self._retry(lambda: dns.make_primary(self.secondary))
-                step.detail = f"{dns.record} PRIMARY -> {self.secondary}"
+                step.detail = self._switch_dns(dns, self.secondary)
                 self._inject("dns-failover")
             with rec.step("verify-secondary-serves") as step:
                 self._wait_serving(dns, self.secondary)
                 recovery = self.monotonic() - started
                 step.detail = f"{self.secondary} serves; time to recovery {recovery:.2f}s"
                 self._inject("verify-secondary-serves")
-            rec.objective("time to recovery (RTO)", rto, recovery)
+            rec.objective("time to recovery (RTO)", self._rto_seconds, recovery)
             if stay:
                 rec.notes.append(f"--stay: traffic stays on {self.secondary}; fail back with the runbook")
                 touched = False  # asked for: the only way the drill ends with traffic moved
-                return rec.finish()
-            with rec.step("dns-failback", changes["dns-failback"]) as step:
-                self._retry(lambda: dns.make_primary(self.primary))
-                step.detail = f"{dns.record} PRIMARY -> {self.primary}"
+                return
+            with rec.step("dns-failback", _CHANGES["dns-failback"]) as step:
+                step.detail = self._switch_dns(dns, self.primary)
                 self._inject("dns-failback")
             with rec.step("verify-primary-serves") as step:
                 self._wait_serving(dns, self.primary)
@@ -447,62 +472,81 @@ class FailoverDrill:
             touched = False
         except StepFailed:
             if recovery is None:
-                rec.objective("time to recovery (RTO)", rto, None)
+                rec.objective("time to recovery (RTO)", self._rto_seconds, None)
         finally:
             if touched:
                 self._automatic_failback(rec, dns)
-        return rec.finish()
+
+    def _switch_dns(self, dns: FailoverDns, region: str) -> str:
+        """Make ``region``'s failover record PRIMARY (retried); returns the step's detail."""
+        self._retry(lambda: dns.make_primary(region))
+        return f"{dns.record} PRIMARY -> {region}"
 
     def _preflight(self, rec: DrillRecorder) -> None:
+        """Readiness before anything moves; the first failed check (StepFailed) ends the drill."""
         with rec.step("preflight-secondary-ready") as step:
-            try:
-                primary = self.workloads.deployments(self.primary)
-            except StepSkipped:
-                primary = None  # no view of the primary: each Deployment must be fully available instead
-            try:
-                secondary = self.workloads.deployments(self.secondary)
-            except StepSkipped as err:  # an unchecked secondary is not a ready one
-                raise StepFailed(
-                    f"cannot check the secondary {self.secondary}: {err} (--kubeconfig {self.secondary}=PATH)"
-                ) from err
-            problems = capacity_problems(primary, secondary)
-            if primary is None:
-                problems += [
-                    f"{d.name}: {d.available_replicas}/{d.replicas} replicas available in the secondary"
-                    for d in secondary
-                    if d.available_replicas < d.replicas
-                ]
-            if problems:
-                raise StepFailed("secondary not ready: " + "; ".join(problems))
-            step.detail = f"{len(secondary)} Deployments Available in {self.secondary}" + (
-                "" if primary is None else " with the primary's replica count"
-            )
+            step.detail = self._secondary_ready()
         with rec.step("preflight-no-rollout-in-progress") as step:
-            busy = rollouts_in_progress(self.target.stacks_dir)
-            if busy:
-                raise StepFailed("rollout step in progress: " + "; ".join(busy))
-            step.detail = f"no traffic split in {self.target.stacks_dir}/Pulumi.*.yaml"
+            step.detail = self._no_rollout_in_progress()
         with rec.step("preflight-backup-fresh") as step:
-            rpo = self.plan.objectives.disaster_recovery.rpo
-            backup = latest_backup(self.s3, self.target.bucket, self.target.prefix)
-            if backup is None:
-                raise StepFailed(f"no backup in s3://{self.target.bucket}/{self.target.prefix}")
-            age = self.now() - backup.taken_at
-            if age > rpo:
-                raise StepFailed(
-                    f"newest backup s3://{backup.bucket}/{backup.key} is {_hours(age.total_seconds())} old, "
-                    f"older than the RPO {_hours(rpo.total_seconds())}"
-                )
-            step.detail = f"s3://{backup.bucket}/{backup.key} is {_hours(age.total_seconds())} old"
+            step.detail = self._backup_fresh()
         with rec.step("preflight-dns-on-primary") as step:
-            dns = FailoverDns(self.route53, self.target.zone, self.target.record)
-            answer = dns.answer()
-            if answer != self.primary:
-                raise StepFailed(f"{dns.record} answers with {answer}, not the primary {self.primary}")
-            problem = probe(self.http, self.target.regions[self.primary].probe_url, self.primary)
-            if problem:
-                raise StepFailed(f"primary does not serve: {problem}")
-            step.detail = f"{dns.record} -> {answer}, serving"
+            step.detail = self._dns_on_primary()
+
+    def _secondary_ready(self) -> str:
+        """The secondary's Deployments are Available with the primary's replica count (or, with no
+        view of the primary, each fully available)."""
+        try:
+            primary = self.workloads.deployments(self.primary)
+        except StepSkipped:
+            primary = None  # no view of the primary: each Deployment must be fully available instead
+        try:
+            secondary = self.workloads.deployments(self.secondary)
+        except StepSkipped as err:  # an unchecked secondary is not a ready one
+            raise StepFailed(
+                f"cannot check the secondary {self.secondary}: {err} (--kubeconfig {self.secondary}=PATH)"
+            ) from err
+        problems = capacity_problems(primary, secondary)
+        if primary is None:
+            problems += [
+                f"{d.name}: {d.available_replicas}/{d.replicas} replicas available in the secondary"
+                for d in secondary
+                if d.available_replicas < d.replicas
+            ]
+        if problems:
+            raise StepFailed("secondary not ready: " + "; ".join(problems))
+        return f"{len(secondary)} Deployments Available in {self.secondary}" + (
+            "" if primary is None else " with the primary's replica count"
+        )
+
+    def _no_rollout_in_progress(self) -> str:
+        busy = rollouts_in_progress(self.target.stacks_dir)
+        if busy:
+            raise StepFailed("rollout step in progress: " + "; ".join(busy))
+        return f"no traffic split in {self.target.stacks_dir}/Pulumi.*.yaml"
+
+    def _backup_fresh(self) -> str:
+        rpo = self.plan.objectives.disaster_recovery.rpo
+        backup = latest_backup(self.s3, self.target.bucket, self.target.prefix)
+        if backup is None:
+            raise StepFailed(f"no backup in s3://{self.target.bucket}/{self.target.prefix}")
+        age = self.now() - backup.taken_at
+        if age > rpo:
+            raise StepFailed(
+                f"newest backup s3://{backup.bucket}/{backup.key} is {_hours(age.total_seconds())} old, "
+                f"older than the RPO {_hours(rpo.total_seconds())}"
+            )
+        return f"s3://{backup.bucket}/{backup.key} is {_hours(age.total_seconds())} old"
+
+    def _dns_on_primary(self) -> str:
+        dns = FailoverDns(self.route53, self.target.zone, self.target.record)
+        answer = dns.answer()
+        if answer != self.primary:
+            raise StepFailed(f"{dns.record} answers with {answer}, not the primary {self.primary}")
+        problem = probe(self.http, self.target.regions[self.primary].probe_url, self.primary)
+        if problem:
+            raise StepFailed(f"primary does not serve: {problem}")
+        return f"{dns.record} -> {answer}, serving"
 
     def _retry(self, action: Callable[[], None]) -> None:
         # Route 53 throttles and can race a concurrent change: a few bounded retries.
@@ -543,9 +587,7 @@ class FailoverDrill:
 
     def _automatic_failback(self, rec: DrillRecorder, dns: FailoverDns) -> None:
         try:
-            with rec.step(
-                "automatic-failback", next(s.changes for s in STEPS if s.name == "automatic-failback")
-            ) as step:
+            with rec.step("automatic-failback", _CHANGES["automatic-failback"]) as step:
                 self._retry(lambda: dns.make_primary(self.primary))
                 self._wait_serving(dns, self.primary)
                 step.detail = f"{dns.record} back on {self.primary}, serving"
