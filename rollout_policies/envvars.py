@@ -57,6 +57,7 @@ READ = MappingProxyType(
         "AWS_REGION": "CloudWatch region when ROLLOUT_CLOUDWATCH_REGION is unset",
         "AWS_DEFAULT_REGION": "CloudWatch region when neither of the above is set",
         # forge and git (gitops/)
+        GIT_USERNAME: "the https user name sent with ROLLOUT_GIT_TOKEN (default x-access-token)",
         "GIT_CONFIG_COUNT": "git's own config entries from the environment; the token's helper goes after",
         PULUMI_BACKEND_URL: "the Pulumi backend; a file:// backend's stale stack lock is cancelled",
         FORGE_TOKEN: "token that opens promotion pull requests (a GitHub App's, so they start previews)",

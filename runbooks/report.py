@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from rollout_policies import envvars
 from rollout_policies.errors import UserError
 
 
@@ -306,8 +307,6 @@ def commit_report(paths: tuple[Path, ...], message: str) -> str:
 
 # Where reports live in the rollout repository; `git log -- reports/drills` is the drill history.
 REPORTS_PATH = "reports/drills"
-# The variable holding a token that may push to the reports repository (https remotes only).
-GIT_TOKEN_ENV = "ROLLOUT_GIT_TOKEN"
 PUSH_ATTEMPTS = 4
 
 
@@ -330,9 +329,10 @@ def push_report(
         # the process list or an error message.
         config = [
             "-c",
-            f"credential.helper=!f() {{ echo username=x-access-token; echo password=${GIT_TOKEN_ENV}; }}; f",
+            f"credential.helper=!f() {{ echo username={envvars.DEFAULT_GIT_USERNAME}; "
+            f"echo password=${envvars.GIT_TOKEN}; }}; f",
         ]
-        env[GIT_TOKEN_ENV] = token
+        env[envvars.GIT_TOKEN] = token
     with tempfile.TemporaryDirectory(prefix="drill-report-") as scratch:
         clone = Path(scratch) / "repo"
         _git_env(

@@ -30,6 +30,7 @@ import httpx
 from devenv.local import EnvInfo
 from devenv.services import HOST, Alertmanager, MotoServer, Prometheus, free_port
 from infra.settings import Alerts
+from rollout_policies import envvars
 from rollout_policies.alerting.rules import alertmanager_config, write_trigger_rules
 from rollout_policies.plan.model import Plan, parse_duration
 from rollout_policies.state import Colour
@@ -38,7 +39,7 @@ from simulator.traffic import FixedSplit, WeightSource
 
 STACK = "local-us"
 REGION = "us-east-1"
-TOKEN_ENV = "ROLLOUT_WEBHOOK_TOKEN"
+TOKEN_ENV = envvars.WEBHOOK_TOKEN
 
 STACK_CONFIG = """\
 # Stack config for the local environment's US region.

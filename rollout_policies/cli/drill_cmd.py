@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from infra.settings import DrillOptions
+from rollout_policies import envvars
 from rollout_policies.errors import UserError
 from rollout_policies.gitops.notify import notify_drill
 from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
@@ -150,7 +151,7 @@ def _finish(
     push_to: str | None = None,
     context: DrillContext | None = None,
 ) -> None:
-    from runbooks.report import GIT_TOKEN_ENV, commit_report, push_report, write_report
+    from runbooks.report import commit_report, push_report, write_report
 
     for step in report.steps:
         text = step.detail or step.changes
@@ -173,7 +174,7 @@ def _finish(
         click.echo(f"committed {commit_id[:12]}")
     if push_to:
         commit_id = push_report(
-            paths, report.drill, push_to, message, token=os.environ.get(GIT_TOKEN_ENV, "")
+            paths, report.drill, push_to, message, token=os.environ.get(envvars.GIT_TOKEN, "")
         )
         click.echo(f"pushed {commit_id[:12]} (reports/drills/{report.drill}/{paths[0].name})")
     if context is not None and report.executed:

@@ -12,10 +12,11 @@ from typing import Any
 
 import click
 
+from rollout_policies import envvars
 from rollout_policies.core import Evidence
 from rollout_policies.errors import UserError
 from rollout_policies.gitops.engine import GitOps, PromotionOutcome, default_actor
-from rollout_policies.gitops.forge import DEFAULT_API_URL, TOKEN_ENV, make_forge
+from rollout_policies.gitops.forge import DEFAULT_API_URL, make_forge
 from rollout_policies.gitops.ledger import DecisionLedger
 from rollout_policies.gitops.notify import Notifier
 from rollout_policies.gitops.owners import (
@@ -194,9 +195,11 @@ def promote(
             raise UserError(
                 "--forge-repo: required to open pull requests (or set GITHUB_REPOSITORY, or --no-pr)"
             )
-        if not os.environ.get(TOKEN_ENV):
+        if not os.environ.get(envvars.FORGE_TOKEN):
             # Found out before deciding, not after a promotion branch is pushed with no pull request.
-            raise UserError(f"{TOKEN_ENV}: not set; it opens the promotion pull requests (or --no-pr)")
+            raise UserError(
+                f"{envvars.FORGE_TOKEN}: not set; it opens the promotion pull requests (or --no-pr)"
+            )
         source = reviewers_file or repo_dir / DEFAULT_REVIEWERS_FILE
         handles = load_handles(source) if (reviewers_file or source.exists() or not reviewer_flags) else {}
         handles.update(parse_handle_flags(reviewer_flags))

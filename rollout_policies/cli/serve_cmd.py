@@ -26,9 +26,6 @@ from rollout_policies.gitops.seams import PRODUCTION_APPLIERS, applier_names, ma
 from rollout_policies.gitops.stack_config import config_name
 from rollout_policies.plan.model import parse_duration
 
-# The variable holding the webhook's shared token (the default of --token-env).
-WEBHOOK_TOKEN_ENV = "ROLLOUT_WEBHOOK_TOKEN"
-
 
 def _listen(text: str) -> tuple[str, int]:
     host, sep, port_text = text.rpartition(":")

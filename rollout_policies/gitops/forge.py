@@ -14,9 +14,9 @@ from typing import Any, Protocol
 import httpx
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential
 
+from rollout_policies import envvars
 from rollout_policies.errors import UserError
 
-TOKEN_ENV = "GITHUB_TOKEN"
 DEFAULT_API_URL = "https://api.github.com"
 
 
@@ -184,7 +184,7 @@ class GitHubForge:
 # name -> factory(repository, base_url). An unknown name is an error, never a silent default.
 FORGES: dict[str, Callable[[str, str], Forge]] = {
     "github": lambda repository, base_url: GitHubForge(
-        repository=repository, base_url=base_url, token=os.environ.get(TOKEN_ENV)
+        repository=repository, base_url=base_url, token=os.environ.get(envvars.FORGE_TOKEN)
     ),
 }
 

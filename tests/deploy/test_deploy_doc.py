@@ -1,6 +1,6 @@
 """docs/deploy.md names every secret and variable, and the code reads exactly those names.
 
-The names the code reads come from its source (``env_names``, with ``ast``), the plan and the
+The names the code reads come from its source (``tests/env_scan.py``, with ``ast``), the plan and the
 Pulumi CLI's few variables; the names the controller gets come from the Deployment the program
 renders for each production stack; the GitHub secrets from the workflows as written.
 """
@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
-from env_names import plan_named, read_in_source
+from env_scan import plan_named, read_in_source
 
 from infra.alert_route import alertmanager_config_manifest
 from infra.alerts import AlertsArgs, route_args

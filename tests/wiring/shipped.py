@@ -7,7 +7,6 @@ Nothing here is typed in again: steps, commands, flags and environments come fro
 
 from __future__ import annotations
 
-import ast
 import re
 import shlex
 from collections.abc import Iterator, Mapping
@@ -21,9 +20,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / ".github" / "workflows"
-PRODUCT = ("rollout_policies", "infra", "runbooks", "policy")
 _EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
-_ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
 
 # ------------------------------------------------------------------ workflows
@@ -165,61 +162,6 @@ def unknown_flags(tokens: list[str]) -> list[str]:
     command, _, rest = click_path(tokens)
     known = flags_of(command)
     return [t.split("=", 1)[0] for t in rest if t.startswith("--") and t.split("=", 1)[0] not in known]
-
-
-# ------------------------------------------------------------------ variables the product reads
-
-
-def _literal(node: ast.AST) -> str | None:
-    if isinstance(node, ast.Constant) and isinstance(node.value, str) and _ENV_NAME.match(node.value):
-        return node.value
-    return None
-
-
-def _env_like(node: ast.AST) -> bool:
-    name = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else ""
-    return "env" in name.lower()
-
-
-def names_read_in_source(root: Path = ROOT, packages: tuple[str, ...] = PRODUCT) -> dict[str, list[str]]:
-    """Environment variable names the product's source reads, each with where (file:line).
-
-    Found: ``<env>.get("X")``, ``getenv("X")``, ``<env>["X"]``, ``envvar="X"``, ``f(<env>, "X")``,
-    and constants ``SOMETHING_ENV = "X"`` (names handed to a reader elsewhere)."""
-    found: dict[str, list[str]] = {}
-
-    def add(name: str | None, path: Path, node: ast.AST) -> None:
-        if name:
-            found.setdefault(name, []).append(f"{path.relative_to(root)}:{getattr(node, 'lineno', 0)}")
-
-    for package in packages:
-        for path in sorted((root / package).rglob("*.py")):
-            tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-            for node in ast.walk(tree):
-                if isinstance(node, ast.Call):
-                    func = node.func
-                    if isinstance(func, ast.Attribute) and func.attr == "get" and _env_like(func.value):
-                        add(_literal(node.args[0]) if node.args else None, path, node)
-                    if isinstance(func, (ast.Attribute, ast.Name)) and (
-                        (func.attr if isinstance(func, ast.Attribute) else func.id) == "getenv"
-                    ):
-                        add(_literal(node.args[0]) if node.args else None, path, node)
-                    if len(node.args) >= 2 and _env_like(node.args[0]):
-                        add(_literal(node.args[1]), path, node)
-                    for keyword in node.keywords:
-                        if keyword.arg == "envvar":
-                            add(_literal(keyword.value), path, node)
-                elif (
-                    isinstance(node, ast.Subscript)
-                    and isinstance(node.ctx, ast.Load)
-                    and _env_like(node.value)
-                ):
-                    add(_literal(node.slice), path, node)
-                elif isinstance(node, ast.Assign):
-                    for target in node.targets:
-                        if isinstance(target, ast.Name) and target.id.endswith("_ENV"):
-                            add(_literal(node.value), path, node)
-    return found
 
 
 # ------------------------------------------------------------------ the program's CronJobs

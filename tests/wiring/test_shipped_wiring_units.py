@@ -15,13 +15,13 @@ from pathlib import Path
 import click
 import pytest
 import yaml
+from env_scan import read_in_source
 from shipped import (
     ROOT,
     WORKFLOWS,
     click_path,
     commands_in,
     expressions,
-    names_read_in_source,
     production_stacks,
     rendered_cronjobs,
     script_reads,
@@ -62,7 +62,7 @@ def _rollout_calls(step) -> list[list[str]]:
 
 def test_the_registry_names_exactly_the_variables_the_product_reads() -> None:
     """rollout_policies/envvars.py against an AST scan of the product's source, both ways."""
-    found = names_read_in_source()
+    found = read_in_source()
     assert sorted(set(found) - set(READ)) == [], f"read but not in the registry: {found}"
     assert sorted(set(READ) - set(found)) == [], "in the registry but read nowhere"
 
@@ -72,7 +72,7 @@ def test_the_scan_finds_a_variable_read_by_a_new_line_of_code(tmp_path: Path) ->
     package = tmp_path / "rollout_policies"
     package.mkdir()
     (package / "x.py").write_text('import os\nURL = os.environ.get("PROMETHEUS_URL")\n')
-    assert set(names_read_in_source(tmp_path, ("rollout_policies",))) == {"PROMETHEUS_URL"}
+    assert set(read_in_source(tmp_path, ("rollout_policies",))) == {"PROMETHEUS_URL"}
 
 
 @pytest.mark.parametrize("step", [s for s in STEPS if s.step_env], ids=lambda s: s.where)
