@@ -8,6 +8,7 @@ statuses here; the e2e test reads real Deployments from the local clusters.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,29 +66,28 @@ def http() -> Any:
         yield client
 
 
+@pytest.fixture
 def make_drill(
-    plan: Plan,
-    regions: Regions,
-    route53: Any,
-    s3: Any,
-    http: httpx.Client,
-    tmp_path: Path,
-    bucket: str,
-    workloads: Any = HEALTHY,
-    **kwargs: Any,
-) -> FailoverDrill:
-    target = regions.target(tmp_path, bucket)
-    ensure_failover_records(route53, target, PRIMARY)
-    return FailoverDrill(
-        plan=plan,
-        target=target,
-        route53=route53,
-        s3=s3,
-        workloads=workloads,
-        http=http,
-        bounds=Bounds(probe_attempts=6, probe_interval=0.01, switch_deadline=10.0),
-        **kwargs,
-    )
+    plan: Plan, regions: Regions, route53: Any, s3: Any, http: httpx.Client, tmp_path: Path, bucket: str
+) -> Callable[..., FailoverDrill]:
+    """The drill on the local endpoints, moto's Route 53 (records ensured) and S3; keyword arguments
+    (``workloads``, ``fault``) override the drill's fields."""
+
+    def make(workloads: Any = HEALTHY, **kwargs: Any) -> FailoverDrill:
+        target = regions.target(tmp_path, bucket)
+        ensure_failover_records(route53, target, PRIMARY)
+        return FailoverDrill(
+            plan=plan,
+            target=target,
+            route53=route53,
+            s3=s3,
+            workloads=workloads,
+            http=http,
+            bounds=Bounds(probe_attempts=6, probe_interval=0.01, switch_deadline=10.0),
+            **kwargs,
+        )
+
+    return make
 
 
 def roles(route53: Any, regions: Regions) -> dict[str, str]:
@@ -95,16 +95,12 @@ def roles(route53: Any, regions: Regions) -> dict[str, str]:
 
 
 def test_the_drill_fails_over_verifies_and_fails_back(
-    plan: Plan,
+    make_drill: Callable[..., FailoverDrill],
     regions: Regions,
     route53: Any,
-    s3: Any,
-    http: httpx.Client,
-    tmp_path: Path,
-    bucket: str,
     backed_up: None,
 ) -> None:
-    report = make_drill(plan, regions, route53, s3, http, tmp_path, bucket).run(execute=True)
+    report = make_drill().run(execute=True)
 
     assert report.verdict is Verdict.PASSED, report.to_markdown()
     assert [s.name for s in report.steps] == [
@@ -123,16 +119,12 @@ def test_the_drill_fails_over_verifies_and_fails_back(
 
 
 def test_a_dry_run_changes_no_record(
-    plan: Plan,
+    make_drill: Callable[..., FailoverDrill],
     regions: Regions,
     route53: Any,
-    s3: Any,
-    http: httpx.Client,
-    tmp_path: Path,
-    bucket: str,
     backed_up: None,
 ) -> None:
-    report = make_drill(plan, regions, route53, s3, http, tmp_path, bucket).run(execute=False)
+    report = make_drill().run(execute=False)
 
     assert report.verdict is Verdict.DRY_RUN
     assert report.step("dns-failover").status is StepStatus.PLANNED
@@ -142,20 +134,14 @@ def test_a_dry_run_changes_no_record(
 
 
 def test_a_secondary_that_is_not_ready_stops_the_drill_before_dns(
-    plan: Plan,
+    make_drill: Callable[..., FailoverDrill],
     regions: Regions,
     route53: Any,
-    s3: Any,
-    http: httpx.Client,
-    tmp_path: Path,
-    bucket: str,
     backed_up: None,
 ) -> None:
     workloads = RecordedWorkloads({PRIMARY: deployments(), SECONDARY: deployments(available=1, ready=False)})
 
-    report = make_drill(plan, regions, route53, s3, http, tmp_path, bucket, workloads=workloads).run(
-        execute=True
-    )
+    report = make_drill(workloads=workloads).run(execute=True)
 
     assert report.verdict is Verdict.FAILED
     step = report.step("preflight-secondary-ready")
@@ -166,18 +152,14 @@ def test_a_secondary_that_is_not_ready_stops_the_drill_before_dns(
 
 
 def test_a_stale_backup_stops_the_drill(
-    plan: Plan,
-    regions: Regions,
-    route53: Any,
+    make_drill: Callable[..., FailoverDrill],
     s3: Any,
-    http: httpx.Client,
-    tmp_path: Path,
     app_db: str,
     bucket: str,
 ) -> None:
     make_backup(dsn=app_db, s3=s3, bucket=bucket, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(5))
 
-    report = make_drill(plan, regions, route53, s3, http, tmp_path, bucket).run(execute=True)
+    report = make_drill().run(execute=True)
 
     step = report.step("preflight-backup-fresh")
     assert step.status is StepStatus.FAILED
@@ -187,18 +169,13 @@ def test_a_stale_backup_stops_the_drill(
 
 
 def test_a_rollout_step_in_progress_stops_the_drill(
-    plan: Plan,
-    regions: Regions,
-    route53: Any,
-    s3: Any,
-    http: httpx.Client,
+    make_drill: Callable[..., FailoverDrill],
     tmp_path: Path,
-    bucket: str,
     backed_up: None,
 ) -> None:
     write_stack(tmp_path, "prod-us-east-1", candidate_weight=10)
 
-    report = make_drill(plan, regions, route53, s3, http, tmp_path, bucket).run(execute=True)
+    report = make_drill().run(execute=True)
 
     step = report.step("preflight-no-rollout-in-progress")
     assert step.status is StepStatus.FAILED
@@ -208,20 +185,16 @@ def test_a_rollout_step_in_progress_stops_the_drill(
 @pytest.mark.parametrize("fault_at", ["dns-failover", "verify-secondary-serves", "dns-failback"])
 def test_a_fault_after_the_switch_ends_with_dns_back_on_the_primary(
     fault_at: str,
-    plan: Plan,
+    make_drill: Callable[..., FailoverDrill],
     regions: Regions,
     route53: Any,
-    s3: Any,
-    http: httpx.Client,
-    tmp_path: Path,
-    bucket: str,
     backed_up: None,
 ) -> None:
     def fault(point: str) -> None:
         if point == fault_at:
             raise RuntimeError(f"injected at {point}")
 
-    report = make_drill(plan, regions, route53, s3, http, tmp_path, bucket, fault=fault).run(execute=True)
+    report = make_drill(fault=fault).run(execute=True)
 
     assert report.step(fault_at).status is StepStatus.FAILED
     assert report.step("automatic-failback").status is StepStatus.PASSED
@@ -230,18 +203,14 @@ def test_a_fault_after_the_switch_ends_with_dns_back_on_the_primary(
 
 
 def test_a_secondary_that_does_not_serve_fails_back_automatically(
-    plan: Plan,
+    make_drill: Callable[..., FailoverDrill],
     regions: Regions,
     route53: Any,
-    s3: Any,
-    http: httpx.Client,
-    tmp_path: Path,
-    bucket: str,
     backed_up: None,
 ) -> None:
     regions.secondary.healthy = False
 
-    report = make_drill(plan, regions, route53, s3, http, tmp_path, bucket).run(execute=True)
+    report = make_drill().run(execute=True)
 
     verify = report.step("verify-secondary-serves")
     assert verify.status is StepStatus.FAILED
@@ -252,16 +221,12 @@ def test_a_secondary_that_does_not_serve_fails_back_automatically(
 
 
 def test_stay_leaves_traffic_on_the_secondary_only_when_asked(
-    plan: Plan,
+    make_drill: Callable[..., FailoverDrill],
     regions: Regions,
     route53: Any,
-    s3: Any,
-    http: httpx.Client,
-    tmp_path: Path,
-    bucket: str,
     backed_up: None,
 ) -> None:
-    report = make_drill(plan, regions, route53, s3, http, tmp_path, bucket).run(execute=True, stay=True)
+    report = make_drill().run(execute=True, stay=True)
 
     assert report.verdict is Verdict.PASSED
     assert roles(route53, regions) == {PRIMARY: "SECONDARY", SECONDARY: "PRIMARY"}
@@ -269,18 +234,14 @@ def test_stay_leaves_traffic_on_the_secondary_only_when_asked(
 
 
 def test_a_primary_that_does_not_serve_stops_the_drill_in_preflight(
-    plan: Plan,
+    make_drill: Callable[..., FailoverDrill],
     regions: Regions,
     route53: Any,
-    s3: Any,
-    http: httpx.Client,
-    tmp_path: Path,
-    bucket: str,
     backed_up: None,
 ) -> None:
     regions.primary.healthy = False
 
-    report = make_drill(plan, regions, route53, s3, http, tmp_path, bucket).run(execute=True)
+    report = make_drill().run(execute=True)
 
     assert report.step("preflight-dns-on-primary").status is StepStatus.FAILED
     assert roles(route53, regions) == {PRIMARY: "PRIMARY", SECONDARY: "SECONDARY"}
