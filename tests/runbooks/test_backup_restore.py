@@ -8,6 +8,7 @@ sequence of phases; the real velero.io/v1 objects are exercised by the e2e test 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -18,7 +19,14 @@ from drill_helpers import PREFIX, VERIFY_TABLES, hours_ago, make_plan, now_utc, 
 
 from devenv.services import PostgreSQL
 from rollout_policies.plan.model import Plan
-from runbooks.backup import MANIFEST_NAME, TableFingerprint, latest_backup, make_backup, read_manifest
+from runbooks.backup import (
+    MANIFEST_NAME,
+    BackupObject,
+    TableFingerprint,
+    latest_backup,
+    make_backup,
+    read_manifest,
+)
 from runbooks.backup_restore import (
     RestoreDrill,
     RestoreTarget,
@@ -57,25 +65,41 @@ class RecordedVelero:
         self.deleted.append(name)
 
 
-def drill(
-    plan: Plan, s3: Any, pg: PostgreSQL, bucket: str, velero: Any = None, **kwargs: Any
-) -> RestoreDrill:
-    return RestoreDrill(
-        plan=plan,
-        target=RestoreTarget(bucket=bucket, prefix=PREFIX, restore_dsn=pg.dsn),
-        s3=s3,
-        velero=velero,
-        velero_bounds=VeleroBounds(attempts=5, interval=0.01, deadline=5),
-        **kwargs,
-    )
+@pytest.fixture
+def backup(app_db: str, s3: Any, bucket: str) -> Callable[..., BackupObject]:
+    """Back the application database up to S3 as if ``age_hours`` ago; returns the backup made."""
+
+    def take(*, age_hours: float) -> BackupObject:
+        return make_backup(
+            dsn=app_db, s3=s3, bucket=bucket, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(age_hours)
+        )
+
+    return take
+
+
+@pytest.fixture
+def drill(plan: Plan, s3: Any, postgres: PostgreSQL, bucket: str) -> Callable[..., RestoreDrill]:
+    """The restore drill on moto's S3 and the scratch PostgreSQL; keyword arguments (``plan``,
+    ``velero``, ``after_restore``...) override the drill's fields."""
+
+    def make(velero: Any = None, plan: Plan = plan, **kwargs: Any) -> RestoreDrill:
+        return RestoreDrill(
+            plan=plan,
+            target=RestoreTarget(bucket=bucket, prefix=PREFIX, restore_dsn=postgres.dsn),
+            s3=s3,
+            velero=velero,
+            velero_bounds=VeleroBounds(attempts=5, interval=0.01, deadline=5),
+            **kwargs,
+        )
+
+    return make
 
 
 def test_a_backup_uploads_the_dump_and_a_manifest_of_the_verified_tables(
-    app_db: str, s3: Any, bucket: str
+    backup: Callable[..., BackupObject],
+    s3: Any,
 ) -> None:
-    made = make_backup(
-        dsn=app_db, s3=s3, bucket=bucket, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(0.1)
-    )
+    made = backup(age_hours=0.1)
 
     manifest = read_manifest(s3, made)
     assert manifest["tables"]["orders"]["rows"] == 1500
@@ -85,29 +109,25 @@ def test_a_backup_uploads_the_dump_and_a_manifest_of_the_verified_tables(
 
 
 def test_the_newest_backup_is_found_by_its_time_and_a_dump_without_manifest_is_ignored(
-    app_db: str,
+    backup: Callable[..., BackupObject],
     s3: Any,
     bucket: str,
 ) -> None:
-    make_backup(dsn=app_db, s3=s3, bucket=bucket, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(3))
-    newest = make_backup(
-        dsn=app_db, s3=s3, bucket=bucket, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(2)
-    )
+    backup(age_hours=3)
+    newest = backup(age_hours=2)
     s3.put_object(Bucket=bucket, Key=f"{PREFIX}/29991231T000000Z/app.dump", Body=b"half-uploaded")
 
     assert latest_backup(s3, bucket, PREFIX) == newest
 
 
 def test_the_drill_restores_verifies_measures_and_drops_the_scratch_database(
-    app_db: str,
-    s3: Any,
+    backup: Callable[..., BackupObject],
+    drill: Callable[..., RestoreDrill],
     postgres: PostgreSQL,
-    plan: Plan,
-    bucket: str,
 ) -> None:
-    make_backup(dsn=app_db, s3=s3, bucket=bucket, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(0.25))
+    backup(age_hours=0.25)
 
-    report = drill(plan, s3, postgres, bucket).run(execute=True)
+    report = drill().run(execute=True)
 
     assert report.verdict is Verdict.PASSED, report.to_markdown()
     assert report.step("verify-tables").status is StepStatus.PASSED
@@ -119,15 +139,12 @@ def test_the_drill_restores_verifies_measures_and_drops_the_scratch_database(
 
 
 def test_without_a_cluster_the_velero_steps_are_skipped_not_passed(
-    app_db: str,
-    s3: Any,
-    postgres: PostgreSQL,
-    plan: Plan,
-    bucket: str,
+    backup: Callable[..., BackupObject],
+    drill: Callable[..., RestoreDrill],
 ) -> None:
-    make_backup(dsn=app_db, s3=s3, bucket=bucket, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(0.1))
+    backup(age_hours=0.1)
 
-    report = drill(plan, s3, postgres, bucket, velero=None).run(execute=True)
+    report = drill(velero=None).run(execute=True)
 
     assert report.step("find-latest-velero-backup").status is StepStatus.SKIPPED
     assert report.step("velero-restore").status is StepStatus.SKIPPED
@@ -135,15 +152,12 @@ def test_without_a_cluster_the_velero_steps_are_skipped_not_passed(
 
 
 def test_a_backup_older_than_the_rpo_fails_the_drill(
-    app_db: str,
-    s3: Any,
-    postgres: PostgreSQL,
-    plan: Plan,
-    bucket: str,
+    backup: Callable[..., BackupObject],
+    drill: Callable[..., RestoreDrill],
 ) -> None:
-    make_backup(dsn=app_db, s3=s3, bucket=bucket, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(3))
+    backup(age_hours=3)
 
-    report = drill(plan, s3, postgres, bucket).run(execute=True)
+    report = drill().run(execute=True)
 
     assert report.verdict is Verdict.FAILED
     assert report.objective("RPO (backup age)").met is False
@@ -152,19 +166,17 @@ def test_a_backup_older_than_the_rpo_fails_the_drill(
 
 
 def test_restored_data_that_does_not_verify_fails_the_drill_and_still_drops_the_scratch_database(
-    app_db: str,
-    s3: Any,
+    backup: Callable[..., BackupObject],
+    drill: Callable[..., RestoreDrill],
     postgres: PostgreSQL,
-    plan: Plan,
-    bucket: str,
 ) -> None:
-    make_backup(dsn=app_db, s3=s3, bucket=bucket, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(0.1))
+    backup(age_hours=0.1)
 
     def corrupt(scratch_dsn: str) -> None:  # a restore that silently lost a change
         with psycopg.connect(scratch_dsn) as conn:
             conn.execute("UPDATE orders SET total = total + 1 WHERE id = 42")
 
-    report = drill(plan, s3, postgres, bucket, after_restore=corrupt).run(execute=True)
+    report = drill(after_restore=corrupt).run(execute=True)
 
     assert report.verdict is Verdict.FAILED
     verify = report.step("verify-tables")
@@ -175,21 +187,18 @@ def test_restored_data_that_does_not_verify_fails_the_drill_and_still_drops_the_
 
 
 def test_a_dump_that_does_not_match_its_manifest_fails_before_restoring(
-    app_db: str,
+    backup: Callable[..., BackupObject],
+    drill: Callable[..., RestoreDrill],
     s3: Any,
-    postgres: PostgreSQL,
-    plan: Plan,
     bucket: str,
 ) -> None:
-    made = make_backup(
-        dsn=app_db, s3=s3, bucket=bucket, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(0.1)
-    )
+    made = backup(age_hours=0.1)
     manifest = read_manifest(s3, made)
     s3.put_object(
         Bucket=bucket, Key=made.manifest_key, Body=json.dumps({**manifest, "dump_sha256": "0" * 64}).encode()
     )
 
-    report = drill(plan, s3, postgres, bucket).run(execute=True)
+    report = drill().run(execute=True)
 
     assert report.step("download-dump").status is StepStatus.FAILED
     assert [s.name for s in report.steps] == [
@@ -199,8 +208,10 @@ def test_a_dump_that_does_not_match_its_manifest_fails_before_restoring(
     ]
 
 
-def test_a_missing_backup_fails_the_drill(s3: Any, postgres: PostgreSQL, plan: Plan, bucket: str) -> None:
-    report = drill(plan, s3, postgres, bucket).run(execute=True)
+def test_a_missing_backup_fails_the_drill(
+    drill: Callable[..., RestoreDrill],
+) -> None:
+    report = drill().run(execute=True)
 
     assert report.step("find-latest-dump").status is StepStatus.FAILED
     assert report.objective("RPO (backup age)").measured_seconds is None
@@ -208,11 +219,13 @@ def test_a_missing_backup_fails_the_drill(s3: Any, postgres: PostgreSQL, plan: P
 
 
 def test_a_dry_run_restores_nothing(
-    app_db: str, s3: Any, postgres: PostgreSQL, plan: Plan, bucket: str
+    backup: Callable[..., BackupObject],
+    drill: Callable[..., RestoreDrill],
+    postgres: PostgreSQL,
 ) -> None:
-    make_backup(dsn=app_db, s3=s3, bucket=bucket, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(0.1))
+    backup(age_hours=0.1)
 
-    report = drill(plan, s3, postgres, bucket).run(execute=False)
+    report = drill().run(execute=False)
 
     assert report.verdict is Verdict.DRY_RUN
     assert report.step("restore-dump").status is StepStatus.PLANNED
@@ -220,16 +233,13 @@ def test_a_dry_run_restores_nothing(
 
 
 def test_a_velero_restore_that_completes_passes(
-    app_db: str,
-    s3: Any,
-    postgres: PostgreSQL,
-    plan: Plan,
-    bucket: str,
+    backup: Callable[..., BackupObject],
+    drill: Callable[..., RestoreDrill],
 ) -> None:
-    make_backup(dsn=app_db, s3=s3, bucket=bucket, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(0.1))
+    backup(age_hours=0.1)
     velero = RecordedVelero(["", "New", "InProgress", "Completed"])
 
-    report = drill(plan, s3, postgres, bucket, velero=velero).run(execute=True)
+    report = drill(velero=velero).run(execute=True)
 
     assert report.step("velero-restore").status is StepStatus.PASSED
     assert velero.restores[0][:2] == ("daily-20261125", "markethub")
@@ -239,17 +249,12 @@ def test_a_velero_restore_that_completes_passes(
 
 
 def test_a_velero_restore_phase_containing_failed_fails_the_drill(
-    app_db: str,
-    s3: Any,
-    postgres: PostgreSQL,
-    plan: Plan,
-    bucket: str,
+    backup: Callable[..., BackupObject],
+    drill: Callable[..., RestoreDrill],
 ) -> None:
-    make_backup(dsn=app_db, s3=s3, bucket=bucket, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(0.1))
+    backup(age_hours=0.1)
 
-    report = drill(plan, s3, postgres, bucket, velero=RecordedVelero(["InProgress", "PartiallyFailed"])).run(
-        execute=True
-    )
+    report = drill(velero=RecordedVelero(["InProgress", "PartiallyFailed"])).run(execute=True)
 
     assert report.step("velero-restore").status is StepStatus.FAILED
     assert "PartiallyFailed" in report.step("velero-restore").detail
@@ -257,15 +262,12 @@ def test_a_velero_restore_phase_containing_failed_fails_the_drill(
 
 
 def test_a_velero_restore_with_no_final_phase_is_inconclusive(
-    app_db: str,
-    s3: Any,
-    postgres: PostgreSQL,
-    plan: Plan,
-    bucket: str,
+    backup: Callable[..., BackupObject],
+    drill: Callable[..., RestoreDrill],
 ) -> None:
-    make_backup(dsn=app_db, s3=s3, bucket=bucket, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(0.1))
+    backup(age_hours=0.1)
 
-    report = drill(plan, s3, postgres, bucket, velero=RecordedVelero([""])).run(execute=True)
+    report = drill(velero=RecordedVelero([""])).run(execute=True)
 
     assert report.step("velero-restore").status is StepStatus.INCONCLUSIVE
     assert report.verdict is Verdict.INCONCLUSIVE
@@ -273,12 +275,13 @@ def test_a_velero_restore_with_no_final_phase_is_inconclusive(
 
 
 def test_a_failed_newest_velero_backup_fails_the_drill(
-    s3: Any, postgres: PostgreSQL, app_db: str, bucket: str
+    backup: Callable[..., BackupObject],
+    drill: Callable[..., RestoreDrill],
 ) -> None:
-    make_backup(dsn=app_db, s3=s3, bucket=bucket, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(0.1))
+    backup(age_hours=0.1)
     velero = RecordedVelero(["Completed"], backup=VeleroBackup("daily", "Failed", now_utc(), ()))
 
-    report = drill(make_plan(), s3, postgres, bucket, velero=velero).run(execute=True)
+    report = drill(plan=make_plan(), velero=velero).run(execute=True)
 
     assert report.step("find-latest-velero-backup").status is StepStatus.FAILED
     assert velero.restores == []
@@ -314,17 +317,13 @@ def test_verification_names_each_table_that_differs() -> None:
 
 
 def test_the_rto_objective_is_missed_when_the_restore_takes_longer(
-    app_db: str,
-    s3: Any,
-    postgres: PostgreSQL,
-    bucket: str,
+    backup: Callable[..., BackupObject],
+    drill: Callable[..., RestoreDrill],
 ) -> None:
-    make_backup(dsn=app_db, s3=s3, bucket=bucket, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(0.1))
+    backup(age_hours=0.1)
     ticks = iter(range(0, 10_000, 400))  # an injected clock where every reading is 400s later
 
-    report = drill(make_plan(rto="5m"), s3, postgres, bucket, monotonic=lambda: float(next(ticks))).run(
-        execute=True
-    )
+    report = drill(plan=make_plan(rto="5m"), monotonic=lambda: float(next(ticks))).run(execute=True)
 
     assert report.objective("RTO (restore time)").met is False
     assert report.verdict is Verdict.FAILED
