@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -53,18 +54,38 @@ def plan() -> None:
 
 @plan.command("validate")
 @_PLAN_ARGUMENT
-def validate(plan_path: Path) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def validate(plan_path: Path, as_json: bool) -> None:
     """Validate PLAN; print a one-line summary, or the first problem as file:line: field: problem."""
     loaded = _load(plan_path)
-    gates = [gate for stage in loaded.stages for gate in stage.gates]
-    gating = sum(1 for gate in gates if not gate.monitor_only)
-    criteria = sum(len(stage.go) + len(stage.no_go) for stage in loaded.stages)
+    summary = plan_summary(loaded)
+    if as_json:
+        click.echo(json.dumps({"path": str(plan_path), "valid": True, **summary}, indent=2))
+        return
     click.echo(
         f"{plan_path}: OK: plan {loaded.name!r}: {len(loaded.stages)} stages "
-        f"({' -> '.join(stage.id for stage in loaded.stages)}), {len(loaded.metrics)} metrics, "
-        f"{len(gates)} gates ({gating} gating, {len(gates) - gating} monitor-only), "
-        f"{criteria} go/no-go criteria, {len(loaded.triggers)} rollback triggers"
+        f"({' -> '.join(summary['stages'])}), {summary['metrics']} metrics, "
+        f"{summary['gates']} gates ({summary['gating_gates']} gating, "
+        f"{summary['monitor_only_gates']} monitor-only), "
+        f"{summary['criteria']} go/no-go criteria, {summary['triggers']} rollback triggers"
     )
+
+
+def plan_summary(plan: Plan) -> dict[str, Any]:
+    """What `plan validate` reports: the plan's name and service, its stages in order, and counts."""
+    gates = [gate for stage in plan.stages for gate in stage.gates]
+    gating = sum(1 for gate in gates if not gate.monitor_only)
+    return {
+        "plan": plan.name,
+        "service": plan.service,
+        "stages": [stage.id for stage in plan.stages],
+        "metrics": len(plan.metrics),
+        "gates": len(gates),
+        "gating_gates": gating,
+        "monitor_only_gates": len(gates) - gating,
+        "criteria": sum(len(stage.go) + len(stage.no_go) for stage in plan.stages),
+        "triggers": len(plan.triggers),
+    }
 
 
 @plan.command("show")
