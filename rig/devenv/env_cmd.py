@@ -82,8 +82,11 @@ def status(state_dir: Path | None, as_json: bool) -> None:
         click.echo(json.dumps(data, indent=2))
     elif not rows:
         click.echo(f"environment down ({environment.env_file} does not exist)")
-    for row in [] if as_json else rows:
-        click.echo(f"{'running' if row.running else 'STOPPED':8} {row.name:22} {row.detail}")
+    else:
+        from rollout_policies.cli.tables import Table, echo
+
+        state = {True: "running", False: "STOPPED"}
+        echo([Table(("state", "component", "detail"), [(state[r.running], r.name, r.detail) for r in rows])])
     if rows and not all(row.running for row in rows):
         # Part of it died (a crash, a reboot): say so to scripts; `rollout env up` restarts it.
         raise click.exceptions.Exit(1)

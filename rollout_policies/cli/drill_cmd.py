@@ -150,21 +150,27 @@ def _finish(
     push_to: str | None = None,
     context: DrillContext | None = None,
 ) -> None:
+    from rollout_policies.cli.tables import Table, echo
     from runbooks.report import GIT_TOKEN_ENV, commit_report, push_report, write_report
 
-    for step in report.steps:
-        text = step.detail or step.changes
-        click.echo(f"  {step.status.value:<12} {step.name:<34} {text}")
-    for objective in report.objectives:
-        measured = (
-            "not measured" if objective.measured_seconds is None else f"{objective.measured_seconds:.2f}s"
-        )
-        met = {True: "met", False: "MISSED", None: "unknown"}[objective.met]
-        click.echo(
-            f"  objective    {objective.name:<34} {measured} (limit {objective.limit_seconds:.0f}s): {met}"
-        )
-    for note in report.notes:
-        click.echo(f"  note: {note}")
+    steps = Table(
+        ("status", "step", "detail"),
+        [(step.status.value, step.name, step.detail or step.changes) for step in report.steps],
+    )
+    objectives = Table(
+        ("objective", "measured", "limit", "met"),
+        [
+            (
+                objective.name,
+                "not measured" if o_s is None else f"{o_s:.2f}s",
+                f"{objective.limit_seconds:.0f}s",
+                {True: "met", False: "MISSED", None: "unknown"}[objective.met],
+            )
+            for objective in report.objectives
+            for o_s in [objective.measured_seconds]
+        ],
+    )
+    echo([steps, *([objectives] if report.objectives else []), *(f"note: {note}" for note in report.notes)])
     paths = write_report(report, Path(report_dir))
     click.echo(f"{report.drill}: {report.verdict.value}; report {paths[0]} and {paths[1]}")
     message = f"drill {report.drill}: {report.verdict.value}"

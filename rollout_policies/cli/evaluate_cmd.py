@@ -8,8 +8,9 @@ from pathlib import Path
 
 import click
 
+from rollout_policies.cli.tables import Table, echo
 from rollout_policies.core.decision import Action, decide
-from rollout_policies.core.report import decision_as_dict, render_text
+from rollout_policies.core.report import decision_as_dict, report_blocks
 from rollout_policies.errors import UserError
 from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
 from rollout_policies.plan.model import UnknownStage
@@ -133,6 +134,7 @@ def evaluate(
     if as_json:
         click.echo(json.dumps(decision_as_dict(decision, plan=plan.name), indent=2))
     else:
-        click.echo(render_text(decision, plan=plan.name), nl=False)
+        blocks = report_blocks(decision, plan=plan.name)
+        echo(block if isinstance(block, str) else Table(*block) for block in blocks)
     if exit_code:
         raise click.exceptions.Exit(EXIT_CODES[decision.action])

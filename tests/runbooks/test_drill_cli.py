@@ -54,7 +54,9 @@ def test_a_failover_drill_without_the_secondarys_kubeconfig_fails_in_preflight_w
     unique: str,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("COLUMNS", "250")  # a wide terminal: each step's detail on one line
     code, out, _ = run(
         ["drill", "region-failover", "--execute", "--aws-endpoint-url", moto_server.endpoint_url,
          "--zone", regions.zone, "--record", regions.record, "--ensure-records",
