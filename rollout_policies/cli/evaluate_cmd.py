@@ -32,6 +32,15 @@ def _time(value: str | None, flag: str) -> datetime | None:
     return moment
 
 
+def complete_stages(ctx: click.Context, incomplete: str) -> list[str]:
+    """Shell completion of --stage: the stage ids of --plan (nothing when the plan does not load)."""
+    try:
+        plan = load_plan(Path(ctx.params.get("plan_path") or DEFAULT_PLAN))
+    except UserError:
+        return []
+    return [stage.id for stage in plan.stages if stage.id.startswith(incomplete)]
+
+
 @click.command("evaluate")
 @click.option(
     "--plan",
@@ -41,7 +50,13 @@ def _time(value: str | None, flag: str) -> datetime | None:
     show_default="the shipped markethub-mobile plan",
     help="Plan file.",
 )
-@click.option("--stage", "stage_id", required=True, help="Stage id to evaluate (beta, limited, ...).")
+@click.option(
+    "--stage",
+    "stage_id",
+    required=True,
+    shell_complete=lambda ctx, param, incomplete: complete_stages(ctx, incomplete),
+    help="Stage id to evaluate (beta, limited, ...).",
+)
 @click.option(
     "--step",
     type=int,

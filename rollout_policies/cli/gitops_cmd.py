@@ -47,6 +47,15 @@ def _now(text: str | None) -> datetime:
     return moment
 
 
+def complete_stacks(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion of --stack: the stacks with a rollout block in --repo/--config-dir."""
+    folder = Path(ctx.params.get("repo_dir") or ".") / (ctx.params.get("config_dir") or "")
+    try:
+        return [stack for stack in stacks_in(folder) if stack.startswith(incomplete)]
+    except (OSError, UserError):
+        return []
+
+
 def repository_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The options naming the plan, the repository and its stacks (shared with `rollout serve`)."""
     options = [
@@ -76,6 +85,7 @@ def repository_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "--stack",
             "stacks",
             multiple=True,
+            shell_complete=complete_stacks,
             help="A stack (repeatable; default: every stack config with a rollout block).",
         ),
     ]
