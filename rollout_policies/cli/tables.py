@@ -101,9 +101,11 @@ def _min_widths(table: Table, width: int) -> list[int | None]:
     return list(least)
 
 
-def echo(blocks: Iterable[str | Table]) -> None:
+def echo(blocks: Iterable[str | Table], *, clear: bool = False) -> None:
     """Print lines of text and tables in order; text as it is (no markup), tables fitted to the width."""
     out = console()
+    if clear and out.is_terminal:  # a refreshing view redraws in place; a pipe gets each one after another
+        out.clear()
     for block in blocks:
         if isinstance(block, Table):
             out.print(to_rich(block, out.width))

@@ -36,7 +36,7 @@ from rollout_policies.gitops.notify import DecisionNotice, Notifier, decision_si
 from rollout_policies.gitops.pending import PendingApplies
 from rollout_policies.gitops.repo import Commit, GitRepo, PushRejected, commit_message
 from rollout_policies.gitops.report import pull_body
-from rollout_policies.gitops.seams import Applier, ApplyError, LiveState, NoLiveState
+from rollout_policies.gitops.seams import Applier, ApplyError, LiveState, NoLiveState, read_live
 from rollout_policies.gitops.stack_config import (
     changed_lines,
     config_name,
@@ -119,6 +119,7 @@ class StackStatus:
     live: dict[str, int] | None
     drift: str  # in-sync | drift | unknown
     pending_apply: str | None = None  # a pushed rollback commit not yet applied (pending.py)
+    live_unknown_why: str | None = None  # when live is None: why the cluster's weights are unknown
 
 
 @dataclass
@@ -647,7 +648,7 @@ class GitOps:
             changes = self.repo.trailers(ref, self.path(stack), limit=1)
             decision = self.last_decision(stack, ref)
             branches = tuple(sorted(self.repo.remote_branches(f"rollout/{stack}/")))
-            weights = live.live_weights(stack)
+            weights, why = read_live(live, stack)
             if weights is None:
                 drift = "unknown"
             else:
@@ -665,6 +666,7 @@ class GitOps:
                     live={c.value: w for c, w in weights.items()} if weights is not None else None,
                     drift=drift,
                     pending_apply=(pending[stack].commit or "main") if stack in pending else None,
+                    live_unknown_why=why if weights is None else None,
                 )
             )
         return found

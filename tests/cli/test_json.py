@@ -8,8 +8,6 @@ command that changes things is named in CHANGES with what it changes.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -62,23 +60,6 @@ def invoke(argv: list[str]) -> tuple[int, Any]:
     return result.exit_code, json.loads(result.stdout)
 
 
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    """A clone of a bare remote holding the shipped production stack configs, as a team's repository."""
-    bare, clone = tmp_path / "remote.git", tmp_path / "work"
-    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
-    subprocess.run(["git", "clone", "-q", str(bare), str(clone)], check=True, capture_output=True)
-    for path in sorted(ROOT.glob("Pulumi.prod-*.yaml")):
-        shutil.copy(path, clone / path.name)
-    for args in (
-        ["add", "."],
-        ["-c", "user.name=t", "-c", "user.email=t@example.test", "commit", "-q", "-m", "seed"],
-        ["push", "-q", "origin", "main"],
-    ):
-        subprocess.run(["git", "-C", str(clone), *args], check=True, capture_output=True)
-    return clone
-
-
 def check_status(tmp_path: Path, repo: Path) -> None:
     code, rows = invoke(["status", "--repo", str(repo), "--json"])
     shipped = stacks_in(ROOT)
@@ -93,6 +74,7 @@ def check_status(tmp_path: Path, repo: Path) -> None:
         )
         assert row["candidate"]["version"] == state.candidate.version
         assert row["drift"] == "unknown" and row["pending_promotions"] == []
+        assert row["live_unknown_why"].startswith("not asked: --live none")
 
 
 def check_evaluate(tmp_path: Path, repo: Path) -> None:
