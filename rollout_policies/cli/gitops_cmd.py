@@ -353,6 +353,66 @@ def rollback(
     _emit(as_json, data, lines)
 
 
+def _pause_command(verb: str, summary: str) -> click.Command:
+    """`rollout pause` / `rollout resume`: one commit on main per run, with its reason, like a rollback."""
+
+    @click.command(verb, help=summary)
+    @_common
+    @click.option("--reason", required=True, help=f"Why: goes into the {verb} commit and Slack.")
+    @click.option("--now", "now_text", default=None, help="When, ISO 8601 with zone (default: the clock).")
+    @click.option("--dry-run", is_flag=True, help="Show which stacks would change; write nothing.")
+    @click.option("--actor", default=None, help="Who, for the audit trail (default: $GITHUB_ACTOR@host).")
+    def command(
+        plan_path: Path,
+        repo_dir: Path,
+        config_dir: str,
+        remote: str,
+        main_branch: str,
+        stacks: tuple[str, ...],
+        as_json: bool,
+        reason: str,
+        now_text: str | None,
+        dry_run: bool,
+        actor: str | None,
+    ) -> None:
+        now = _now(now_text)
+        if not stacks:
+            raise UserError(f"--stack: name the stacks to {verb} (a {verb} never guesses)")
+        plan, repo, stacks = open_repository(plan_path, repo_dir, config_dir, remote, main_branch, stacks)
+        ops = GitOps(
+            repo=repo,
+            plan=plan,
+            config_dir=config_dir,
+            notifier=Notifier(plan.notifications),
+            actor=actor or default_actor(),
+        )
+        outcome = getattr(ops, verb)(stacks, reason=reason, now=now, dry_run=dry_run)
+        data = {
+            "stacks": list(outcome.stacks),
+            "changed": list(outcome.changed),
+            "result": outcome.result,
+            "message": outcome.message,
+            "commit": outcome.commit,
+            "warnings": list(outcome.warnings),
+        }
+        lines = [f"{outcome.result}: {outcome.message}"] + [f"    warning: {w}" for w in outcome.warnings]
+        _emit(as_json, data, lines)
+
+    return command
+
+
+pause = _pause_command(
+    "pause",
+    "Hold the stacks' promotions until `rollout resume`: ONE commit on main with the reason.\n\n"
+    "The scheduled `rollout promote` then holds them with reason paused; traffic is not touched, and "
+    "a needed rollback still happens.",
+)
+resume = _pause_command(
+    "resume",
+    "Let `rollout promote` decide for paused stacks again: ONE commit on main with the reason.",
+)
+
+
 def _pending_apply_line(commit: str | None) -> list[str]:
     if not commit:
         return []
@@ -445,6 +505,7 @@ def _status_row(item: StackStatus, project: Path) -> dict[str, Any]:
         "candidate": {"colour": s.candidate.colour.value, "version": s.candidate.version},
         "weights": {c.value: w for c, w in sorted(s.weights.items())},
         "rolled_back": s.rolled_back,
+        "paused": s.paused,
         "stage_started_at": s.stage_started_at.isoformat(),
         "step_started_at": s.step_started_at.isoformat(),
         "config_commit": item.commit,
@@ -477,7 +538,8 @@ def _status_lines(row: dict[str, Any]) -> list[str]:
         f"{row['stack']}: {row['stage']} step {row['step']}, candidate {candidate['version']} "
         f"({candidate['colour']}) {row['weights'][candidate['colour']]}%, "
         f"stable {stable['version']} ({stable['colour']})"
-        + (" (rolled back: no cohort route, stable flags)" if row["rolled_back"] else ""),
+        + (" (rolled back: no cohort route, stable flags)" if row["rolled_back"] else "")
+        + (" (paused: promotions hold until `rollout resume`)" if row["paused"] else ""),
         f"    since: stage {row['stage_started_at']}, step {row['step_started_at']}",
         f"    last decision: {_decision_text(row)}",
         f"    pending promotions: {', '.join(row['pending_promotions']) or 'none'}",
@@ -506,7 +568,9 @@ def _draw_watch(rows: list[dict[str, Any]], now: datetime, interval: float) -> N
             (
                 row["stack"],
                 row["region"] or "-",
-                row["stage"] + (" (rolled back)" if row["rolled_back"] else ""),
+                row["stage"]
+                + (" (rolled back)" if row["rolled_back"] else "")
+                + (" (paused)" if row["paused"] else ""),
                 str(row["step"]),
                 f"{row['candidate']['version']} ({row['candidate']['colour']})",
                 _weights_text(row["weights"]),

@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CHANGES = {
     "promote": "pushes promotion branches and opens pull requests",
     "rollback": "commits to main and applies",
+    "pause": "commits paused: true to main",
+    "resume": "commits paused: false to main",
     "deploy preview": "runs pulumi preview and comments on the pull request",
     "deploy up": "runs pulumi up",
     "drill region-failover": "fails DNS over (with --execute) and writes a report",
