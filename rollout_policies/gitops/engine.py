@@ -471,8 +471,8 @@ class GitOps:
         # The working tree an applier reads must hold the rollback before the apply.
         self.repo.fast_forward_checkout(self.repo.main)
         if written.sha is None:
-            last = self.last_decision(stacks[0])
-            where = f" by {last.sha[:12]}" if last is not None and last.trailer("Rollout-Decision") else ""
+            last = self.last_decision(stacks[0], kinds=("rollback",))
+            where = f" by {last.sha[:12]}" if last is not None else ""
             result, message = "already-rolled-back", f"already rolled back{where}: {', '.join(stacks)}"
         else:
             result = "rolled-back"
@@ -766,22 +766,26 @@ class GitOps:
 
     def _pause_reason(self, stack: str, ref: str) -> str:
         """Why the stack is paused, from the commit that paused it (who, and their reason)."""
-        for commit in self.repo.trailers(ref, self.path(stack)):
-            if commit.trailer("Rollout-Decision") == "pause" and stack in commit.trailer_values(
-                "Rollout-Stack"
-            ):
-                who = commit.trailer("Rollout-Actor") or "someone"
-                return (
-                    f"paused by {who} in {commit.sha[:12]}: {commit.trailer('Rollout-Reason') or 'no reason'}"
-                )
+        commit = self.last_decision(stack, ref, kinds=("pause",))
+        if commit is not None:
+            who = commit.trailer("Rollout-Actor") or "someone"
+            return f"paused by {who} in {commit.sha[:12]}: {commit.trailer('Rollout-Reason') or 'no reason'}"
         return "paused (the stack config says so; no pause commit names a reason)"
 
     # -- status ------------------------------------------------------------------------------------
 
-    def last_decision(self, stack: str, ref: str | None = None) -> Commit | None:
-        """The newest commit on main that changed this stack's config with a rollout decision."""
+    def last_decision(
+        self, stack: str, ref: str | None = None, kinds: tuple[str, ...] | None = None
+    ) -> Commit | None:
+        """The newest commit on main that changed this stack's config with a rollout decision (one
+        of ``kinds`` when given: promote, rollback, pause, resume)."""
         for commit in self.repo.trailers(ref or self.main_ref, self.path(stack)):
-            if commit.trailer("Rollout-Decision") and stack in commit.trailer_values("Rollout-Stack"):
+            decision = commit.trailer("Rollout-Decision")
+            if (
+                decision
+                and (kinds is None or decision in kinds)
+                and stack in commit.trailer_values("Rollout-Stack")
+            ):
                 return commit
         return None
 

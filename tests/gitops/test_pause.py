@@ -163,3 +163,12 @@ def test_a_rollback_of_a_paused_stack_keeps_it_paused(remote: Remote, plan: Plan
     assert (state.rolled_back, state.paused, state.candidate_weight) == (True, True, 0)
     # the resume of a rolled-back stack waits for resume: still held
     assert gitops.promote("prod-us", healthy(), now=NOW + timedelta(hours=2)).result == "held"
+
+
+def test_already_rolled_back_names_the_rollback_not_a_later_pause(remote: Remote, plan: Plan) -> None:
+    gitops = ops(remote.clone("a"), plan)
+    first = gitops.rollback(["prod-us"], reason="crash spike", now=NOW)
+    gitops.pause(["prod-us"], reason="investigating", now=NOW + timedelta(minutes=1))
+    again = gitops.rollback(["prod-us"], reason="crash spike", now=NOW + timedelta(minutes=2))
+    assert again.result == "already-rolled-back"
+    assert f"already rolled back by {(first.commit or '')[:12]}" in again.message
