@@ -12,6 +12,7 @@ Pulumi program reads nothing else to decide traffic; only the tool (or a person,
       stageStartedAt: "2026-11-20T09:00:00Z"
       stepStartedAt:  "2026-11-20T09:00:00Z"
       rolledBack: true        # only after a rollback: no user reaches the candidate (see below)
+      paused: true            # only while paused (`rollout pause`): promotions hold, traffic stays
 
 ``rolledBack`` is what takes every user off the candidate in every stage: the weights alone cannot
 say it, because a beta stack has 0% candidate weight while its cohort route sends the beta users to
@@ -57,6 +58,9 @@ class RolloutState(BaseModel):
     stage_started_at: datetime = Field(alias="stageStartedAt")
     step_started_at: datetime = Field(alias="stepStartedAt")
     rolled_back: bool = Field(default=False, alias="rolledBack")
+    # A person paused the rollout: the scheduled promotion holds (reason "paused") until a resume.
+    # Traffic is not touched, and a rollback still happens when one is needed.
+    paused: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> RolloutState:
@@ -90,8 +94,8 @@ class RolloutState(BaseModel):
     def to_config(self) -> dict[str, Any]:
         """The plain mapping written to the stack config (camelCase keys, ISO times).
 
-        ``rolledBack`` is written only when true, so a stack that was never rolled back keeps the
-        block it always had (``render_state`` turns an existing ``rolledBack: true`` to false).
+        ``rolledBack`` and ``paused`` are written only when true, so a stack that was never rolled back
+        or paused keeps the block it always had (``render_state`` turns an existing ``true`` to false).
         """
         config: dict[str, Any] = {
             "stage": self.stage,
@@ -104,6 +108,8 @@ class RolloutState(BaseModel):
         }
         if self.rolled_back:
             config["rolledBack"] = True
+        if self.paused:
+            config["paused"] = True
         return config
 
 

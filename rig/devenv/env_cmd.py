@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -65,17 +66,27 @@ def down(state_dir: Path | None) -> None:
 
 @env.command()
 @_state_dir
-def status(state_dir: Path | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print each component as JSON.")
+def status(state_dir: Path | None, as_json: bool) -> None:
     """Show what runs: each region's control plane, moto, the Pulumi backend and the git remote.
 
     Exits 1 when the environment is only partly running."""
     environment = LocalEnvironment(state_dir)
     rows = environment.status()
-    if not rows:
+    if as_json:
+        data = {
+            "env_file": str(environment.env_file),
+            "up": bool(rows) and all(row.running for row in rows),
+            "components": [{"name": r.name, "running": r.running, "detail": r.detail} for r in rows],
+        }
+        click.echo(json.dumps(data, indent=2))
+    elif not rows:
         click.echo(f"environment down ({environment.env_file} does not exist)")
-        return
-    for row in rows:
-        click.echo(f"{'running' if row.running else 'STOPPED':8} {row.name:22} {row.detail}")
-    if not all(row.running for row in rows):
+    else:
+        from rollout_policies.cli.tables import Table, echo
+
+        state = {True: "running", False: "STOPPED"}
+        echo([Table(("state", "component", "detail"), [(state[r.running], r.name, r.detail) for r in rows])])
+    if rows and not all(row.running for row in rows):
         # Part of it died (a crash, a reboot): say so to scripts; `rollout env up` restarts it.
         raise click.exceptions.Exit(1)

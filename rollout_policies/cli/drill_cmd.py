@@ -150,38 +150,59 @@ def _finish(
     commit: bool,
     push_to: str | None = None,
     context: DrillContext | None = None,
+    as_json: bool = False,
 ) -> None:
     from runbooks.report import commit_report, push_report, write_report
 
-    for step in report.steps:
-        text = step.detail or step.changes
-        click.echo(f"  {step.status.value:<12} {step.name:<34} {text}")
-    for objective in report.objectives:
-        measured = (
-            "not measured" if objective.measured_seconds is None else f"{objective.measured_seconds:.2f}s"
-        )
-        met = {True: "met", False: "MISSED", None: "unknown"}[objective.met]
-        click.echo(
-            f"  objective    {objective.name:<34} {measured} (limit {objective.limit_seconds:.0f}s): {met}"
-        )
-    for note in report.notes:
-        click.echo(f"  note: {note}")
+    def say(line: str) -> None:
+        if not as_json:
+            click.echo(line)
+
+    if not as_json:
+        _print_report(report)
     paths = write_report(report, Path(report_dir))
-    click.echo(f"{report.drill}: {report.verdict.value}; report {paths[0]} and {paths[1]}")
+    say(f"{report.drill}: {report.verdict.value}; report {paths[0]} and {paths[1]}")
     message = f"drill {report.drill}: {report.verdict.value}"
+    committed = pushed = None
     if commit:
-        commit_id = commit_report(paths, message)
-        click.echo(f"committed {commit_id[:12]}")
+        committed = commit_report(paths, message)
+        say(f"committed {committed[:12]}")
     if push_to:
-        commit_id = push_report(
-            paths, report.drill, push_to, message, token=os.environ.get(envvars.GIT_TOKEN, "")
-        )
-        click.echo(f"pushed {commit_id[:12]} (reports/drills/{report.drill}/{paths[0].name})")
+        token = os.environ.get(envvars.GIT_TOKEN, "")
+        pushed = push_report(paths, report.drill, push_to, message, token=token)
+        say(f"pushed {pushed[:12]} (reports/drills/{report.drill}/{paths[0].name})")
+    if as_json:
+        data = json.loads(report.to_json())
+        data.update(report_files=[str(path) for path in paths], committed=committed, pushed=pushed)
+        click.echo(json.dumps(data, indent=2))
     if context is not None and report.executed:
         for warning in notify_drill(report, context.notifications, paths[1].name):
             click.echo(f"warning: {warning}", err=True)
     if report.exit_code:
         raise click.exceptions.Exit(report.exit_code)
+
+
+def _print_report(report: Any) -> None:
+    from rollout_policies.cli.tables import Table, echo
+
+    steps = Table(
+        ("status", "step", "detail"),
+        [(step.status.value, step.name, step.detail or step.changes) for step in report.steps],
+    )
+    objectives = Table(
+        ("objective", "measured", "limit", "met"),
+        [
+            (
+                objective.name,
+                "not measured" if o_s is None else f"{o_s:.2f}s",
+                f"{objective.limit_seconds:.0f}s",
+                {True: "met", False: "MISSED", None: "unknown"}[objective.met],
+            )
+            for objective in report.objectives
+            for o_s in [objective.measured_seconds]
+        ],
+    )
+    echo([steps, *([objectives] if report.objectives else []), *(f"note: {note}" for note in report.notes)])
 
 
 def _fault(step: str | None) -> Callable[[str], None] | None:
@@ -232,6 +253,12 @@ _common = [
     ),
     click.option(
         "--stacks-dir", default=".", show_default=True, help="Folder of the Pulumi.<stack>.yaml files."
+    ),
+    click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help="Print the report as JSON (as in its .json file), with its files.",
     ),
     click.option(
         "--push-to",
@@ -287,6 +314,7 @@ def region_failover(
     prefix: str | None,
     stack: str | None,
     stacks_dir: str,
+    as_json: bool,
     push_to: str | None,
     stay: bool,
     zone: str | None,
@@ -363,7 +391,7 @@ def region_failover(
             http=http,
             fault=_fault(inject_fault),
         ).run(execute=execute, stay=stay)
-    _finish(report, report_dir, commit, push_to, context)
+    _finish(report, report_dir, commit, push_to, context, as_json)
 
 
 def _bucket(flag: str | None, options: DrillOptions | None) -> str:
@@ -404,6 +432,7 @@ def backup_restore(
     prefix: str | None,
     stack: str | None,
     stacks_dir: str,
+    as_json: bool,
     push_to: str | None,
     restore_dsn: str | None,
     kubeconfig: str | None,
@@ -443,7 +472,7 @@ def backup_restore(
         velero=velero,
         velero_bounds=VeleroBounds(attempts=int(velero_wait) + 1, interval=1.0, deadline=velero_wait),
     ).run(execute=execute)
-    _finish(report, report_dir, commit, push_to, context)
+    _finish(report, report_dir, commit, push_to, context, as_json)
 
 
 @drill.command("backup")
@@ -456,6 +485,7 @@ def backup_restore(
 @click.option("--bucket", default="markethub-backups", show_default=True, help="S3 bucket of database dumps.")
 @click.option("--prefix", default="postgres", show_default=True, help="Key prefix of the dumps in --bucket.")
 @click.option("--create-bucket", is_flag=True, help="Create --bucket if it does not exist.")
+@click.option("--json", "as_json", is_flag=True, help="Print the backup's bucket and key as JSON.")
 def backup(
     dsn: str,
     plan_path: str | None,
@@ -464,6 +494,7 @@ def backup(
     bucket: str,
     prefix: str,
     create_bucket: bool,
+    as_json: bool,
 ) -> None:
     """Take a database backup now: pg_dump plus a manifest of the plan's verify_tables, uploaded to S3."""
     import psycopg
@@ -491,4 +522,7 @@ def backup(
         raise UserError(f"--dsn: {str(err).strip().splitlines()[0]}") from err
     except RuntimeError as err:  # pg_dump failed
         raise UserError(f"--dsn: {err}") from err
-    click.echo(f"backup s3://{made.bucket}/{made.key} (manifest beside it)")
+    if as_json:
+        click.echo(json.dumps({"bucket": made.bucket, "key": made.key, "manifest_key": made.manifest_key}))
+    else:
+        click.echo(f"backup s3://{made.bucket}/{made.key} (manifest beside it)")

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import click
 
+from rollout_policies.cli.tables import Table, echo
 from rollout_policies.core.decision import Action, decide
-from rollout_policies.core.report import decision_as_dict, render_text
+from rollout_policies.core.report import decision_as_dict, report_blocks
 from rollout_policies.errors import UserError
 from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
 from rollout_policies.plan.model import UnknownStage
@@ -31,6 +32,15 @@ def _time(value: str | None, flag: str) -> datetime | None:
     return moment
 
 
+def complete_stages(ctx: click.Context, incomplete: str) -> list[str]:
+    """Shell completion of --stage: the stage ids of --plan (nothing when the plan does not load)."""
+    try:
+        plan = load_plan(Path(ctx.params.get("plan_path") or DEFAULT_PLAN))
+    except UserError:
+        return []
+    return [stage.id for stage in plan.stages if stage.id.startswith(incomplete)]
+
+
 @click.command("evaluate")
 @click.option(
     "--plan",
@@ -40,7 +50,13 @@ def _time(value: str | None, flag: str) -> datetime | None:
     show_default="the shipped markethub-mobile plan",
     help="Plan file.",
 )
-@click.option("--stage", "stage_id", required=True, help="Stage id to evaluate (beta, limited, ...).")
+@click.option(
+    "--stage",
+    "stage_id",
+    required=True,
+    shell_complete=lambda ctx, param, incomplete: complete_stages(ctx, incomplete),
+    help="Stage id to evaluate (beta, limited, ...).",
+)
 @click.option(
     "--step",
     type=int,
@@ -133,6 +149,7 @@ def evaluate(
     if as_json:
         click.echo(json.dumps(decision_as_dict(decision, plan=plan.name), indent=2))
     else:
-        click.echo(render_text(decision, plan=plan.name), nl=False)
+        blocks = report_blocks(decision, plan=plan.name)
+        echo(block if isinstance(block, str) else Table(*block) for block in blocks)
     if exit_code:
         raise click.exceptions.Exit(EXIT_CODES[decision.action])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +16,7 @@ import click
 from rollout_policies import envvars
 from rollout_policies.core import Evidence
 from rollout_policies.errors import UserError
-from rollout_policies.gitops.engine import GitOps, PromotionOutcome, default_actor
+from rollout_policies.gitops.engine import GitOps, PromotionOutcome, StackStatus, default_actor
 from rollout_policies.gitops.forge import DEFAULT_API_URL, make_forge
 from rollout_policies.gitops.ledger import DecisionLedger
 from rollout_policies.gitops.notify import Notifier
@@ -30,6 +31,7 @@ from rollout_policies.gitops.seams import LIVE_STATES, applier_names, make_appli
 from rollout_policies.gitops.stack_config import config_name, stack_environment, stacks_in
 from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
 from rollout_policies.plan.model import Plan
+from rollout_policies.stack_file import read_config
 from rollout_policies.state import RolloutState
 
 # Exit status of `promote` when a stack needs a rollback: CI can page or run `rollout rollback`.
@@ -46,6 +48,15 @@ def _now(text: str | None) -> datetime:
     if moment.tzinfo is None:
         raise UserError(f"--now: {text} needs a time zone (write it as ...Z)")
     return moment
+
+
+def complete_stacks(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion of --stack: the stacks with a rollout block in --repo/--config-dir."""
+    folder = Path(ctx.params.get("repo_dir") or ".") / (ctx.params.get("config_dir") or "")
+    try:
+        return [stack for stack in stacks_in(folder) if stack.startswith(incomplete)]
+    except (OSError, UserError):
+        return []
 
 
 def repository_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -77,6 +88,7 @@ def repository_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "--stack",
             "stacks",
             multiple=True,
+            shell_complete=complete_stacks,
             help="A stack (repeatable; default: every stack config with a rollout block).",
         ),
     ]
@@ -344,6 +356,66 @@ def rollback(
     _emit(as_json, data, lines)
 
 
+def _pause_command(verb: str, summary: str) -> click.Command:
+    """`rollout pause` / `rollout resume`: one commit on main per run, with its reason, like a rollback."""
+
+    @click.command(verb, help=summary)
+    @_common
+    @click.option("--reason", required=True, help=f"Why: goes into the {verb} commit and Slack.")
+    @click.option("--now", "now_text", default=None, help="When, ISO 8601 with zone (default: the clock).")
+    @click.option("--dry-run", is_flag=True, help="Show which stacks would change; write nothing.")
+    @click.option("--actor", default=None, help="Who, for the audit trail (default: $GITHUB_ACTOR@host).")
+    def command(
+        plan_path: Path,
+        repo_dir: Path,
+        config_dir: str,
+        remote: str,
+        main_branch: str,
+        stacks: tuple[str, ...],
+        as_json: bool,
+        reason: str,
+        now_text: str | None,
+        dry_run: bool,
+        actor: str | None,
+    ) -> None:
+        now = _now(now_text)
+        if not stacks:
+            raise UserError(f"--stack: name the stacks to {verb} (a {verb} never guesses)")
+        plan, repo, stacks = open_repository(plan_path, repo_dir, config_dir, remote, main_branch, stacks)
+        ops = GitOps(
+            repo=repo,
+            plan=plan,
+            config_dir=config_dir,
+            notifier=Notifier(plan.notifications),
+            actor=actor or default_actor(),
+        )
+        outcome = getattr(ops, verb)(stacks, reason=reason, now=now, dry_run=dry_run)
+        data = {
+            "stacks": list(outcome.stacks),
+            "changed": list(outcome.changed),
+            "result": outcome.result,
+            "message": outcome.message,
+            "commit": outcome.commit,
+            "warnings": list(outcome.warnings),
+        }
+        lines = [f"{outcome.result}: {outcome.message}"] + [f"    warning: {w}" for w in outcome.warnings]
+        _emit(as_json, data, lines)
+
+    return command
+
+
+pause = _pause_command(
+    "pause",
+    "Hold the stacks' promotions until `rollout resume`: ONE commit on main with the reason.\n\n"
+    "The scheduled `rollout promote` then holds them with reason paused; traffic is not touched, and "
+    "a needed rollback still happens.",
+)
+resume = _pause_command(
+    "resume",
+    "Let `rollout promote` decide for paused stacks again: ONE commit on main with the reason.",
+)
+
+
 def _pending_apply_line(commit: str | None) -> list[str]:
     if not commit:
         return []
@@ -359,6 +431,15 @@ def _pending_apply_line(commit: str | None) -> list[str]:
     show_default=True,
     help="Where live weights come from, for drift ('none': drift is unknown).",
 )
+@click.option("--watch", is_flag=True, help="Refresh until Ctrl-C (with --json: one JSON line per refresh).")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="Seconds between refreshes with --watch.",
+)
+@click.option("--count", type=click.IntRange(min=1), default=None, help="Stop after N refreshes (--watch).")
 def status(
     plan_path: Path,
     repo_dir: Path,
@@ -368,52 +449,158 @@ def status(
     stacks: tuple[str, ...],
     as_json: bool,
     live: str,
+    watch: bool,
+    interval: float,
+    count: int | None,
 ) -> None:
-    """Per stack: stage, step, versions, weights, since when, last decision and its commit, drift."""
+    """Per stack: stage, step, versions, weights, since when, last decision and its commit, drift.
+
+    With --watch, per stack and region, refreshed: stage and step, weights in git and in the cluster
+    (or why the cluster's are unknown), drift and the last decision.
+    """
+    if count is not None and not watch:
+        raise UserError("--count: only with --watch")
     plan, repo, stacks = open_repository(plan_path, repo_dir, config_dir, remote, main_branch, stacks)
     ops = GitOps(repo=repo, plan=plan, config_dir=config_dir)
-    found = ops.status(stacks, make_live_state(live, repo_dir / config_dir, plan.service))
-    rows = []
-    lines = []
-    for item in found:
-        s = item.state
-        weights = {c.value: w for c, w in sorted(s.weights.items())}
-        rows.append(
-            {
-                "stack": item.stack,
-                "stage": s.stage,
-                "step": s.step,
-                "stable": {"colour": s.stable.colour.value, "version": s.stable.version},
-                "candidate": {"colour": s.candidate.colour.value, "version": s.candidate.version},
-                "weights": weights,
-                "rolled_back": s.rolled_back,
-                "stage_started_at": s.stage_started_at.isoformat(),
-                "step_started_at": s.step_started_at.isoformat(),
-                "config_commit": item.commit,
-                "last_decision": item.last_decision,
-                "last_decision_commit": item.last_decision_commit,
-                "last_decision_at": item.last_decision_at,
-                "last_decision_by": item.last_decision_by,
-                "pending_promotions": list(item.pending),
-                "pending_apply": item.pending_apply,
-                "live_weights": item.live,
-                "drift": item.drift,
-            }
-        )
-        decision = (
-            f"{item.last_decision} in {item.last_decision_commit[:12]} at {item.last_decision_at}"
-            if item.last_decision and item.last_decision_commit
-            else "none recorded"
-        )
-        lines += [
-            f"{item.stack}: {s.stage} step {s.step}, candidate {s.candidate.version} "
-            f"({s.candidate.colour.value}) {s.candidate_weight}%, "
-            f"stable {s.stable.version} ({s.stable.colour.value})"
-            + (" (rolled back: no cohort route, stable flags)" if s.rolled_back else ""),
-            f"    since: stage {s.stage_started_at.isoformat()}, step {s.step_started_at.isoformat()}",
-            f"    last decision: {decision}",
-            f"    pending promotions: {', '.join(item.pending) or 'none'}",
-            *_pending_apply_line(item.pending_apply),
-            f"    drift: {item.drift}" + (f" (live {item.live})" if item.live is not None else ""),
-        ]
-    _emit(as_json, rows, lines)
+    project = repo_dir / config_dir
+    live_state = make_live_state(live, project, plan.service)
+    if not watch:
+        rows = [_status_row(item, project) for item in ops.status(stacks, live_state)]
+        _emit(as_json, rows, [line for row in rows for line in _status_lines(row)])
+        return
+    refreshes = 0
+    try:
+        while True:
+            now = datetime.now(UTC)
+            rows = [_status_row(item, project) for item in ops.status(stacks, live_state)]
+            refreshes += 1
+            if as_json:
+                click.echo(json.dumps({"refreshed_at": _iso(now), "stacks": rows}, default=str))
+            else:
+                _draw_watch(rows, now, interval)
+            if count is not None and refreshes >= count:
+                return
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return  # Ctrl-C is how a watch ends
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _region(project: Path, stack: str) -> str | None:
+    try:
+        region = read_config(project / config_name(stack)).get("markethub-rollout:region")
+    except UserError:
+        return None
+    return str(region) if region else None
+
+
+def _status_row(item: StackStatus, project: Path) -> dict[str, Any]:
+    s = item.state
+    return {
+        "stack": item.stack,
+        "region": _region(project, item.stack),
+        "stage": s.stage,
+        "step": s.step,
+        "stable": {"colour": s.stable.colour.value, "version": s.stable.version},
+        "candidate": {"colour": s.candidate.colour.value, "version": s.candidate.version},
+        "weights": {c.value: w for c, w in sorted(s.weights.items())},
+        "rolled_back": s.rolled_back,
+        "paused": s.paused,
+        "stage_started_at": s.stage_started_at.isoformat(),
+        "step_started_at": s.step_started_at.isoformat(),
+        "config_commit": item.commit,
+        "last_decision": item.last_decision,
+        "last_decision_commit": item.last_decision_commit,
+        "last_decision_at": item.last_decision_at,
+        "last_decision_by": item.last_decision_by,
+        "pending_promotions": list(item.pending),
+        "pending_apply": item.pending_apply,
+        "live_weights": item.live,
+        "live_unknown_why": item.live_unknown_why,
+        "drift": item.drift,
+    }
+
+
+def _decision_text(row: dict[str, Any]) -> str:
+    if row["last_decision"] and row["last_decision_commit"]:
+        return f"{row['last_decision']} in {row['last_decision_commit'][:12]} at {row['last_decision_at']}"
+    return "none recorded"
+
+
+def _weights_text(weights: dict[str, int] | None) -> str:
+    return "-" if weights is None else " ".join(f"{colour} {weight}%" for colour, weight in weights.items())
+
+
+def _status_lines(row: dict[str, Any]) -> list[str]:
+    candidate, stable = row["candidate"], row["stable"]
+    live = row["live_weights"]
+    return [
+        f"{row['stack']}: {row['stage']} step {row['step']}, candidate {candidate['version']} "
+        f"({candidate['colour']}) {row['weights'][candidate['colour']]}%, "
+        f"stable {stable['version']} ({stable['colour']})"
+        + (" (rolled back: no cohort route, stable flags)" if row["rolled_back"] else "")
+        + (" (paused: promotions hold until `rollout resume`)" if row["paused"] else ""),
+        f"    since: stage {row['stage_started_at']}, step {row['step_started_at']}",
+        f"    last decision: {_decision_text(row)}",
+        f"    pending promotions: {', '.join(row['pending_promotions']) or 'none'}",
+        *_pending_apply_line(row["pending_apply"]),
+        f"    drift: {row['drift']}"
+        + (f" (live {live})" if live is not None else f" ({row['live_unknown_why']})"),
+    ]
+
+
+def _draw_watch(rows: list[dict[str, Any]], now: datetime, interval: float) -> None:
+    from rollout_policies.cli.tables import Table, echo
+
+    table = Table(
+        (
+            "stack",
+            "region",
+            "stage",
+            "step",
+            "candidate",
+            "git weights",
+            "live weights",
+            "drift",
+            "last decision",
+        ),
+        [
+            (
+                row["stack"],
+                row["region"] or "-",
+                row["stage"]
+                + (" (rolled back)" if row["rolled_back"] else "")
+                + (" (paused)" if row["paused"] else ""),
+                str(row["step"]),
+                f"{row['candidate']['version']} ({row['candidate']['colour']})",
+                _weights_text(row["weights"]),
+                _weights_text(row["live_weights"]),
+                row["drift"],
+                _decision_text(row),
+            )
+            for row in rows
+        ],
+    )
+    unknown = [
+        f"{row['stack']}: live weights unknown: {row['live_unknown_why']}"
+        for row in rows
+        if row["live_weights"] is None
+    ]
+    pending = [
+        f"{row['stack']}: pending promotions: {', '.join(row['pending_promotions'])}"
+        for row in rows
+        if row["pending_promotions"]
+    ]
+    echo(
+        [
+            f"rollout status: refreshed {_iso(now)}, every {interval:g}s (Ctrl-C stops)",
+            "",
+            table,
+            *unknown,
+            *pending,
+        ],
+        clear=True,
+    )

@@ -29,6 +29,8 @@ COMMANDS: dict[str, Entry] = {
     ),
     "promote": Entry("rollout_policies.cli.gitops_cmd:promote", "Propose each stack's next step as a PR."),
     "rollback": Entry("rollout_policies.cli.gitops_cmd:rollback", "Stable 100% in one commit on main."),
+    "pause": Entry("rollout_policies.cli.gitops_cmd:pause", "Hold a stack's promotions until resumed."),
+    "resume": Entry("rollout_policies.cli.gitops_cmd:resume", "Let a paused stack be promoted again."),
     "status": Entry("rollout_policies.cli.gitops_cmd:status", "Per stack: stage, step, weights, drift."),
     "drill": Entry("rollout_policies.cli.drill_cmd:drill", "Disaster-recovery drills, with reports."),
     "deploy": Entry("rollout_policies.cli.deploy_cmd:deploy", "CI's pulumi preview/up of production stacks."),

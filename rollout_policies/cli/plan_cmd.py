@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import click
 
+from rollout_policies.cli.tables import Table, echo
 from rollout_policies.plan.export import human_duration, plan_to_data
 from rollout_policies.plan.loader import DEFAULT_PLAN, KNOWN_PROVIDERS, load_plan
 from rollout_policies.plan.model import (
@@ -53,18 +55,38 @@ def plan() -> None:
 
 @plan.command("validate")
 @_PLAN_ARGUMENT
-def validate(plan_path: Path) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def validate(plan_path: Path, as_json: bool) -> None:
     """Validate PLAN; print a one-line summary, or the first problem as file:line: field: problem."""
     loaded = _load(plan_path)
-    gates = [gate for stage in loaded.stages for gate in stage.gates]
-    gating = sum(1 for gate in gates if not gate.monitor_only)
-    criteria = sum(len(stage.go) + len(stage.no_go) for stage in loaded.stages)
+    summary = plan_summary(loaded)
+    if as_json:
+        click.echo(json.dumps({"path": str(plan_path), "valid": True, **summary}, indent=2))
+        return
     click.echo(
         f"{plan_path}: OK: plan {loaded.name!r}: {len(loaded.stages)} stages "
-        f"({' -> '.join(stage.id for stage in loaded.stages)}), {len(loaded.metrics)} metrics, "
-        f"{len(gates)} gates ({gating} gating, {len(gates) - gating} monitor-only), "
-        f"{criteria} go/no-go criteria, {len(loaded.triggers)} rollback triggers"
+        f"({' -> '.join(summary['stages'])}), {summary['metrics']} metrics, "
+        f"{summary['gates']} gates ({summary['gating_gates']} gating, "
+        f"{summary['monitor_only_gates']} monitor-only), "
+        f"{summary['criteria']} go/no-go criteria, {summary['triggers']} rollback triggers"
     )
+
+
+def plan_summary(plan: Plan) -> dict[str, Any]:
+    """What `plan validate` reports: the plan's name and service, its stages in order, and counts."""
+    gates = [gate for stage in plan.stages for gate in stage.gates]
+    gating = sum(1 for gate in gates if not gate.monitor_only)
+    return {
+        "plan": plan.name,
+        "service": plan.service,
+        "stages": [stage.id for stage in plan.stages],
+        "metrics": len(plan.metrics),
+        "gates": len(gates),
+        "gating_gates": gating,
+        "monitor_only_gates": len(gates) - gating,
+        "criteria": sum(len(stage.go) + len(stage.no_go) for stage in plan.stages),
+        "triggers": len(plan.triggers),
+    }
 
 
 @plan.command("show")
@@ -76,26 +98,28 @@ def show(plan_path: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(plan_to_data(loaded), indent=2))
         return
-    click.echo("\n".join(render_plan(loaded)))
+    echo(render_plan(loaded))
 
 
-def render_plan(plan: Plan) -> list[str]:
-    """The readable form of a plan, as lines."""
-    lines = [f"Plan: {plan.name} (service {plan.service})"]
+def render_plan(plan: Plan) -> list[str | Table]:
+    """The readable form of a plan: lines of text and tables."""
+    lines: list[str | Table] = [f"Plan: {plan.name} (service {plan.service})"]
     lines.append(f"Decision authority: {', '.join(plan.decision_authority)}")
     lines += ["", "Stages", ""]
-    lines += _table(
-        ("stage", "audience", "steps (weight% for bake)", "min duration", "rollback within"),
-        [
-            (
-                stage.id,
-                _audience(stage.audience),
-                " -> ".join(f"{step.weight:g}% for {human_duration(step.bake)}" for step in stage.steps),
-                human_duration(stage.min_duration),
-                human_duration(stage.rollback_objective),
-            )
-            for stage in plan.stages
-        ],
+    lines.append(
+        Table(
+            ("stage", "audience", "steps (weight% for bake)", "min duration", "rollback within"),
+            [
+                (
+                    stage.id,
+                    _audience(stage.audience),
+                    " -> ".join(f"{step.weight:g}% for {human_duration(step.bake)}" for step in stage.steps),
+                    human_duration(stage.min_duration),
+                    human_duration(stage.rollback_objective),
+                )
+                for stage in plan.stages
+            ],
+        )
     )
     for stage in plan.stages:
         lines += ["", f"{stage.id}: {stage.name}"]
@@ -125,28 +149,32 @@ def render_plan(plan: Plan) -> list[str]:
                     source,
                     "yes" if gate.monitor_only else "no",
                     human_duration(metric.evaluable_after) if metric.evaluable_after else "-",
-                    ",".join(stages),
+                    ", ".join(stages),
                     gate.note,
                 )
             )
-    lines += _table(
-        ("table", "metric", "target", "alert", "unit", "source", "monitor", "after", "stages", "note"),
-        rows,
+    lines.append(
+        Table(
+            ("table", "metric", "target", "alert", "unit", "source", "monitor", "after", "stages", "note"),
+            rows,
+        )
     )
 
     lines += ["", "Rollback triggers", ""]
-    lines += _table(
-        ("trigger", "metric", "condition", "for", "source"),
-        [
-            (
-                trigger.text,
-                trigger.metric,
-                str(trigger.threshold),
-                human_duration(trigger.window) if trigger.window else "immediately",
-                plan.metric(trigger.metric).source.provider,
-            )
-            for trigger in plan.triggers
-        ],
+    lines.append(
+        Table(
+            ("trigger", "metric", "condition", "for", "source"),
+            [
+                (
+                    trigger.text,
+                    trigger.metric,
+                    str(trigger.threshold),
+                    human_duration(trigger.window) if trigger.window else "immediately",
+                    plan.metric(trigger.metric).source.provider,
+                )
+                for trigger in plan.triggers
+            ],
+        )
     )
 
     objectives = plan.objectives
@@ -212,14 +240,3 @@ def _criterion(criterion: Criterion) -> str:
     if criterion.kind is CriterionKind.WINDOW and criterion.window is not None:
         return f"{bound} throughout the last {human_duration(criterion.window)}"
     return bound
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [len(header) for header in headers]
-    for row in rows:
-        widths = [max(width, len(cell)) for width, cell in zip(widths, row, strict=True)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  " + "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
-
-    return [line(headers), line(["-" * width for width in widths]), *(line(row) for row in rows)]

@@ -4,7 +4,7 @@ No I/O and no clock: plan, measurements and "now" come in as values. This module
 """
 
 from rollout_policies.core.criteria import CriterionResult, CriterionStatus, evaluate_criterion
-from rollout_policies.core.decision import Action, Reason, ReasonCode, StageDecision, decide
+from rollout_policies.core.decision import Action, Reason, ReasonCode, StageDecision, decide, hold_paused
 from rollout_policies.core.gates import (
     ComparisonVerdict,
     GateVerdict,
@@ -64,6 +64,7 @@ __all__ = [
     "evaluate_stage_gates",
     "evaluate_trigger",
     "evaluate_triggers",
+    "hold_paused",
     "is_rolled_back",
     "judge_comparison",
     "judged",

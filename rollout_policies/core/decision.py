@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -39,6 +39,7 @@ class ReasonCode(StrEnum):
     TRIGGER_UNKNOWN = "trigger_unknown"
     BAKE_PENDING = "bake_pending"
     MIN_DURATION_PENDING = "min_duration_pending"
+    PAUSED = "paused"  # a person paused the stack (`rollout pause`); only `rollout resume` lifts it
     # Promote.
     READY = "ready"
 
@@ -143,6 +144,17 @@ def decide(
         triggers=triggers,
         now=now,
     )
+
+
+def hold_paused(decision: StageDecision, why: str) -> StageDecision:
+    """The decision for a paused stack: never a promotion. A promote becomes a hold whose first reason
+    is the pause (the other holding reasons stay, the "ready" one goes); a rollback stays a rollback,
+    because a pause stops promotions, never the safety that takes users off a bad version."""
+    if decision.action is Action.ROLLBACK:
+        return decision
+    paused = Reason(ReasonCode.PAUSED, f"{decision.stage}/step {decision.step}", why)
+    kept = tuple(r for r in decision.reasons if r.code is not ReasonCode.READY)
+    return replace(decision, action=Action.HOLD, reasons=(paused, *kept))
 
 
 def _stage_at(plan: Plan, stage_id: str, step: int) -> Stage:

@@ -68,9 +68,24 @@ def decision_as_dict(decision: StageDecision, *, plan: str = "") -> dict[str, An
     }
 
 
+# A block of a readable report: a line of text, or a table as (header, rows).
+Block = str | tuple[list[str], list[list[str]]]
+
+
 def render_text(decision: StageDecision, *, plan: str = "") -> str:
     """The verdict table, the criteria, the triggers, then the decision and every reason."""
-    lines = [f"plan {plan}  stage {decision.stage}  step {decision.step}  now {_iso(decision.now)}", ""]
+    lines: list[str] = []
+    for block in report_blocks(decision, plan=plan):
+        lines += [block] if isinstance(block, str) else _table(*block)
+    return "\n".join(lines) + "\n"
+
+
+def report_blocks(decision: StageDecision, *, plan: str = "") -> list[Block]:
+    """What `render_text` prints, with its tables as data, for a caller that draws tables itself."""
+    blocks: list[Block] = [
+        f"plan {plan}  stage {decision.stage}  step {decision.step}  now {_iso(decision.now)}",
+        "",
+    ]
     gate_rows = []
     for g in decision.gates:
         gate_rows.append(
@@ -87,28 +102,25 @@ def render_text(decision: StageDecision, *, plan: str = "") -> str:
         )
         if g.comparison is not None:
             gate_rows.append(_comparison_row(g.comparison))
-    lines += _table(["gate", "value", "target", "alert", "verdict", "reason"], gate_rows)
+    blocks.append((["gate", "value", "target", "alert", "verdict", "reason"], gate_rows))
     if decision.criteria:
-        lines.append("")
         rows = [
             [f"{'no-go' if c.no_go else 'go'}: {c.id}", c.kind.value, c.status.value, c.reason]
             for c in decision.criteria
         ]
-        lines += _table(["criterion", "kind", "status", "reason"], rows)
+        blocks += ["", (["criterion", "kind", "status", "reason"], rows)]
     if decision.triggers:
-        lines.append("")
-        lines += _table(
-            ["trigger", "status", "reason"], [[t.id, t.status.value, t.reason] for t in decision.triggers]
-        )
-    lines += ["", f"decision: {decision.action.value.upper()}"]
-    lines += [f"  - [{r.code.value}] {r}" for r in decision.reasons]
+        rows = [[t.id, t.status.value, t.reason] for t in decision.triggers]
+        blocks += ["", (["trigger", "status", "reason"], rows)]
+    blocks += ["", f"decision: {decision.action.value.upper()}"]
+    blocks += [f"  - [{r.code.value}] {r}" for r in decision.reasons]
     if decision.pending_signoffs:
-        lines += ["", "sign-off checklist:"]
-        lines += [
+        blocks += ["", "sign-off checklist:"]
+        blocks += [
             f"  [ ] {c.id}: {c.text} ({', '.join(c.owners) or 'decision authority'})"
             for c in decision.pending_signoffs
         ]
-    return "\n".join(lines) + "\n"
+    return blocks
 
 
 def _comparison_fields(part: ComparisonVerdict | None) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from rollout_policies.core import (
     StageDecision,
     advance,
     decide,
+    hold_paused,
     needs_rollback,
     rollback_target,
 )
@@ -36,7 +37,7 @@ from rollout_policies.gitops.notify import DecisionNotice, Notifier, decision_si
 from rollout_policies.gitops.pending import PendingApplies
 from rollout_policies.gitops.repo import Commit, GitRepo, PushRejected, commit_message
 from rollout_policies.gitops.report import pull_body
-from rollout_policies.gitops.seams import Applier, ApplyError, LiveState, NoLiveState
+from rollout_policies.gitops.seams import Applier, ApplyError, LiveState, NoLiveState, read_live
 from rollout_policies.gitops.stack_config import (
     changed_lines,
     config_name,
@@ -97,6 +98,19 @@ class RollbackOutcome:
 
 
 @dataclass(frozen=True)
+class PauseOutcome:
+    """What ``pause`` or ``resume`` did. ``result`` is one word a script can branch on."""
+
+    verb: str  # pause | resume
+    stacks: tuple[str, ...]
+    result: str  # paused | resumed | already-paused | not-paused | dry-run
+    message: str
+    commit: str | None
+    changed: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class _RollbackWrite:
     """What the rollback wrote: its commit (None when nothing needed one), the stacks it changed,
     and every stack's state before."""
@@ -119,6 +133,7 @@ class StackStatus:
     live: dict[str, int] | None
     drift: str  # in-sync | drift | unknown
     pending_apply: str | None = None  # a pushed rollback commit not yet applied (pending.py)
+    live_unknown_why: str | None = None  # when live is None: why the cluster's weights are unknown
 
 
 @dataclass
@@ -249,6 +264,15 @@ class GitOps:
             step_started_at=state.step_started_at,
         )
         where = f"{state.stage} step {state.step}"
+        if state.paused:
+            decision = hold_paused(decision, self._pause_reason(stack, base))
+            if decision.action is Action.HOLD:
+                return PromotionOutcome(
+                    stack,
+                    decision,
+                    "held",
+                    f"{stack}: paused at {where}; no branch made (`rollout resume` lifts it)",
+                )
         if decision.action is Action.ROLLBACK:
             return PromotionOutcome(
                 stack, decision, "rollback-needed", f"{stack}: rollback needed at {where}; nothing proposed"
@@ -447,8 +471,8 @@ class GitOps:
         # The working tree an applier reads must hold the rollback before the apply.
         self.repo.fast_forward_checkout(self.repo.main)
         if written.sha is None:
-            last = self.last_decision(stacks[0])
-            where = f" by {last.sha[:12]}" if last is not None and last.trailer("Rollout-Decision") else ""
+            last = self.last_decision(stacks[0], kinds=("rollback",))
+            where = f" by {last.sha[:12]}" if last is not None else ""
             result, message = "already-rolled-back", f"already rolled back{where}: {', '.join(stacks)}"
         else:
             result = "rolled-back"
@@ -622,12 +646,146 @@ class GitOps:
         subject = f"rollout({','.join(stacks)}): roll back to {first.stable.version} (break-glass)"
         return commit_message(subject, body, trailers)
 
+    # -- pause and resume --------------------------------------------------------------------------
+
+    def pause(
+        self, stacks: Sequence[str], *, reason: str, now: datetime, dry_run: bool = False
+    ) -> PauseOutcome:
+        """Stop promotions of the stacks until a resume: ONE commit on main setting ``paused``.
+
+        Traffic is not touched (nothing to apply), and a rollback still happens when one is needed.
+        """
+        return self._set_paused(stacks, True, reason=reason, now=now, dry_run=dry_run)
+
+    def resume(
+        self, stacks: Sequence[str], *, reason: str, now: datetime, dry_run: bool = False
+    ) -> PauseOutcome:
+        """Let the scheduled promotion decide for the stacks again: ONE commit on main clearing ``paused``."""
+        return self._set_paused(stacks, False, reason=reason, now=now, dry_run=dry_run)
+
+    def _set_paused(
+        self, stacks: Sequence[str], paused: bool, *, reason: str, now: datetime, dry_run: bool
+    ) -> PauseOutcome:
+        verb = "pause" if paused else "resume"
+        if not reason.strip():
+            raise UserError(f"--reason: say why (it goes into the {verb} commit)")
+        stacks = tuple(dict.fromkeys(stacks))
+        for _ in range(MAX_ROUNDS):
+            self.repo.fetch()
+            base = self._base()
+            files: dict[str, str] = {}
+            befores: dict[str, RolloutState] = {}
+            for stack in stacks:
+                text, state = self._state_at(base, stack)
+                befores[stack] = state
+                if state.paused != paused:
+                    target = RolloutState.model_validate({**state.model_dump(), "paused": paused})
+                    files[self.path(stack)] = render_state(text, target, self.path(stack))
+            changed = tuple(stack for stack in stacks if self.path(stack) in files)
+            if not changed:
+                already = "already-paused" if paused else "not-paused"
+                words = "already paused" if paused else "not paused"
+                return PauseOutcome(
+                    verb, stacks, already, f"{', '.join(stacks)} {words}; nothing committed", None
+                )
+            if dry_run:
+                return PauseOutcome(
+                    verb, stacks, "dry-run", f"would {verb} {', '.join(changed)}", None, changed
+                )
+            message = self._pause_message(verb, changed, befores, reason, now)
+            sha = self.repo.commit_files(base, files, message, when=now.isoformat())
+            try:
+                self.repo.push(sha, self.repo.main, expect=base)
+            except PushRejected:
+                continue  # main moved: read it again (someone may have paused or resumed meanwhile)
+            warnings: tuple[str, ...] = ()
+            try:
+                self.repo.fetch()
+                self.repo.fast_forward_checkout(self.repo.main)
+            except UserError as err:
+                warnings += (f"fetch after the push failed ({err}); the {verb} is on {self.repo.main}",)
+            first = befores[changed[0]]
+            warnings += self._notify(
+                DecisionNotice(
+                    plan=self.plan.name,
+                    stacks=changed,
+                    decision=verb,
+                    stage=first.stage,
+                    step=first.step,
+                    summary=reason,
+                    reasons=(reason,),
+                    actor=self.actor,
+                    at=now,
+                    commit=sha,
+                )
+            )
+            done = "paused" if paused else "resumed"
+            text = f"{done} {', '.join(changed)} in {sha[:12]} on {self.repo.main}"
+            return PauseOutcome(verb, stacks, done, text, sha, changed, warnings)
+        raise UserError(f"{verb}: {self.repo.main} kept moving; gave up after {MAX_ROUNDS} rounds")
+
+    def _pause_message(
+        self,
+        verb: str,
+        stacks: Sequence[str],
+        befores: dict[str, RolloutState],
+        reason: str,
+        now: datetime,
+    ) -> str:
+        what = (
+            "the scheduled promotion holds (reason paused) until `rollout resume`; traffic is unchanged"
+            if verb == "pause"
+            else "the scheduled promotion decides again from the gates; traffic is unchanged"
+        )
+        body = [
+            f"{verb.capitalize()} by {self.actor} at {now.isoformat()} of {', '.join(stacks)}: {what}.",
+            "",
+        ]
+        body += [f"Why: {reason}", ""]
+        for stack in stacks:
+            state = befores[stack]
+            body.append(
+                f"- {stack}: {state.stage} step {state.step}, {state.candidate.version} "
+                f"({state.candidate.colour.value}) at {state.candidate_weight}%"
+            )
+        first = befores[stacks[0]]
+        trailers = [("Rollout-Plan", self.plan.name)]
+        trailers += [("Rollout-Stack", stack) for stack in stacks]
+        trailers += [
+            ("Rollout-Stage", first.stage),
+            ("Rollout-Step", str(first.step)),
+            ("Rollout-Weights", _weights_text(first)),
+            ("Rollout-Decision", verb),
+            ("Rollout-Paused", "true" if verb == "pause" else "false"),
+            ("Rollout-Reason", reason),
+            ("Rollout-Actor", self.actor),
+            ("Rollout-At", now.isoformat()),
+        ]
+        where = f"{first.stage} step {first.step}"
+        return commit_message(f"rollout({','.join(stacks)}): {verb} at {where}", body, trailers)
+
+    def _pause_reason(self, stack: str, ref: str) -> str:
+        """Why the stack is paused, from the commit that paused it (who, and their reason)."""
+        commit = self.last_decision(stack, ref, kinds=("pause",))
+        if commit is not None:
+            who = commit.trailer("Rollout-Actor") or "someone"
+            return f"paused by {who} in {commit.sha[:12]}: {commit.trailer('Rollout-Reason') or 'no reason'}"
+        return "paused (the stack config says so; no pause commit names a reason)"
+
     # -- status ------------------------------------------------------------------------------------
 
-    def last_decision(self, stack: str, ref: str | None = None) -> Commit | None:
-        """The newest commit on main that changed this stack's config with a rollout decision."""
+    def last_decision(
+        self, stack: str, ref: str | None = None, kinds: tuple[str, ...] | None = None
+    ) -> Commit | None:
+        """The newest commit on main that changed this stack's config with a rollout decision (one
+        of ``kinds`` when given: promote, rollback, pause, resume)."""
         for commit in self.repo.trailers(ref or self.main_ref, self.path(stack)):
-            if commit.trailer("Rollout-Decision") and stack in commit.trailer_values("Rollout-Stack"):
+            decision = commit.trailer("Rollout-Decision")
+            if (
+                decision
+                and (kinds is None or decision in kinds)
+                and stack in commit.trailer_values("Rollout-Stack")
+            ):
                 return commit
         return None
 
@@ -647,7 +805,7 @@ class GitOps:
             changes = self.repo.trailers(ref, self.path(stack), limit=1)
             decision = self.last_decision(stack, ref)
             branches = tuple(sorted(self.repo.remote_branches(f"rollout/{stack}/")))
-            weights = live.live_weights(stack)
+            weights, why = read_live(live, stack)
             if weights is None:
                 drift = "unknown"
             else:
@@ -665,6 +823,7 @@ class GitOps:
                     live={c.value: w for c, w in weights.items()} if weights is not None else None,
                     drift=drift,
                     pending_apply=(pending[stack].commit or "main") if stack in pending else None,
+                    live_unknown_why=why if weights is None else None,
                 )
             )
         return found

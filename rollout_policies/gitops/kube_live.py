@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rollout_policies.errors import UserError
+from rollout_policies.gitops.seams import LiveReading
 from rollout_policies.stack_file import config_name, read_config
 from rollout_policies.state import Colour
 
@@ -65,6 +66,10 @@ class KubeLiveState:
         }
 
     def live_weights(self, stack: str) -> dict[Colour, int] | None:
+        return self.read(stack).weights
+
+    def read(self, stack: str) -> LiveReading:
+        """The route's weights, or None and why not, in one line (the client's own message)."""
         from kubernetes import client, config
         from kubernetes.client.exceptions import ApiException
         from kubernetes.config.config_exception import ConfigException
@@ -72,19 +77,39 @@ class KubeLiveState:
 
         try:
             settings = self._settings(stack)
+        except (UserError, OSError) as err:
+            return LiveReading(None, one_line(err))
+        try:
             kubeconfig = self.kubeconfig or settings["kubeconfig"]
             api = config.new_client_from_config(
                 config_file=str(kubeconfig) if kubeconfig else None, context=settings["context"]
             )
-        except (UserError, OSError, ConfigException):
-            return None
+        except (OSError, ConfigException) as err:
+            where = f"kubeconfig context {settings['context']}" if settings["context"] else "kubeconfig"
+            return LiveReading(None, f"{where}: {one_line(err)}")
+        route_name = f"HTTPRoute {settings['namespace']}/{settings['service']}"
         try:
             custom = client.CustomObjectsApi(api)
             route = custom.get_namespaced_custom_object(
                 GROUP, VERSION, settings["namespace"], PLURAL, settings["service"], _request_timeout=10
             )
-        except (ApiException, HTTPError, OSError):
-            return None
+        except ApiException as err:
+            return LiveReading(None, f"{route_name}: HTTP {err.status} {err.reason}")
+        except (HTTPError, OSError) as err:
+            return LiveReading(None, f"{route_name}: {one_line(err)}")
         finally:
             api.close()
-        return route_weights(route, settings["service"])
+        weights = route_weights(route, settings["service"])
+        if weights is None:
+            return LiveReading(None, f"{route_name}: no rule weighing {settings['service']}-blue and -green")
+        return LiveReading(weights)
+
+
+def one_line(err: BaseException) -> str:
+    """An exception's message on one line: its type and its words, whitespace folded, at most 300 chars.
+    urllib3's retry error is unwrapped to what it wraps (the refused or timed-out connection)."""
+    reason = getattr(err, "reason", None)
+    if isinstance(reason, BaseException):
+        err = reason
+    text = " ".join(str(err).split()) or "no message"
+    return f"{type(err).__name__}: {text}"[:300]

@@ -16,7 +16,7 @@ import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from rollout_policies import envvars
 from rollout_policies.errors import UserError
@@ -51,6 +51,24 @@ class LiveState(Protocol):
     """The weights the cluster serves for a stack, or None when they cannot be read."""
 
     def live_weights(self, stack: str) -> dict[Colour, int] | None: ...
+
+
+class LiveReading(NamedTuple):
+    """The cluster's weights for a stack, or None and, in one line, why they are unknown."""
+
+    weights: dict[Colour, int] | None
+    why: str | None = None
+
+
+def read_live(live: LiveState, stack: str) -> LiveReading:
+    """A live state's weights with the reason they are unknown: its own ``read`` where it has one
+    (the Kubernetes reader, ``none``), else its ``live_weights`` and a reason naming the reader."""
+    read = getattr(live, "read", None)
+    if callable(read):
+        reading: LiveReading = read(stack)
+        return reading
+    weights = live.live_weights(stack)
+    return LiveReading(weights, None if weights is not None else f"{type(live).__name__} gave no weights")
 
 
 class ApplyError(UserError):
@@ -100,6 +118,9 @@ class NoLiveState:
 
     def live_weights(self, stack: str) -> dict[Colour, int] | None:
         return None
+
+    def read(self, stack: str) -> LiveReading:
+        return LiveReading(None, "not asked: --live none (--live kubernetes reads the cluster)")
 
 
 @dataclass

@@ -201,6 +201,10 @@ def _iso_of(value: datetime | date) -> str:
     return value.isoformat()
 
 
+# Keys of the rollout block written only while true (RolloutState.to_config): a rollback, a pause.
+FLAGS = ("rolledBack", "paused")
+
+
 def render_state(text: str, state: RolloutState, source: str) -> str:
     """The config text with the rollout block set to ``state``; the same text when nothing differs.
 
@@ -210,15 +214,18 @@ def render_state(text: str, state: RolloutState, source: str) -> str:
     document = load_document(text, source, _yaml())
     block = _block(document, source)
     wanted = state.to_config()
-    if "rolledBack" in block and "rolledBack" not in wanted:
-        wanted["rolledBack"] = False  # a resume: the existing flag is turned off where it stands
+    for flag in FLAGS:
+        if flag in block and flag not in wanted:
+            wanted[flag] = False  # a resume: the existing flag is turned off where it stands
     if _uses_aliases(block):
         return _resolved(document, block, wanted, text, state, source)
     lines = text.splitlines(keepends=True)
-    if "rolledBack" in wanted and "rolledBack" not in block and not block.fa.flow_style():
-        # The rollback adds one line at the top of the block rather than re-dumping the file.
+    added = [flag for flag in FLAGS if flag in wanted and flag not in block]
+    if added and not block.fa.flow_style():
+        # A rollback or a pause adds one line at the top of the block rather than re-dumping the file.
         first_line, first_col = block.lc.key(next(iter(block)))
-        lines.insert(first_line, " " * first_col + "rolledBack: true" + _newline(text))
+        for flag in reversed(added):
+            lines.insert(first_line, " " * first_col + f"{flag}: true" + _newline(text))
         text = "".join(lines)
         document = load_document(text, source, _yaml())
         block = _block(document, source)

@@ -223,7 +223,10 @@ def test_stage_started_flag_overrides_the_file(plan_file: Path, tmp_path: Path) 
     ]
 
 
-def test_text_output_has_the_verdict_table_and_decision(plan_file: Path, tmp_path: Path) -> None:
+def test_text_output_has_the_verdict_table_and_decision(
+    plan_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "250")  # a wide terminal: one line per row
     result = rollout(
         "--plan", plan_file, "--stage", "beta", "--metrics-file", metrics(tmp_path, GOOD), "--now", NOW
     )
@@ -445,7 +448,8 @@ def test_comparison_evidence_in_json(tmp_path: Path) -> None:
     assert "comparison" not in data["gates"][1]
 
 
-def test_comparison_evidence_in_table(tmp_path: Path) -> None:
+def test_comparison_evidence_in_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "250")  # a wide terminal: one line per row
     plan_file = metrics(tmp_path, COMPARED_PLAN, "plan.yaml")
     as_json = json.loads(evaluate_limited(plan_file, counts_file(tmp_path, 10, 59), "--json").stdout)
     result = evaluate_limited(plan_file, counts_file(tmp_path, 10, 59))
@@ -454,7 +458,7 @@ def test_comparison_evidence_in_table(tmp_path: Path) -> None:
     summary = as_json["gates"][0]["comparison"]["summary"]
     assert summary.startswith("no_regression: rate ratio 1.00x")
     assert row.split()[3:9] == ["1.00x", "<", "1.5x", ">", "1x", "@0.01"]
-    assert row.endswith(f"meets_target  {summary}")
+    assert row.rstrip().endswith(f"meets_target  {summary}")
     assert "decision: PROMOTE" in result.stdout
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from rollout_policies.cli.main import COMMANDS, cli
 
-HEAVY = ("numpy", "pydantic", "httpx", "ruamel", "kubernetes", "pulumi", "boto3", "psycopg")
+HEAVY = ("numpy", "pydantic", "httpx", "ruamel", "kubernetes", "pulumi", "boto3", "psycopg", "rich")
 
 
 def test_help_imports_no_command_module_and_nothing_heavy() -> None:

@@ -7,7 +7,7 @@ from datetime import datetime
 import pytest
 from core_plans import BETA, PLAN, PLAN_WITH_TRIGGERS, T0, TECHNICAL, at, ok, plan
 
-from rollout_policies.core import Action, Evidence, Measurement, StageDecision, decide
+from rollout_policies.core import Action, Evidence, Measurement, StageDecision, decide, hold_paused
 from rollout_policies.errors import UserError
 from rollout_policies.plan.model import Plan
 
@@ -307,3 +307,24 @@ def test_promoting_from_the_last_step_of_the_last_stage_completes_the_rollout() 
             )
         ],
     )
+
+
+def test_a_pause_turns_a_promotion_into_a_hold_whose_first_reason_is_the_pause() -> None:
+    held = hold_paused(beta(), "paused by oncall in abc: freeze")
+    assert held.action is Action.HOLD and not held.awaiting_signoff_only
+    assert [(r.code.value, str(r)) for r in held.reasons] == [
+        ("paused", "beta/step 0: paused by oncall in abc: freeze")
+    ]
+
+
+def test_a_pause_keeps_the_other_holding_reasons() -> None:
+    waiting = beta(signoffs=())  # held only for sign-off: it would open the pull request
+    held = hold_paused(waiting, "freeze")
+    assert waiting.awaiting_signoff_only and not held.awaiting_signoff_only
+    assert held.reasons[1:] == waiting.reasons and held.reasons[0].code.value == "paused"
+
+
+def test_a_pause_never_blocks_a_rollback() -> None:
+    crashing = beta(replace(GOOD_BETA, fresh("crash_rate", 9.0), "crash_rate"))
+    assert crashing.action is Action.ROLLBACK
+    assert hold_paused(crashing, "freeze") == crashing

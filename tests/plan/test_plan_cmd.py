@@ -37,13 +37,15 @@ def rollout(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_show_prints_every_stage_gate_and_trigger(plan: Plan) -> None:
+def test_show_prints_every_stage_gate_and_trigger(plan: Plan, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "250")  # a wide terminal: one line per table row
     result = rollout("plan", "show")
     assert result.returncode == 0, result.stderr
     out = result.stdout
     for stage in plan.stages:
         assert f"\n{stage.id}: {stage.name}\n" in out
     gate_lines = out.split("\nGates\n")[1].split("\nRollback triggers\n")[0].splitlines()[3:]
+    cells = {" ".join(line.split()) for line in out.splitlines()}
     unique_gates = {(t.name, g.metric) for s in plan.stages for t in s.tables for g in t.gates}
     assert len([line for line in gate_lines if line.strip()]) == len(unique_gates)
     for stage in plan.stages:
@@ -54,9 +56,12 @@ def test_show_prints_every_stage_gate_and_trigger(plan: Plan) -> None:
                 ), gate
     for trigger in plan.triggers:
         assert trigger.text in out
-    assert "Load Balancer Health         >= 100   < 99    %                 cloudwatch  no" in out
-    assert "Database Connection Loss  db_connected        < 1        immediately  prometheus" in out
-    assert "  limited   percentage, 1,000 users   2% for 48h -> 5% for 48h -> 10% for 10d  2w" in out
+    assert (
+        "Infrastructure Metrics Load Balancer Health >= 100 < 99 % cloudwatch no - "
+        "limited, medium, majority, full" in cells
+    )
+    assert "Database Connection Loss db_connected < 1 immediately prometheus" in cells
+    assert "limited percentage, 1,000 users 2% for 48h -> 5% for 48h -> 10% for 10d 2w 30m" in cells
     assert "social_sharing=limited (logging only)" in out
     assert "[window] No critical issues for 48 hours (critical_issues == 0 throughout the last 48h)" in out
 

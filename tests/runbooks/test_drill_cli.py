@@ -28,8 +28,11 @@ def test_backup_then_restore_drill_passes_and_commits_its_report(
 ) -> None:
     aws = ["--aws-endpoint-url", moto_server.endpoint_url, "--bucket", f"cli-{unique}"]
 
-    code, out, _ = run(["drill", "backup", "--dsn", plan_db, *aws, "--create-bucket"], capsys)
+    code, out, _ = run(["drill", "backup", "--dsn", plan_db, *aws, "--create-bucket", "--json"], capsys)
     assert code == 0, out
+    made = json.loads(out)
+    assert made["bucket"] == f"cli-{unique}" and made["key"].startswith("postgres/")
+    assert made["manifest_key"].rsplit("/", 1)[0] == made["key"].rsplit("/", 1)[0]
     code, out, err = run(
         ["drill", "backup-restore", "--execute", "--restore-dsn", postgres.dsn, *aws,
          "--report-dir", str(git_repo / "drills"), "--commit"],
@@ -54,7 +57,9 @@ def test_a_failover_drill_without_the_secondarys_kubeconfig_fails_in_preflight_w
     unique: str,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("COLUMNS", "250")  # a wide terminal: each step's detail on one line
     code, out, _ = run(
         ["drill", "region-failover", "--execute", "--aws-endpoint-url", moto_server.endpoint_url,
          "--zone", regions.zone, "--record", regions.record, "--ensure-records",
@@ -115,3 +120,20 @@ def test_bad_input_is_one_line_and_exit_2(
     assert message in err
     assert len(err.strip().splitlines()) == 1
     assert "Traceback" not in err
+
+
+def test_json_prints_the_report_as_written_with_its_files(
+    moto_server: MotoServer, unique: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A dry run against an empty bucket: the drill fails at its first step, and says so as JSON."""
+    code, out, _ = run(
+        ["drill", "backup-restore", "--aws-endpoint-url", moto_server.endpoint_url,
+         "--bucket", f"json-{unique}", "--report-dir", str(tmp_path / "drills"), "--json"],
+        capsys,
+    )  # fmt: skip
+    data = json.loads(out)  # nothing but the JSON on stdout
+    json_file, md_file = map(Path, data.pop("report_files"))
+    assert (data.pop("committed"), data.pop("pushed")) == (None, None)
+    assert data == json.loads(json_file.read_text()) and md_file.is_file()
+    assert (code, data["drill"], data["executed"], data["verdict"]) == (1, "backup-restore", False, "failed")
+    assert data["steps"][0]["name"] == "find-latest-dump" and data["steps"][0]["status"] == "failed"
