@@ -20,6 +20,13 @@ FORGE_TOKEN = "GITHUB_TOKEN"
 PULUMI = "ROLLOUT_PULUMI"
 # `rollout watch --prometheus` default, and the live Prometheus provider's address.
 PROMETHEUS_URL = "ROLLOUT_PROMETHEUS_URL"
+# The metric providers' settings (providers/settings.py): the controller's collector measures with them.
+JSON_BASE_URLS = "ROLLOUT_JSON_BASE_URLS"
+CLOUDWATCH_REGION = "ROLLOUT_CLOUDWATCH_REGION"
+CLOUDWATCH_ENDPOINT_URL = "ROLLOUT_CLOUDWATCH_ENDPOINT_URL"
+SQL_DSN = "ROLLOUT_SQL_DSN"
+PROVIDER_TIMEOUT = "ROLLOUT_PROVIDER_TIMEOUT"
+PROVIDER_ATTEMPTS = "ROLLOUT_PROVIDER_ATTEMPTS"
 
 # Read by the Pulumi CLI the applier starts (it inherits the controller's environment), not by
 # this package: where the stacks' state lives and how their secrets are encrypted.
@@ -27,3 +34,8 @@ PULUMI_BACKEND_URL = "PULUMI_BACKEND_URL"
 PULUMI_CONFIG_PASSPHRASE = "PULUMI_CONFIG_PASSPHRASE"
 PULUMI_ACCESS_TOKEN = "PULUMI_ACCESS_TOKEN"
 READ_BY_PULUMI = (PULUMI_BACKEND_URL, PULUMI_CONFIG_PASSPHRASE, PULUMI_ACCESS_TOKEN)
+
+# Read by the AWS SDK the CloudWatch provider uses: static keys, for a pod without a web identity (IRSA).
+AWS_ACCESS_KEY_ID = "AWS_ACCESS_KEY_ID"
+AWS_SECRET_ACCESS_KEY = "AWS_SECRET_ACCESS_KEY"
+READ_BY_AWS_SDK = (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)

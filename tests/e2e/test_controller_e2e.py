@@ -194,7 +194,7 @@ def _controller_resources(deployed: Deployed) -> list[dict[str, Any]]:
 def test_the_api_server_accepts_every_object_of_the_controller(deployed: Deployed) -> None:
     children = _controller_resources(deployed)
     kinds = sorted(r["outputs"]["kind"] for r in children)
-    assert kinds == ["Deployment", "Role", "RoleBinding", "Service", "ServiceAccount"]
+    assert kinds == ["Deployment", "Role", "RoleBinding", "Service", "ServiceAccount", "ServiceMonitor"]
     for resource in children:
         outputs = resource["outputs"]
         live = get(deployed.kubeconfig, outputs["kind"], outputs["metadata"]["name"])
