@@ -22,7 +22,7 @@ from infra.controller import ControllerArgs, RolloutController
 from infra.drills import DrillArgs, DrillSchedule
 from infra.failover import FailoverArgs, RegionalFailover
 from infra.flags import FeatureFlags, FlagsArgs, config_map_name
-from infra.settings import KEYS, NAMESPACE, StackSettings, drill_options, read_settings
+from infra.settings import KEYS, NAMESPACE, Alerts, StackSettings, drill_options, read_settings
 from infra.traffic import TrafficSplit, TrafficSplitArgs
 from rollout_policies.errors import UserError
 from rollout_policies.plan.loader import load_plan
@@ -279,6 +279,13 @@ def automatic_rollback(scope: Scope) -> tuple[RollbackAlerts, RolloutController 
 
 def controller_args(settings: StackSettings, plan: Plan, service: str) -> ControllerArgs:
     """The RolloutController of one stack: what its collector measures comes from the plan's rules."""
+    exported = Alerts().bridge_metric  # `rollout serve` exports this gauge (alerting/collector.py)
+    if settings.alerts.bridge_metric != exported:
+        raise UserError(
+            f"Pulumi.{settings.stack}.yaml: {NAMESPACE}:alerts.bridgeMetric: the controller exports "
+            f"{exported}, so rules reading {settings.alerts.bridge_metric} would never fire "
+            "(leave bridgeMetric unset, or set controller.enabled: false)"
+        )
     return ControllerArgs(
         service=service,
         namespace=settings.namespace,

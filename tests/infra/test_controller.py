@@ -458,3 +458,12 @@ def test_the_service_monitor_follows_the_rule_labels_and_the_scrape_interval(pla
     assert monitor["spec"]["endpoints"][0]["interval"] == "30s"
     with pytest.raises(UserError, match=r"controller.scrapeInterval: Value error, not a Prometheus duration"):
         settings(controller={"repository": REPOSITORY, "scrapeInterval": "15 seconds"})
+
+
+def test_a_gauge_name_the_controller_does_not_export_fails_the_program(plan):
+    renamed = settings(alerts={"bridgeMetric": "team_measurement"})
+    with pytest.raises(
+        UserError, match=r"alerts.bridgeMetric: the controller exports markethub_rollout_measurement"
+    ):
+        deploy(renamed, plan)
+    deploy(settings(alerts={"bridgeMetric": "team_measurement"}, controller={"enabled": False}), plan)
