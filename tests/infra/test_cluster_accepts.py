@@ -14,7 +14,7 @@ import secrets
 import subprocess
 
 import pytest
-from infra_helpers import deploy, rollout, settings
+from infra_helpers import REPOSITORY, deploy, rollout, settings
 
 from devenv.pytest_fixtures import local_env, local_env_info
 from devenv.tools import path_with_tools
@@ -46,6 +46,11 @@ def test_the_api_server_accepts_every_object_and_green_becomes_available(local_e
         namespace=namespace,
         backup={"veleroNamespace": namespace},
         alerts={"dashboardNamespace": namespace},
+        # The shipped plan's crash rate comes from a JSON API: the controller needs its base URL.
+        controller={
+            "repository": REPOSITORY,
+            "providers": {"jsonBaseUrls": {"crash_reporter": "https://crashes.markethub.example"}},
+        },
     )
     objects = [r.inputs for r in deploy(stack, load_plan(PLAN)).resources if r.type.startswith("kubernetes:")]
     kubeconfig = local_env_info.kubeconfig(region)
