@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import posixpath
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import pulumi
 
 from infra import kube, naming
 from infra.flags import config_map_name
 from infra.kube import Manifest
+from infra.settings import NAMESPACE as CONFIG_NAMESPACE
 from infra.settings import Controller
 from rollout_policies import envvars
-from rollout_policies.plan.model import Notifications
+from rollout_policies.errors import UserError
+from rollout_policies.plan.model import Metric, Notifications
 
 COMPONENT = "rollout-controller"
 WORK_DIR = "/var/lib/rollout"  # an empty volume: the clone lives here, relative paths start here
@@ -41,6 +44,12 @@ PASSPHRASE_KEY = "config-passphrase"
 ACCESS_TOKEN_KEY = "access-token"
 SLACK_KEY = "slack-webhook-url"
 PAGERDUTY_KEY = "pagerduty-routing-key"
+SQL_DSN_KEY = "sql-dsn"
+AWS_ACCESS_KEY_ID_KEY = "aws-access-key-id"
+AWS_SECRET_ACCESS_KEY_KEY = "aws-secret-access-key"
+# EKS IAM roles for service accounts: the pod gets AWS_ROLE_ARN and a web identity token file.
+IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
+METRICS_PATH = "/metrics"
 SERVICE_LABEL = "rollout.markethub.io/service"
 RUN_AS = 10001  # the image's `rollout` user (Dockerfile)
 
@@ -53,6 +62,13 @@ class ControllerArgs:
     plan_path: str
     notifications: Notifications
     controller: Controller
+    # The stack's region: the CloudWatch region unless controller.providers names another.
+    region: str = ""
+    # The metrics the controller's collector measures and exports (infra.alerts.bridged_metric_ids):
+    # the provider settings the serve container gets are the ones these need.
+    collected: tuple[Metric, ...] = ()
+    # Labels on the ServiceMonitor: what the operator's serviceMonitorSelector matches (alerts.ruleLabels).
+    monitor_labels: Mapping[str, str] = field(default_factory=dict)
 
 
 def names(service: str) -> dict[str, str]:
@@ -130,6 +146,67 @@ def common_env(args: ControllerArgs) -> list[Manifest]:
     return env
 
 
+def token_key(variable: str) -> str:
+    """The providers Secret's key for a plan's ``token_env`` variable: ``CRASH_TOKEN`` -> ``crash-token``."""
+    return variable.lower().replace("_", "-")
+
+
+def _json_base(metric: Metric) -> str | None:
+    """The base URL name a json_http metric needs from ``controller.providers.jsonBaseUrls``."""
+    options = metric.source.options
+    target = metric.source.query.strip() if options.get("field") else str(options.get("path") or "")
+    if target.startswith(("http://", "https://")):
+        return None
+    return str(options.get("base") or options.get("url_env") or "") or None
+
+
+def provider_env(args: ControllerArgs) -> list[Manifest]:
+    """What the collector's providers read (``ProviderSettings.from_env``), for the providers of
+    ``args.collected`` only: settings from the stack config, credentials from the providers Secret.
+
+    A JSON API the plan names without a base URL in the stack config fails the program with one line
+    (``pulumi preview`` shows it), not a controller whose trigger cannot fire.
+    """
+    c = args.controller
+    p = c.providers
+    providers = {metric.source.provider for metric in args.collected}
+    env: list[Manifest] = []
+    if "json_http" in providers:
+        json_metrics = [m for m in args.collected if m.source.provider == "json_http"]
+        for metric in json_metrics:
+            base = _json_base(metric)
+            if base is not None and base not in p.json_base_urls:
+                raise UserError(
+                    f"Pulumi.{args.stack}.yaml: {CONFIG_NAMESPACE}:controller.providers.jsonBaseUrls: "
+                    f"no URL for {base!r} (the plan's metric {metric.id} reads it)"
+                )
+        if p.json_base_urls:
+            urls = ",".join(f"{name}={url}" for name, url in sorted(p.json_base_urls.items()))
+            env.append({"name": envvars.JSON_BASE_URLS, "value": urls})
+        tokens = sorted(
+            {str(m.source.options["token_env"]) for m in json_metrics if m.source.options.get("token_env")}
+        )
+        env += [_secret(variable, c.providers_secret, token_key(variable)) for variable in tokens]
+    if "cloudwatch" in providers:
+        env.append({"name": envvars.CLOUDWATCH_REGION, "value": p.cloudwatch_region or args.region})
+        if p.cloudwatch_endpoint_url:
+            env.append({"name": envvars.CLOUDWATCH_ENDPOINT_URL, "value": p.cloudwatch_endpoint_url})
+        # Optional: without them the AWS SDK takes the pod's web identity (aws_role_arn, IRSA).
+        env += [
+            _secret(envvars.AWS_ACCESS_KEY_ID, c.providers_secret, AWS_ACCESS_KEY_ID_KEY, optional=True),
+            _secret(
+                envvars.AWS_SECRET_ACCESS_KEY, c.providers_secret, AWS_SECRET_ACCESS_KEY_KEY, optional=True
+            ),
+        ]
+    if "sql" in providers:
+        env.append(_secret(envvars.SQL_DSN, c.providers_secret, SQL_DSN_KEY))
+    if providers and p.timeout is not None:
+        env.append({"name": envvars.PROVIDER_TIMEOUT, "value": f"{p.timeout:g}"})
+    if providers and p.attempts is not None:
+        env.append({"name": envvars.PROVIDER_ATTEMPTS, "value": str(p.attempts)})
+    return env
+
+
 def forge_repository(controller: Controller) -> str:
     """owner/name on GitHub: the setting, else read from a github.com https URL, else none."""
     if controller.forge_repository:
@@ -184,6 +261,7 @@ def serve_container(args: ControllerArgs) -> Manifest:
             {"name": POD_IP, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
             _secret(envvars.WEBHOOK_TOKEN, c.webhook_secret, TOKEN_KEY),
             *common_env(args),
+            *provider_env(args),
         ],
         "ports": [{"name": HTTP, "containerPort": c.port, "protocol": "TCP"}],
         # The first clone and plan load come before the listener: give them up to five minutes.
@@ -257,13 +335,40 @@ def service_manifest(args: ControllerArgs) -> Manifest:
 
 
 def service_account_manifest(args: ControllerArgs) -> Manifest:
+    metadata: Manifest = {
+        "name": names(args.service)["service_account"],
+        "namespace": args.namespace,
+        "labels": labels(args),
+    }
+    if args.controller.aws_role_arn:
+        metadata["annotations"] = {IRSA_ANNOTATION: args.controller.aws_role_arn}
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata}
+
+
+def service_monitor_manifest(args: ControllerArgs) -> Manifest:
+    """Prometheus scrapes the controller's /metrics: the gauge the rules read for non-Prometheus metrics."""
     return {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
         "metadata": {
-            "name": names(args.service)["service_account"],
+            "name": names(args.service)["service"],
             "namespace": args.namespace,
-            "labels": labels(args),
+            "labels": {**labels(args), **args.monitor_labels},
+        },
+        "spec": {
+            "selector": {"matchLabels": selector(args)},
+            "namespaceSelector": {"matchNames": [args.namespace]},
+            "endpoints": [
+                {
+                    "port": HTTP,
+                    "path": METRICS_PATH,
+                    "scheme": "http",
+                    "interval": args.controller.scrape_interval,
+                    # The operator sets a target label `service` (the Kubernetes Service's name);
+                    # the rules select the gauge's own `service` label (the plan's service): keep it.
+                    "honorLabels": True,
+                }
+            ],
         },
     }
 
@@ -337,6 +442,7 @@ def manifests(args: ControllerArgs) -> dict[str, Manifest]:
         "role-binding": role_binding_manifest(args),
         "service": service_manifest(args),
         "deployment": deployment_manifest(args),
+        "service-monitor": service_monitor_manifest(args),
     }
 
 
@@ -360,12 +466,20 @@ class RolloutController(pulumi.ComponentResource):
             ),
         )
         self.service = objects["service"]
+        self.service_monitor = kube.apply(f"{name}-service-monitor", declared["service-monitor"], child)
         c = args.controller
         self.register_outputs(
             {
                 "webhookUrl": webhook_url(args.service, args.namespace, c.port),
                 "secrets": sorted(
-                    {c.webhook_secret, c.pulumi_secret, c.notify_secret, c.git_secret, c.forge_secret}
+                    {
+                        c.webhook_secret,
+                        c.pulumi_secret,
+                        c.notify_secret,
+                        c.git_secret,
+                        c.forge_secret,
+                        c.providers_secret,
+                    }
                 ),
             }
         )

@@ -14,7 +14,7 @@ from typing import Any
 import pulumi
 
 from infra import kube, naming
-from infra.alerts import AlertsArgs, RollbackAlerts
+from infra.alerts import AlertsArgs, RollbackAlerts, bridged_metric_ids
 from infra.autoscaling import Autoscaling, AutoscalingArgs
 from infra.backups import BackupArgs, BackupSchedule
 from infra.bluegreen import BlueGreenArgs, BlueGreenService
@@ -22,7 +22,7 @@ from infra.controller import ControllerArgs, RolloutController
 from infra.drills import DrillArgs, DrillSchedule
 from infra.failover import FailoverArgs, RegionalFailover
 from infra.flags import FeatureFlags, FlagsArgs, config_map_name
-from infra.settings import KEYS, NAMESPACE, StackSettings, drill_options, read_settings
+from infra.settings import KEYS, NAMESPACE, Alerts, StackSettings, drill_options, read_settings
 from infra.traffic import TrafficSplit, TrafficSplitArgs
 from rollout_policies.errors import UserError
 from rollout_policies.plan.loader import load_plan
@@ -272,18 +272,31 @@ def automatic_rollback(scope: Scope) -> tuple[RollbackAlerts, RolloutController 
     if not controller_settings.enabled:
         return alerts, None
     controller = RolloutController(
-        f"{scope.service}-controller",
-        ControllerArgs(
-            service=scope.service,
-            namespace=scope.namespace,
-            stack=settings.stack,
-            plan_path=settings.plan,
-            notifications=scope.plan.notifications,
-            controller=controller_settings,
-        ),
-        scope.options(),
+        f"{scope.service}-controller", controller_args(settings, scope.plan, scope.service), scope.options()
     )
     return alerts, controller
+
+
+def controller_args(settings: StackSettings, plan: Plan, service: str) -> ControllerArgs:
+    """The RolloutController of one stack: what its collector measures comes from the plan's rules."""
+    exported = Alerts().bridge_metric  # `rollout serve` exports this gauge (alerting/collector.py)
+    if settings.alerts.bridge_metric != exported:
+        raise UserError(
+            f"Pulumi.{settings.stack}.yaml: {NAMESPACE}:alerts.bridgeMetric: the controller exports "
+            f"{exported}, so rules reading {settings.alerts.bridge_metric} would never fire "
+            "(leave bridgeMetric unset, or set controller.enabled: false)"
+        )
+    return ControllerArgs(
+        service=service,
+        namespace=settings.namespace,
+        stack=settings.stack,
+        plan_path=settings.plan,
+        notifications=plan.notifications,
+        controller=settings.controller,
+        region=settings.region,
+        collected=tuple(plan.metric(metric) for metric in bridged_metric_ids(plan)),
+        monitor_labels=dict(settings.alerts.rule_labels),
+    )
 
 
 def recovery(scope: Scope) -> tuple[BackupSchedule | None, DrillSchedule]:

@@ -27,6 +27,7 @@ from rollout_policies.state import RolloutState
 NAMESPACE = "markethub-rollout"
 # RFC 7230 token characters: what Gateway API accepts as a header name.
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$")
+_PROMETHEUS_DURATION = re.compile(r"^([0-9]+(ms|s|m|h))+$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -133,6 +134,33 @@ class Alerts(_Section):
     detection_budget: str = "35s"
 
 
+class ControllerProviders(_Section):
+    """Where the controller's collector finds the plan's non-Prometheus metric sources.
+
+    Only what is not secret: the DSN of the SQL provider and static AWS keys come from
+    ``controller.providersSecret``. Each value becomes the ``ROLLOUT_*`` variable
+    ``ProviderSettings.from_env`` reads (infra/controller.py), set only for a provider a rule reads.
+    """
+
+    # Name -> base URL of each JSON API the plan's json_http metrics name (options.base, url_env).
+    json_base_urls: dict[str, str] = Field(default_factory=dict)
+    # Empty: the stack's own region.
+    cloudwatch_region: str = ""
+    # Empty: AWS itself (a stand-in such as a moto server in tests).
+    cloudwatch_endpoint_url: str = ""
+    timeout: float | None = Field(default=None, gt=0)
+    attempts: int | None = Field(default=None, ge=1)
+
+    @field_validator("json_base_urls")
+    @classmethod
+    def _base_urls(cls, value: dict[str, str]) -> dict[str, str]:
+        # They travel as one variable, name=url,name=url (ROLLOUT_JSON_BASE_URLS).
+        for name, url in value.items():
+            if not name or "," in name or "=" in name or not url or "," in url:
+                raise ValueError(f"{name!r}: {url!r} is not a name and a URL without commas")
+        return value
+
+
 class Controller(_Section):
     """The controller (``rollout serve``) this program deploys beside the service (infra/controller.py).
 
@@ -158,9 +186,26 @@ class Controller(_Section):
     forge_secret: str = "rollout-forge"
     pulumi_secret: str = "rollout-pulumi"
     notify_secret: str = "rollout-notify"
+    # The metric providers' credentials: key ``sql-dsn`` (the SQL provider's DSN), optional
+    # ``aws-access-key-id`` and ``aws-secret-access-key`` (static keys; without them the AWS SDK uses
+    # the pod's web identity, ``awsRoleArn``), and one key per plan ``token_env`` variable.
+    providers_secret: str = "rollout-providers"
+    providers: ControllerProviders = ControllerProviders()
+    # IAM role for CloudWatch (EKS IRSA): written as the ServiceAccount's eks.amazonaws.com/role-arn,
+    # so the pod gets a web identity and no static AWS key is needed.
+    aws_role_arn: str = ""
+    # How often Prometheus scrapes the controller's /metrics (its ServiceMonitor).
+    scrape_interval: str = "15s"
     resources: Resources = Resources(
         requests={"cpu": "100m", "memory": "256Mi"}, limits={"cpu": "1", "memory": "1Gi"}
     )
+
+    @field_validator("scrape_interval")
+    @classmethod
+    def _interval(cls, value: str) -> str:
+        if not _PROMETHEUS_DURATION.match(value):
+            raise ValueError(f"not a Prometheus duration such as 15s or 1m: {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _watch(self) -> Controller:
@@ -276,7 +321,7 @@ COMPONENT_KEYS: dict[str, tuple[str, ...]] = {
     "rollback-alerts": ("rollout", "alerts", "region"),
     "feature-flags": ("rollout",),
     "drill-schedule": ("plan", "regionRole", "drills", "namespace", "backup", "failover"),
-    "rollout-controller": ("controller", "plan", "alerts"),
+    "rollout-controller": ("controller", "plan", "alerts", "region"),
 }
 
 

@@ -35,6 +35,13 @@ FORGE_TOKEN = "GITHUB_TOKEN"
 PULUMI = "ROLLOUT_PULUMI"
 # `rollout watch --prometheus` default, and the live Prometheus provider's address.
 PROMETHEUS_URL = "ROLLOUT_PROMETHEUS_URL"
+# The metric providers' settings (providers/settings.py): the controller's collector measures with them.
+JSON_BASE_URLS = "ROLLOUT_JSON_BASE_URLS"
+CLOUDWATCH_REGION = "ROLLOUT_CLOUDWATCH_REGION"
+CLOUDWATCH_ENDPOINT_URL = "ROLLOUT_CLOUDWATCH_ENDPOINT_URL"
+SQL_DSN = "ROLLOUT_SQL_DSN"
+PROVIDER_TIMEOUT = "ROLLOUT_PROVIDER_TIMEOUT"
+PROVIDER_ATTEMPTS = "ROLLOUT_PROVIDER_ATTEMPTS"
 
 # Read by the Pulumi CLI the applier starts (it inherits the controller's environment), not by
 # this package: where the stacks' state lives and how their secrets are encrypted.
@@ -43,17 +50,22 @@ PULUMI_CONFIG_PASSPHRASE = "PULUMI_CONFIG_PASSPHRASE"
 PULUMI_ACCESS_TOKEN = "PULUMI_ACCESS_TOKEN"
 READ_BY_PULUMI = (PULUMI_BACKEND_URL, PULUMI_CONFIG_PASSPHRASE, PULUMI_ACCESS_TOKEN)
 
+# Read by the AWS SDK the CloudWatch provider uses: static keys, for a pod without a web identity (IRSA).
+AWS_ACCESS_KEY_ID = "AWS_ACCESS_KEY_ID"
+AWS_SECRET_ACCESS_KEY = "AWS_SECRET_ACCESS_KEY"
+READ_BY_AWS_SDK = (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)
+
 READ = MappingProxyType(
     {
         # metric providers (providers/settings.py)
         PROMETHEUS_URL: "Prometheus server URL (providers, rollout watch)",
-        "ROLLOUT_CLOUDWATCH_ENDPOINT_URL": "CloudWatch endpoint; empty: AWS itself",
-        "ROLLOUT_CLOUDWATCH_REGION": "CloudWatch region; default AWS_REGION, AWS_DEFAULT_REGION",
-        "ROLLOUT_SQL_DSN": "analytics database DSN",
-        "ROLLOUT_JSON_BASE_URLS": "JSON API base URLs by name: crash_reporter=https://...,issue_tracker=...",
+        CLOUDWATCH_ENDPOINT_URL: "CloudWatch endpoint; empty: AWS itself",
+        CLOUDWATCH_REGION: "CloudWatch region; default AWS_REGION, AWS_DEFAULT_REGION",
+        SQL_DSN: "analytics database DSN",
+        JSON_BASE_URLS: "JSON API base URLs by name: crash_reporter=https://...,issue_tracker=...",
         "ROLLOUT_METRICS_FILE": "the metrics file a metric with provider metrics_file reads",
-        "ROLLOUT_PROVIDER_TIMEOUT": "seconds per provider request",
-        "ROLLOUT_PROVIDER_ATTEMPTS": "tries per provider query",
+        PROVIDER_TIMEOUT: "seconds per provider request",
+        PROVIDER_ATTEMPTS: "tries per provider query",
         "AWS_REGION": "CloudWatch region when ROLLOUT_CLOUDWATCH_REGION is unset",
         "AWS_DEFAULT_REGION": "CloudWatch region when neither of the above is set",
         # forge and git (gitops/)
@@ -72,7 +84,7 @@ READ = MappingProxyType(
         "PULUMI_STACK": "the stack a policy pack checks (the Pulumi CLI sets it for the analyzer)",
         # drills (cli/drill_cmd.py, runbooks/)
         "AWS_ENDPOINT_URL": "AWS endpoint for the drills (a moto server locally)",
-        "AWS_ACCESS_KEY_ID": "AWS key; the drills use test keys against a local endpoint when unset",
+        AWS_ACCESS_KEY_ID: "AWS key; the drills use test keys against a local endpoint when unset",
         "AWS_PROFILE": "AWS profile; as above",
         "DRILL_RESTORE_DSN": "scratch PostgreSQL server the restore drill restores into",
         "DRILL_BACKUP_DSN": "database `rollout drill backup` dumps",
@@ -92,7 +104,7 @@ TOOLS = MappingProxyType(
         "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "Pulumi CLI: never download plugins",
         "KUBECONFIG": "Kubernetes client and provider: the clusters (a context per region, named by each "
         "stack's kubernetes:context)",
-        "AWS_SECRET_ACCESS_KEY": "AWS SDK: secret of AWS_ACCESS_KEY_ID",
+        AWS_SECRET_ACCESS_KEY: "AWS SDK: secret of AWS_ACCESS_KEY_ID",
         "AWS_SESSION_TOKEN": "AWS SDK: session token",
         "AWS_ROLE_ARN": "AWS SDK: role assumed with a web identity (OIDC)",
         "AWS_WEB_IDENTITY_TOKEN_FILE": "AWS SDK: web identity token (OIDC)",

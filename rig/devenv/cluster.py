@@ -30,11 +30,13 @@ from rollout_policies.errors import UserError
 
 KUBE_VERSION = "v1.33.4"  # tools/versions.env KUBERNETES_VERSION; kwokctl picks component flags by it
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
-# The three CRD kinds the product's Pulumi program creates; `wait_ready` checks each is served.
+# The CRD kinds the product's Pulumi program creates; `wait_ready` checks each is served.
 REQUIRED_CRDS = (
     "httproutes.gateway.networking.k8s.io",
     "schedules.velero.io",
     "prometheusrules.monitoring.coreos.com",
+    "alertmanagerconfigs.monitoring.coreos.com",
+    "servicemonitors.monitoring.coreos.com",
 )
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 

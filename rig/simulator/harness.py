@@ -19,6 +19,7 @@ import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
@@ -201,8 +202,12 @@ class AlertingLane:
         missing_data_for: str | None = None,
         notify_url: str | None = None,
         moto: MotoServer | None = None,
+        controller_env: Callable[[AlertingLane], Mapping[str, str]] | None = None,
     ) -> None:
         self.root = root
+        # Given: serve's provider variables come from it (called once moto and the simulation run),
+        # e.g. the environment of the controller's declared Deployment, instead of provider_env().
+        self.controller_env = controller_env
         self.plan = plan
         self.detection_budget = detection_budget
         self.missing_data_for = missing_data_for
@@ -258,7 +263,8 @@ class AlertingLane:
         )
         self._stack.callback(self.simulation.stop)
         self.simulation.start()
-        env = {**(self.serve_env if self.serve_env is not None else os.environ), **self.provider_env()}
+        provider_env = self.controller_env(self) if self.controller_env is not None else self.provider_env()
+        env = {**(self.serve_env if self.serve_env is not None else os.environ), **provider_env}
         self.serve = ServeProcess(
             root, self.clone, self.stack, self.token, apply_args=self.serve_apply, env=env
         )

@@ -16,8 +16,8 @@ from env_scan import plan_named, read_in_source
 
 from infra.alert_route import alertmanager_config_manifest
 from infra.alerts import AlertsArgs, route_args
-from infra.controller import ControllerArgs, deployment_manifest
-from infra.program import current_stage, load_plan_file, resolve_plan_path
+from infra.controller import deployment_manifest
+from infra.program import controller_args, current_stage, load_plan_file, resolve_plan_path
 from infra.settings import settings_from_stack_file
 from rollout_policies import envvars
 
@@ -39,23 +39,15 @@ def _first_column(section: str) -> list[str]:
 
 @functools.cache
 def _read_by_the_product() -> frozenset[str]:
-    return frozenset(read_in_source()) | plan_named(SHIPPED_PLAN) | set(envvars.READ_BY_PULUMI)
+    tools = {*envvars.READ_BY_PULUMI, *envvars.READ_BY_AWS_SDK}
+    return frozenset(read_in_source()) | plan_named(SHIPPED_PLAN) | tools
 
 
 def _rendered(stack_file: Path) -> tuple[dict, dict]:
     settings = settings_from_stack_file(stack_file)
     plan = load_plan_file(resolve_plan_path(settings.plan))
     service = settings.service_name or plan.service
-    deployment = deployment_manifest(
-        ControllerArgs(
-            service,
-            settings.namespace,
-            settings.stack,
-            settings.plan,
-            plan.notifications,
-            settings.controller,
-        )
-    )
+    deployment = deployment_manifest(controller_args(settings, plan, service))
     alerts = AlertsArgs(
         service=service,
         namespace=settings.namespace,

@@ -21,8 +21,8 @@ import pytest
 
 from devenv.dockerfile import parse
 from devenv.pod import expand
-from infra.controller import ControllerArgs, deployment_manifest
-from infra.program import load_plan_file, resolve_plan_path
+from infra.controller import deployment_manifest
+from infra.program import controller_args, load_plan_file, resolve_plan_path
 from infra.settings import settings_from_stack_file
 from rollout_policies.cli.main import cli
 
@@ -38,15 +38,7 @@ def _deployment(stack_file: Path, **controller: object) -> dict:
             update={"controller": settings.controller.model_copy(update=controller)}
         )
     plan = load_plan_file(resolve_plan_path(settings.plan))
-    args = ControllerArgs(
-        service=settings.service_name or plan.service,
-        namespace=settings.namespace,
-        stack=settings.stack,
-        plan_path=settings.plan,
-        notifications=plan.notifications,
-        controller=settings.controller,
-    )
-    return deployment_manifest(args)
+    return deployment_manifest(controller_args(settings, plan, settings.service_name or plan.service))
 
 
 def _containers(stack_file: Path) -> list[dict]:

@@ -15,6 +15,9 @@
    live Service to the process, its ``httpConfig.authorization`` read from the Secret) commits the
    rollback to the real git remote and applies it to the live HTTPRoute. Without the authorization
    the same POST is refused and git does not move.
+4. The process, pointed by the stack config at a crash reporter's API and the local environment's
+   moto server (CloudWatch), measures the candidate's crash rate and load-balancer failures and
+   exports them where the live ServiceMonitor makes Prometheus scrape.
 
 The pod's address is a loopback address of its own (127.x.y.z), so the controller's fixed port
 cannot collide with anything else on the machine. The repository is a bare git remote on disk
@@ -40,9 +43,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import boto3
 import httpx
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 from pulumi import automation as auto
 
 from devenv.dockerfile import parse
@@ -53,6 +58,8 @@ from rollout_policies.gitops.kube_live import route_weights
 from rollout_policies.gitops.seams import AutomationApplier
 from rollout_policies.gitops.stack_config import read_state, state_from_text
 from rollout_policies.state import Colour
+from simulator.crash_reporter import CrashReporter
+from simulator.traffic import lb_dimensions
 
 pytestmark = pytest.mark.e2e
 
@@ -90,6 +97,7 @@ class Deployed:
     env: dict[str, str]
     stack: auto.Stack
     webhook_token: str
+    crash_reporter: CrashReporter
 
     def main_state(self) -> Any:
         git(self.work, "fetch", "-q", "origin")
@@ -101,8 +109,9 @@ class Deployed:
         return git(self.work, "rev-parse", "origin/main")
 
 
-def _enable_controller(path: Path, remote: Path) -> None:
-    """The local stack as a team would configure it for the controller, in this test's namespace."""
+def _enable_controller(path: Path, remote: Path, crash_reporter_url: str, cloudwatch_url: str) -> None:
+    """The local stack as a team would configure it for the controller, in this test's namespace: its
+    providers point at this test's crash reporter and the local environment's moto server."""
     text = path.read_text()
     text = text.replace(
         "markethub-rollout:namespace: markethub\n", f"markethub-rollout:namespace: {NAMESPACE}\n"
@@ -114,7 +123,10 @@ def _enable_controller(path: Path, remote: Path) -> None:
         "  markethub-rollout:controller:\n    enabled: false\n",
         "  markethub-rollout:controller:\n"
         f"    repository: {remote.as_uri()}\n"
-        "    image: ghcr.io/markethub/markethub-rollout:e2e\n",
+        "    image: ghcr.io/markethub/markethub-rollout:e2e\n"
+        "    providers:\n"
+        f"      jsonBaseUrls: {{crash_reporter: '{crash_reporter_url}'}}\n"
+        f"      cloudwatchEndpointUrl: '{cloudwatch_url}'\n",
     )
     # The Secrets exist before the objects that reference them: the test creates the namespace.
     text += '  markethub-rollout:createNamespace: "false"\n'
@@ -150,7 +162,8 @@ def deployed(local_env_info: EnvInfo, tmp_path_factory: pytest.TempPathFactory) 
     git(base, "clone", "-q", str(remote), str(work))
     git(work, "config", "user.email", "e2e@markethub.local")
     git(work, "config", "user.name", "e2e")
-    _enable_controller(work / f"Pulumi.{STACK}.yaml", remote)
+    crash_reporter = CrashReporter().start()
+    _enable_controller(work / f"Pulumi.{STACK}.yaml", remote, crash_reporter.url, local_env_info.moto_url)
     git(work, "commit", "-qam", "Turn the controller on in this environment")
     git(work, "push", "-q", "origin", "main")
 
@@ -170,6 +183,18 @@ def deployed(local_env_info: EnvInfo, tmp_path_factory: pytest.TempPathFactory) 
             "rollout-pulumi",
             {"backend-url": backend.as_uri(), "config-passphrase": env["PULUMI_CONFIG_PASSPHRASE"]},
         )
+        # moto's test keys stand for the pod's AWS identity; no analytics database runs here (the SQL
+        # metrics feed gate alerts only): its DSN is a loopback port where nothing listens.
+        aws = local_env_info.aws_env(REGION)
+        _secret(
+            kubeconfig,
+            "rollout-providers",
+            {
+                "sql-dsn": "postgresql://analytics@127.0.0.1:9/analytics",
+                "aws-access-key-id": aws["AWS_ACCESS_KEY_ID"],
+                "aws-secret-access-key": aws["AWS_SECRET_ACCESS_KEY"],
+            },
+        )
         stack = AutomationApplier(work, lambda s: dict(env)).stack(STACK)
         result = stack.up(color="never")
         assert result.summary.result == "succeeded"
@@ -177,8 +202,9 @@ def deployed(local_env_info: EnvInfo, tmp_path_factory: pytest.TempPathFactory) 
         if git(work, "status", "--porcelain"):
             git(work, "commit", "-qam", "pulumi stack init: encryption salt")
             git(work, "push", "-q", "origin", "main")
-        yield Deployed(local_env_info, kubeconfig, remote, work, env, stack, token)
+        yield Deployed(local_env_info, kubeconfig, remote, work, env, stack, token, crash_reporter)
     finally:
+        crash_reporter.stop()
         if stack is not None:
             with contextlib.suppress(auto.CommandError):
                 stack.destroy(color="never")
@@ -194,7 +220,7 @@ def _controller_resources(deployed: Deployed) -> list[dict[str, Any]]:
 def test_the_api_server_accepts_every_object_of_the_controller(deployed: Deployed) -> None:
     children = _controller_resources(deployed)
     kinds = sorted(r["outputs"]["kind"] for r in children)
-    assert kinds == ["Deployment", "Role", "RoleBinding", "Service", "ServiceAccount"]
+    assert kinds == ["Deployment", "Role", "RoleBinding", "Service", "ServiceAccount", "ServiceMonitor"]
     for resource in children:
         outputs = resource["outputs"]
         live = get(deployed.kubeconfig, outputs["kind"], outputs["metadata"]["name"])
@@ -443,3 +469,51 @@ def test_an_authenticated_alert_commits_the_rollback_and_applies_it(
     # Applied through the Pulumi CLI, as the pod's ServiceAccount: the live route serves stable.
     live = get(deployed.kubeconfig, "httproute", SERVICE)
     assert route_weights(live, SERVICE) == {Colour.BLUE: 100, Colour.GREEN: 0}
+
+
+def _exported(text: str, metric: str) -> float | None:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "markethub_rollout_measurement" and sample.labels.get("metric") == metric:
+                return sample.value
+    return None
+
+
+def test_the_process_measures_the_trigger_sources_it_is_pointed_at_and_exports_them_for_prometheus(
+    deployed: Deployed, controller: Running
+) -> None:
+    """Crash rate from the crash reporter's API and load-balancer failures from CloudWatch (moto),
+    measured by the process with the declared environment, at the address the live ServiceMonitor
+    makes Prometheus scrape (its Service's port, resolved to the container port, and its path)."""
+    for crashed in (True, False, True, False):  # the candidate's app: half its sessions crash
+        deployed.crash_reporter.report("candidate", crashed)
+    aws = deployed.info.aws_env(REGION)
+    cloudwatch = boto3.client(
+        "cloudwatch",
+        endpoint_url=aws["AWS_ENDPOINT_URL"],
+        region_name=REGION,
+        aws_access_key_id=aws["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=aws["AWS_SECRET_ACCESS_KEY"],
+    )
+    dimensions = [{"Name": k, "Value": v} for k, v in lb_dimensions(SERVICE, "candidate").items()]
+    cloudwatch.put_metric_data(
+        Namespace="AWS/ApplicationELB",
+        MetricData=[{"MetricName": "UnHealthyHostCount", "Dimensions": dimensions, "Value": 1.0}],
+    )
+    monitor = get(deployed.kubeconfig, "servicemonitor", f"{SERVICE}-rollout-webhook")
+    (endpoint,) = monitor["spec"]["endpoints"]
+    service = get(deployed.kubeconfig, "service", f"{SERVICE}-rollout-webhook")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    (port,) = [p for p in service["spec"]["ports"] if p["name"] == endpoint["port"]]
+    (serve,) = get(deployed.kubeconfig, "deployment", CONTROLLER)["spec"]["template"]["spec"]["containers"]
+    container_port = next(p["containerPort"] for p in serve["ports"] if p["name"] == port["targetPort"])
+    url = f"http://{controller.pod_ip}:{container_port}{endpoint['path']}"
+    deadline = time.monotonic() + 90  # the collector measures every 15s (serve's default)
+    found: dict[str, float | None] = {}
+    while time.monotonic() < deadline:
+        text = httpx.get(url, timeout=5).text
+        found = {m: _exported(text, m) for m in ("crash_rate", "lb_unhealthy_hosts")}
+        if found == {"crash_rate": 50.0, "lb_unhealthy_hosts": 1.0}:
+            break
+        time.sleep(1)
+    assert found == {"crash_rate": 50.0, "lb_unhealthy_hosts": 1.0}, controller.log.read_text()[-3000:]

@@ -14,7 +14,7 @@ import secrets
 import subprocess
 
 import pytest
-from infra_helpers import rollout, settings
+from infra_helpers import REPOSITORY, rollout, settings
 from pulumi_render import deploy
 
 from devenv.pytest_fixtures import local_env, local_env_info
@@ -47,6 +47,11 @@ def test_the_api_server_accepts_every_object_and_green_becomes_available(local_e
         namespace=namespace,
         backup={"veleroNamespace": namespace},
         alerts={"dashboardNamespace": namespace},
+        # The shipped plan's crash rate comes from a JSON API: the controller needs its base URL.
+        controller={
+            "repository": REPOSITORY,
+            "providers": {"jsonBaseUrls": {"crash_reporter": "https://crashes.markethub.example"}},
+        },
     )
     objects = [r.inputs for r in deploy(stack, load_plan(PLAN)).resources if r.type.startswith("kubernetes:")]
     kubeconfig = local_env_info.kubeconfig(region)

@@ -10,7 +10,9 @@ from infra.alert_route import NOTIFY_RECEIVER, WEBHOOK_RECEIVER
 from infra.controller import RULES, WORK_DIR
 from rollout_policies import envvars
 from rollout_policies.errors import UserError
-from rollout_policies.plan.model import Notifications
+from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
+from rollout_policies.plan.model import Notifications, Plan
+from rollout_policies.providers.settings import ProviderSettings
 
 SERVICE = "markethub-mobile"
 CONTROLLER = f"{SERVICE}-rollout"
@@ -133,7 +135,13 @@ def test_secrets_are_referenced_never_created(plan):
         for item in container["env"]
         if "secretKeyRef" in item.get("valueFrom", {})
     }
-    assert referenced == {"rollout-webhook", "rollout-git", "rollout-forge", "rollout-pulumi"}
+    assert referenced == {
+        "rollout-webhook",
+        "rollout-git",
+        "rollout-forge",
+        "rollout-pulumi",
+        "rollout-providers",
+    }
 
 
 def test_the_pod_runs_as_a_non_root_user_without_privilege_escalation(plan):
@@ -291,3 +299,172 @@ def test_watch_runs_beside_serve_and_needs_a_prometheus(plan):
     assert envvars.WEBHOOK_TOKEN not in _env(watch)
     with pytest.raises(UserError, match="controller: Value error, watch needs prometheusUrl"):
         settings(controller={"repository": REPOSITORY, "watch": True})
+
+
+# -- the collector's providers, and Prometheus scraping what it exports -------------------------------
+
+CRASHES = "https://crashes.markethub.example"
+WITH_PROVIDERS = {"repository": REPOSITORY, "providers": {"jsonBaseUrls": {"crash_reporter": CRASHES}}}
+
+
+@pytest.fixture(scope="module")
+def shipped_plan() -> Plan:
+    return load_plan(DEFAULT_PLAN)
+
+
+def _values(container) -> dict[str, str]:
+    return {item["name"]: item["value"] for item in container["env"] if "value" in item}
+
+
+def _refs(container) -> dict[str, dict]:
+    return {
+        item["name"]: item["valueFrom"]["secretKeyRef"]
+        for item in container["env"]
+        if "secretKeyRef" in item.get("valueFrom", {})
+    }
+
+
+def test_serve_gets_every_provider_setting_the_shipped_plans_rules_need(shipped_plan):
+    serve = _container(deploy(settings(controller=WITH_PROVIDERS), shipped_plan))
+    values, refs = _values(serve), _refs(serve)
+    # crash rate (json_http), load-balancer failures and health (cloudwatch), the gate metrics (sql)
+    assert values[envvars.JSON_BASE_URLS] == f"crash_reporter={CRASHES}"
+    assert values[envvars.CLOUDWATCH_REGION] == "us-east-1"  # the stack's region
+    assert envvars.CLOUDWATCH_ENDPOINT_URL not in values  # AWS itself
+    assert refs[envvars.SQL_DSN] == {"name": "rollout-providers", "key": "sql-dsn"}
+    # Static keys are optional: without them the SDK uses the pod's web identity (IRSA).
+    assert refs[envvars.AWS_ACCESS_KEY_ID] == {
+        "name": "rollout-providers",
+        "key": "aws-access-key-id",
+        "optional": True,
+    }
+    assert refs[envvars.AWS_SECRET_ACCESS_KEY]["optional"] is True
+    assert envvars.PROMETHEUS_URL not in values  # Prometheus reads its own series; nothing to collect
+
+
+def test_the_settings_the_collector_reads_from_that_environment_are_the_stack_configs(shipped_plan):
+    providers = {
+        "jsonBaseUrls": {"crash_reporter": CRASHES, "surveys": "https://surveys.example/v2"},
+        "cloudwatchRegion": "eu-west-1",
+        "cloudwatchEndpointUrl": "http://127.0.0.1:5000",
+        "timeout": 2.5,
+        "attempts": 4,
+    }
+    serve = _container(
+        deploy(settings(controller={"repository": REPOSITORY, "providers": providers}), shipped_plan)
+    )
+    secrets = {name: f"<{ref['key']}>" for name, ref in _refs(serve).items()}
+    found = ProviderSettings.from_env({**_values(serve), **secrets})
+    assert dict(found.json_base_urls) == providers["jsonBaseUrls"]
+    assert found.for_provider("cloudwatch") == {
+        "endpoint_url": "http://127.0.0.1:5000",
+        "region": "eu-west-1",
+        "timeout": 2.5,
+        "attempts": 4,
+    }
+    assert found.sql_dsn == "<sql-dsn>"
+
+
+def test_a_json_api_the_plan_names_without_a_url_fails_the_program_naming_the_key(shipped_plan):
+    with pytest.raises(
+        UserError,
+        match=r"Pulumi.prod-us-east-1.yaml: markethub-rollout:controller.providers.jsonBaseUrls: "
+        r"no URL for 'crash_reporter' \(the plan's metric crash_rate reads it\)",
+    ):
+        deploy(settings(), shipped_plan)
+
+
+def test_only_the_providers_some_rule_reads_get_settings(plan):
+    # The test plan's rules read json_http and cloudwatch metrics; its sql metric is read by no rule.
+    serve = _container(deploy(settings(), plan))
+    assert envvars.CLOUDWATCH_REGION in _values(serve)
+    assert envvars.SQL_DSN not in _refs(serve)
+    # Only Prometheus triggers, no gate alerts: the collector measures nothing, so no provider settings.
+    prometheus_only = plan.model_copy(
+        update={
+            "triggers": tuple(t for t in plan.triggers if t.metric in ("api_error_rate", "db_connected")),
+            "stages": tuple(s.model_copy(update={"gates": ()}) for s in plan.stages),
+        }
+    )
+    serve = _container(deploy(settings(), prometheus_only))
+    names = {item["name"] for item in serve["env"]}
+    assert not names & {
+        envvars.JSON_BASE_URLS,
+        envvars.CLOUDWATCH_REGION,
+        envvars.SQL_DSN,
+        envvars.AWS_ACCESS_KEY_ID,
+        envvars.AWS_SECRET_ACCESS_KEY,
+    }
+
+
+def test_a_plan_token_variable_comes_from_the_providers_secret(plan):
+    metrics = tuple(
+        m.model_copy(
+            update={"source": m.source.model_copy(update={"options": {"token_env": "CRASH_API_TOKEN"}})}
+        )
+        if m.id == "crash_rate"
+        else m
+        for m in plan.metrics
+    )
+    serve = _container(deploy(settings(), plan.model_copy(update={"metrics": metrics})))
+    assert _refs(serve)["CRASH_API_TOKEN"] == {"name": "rollout-providers", "key": "crash-api-token"}
+
+
+def test_the_watch_container_gets_no_provider_credentials(plan):
+    watching = {"repository": REPOSITORY, "watch": True, "prometheusUrl": "http://prometheus:9090"}
+    watch = _container(deploy(settings(controller=watching), plan), "watch")
+    assert not {item["name"] for item in watch["env"]} & {envvars.SQL_DSN, envvars.AWS_SECRET_ACCESS_KEY}
+
+
+def test_an_aws_role_annotates_the_service_account_for_irsa(plan):
+    plain = deploy(settings(), plan).one("ServiceAccount", CONTROLLER)
+    assert "annotations" not in plain["metadata"]
+    role = "arn:aws:iam::123456789012:role/rollout"
+    account = deploy(settings(controller={"repository": REPOSITORY, "awsRoleArn": role}), plan).one(
+        "ServiceAccount", CONTROLLER
+    )
+    assert account["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": role}
+
+
+def test_prometheus_scrapes_the_controllers_metrics_port_through_a_service_monitor(plan):
+    deployed = deploy(settings(), plan)
+    (monitor,) = deployed.of_kind("ServiceMonitor")
+    service = deployed.one("Service", f"{SERVICE}-rollout-webhook")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["namespace"] == service["metadata"]["namespace"] == "markethub"
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["markethub"]}
+    # It selects the controller's Service and no other Service the program declares.
+    selected = [
+        s["metadata"]["name"]
+        for s in deployed.of_kind("Service")
+        if monitor["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
+    ]
+    assert selected == [f"{SERVICE}-rollout-webhook"]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert (endpoint["path"], endpoint["interval"], endpoint["honorLabels"]) == ("/metrics", "15s", True)
+    # The operator's Prometheus selects it by the same labels as the rules.
+    (rules, *_) = deployed.of_kind("PrometheusRule")
+    assert {"release": "prometheus"}.items() <= monitor["metadata"]["labels"].items()
+    assert {"release": "prometheus"}.items() <= rules["metadata"]["labels"].items()
+
+
+def test_the_service_monitor_follows_the_rule_labels_and_the_scrape_interval(plan):
+    custom = settings(
+        alerts={"ruleLabels": {"prometheus": "platform"}},
+        controller={"repository": REPOSITORY, "scrapeInterval": "30s"},
+    )
+    (monitor,) = deploy(custom, plan).of_kind("ServiceMonitor")
+    assert monitor["metadata"]["labels"]["prometheus"] == "platform"
+    assert monitor["spec"]["endpoints"][0]["interval"] == "30s"
+    with pytest.raises(UserError, match=r"controller.scrapeInterval: Value error, not a Prometheus duration"):
+        settings(controller={"repository": REPOSITORY, "scrapeInterval": "15 seconds"})
+
+
+def test_a_gauge_name_the_controller_does_not_export_fails_the_program(plan):
+    renamed = settings(alerts={"bridgeMetric": "team_measurement"})
+    with pytest.raises(
+        UserError, match=r"alerts.bridgeMetric: the controller exports markethub_rollout_measurement"
+    ):
+        deploy(renamed, plan)
+    deploy(settings(alerts={"bridgeMetric": "team_measurement"}, controller={"enabled": False}), plan)

@@ -32,6 +32,7 @@ FILES = (
     "velero.io_schedules.yaml",
     "monitoring.coreos.com_prometheusrules.yaml",
     "monitoring.coreos.com_alertmanagerconfigs.yaml",
+    "monitoring.coreos.com_servicemonitors.yaml",
 )
 
 
@@ -104,7 +105,7 @@ def test_every_custom_resource_validates_against_its_crd(plan, schemas, state):
         assert key in schemas, f"no CRD for {key}"
         _validate(manifest, schemas[key])
         kinds.add(manifest["kind"])
-    assert kinds == {"HTTPRoute", "Schedule", "PrometheusRule", "AlertmanagerConfig"}
+    assert kinds == {"HTTPRoute", "Schedule", "PrometheusRule", "AlertmanagerConfig", "ServiceMonitor"}
 
 
 def test_the_schema_check_catches_an_unknown_field(plan, schemas):
