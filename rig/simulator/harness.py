@@ -438,6 +438,11 @@ class LocalDeployment:
         git(self.work, "commit", "-qam", message)
         git(self.work, "push", "-q", "origin", "main")
         self.applier.stack(self.stack).up(color="never")
+        # A stack that already existed in the shared backend (an earlier test's) gets its passphrase
+        # salt written by this `up`, not by `stack init`: commit it, or the next pull refuses to run.
+        if git(self.work, "status", "--porcelain").strip():
+            git(self.work, "commit", "-qam", "pulumi: the stack's encryption salt")
+            git(self.work, "push", "-q", "origin", "main")
 
     def live(self) -> dict[str, float]:
         return route_weights(self.kubeconfig, "markethub-mobile")
