@@ -13,11 +13,16 @@ Pulumi program reads nothing else to decide traffic; only the tool (or a person,
       stepStartedAt:  "2026-11-20T09:00:00Z"
       rolledBack: true        # only after a rollback: no user reaches the candidate (see below)
       paused: true            # only while paused (`rollout pause`): promotions hold, traffic stays
+      released: true          # only once finalized (`rollout release finalize`): the release is done
 
 ``rolledBack`` is what takes every user off the candidate in every stage: the weights alone cannot
 say it, because a beta stack has 0% candidate weight while its cohort route sends the beta users to
 the candidate. A rolled-back stack has no cohort route and serves the plan's stable feature flags;
 the next promotion (a resume) clears it.
+
+``released`` says a person finalized the release at the last step of the last stage with 100% on the
+candidate: the candidate is what every user runs, and `rollout release start` may begin the next one
+(the candidate becomes the stable colour). A rollback clears it.
 """
 
 from __future__ import annotations
@@ -61,6 +66,8 @@ class RolloutState(BaseModel):
     # A person paused the rollout: the scheduled promotion holds (reason "paused") until a resume.
     # Traffic is not touched, and a rollback still happens when one is needed.
     paused: bool = False
+    # The release is finished (`rollout release finalize`): the candidate serves 100% at the last step.
+    released: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> RolloutState:
@@ -77,6 +84,13 @@ class RolloutState(BaseModel):
                 f"rolledBack is true but the candidate has {self.candidate_weight}%"
                 " (a rolled-back stack has 0)"
             )
+        if self.released and self.candidate_weight != 100:
+            raise ValueError(
+                f"released is true but the candidate has {self.candidate_weight}%"
+                " (a released stack has 100)"
+            )
+        if self.released and self.rolled_back:
+            raise ValueError("released and rolledBack cannot both be true")
         for name in ("stage_started_at", "step_started_at"):
             if getattr(self, name).tzinfo is None:
                 raise ValueError(f"{name} needs a time zone (write it as ...Z)")
@@ -94,8 +108,9 @@ class RolloutState(BaseModel):
     def to_config(self) -> dict[str, Any]:
         """The plain mapping written to the stack config (camelCase keys, ISO times).
 
-        ``rolledBack`` and ``paused`` are written only when true, so a stack that was never rolled back
-        or paused keeps the block it always had (``render_state`` turns an existing ``true`` to false).
+        ``rolledBack``, ``paused`` and ``released`` are written only when true, so a stack that was
+        never rolled back, paused or finalized keeps the block it always had (``render_state`` turns
+        an existing ``true`` to false).
         """
         config: dict[str, Any] = {
             "stage": self.stage,
@@ -110,6 +125,8 @@ class RolloutState(BaseModel):
             config["rolledBack"] = True
         if self.paused:
             config["paused"] = True
+        if self.released:
+            config["released"] = True
         return config
 
 

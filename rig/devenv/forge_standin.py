@@ -10,7 +10,8 @@ must match that operation's schemas. A request that does not is answered 422 and
 Endpoints served (the ones ``gitops.forge.GitHubForge`` uses):
 ``POST /repos/{owner}/{repo}/pulls``, ``GET /repos/{owner}/{repo}/pulls?head=``,
 ``POST /repos/{owner}/{repo}/pulls/{pull_number}/requested_reviewers``,
-``POST /repos/{owner}/{repo}/issues/{issue_number}/comments``.
+``POST /repos/{owner}/{repo}/issues/{issue_number}/comments``,
+``GET``/``PATCH /repos/{owner}/{repo}/pulls/{pull_number}`` (a rollback closes stale promotions).
 
 Fetching the description: ``ensure_openapi()`` runs ``npm pack @octokit/openapi@<pinned>`` into a
 cache folder outside the work tree (``~/.cache/markethub-rollout/openapi``) and extracts the one JSON
@@ -157,6 +158,7 @@ class ApiDescription:
 
 SERVED_PATHS = (
     "/repos/{owner}/{repo}/pulls",
+    "/repos/{owner}/{repo}/pulls/{pull_number}",
     "/repos/{owner}/{repo}/pulls/{pull_number}/requested_reviewers",
     "/repos/{owner}/{repo}/issues/{issue_number}/comments",
 )
@@ -262,6 +264,15 @@ class ForgeStandIn:
             if not matching:
                 return 404, {"message": "Not Found"}
             pull = matching[0]
+            if parts[3] == "pulls" and parts[5:] == [] and method == "PATCH":
+                if body.get("state") in ("open", "closed"):
+                    pull.state = body["state"]
+                for key in ("title", "body"):
+                    if key in body:
+                        setattr(pull, key, body[key])
+                return 200, self._json(pull, base_url)
+            if parts[3] == "pulls" and parts[5:] == [] and method == "GET":
+                return 200, self._json(pull, base_url)
             if parts[5:] == ["requested_reviewers"]:
                 for login in body.get("reviewers", []):
                     if login not in pull.reviewers:

@@ -1,4 +1,5 @@
-"""``rollout promote``, ``rollout rollback`` and ``rollout status``: wiring for the gitops engine."""
+"""``rollout promote``, ``rollback``, ``abort``, ``pause``, ``resume``, ``release``, ``retry`` and
+``status``: wiring for the gitops engine."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from rollout_policies import envvars
 from rollout_policies.core import Evidence
 from rollout_policies.errors import UserError
 from rollout_policies.gitops.engine import GitOps, PromotionOutcome, StackStatus, default_actor
-from rollout_policies.gitops.forge import DEFAULT_API_URL, make_forge
+from rollout_policies.gitops.forge import DEFAULT_API_URL, Forge, make_forge
 from rollout_policies.gitops.ledger import DecisionLedger
 from rollout_policies.gitops.notify import Notifier
 from rollout_policies.gitops.owners import (
@@ -126,6 +127,28 @@ def _emit(as_json: bool, data: Any, lines: list[str]) -> None:
             click.echo(line)
 
 
+def forge_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Where the forge is (its pull requests): --forge, --forge-url, --forge-repo."""
+    options = [
+        click.option("--forge", "forge_kind", default="github", show_default=True, help="Forge backend."),
+        click.option(
+            "--forge-url",
+            default=lambda: os.environ.get("GITHUB_API_URL", DEFAULT_API_URL),
+            show_default="$GITHUB_API_URL or https://api.github.com",
+            help="Forge API base URL.",
+        ),
+        click.option(
+            "--forge-repo",
+            default=lambda: os.environ.get("GITHUB_REPOSITORY", ""),
+            show_default="$GITHUB_REPOSITORY",
+            help="owner/name of the repository on the forge.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @click.command("promote")
 @_common
 @click.option(
@@ -140,19 +163,7 @@ def _emit(as_json: bool, data: Any, lines: list[str]) -> None:
 )
 @click.option("--dry-run", is_flag=True, help="Decide and show the config diff; write nothing.")
 @click.option("--no-pr", is_flag=True, help="Push the promotion branch but open no pull request.")
-@click.option("--forge", "forge_kind", default="github", show_default=True, help="Forge backend.")
-@click.option(
-    "--forge-url",
-    default=lambda: os.environ.get("GITHUB_API_URL", DEFAULT_API_URL),
-    show_default="$GITHUB_API_URL or https://api.github.com",
-    help="Forge API base URL.",
-)
-@click.option(
-    "--forge-repo",
-    default=lambda: os.environ.get("GITHUB_REPOSITORY", ""),
-    show_default="$GITHUB_REPOSITORY",
-    help="owner/name of the repository on the forge.",
-)
+@forge_options
 @click.option(
     "--reviewers-file",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -278,82 +289,207 @@ def _promotion_dict(outcome: PromotionOutcome) -> dict[str, Any]:
     }
 
 
-@click.command("rollback")
-@_common
-@click.option("--reason", required=True, help="Why: goes into the commit, Slack and the page.")
-@click.option(
-    "--evidence", "evidence", multiple=True, help="A link or figure behind the reason (repeatable)."
-)
-@click.option(
-    "--apply", "apply_now", is_flag=True, help="Then apply the traffic resources (pulumi up --target)."
-)
-@click.option(
-    "--applier",
-    type=click.Choice(applier_names()),
-    default="pulumi",
-    show_default=True,
-    help="How --apply reaches the cluster: pulumi (Automation API, backend and cluster from the "
-    "environment and stack config), pulumi-cli "
-    "(the `pulumi` command; needs its Python language host); pulumi-local where the development rig "
-    "is installed (the local environment's clusters).",
-)
-@click.option(
-    "--now", "now_text", default=None, help="Rollback time, ISO 8601 with zone (default: the clock)."
-)
-@click.option("--dry-run", is_flag=True, help="Show which stacks would change; write nothing.")
-@click.option(
-    "--actor", default=None, help="Who rolls back, for the audit trail (default: $GITHUB_ACTOR@host)."
-)
-def rollback(
-    plan_path: Path,
-    repo_dir: Path,
-    config_dir: str,
-    remote: str,
-    main_branch: str,
-    stacks: tuple[str, ...],
-    as_json: bool,
-    reason: str,
-    evidence: tuple[str, ...],
-    apply_now: bool,
-    applier: str,
-    now_text: str | None,
-    dry_run: bool,
-    actor: str | None,
-) -> None:
-    """Break-glass: give stable 100% on the stacks in ONE commit straight to main, then apply it.
+def _rollback_command(verb: str, summary: str) -> click.Command:
+    """`rollout rollback` and `rollout abort` (a rollback that also pauses): ONE commit on main."""
+    words = "abort" if verb == "abort" else "roll back"
 
-    Already rolled back is a no-op in git (the apply still runs with --apply).
-    """
-    now = _now(now_text)
-    if not stacks:
-        raise UserError("--stack: name the stacks to roll back (a rollback never guesses)")
-    plan, repo, stacks = open_repository(plan_path, repo_dir, config_dir, remote, main_branch, stacks)
-    ops = GitOps(
-        repo=repo,
-        plan=plan,
-        config_dir=config_dir,
-        notifier=Notifier(plan.notifications),
-        actor=actor or default_actor(),
+    @click.command(verb, help=summary)
+    @_common
+    @click.option("--reason", required=True, help="Why: goes into the commit, Slack and the page.")
+    @click.option(
+        "--evidence", "evidence", multiple=True, help="A link or figure behind the reason (repeatable)."
     )
-    project = repo_dir / config_dir
-    outcome = ops.rollback(
-        stacks,
-        reason=reason,
-        now=now,
-        evidence=evidence,
-        applier=make_applier(applier, project) if apply_now and not dry_run else None,
-        dry_run=dry_run,
+    @click.option(
+        "--apply", "apply_now", is_flag=True, help="Then apply the traffic resources (pulumi up --target)."
     )
-    lines = [f"{outcome.result}: {outcome.message}"] + [f"    warning: {w}" for w in outcome.warnings]
-    data = {
-        "stacks": list(outcome.stacks),
-        "result": outcome.result,
-        "message": outcome.message,
-        "commit": outcome.commit,
-        "applied": list(outcome.applied),
-        "warnings": list(outcome.warnings),
-    }
-    _emit(as_json, data, lines)
+    @click.option(
+        "--applier",
+        type=click.Choice(applier_names()),
+        default="pulumi",
+        show_default=True,
+        help="How --apply reaches the cluster: pulumi (Automation API, backend and cluster from the "
+        "environment and stack config), pulumi-cli "
+        "(the `pulumi` command; needs its Python language host); pulumi-local where the development rig "
+        "is installed (the local environment's clusters).",
+    )
+    @click.option(
+        "--now", "now_text", default=None, help="Rollback time, ISO 8601 with zone (default: the clock)."
+    )
+    @click.option("--dry-run", is_flag=True, help="Show which stacks would change; write nothing.")
+    @forge_options
+    @click.option(
+        "--actor",
+        default=None,
+        help=f"Who does the {verb}, for the audit trail (default: $GITHUB_ACTOR@host).",
+    )
+    def command(
+        plan_path: Path,
+        repo_dir: Path,
+        config_dir: str,
+        remote: str,
+        main_branch: str,
+        stacks: tuple[str, ...],
+        as_json: bool,
+        reason: str,
+        evidence: tuple[str, ...],
+        apply_now: bool,
+        applier: str,
+        now_text: str | None,
+        dry_run: bool,
+        forge_kind: str,
+        forge_url: str,
+        forge_repo: str,
+        actor: str | None,
+    ) -> None:
+        now = _now(now_text)
+        if not stacks:
+            raise UserError(f"--stack: name the stacks to {words} (a {verb} never guesses)")
+        plan, repo, stacks = open_repository(plan_path, repo_dir, config_dir, remote, main_branch, stacks)
+        ops = GitOps(
+            repo=repo,
+            plan=plan,
+            config_dir=config_dir,
+            forge=_optional_forge(forge_kind, forge_url, forge_repo) if not dry_run else None,
+            notifier=Notifier(plan.notifications),
+            actor=actor or default_actor(),
+        )
+        project = repo_dir / config_dir
+        outcome = ops.rollback(
+            stacks,
+            reason=reason,
+            now=now,
+            evidence=evidence,
+            applier=make_applier(applier, project) if apply_now and not dry_run else None,
+            dry_run=dry_run,
+            pause=verb == "abort",
+        )
+        lines = [f"{outcome.result}: {outcome.message}"] + [f"    warning: {w}" for w in outcome.warnings]
+        data = {
+            "stacks": list(outcome.stacks),
+            "result": outcome.result,
+            "message": outcome.message,
+            "commit": outcome.commit,
+            "applied": list(outcome.applied),
+            "warnings": list(outcome.warnings),
+        }
+        _emit(as_json, data, lines)
+
+    return command
+
+
+def _optional_forge(kind: str, url: str, repository: str) -> Forge | None:
+    """The forge a rollback closes stale promotion pull requests on: only when --forge-repo and the
+    token are given (a rollback never fails for want of a forge; it warns about open promotions)."""
+    if not repository or not os.environ.get(envvars.FORGE_TOKEN):
+        return None
+    return make_forge(kind, repository, url)
+
+
+rollback = _rollback_command(
+    "rollback",
+    "Break-glass: give stable 100% on the stacks in ONE commit straight to main, then apply it.\n\n"
+    "Already rolled back is a no-op in git (the apply still runs with --apply). With a forge "
+    "(--forge-repo and the token), the stacks' open promotion pull requests are closed with a comment "
+    "linking the rollback commit, and their branches deleted.",
+)
+abort = _rollback_command(
+    "abort",
+    "A rollback that also pauses: stable 100% and `paused: true` in ONE commit on main, then apply.\n\n"
+    "No promotion run resumes the stack until `rollout resume`; then `rollout retry` restarts the stage "
+    "or `rollout release start` begins a fixed version. Stale promotion pull requests are closed as "
+    "by `rollout rollback`.",
+)
+
+
+def _lifecycle_command(verb: str, name: str, summary: str, *, version: bool = False) -> click.Command:
+    """`rollout release start|finalize` and `rollout retry`: ONE commit on main per run, with its reason."""
+
+    @click.command(name, help=summary)
+    @_common
+    @click.option("--reason", default="", help=f"Why: goes into the {name} commit and Slack.")
+    @click.option("--now", "now_text", default=None, help="When, ISO 8601 with zone (default: the clock).")
+    @click.option("--dry-run", is_flag=True, help="Show which stacks would change; write nothing.")
+    @click.option("--actor", default=None, help="Who, for the audit trail (default: $GITHUB_ACTOR@host).")
+    def command(
+        plan_path: Path,
+        repo_dir: Path,
+        config_dir: str,
+        remote: str,
+        main_branch: str,
+        stacks: tuple[str, ...],
+        as_json: bool,
+        reason: str,
+        now_text: str | None,
+        dry_run: bool,
+        actor: str | None,
+        version: str | None = None,
+    ) -> None:
+        now = _now(now_text)
+        if not stacks:
+            raise UserError(f"--stack: name the stacks to {verb.replace('-', ' ')} (it never guesses)")
+        plan, repo, stacks = open_repository(plan_path, repo_dir, config_dir, remote, main_branch, stacks)
+        ops = GitOps(
+            repo=repo,
+            plan=plan,
+            config_dir=config_dir,
+            notifier=Notifier(plan.notifications),
+            actor=actor or default_actor(),
+        )
+        if verb == "release-start":
+            outcome = ops.release_start(
+                stacks, version=version or "", reason=reason, now=now, dry_run=dry_run
+            )
+        elif verb == "release-finalize":
+            outcome = ops.release_finalize(stacks, reason=reason, now=now, dry_run=dry_run)
+        else:
+            outcome = ops.retry(stacks, reason=reason, now=now, dry_run=dry_run)
+        data = {
+            "stacks": list(outcome.stacks),
+            "changed": list(outcome.changed),
+            "result": outcome.result,
+            "message": outcome.message,
+            "commit": outcome.commit,
+            "warnings": list(outcome.warnings),
+        }
+        lines = [f"{outcome.result}: {outcome.message}"] + [f"    warning: {w}" for w in outcome.warnings]
+        _emit(as_json, data, lines)
+
+    if version:
+        command = click.option("--version", "version", required=True, help="The new candidate version.")(
+            command
+        )
+    return command
+
+
+@click.group("release")
+def release() -> None:
+    """Begin and end a release: `start` the next version, `finalize` the one at 100%."""
+
+
+release.add_command(
+    _lifecycle_command(
+        "release-start",
+        "start",
+        "Start the next release: ONE commit on main. Only on a finalized or rolled-back stack.\n\n"
+        "What serves every user becomes stable (after `finalize` the colours swap), --version becomes "
+        "the candidate on the other colour, at the first stage's step 0 and its weight.",
+        version=True,
+    )
+)
+release.add_command(
+    _lifecycle_command(
+        "release-finalize",
+        "finalize",
+        "Record the release as finished (`released: true`) at the last step with 100% candidate: ONE "
+        "commit on main, traffic unchanged. `release start` needs it (or a rollback).",
+    )
+)
+retry = _lifecycle_command(
+    "retry",
+    "retry",
+    "After a rollback, restart the stage from its first step: ONE commit on main.\n\n"
+    "Refused unless the stack is rolled back and not paused (`rollout resume` an aborted stack first).",
+)
 
 
 def _pause_command(verb: str, summary: str) -> click.Command:

@@ -10,11 +10,16 @@ from rollout_policies.core.decision import Action
 from rollout_policies.core.measurement import require_aware
 from rollout_policies.errors import UserError
 from rollout_policies.plan.model import Plan, Stage, TrafficStep, UnknownStage
-from rollout_policies.state import Colour, RolloutState
+from rollout_policies.state import Colour, Release, RolloutState
 
 
 class StateNotInPlan(UserError):
     """The stack's state names a stage or step the plan does not have."""
+
+
+class LifecycleRefused(UserError):
+    """A lifecycle verb (release start, finalize, retry) asked of a stack in a state where it does not
+    apply. The message is the rest of a sentence about the stack: ``is at stage limited step 1: ...``."""
 
 
 class Move(StrEnum):
@@ -93,8 +98,101 @@ def rollback_target(plan: Plan, state: RolloutState, now: datetime) -> RolloutSt
             "stage_started_at": now,
             "step_started_at": now,
             "rolled_back": True,
+            "released": False,  # a finalized release rolled back: the previous version serves again
         },
     )
+
+
+def _where(plan: Plan, state: RolloutState) -> str:
+    stage, _ = locate(plan, state)
+    return f"is at stage {stage.id} step {state.step} ({state.candidate_weight}% candidate)"
+
+
+def is_final(plan: Plan, state: RolloutState) -> bool:
+    """At the last step of the last stage, with the candidate serving 100% (not rolled back)."""
+    stage, _ = locate(plan, state)
+    last = plan.stages[-1]
+    return (
+        stage.id == last.id
+        and state.step == len(last.steps) - 1
+        and state.candidate_weight == 100
+        and not is_rolled_back(plan, state)
+    )
+
+
+def finalize_target(plan: Plan, state: RolloutState) -> RolloutState:
+    """The release recorded as finished (``released``): only at the final step with 100% candidate.
+
+    Traffic, versions and clocks stay; an already finalized stack is returned as it is.
+    """
+    if state.released:
+        return state
+    if not is_final(plan, state):
+        last = plan.stages[-1]
+        raise LifecycleRefused(
+            f"{_where(plan, state)}: finalize needs the last step of stage {last.id} with 100% on the "
+            "candidate (promote it there first)"
+        )
+    return _rebuilt(state, {"released": True})
+
+
+def serving(plan: Plan, state: RolloutState) -> Release:
+    """The release every user is on once a release is over: the candidate after ``finalize``, stable
+    after a rollback. Any other state is a release in progress (LifecycleRefused)."""
+    if state.released:
+        return state.candidate
+    if is_rolled_back(plan, state):
+        return state.stable
+    hint = (
+        "run `rollout release finalize` first"
+        if is_final(plan, state)
+        else "finish (promote to the end and `rollout release finalize`) or roll back the release first"
+    )
+    raise LifecycleRefused(f"{_where(plan, state)}: {hint}")
+
+
+def release_start_target(plan: Plan, state: RolloutState, version: str, now: datetime) -> RolloutState:
+    """A new release: what serves every user becomes stable (its colour kept, so a finalized release's
+    colours swap), ``version`` the candidate on the other colour, at the first stage's step 0 with its
+    weight and fresh clocks; no rollback or release marker. A pause is kept."""
+    require_aware(now, "now")
+    current = serving(plan, state)
+    version = version.strip()
+    if not version:
+        raise LifecycleRefused("has no new version: --version names the release to start")
+    if version == current.version:
+        raise LifecycleRefused(
+            f"already serves {version} ({current.colour.value}) to every user: --version names a new release"
+        )
+    first = plan.stages[0]
+    candidate = Release(colour=current.colour.other, version=version)
+    return _rebuilt(
+        state,
+        {
+            "stage": first.id,
+            "step": 0,
+            "stable": current.model_dump(),
+            "candidate": candidate.model_dump(),
+            "weights": _weights(candidate.colour, step_weight(first.steps[0])),
+            "stage_started_at": now,
+            "step_started_at": now,
+            "rolled_back": False,
+            "released": False,
+        },
+    )
+
+
+def retry_target(plan: Plan, state: RolloutState, now: datetime) -> RolloutState:
+    """After a rollback, the same stage again from its first step, with fresh clocks (not paused)."""
+    require_aware(now, "now")
+    stage, _ = locate(plan, state)
+    if not is_rolled_back(plan, state):
+        raise LifecycleRefused(
+            f"{_where(plan, state)} and is not rolled back: retry restarts a rolled-back stage"
+        )
+    if state.paused:
+        raise LifecycleRefused(f"{_where(plan, state)} and is paused: `rollout resume` it first, then retry")
+    return _at(state, stage, 0, now, restart_stage=True)
 
 
 def advance(plan: Plan, state: RolloutState, action: Action, now: datetime) -> Transition:

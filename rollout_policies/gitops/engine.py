@@ -22,11 +22,15 @@ from datetime import datetime
 from rollout_policies.core import (
     Action,
     Evidence,
+    LifecycleRefused,
     StageDecision,
     advance,
     decide,
+    finalize_target,
     hold_paused,
     needs_rollback,
+    release_start_target,
+    retry_target,
     rollback_target,
 )
 from rollout_policies.core.progression import Move, Transition
@@ -104,6 +108,19 @@ class PauseOutcome:
     verb: str  # pause | resume
     stacks: tuple[str, ...]
     result: str  # paused | resumed | already-paused | not-paused | dry-run
+    message: str
+    commit: str | None
+    changed: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LifecycleOutcome:
+    """What ``release start``, ``release finalize`` or ``retry`` did. ``result`` is one word."""
+
+    verb: str  # release-start | release-finalize | retry
+    stacks: tuple[str, ...]
+    result: str  # started | finalized | already-finalized | retried | dry-run
     message: str
     commit: str | None
     changed: tuple[str, ...] = ()
@@ -442,8 +459,12 @@ class GitOps:
         evidence: Sequence[str] = (),
         applier: Applier | None = None,
         dry_run: bool = False,
+        pause: bool = False,
     ) -> RollbackOutcome:
         """Every user of every stack back on stable in ONE commit straight to main; then apply.
+
+        With ``pause`` (``rollout abort``) the same commit also sets ``paused``, so no promotion run
+        resumes the stack until a person runs ``rollout resume``; its decision is ``abort``.
 
         "Every user" is the weights (0% candidate), the beta cohort route and the stage's feature
         flags: the commit sets ``rolledBack``, the program drops the cohort rule and serves the
@@ -454,12 +475,15 @@ class GitOps:
         if not reason.strip():
             raise UserError("--reason: say why (it goes into the commit and the page)")
         stacks = tuple(dict.fromkeys(stacks))
+        verb = "abort" if pause else "rollback"
         written = self._write_rollback(
-            stacks, reason=reason, evidence=evidence, now=now, dry_run=dry_run, applier=applier
+            stacks, reason=reason, evidence=evidence, now=now, dry_run=dry_run, applier=applier, pause=pause
         )
         if dry_run:
             what = ", ".join(written.changed) or "nothing"
-            return RollbackOutcome(stacks, "dry-run", f"would roll back {what}", None)
+            return RollbackOutcome(
+                stacks, "dry-run", f"would {'abort' if pause else 'roll back'} {what}", None
+            )
         warnings: tuple[str, ...] = ()
         if written.sha is not None:
             try:
@@ -471,30 +495,36 @@ class GitOps:
         # The working tree an applier reads must hold the rollback before the apply.
         self.repo.fast_forward_checkout(self.repo.main)
         if written.sha is None:
-            last = self.last_decision(stacks[0], kinds=("rollback",))
+            last = self.last_decision(stacks[0], kinds=("rollback", "abort"))
             where = f" by {last.sha[:12]}" if last is not None else ""
-            result, message = "already-rolled-back", f"already rolled back{where}: {', '.join(stacks)}"
+            already = "already rolled back and paused" if pause else "already rolled back"
+            result = "already-aborted" if pause else "already-rolled-back"
+            message = f"{already}{where}: {', '.join(stacks)}"
         else:
-            result = "rolled-back"
-            message = f"rolled back {', '.join(written.changed)} in {written.sha[:12]} on {self.repo.main}"
+            result = "aborted" if pause else "rolled-back"
+            done = "aborted (rolled back and paused)" if pause else "rolled back"
+            message = f"{done} {', '.join(written.changed)} in {written.sha[:12]} on {self.repo.main}"
         applied = self._make_live(stacks, applier)
         if applied:
             message += f"; traffic and flags applied to {', '.join(applied)}"
-        warnings += self._notify_rollback(written, reason, evidence, now, applied)
+        warnings += self._notify_rollback(written, reason, evidence, now, applied, verb)
         return RollbackOutcome(stacks, result, message, written.sha, applied, warnings)
 
     def _rollback_files(
-        self, base: str, stacks: Sequence[str], now: datetime
+        self, base: str, stacks: Sequence[str], now: datetime, pause: bool = False
     ) -> tuple[dict[str, str], dict[str, RolloutState]]:
-        """The new text of every stack config that still lets users reach the candidate, and every
-        stack's state before (the decision is the core's ``needs_rollback`` / ``rollback_target``)."""
+        """The new text of every stack config that still lets users reach the candidate (or, with
+        ``pause``, is not yet paused), and every stack's state before (the decision is the core's
+        ``needs_rollback`` / ``rollback_target``)."""
         files: dict[str, str] = {}
         befores: dict[str, RolloutState] = {}
         for stack in stacks:
             text, state = self._state_at(base, stack)
             befores[stack] = state
-            if needs_rollback(self.plan, state):
-                target = rollback_target(self.plan, state, now)
+            target = rollback_target(self.plan, state, now) if needs_rollback(self.plan, state) else state
+            if pause and not target.paused:
+                target = RolloutState.model_validate({**target.model_dump(), "paused": True})
+            if target != state:
                 files[self.path(stack)] = render_state(text, target, self.path(stack))
         return files, befores
 
@@ -507,6 +537,7 @@ class GitOps:
         now: datetime,
         dry_run: bool,
         applier: Applier | None,
+        pause: bool = False,
     ) -> _RollbackWrite:
         """The one commit on main (none when nothing needs it), re-read and retried while main moves.
 
@@ -516,11 +547,11 @@ class GitOps:
         for _ in range(MAX_ROUNDS):
             self.repo.fetch()
             base = self._base()
-            files, befores = self._rollback_files(base, stacks, now)
+            files, befores = self._rollback_files(base, stacks, now, pause)
             changed = tuple(s for s in stacks if self.path(s) in files)
             if not files or dry_run:
                 return _RollbackWrite(None, changed, befores)
-            message = self._rollback_message(changed, befores, reason, evidence, now)
+            message = self._rollback_message(changed, befores, reason, evidence, now, pause)
             candidate = self.repo.commit_files(base, files, message, when=now.isoformat())
             if applier is not None:
                 # Written before the push: once the commit can be on main, a record says to apply it.
@@ -562,17 +593,18 @@ class GitOps:
         evidence: Sequence[str],
         now: datetime,
         applied: tuple[str, ...],
+        verb: str = "rollback",
     ) -> tuple[str, ...]:
         """A rollback that changed git is news; "already rolled back" is not posted again."""
         if written.sha is None:
             return ()
         first = written.befores[written.changed[0]]
-        stale = self._mark_promotions_stale(written.changed, written.sha, reason)
+        stale = self._close_stale_promotions(written.changed, written.sha, reason, verb)
         return stale + self._notify(
             DecisionNotice(
                 plan=self.plan.name,
                 stacks=written.changed,
-                decision="rollback",
+                decision=verb,
                 stage=first.stage,
                 step=first.step,
                 summary=reason,
@@ -584,24 +616,40 @@ class GitOps:
             )
         )
 
-    def _mark_promotions_stale(self, stacks: Sequence[str], sha: str, reason: str) -> tuple[str, ...]:
-        """Say on each open promotion pull request of a rolled-back stack that it is stale: merging it
-        would put back the candidate that was just taken off. A forge failure is a warning only."""
-        if self.forge is None:
-            return ()
+    def _close_stale_promotions(
+        self, stacks: Sequence[str], sha: str, reason: str, verb: str = "rollback"
+    ) -> tuple[str, ...]:
+        """Close each open promotion pull request of a rolled-back stack, with a comment linking the
+        rollback commit (merging it would put back the candidate that was just taken off), and delete
+        its branch (leased on what it held) so `status` no longer lists it and the next promotion
+        proposes a fresh one from the rolled-back state. A forge failure is a warning only; without a
+        forge the branches stay and a warning says so."""
         warnings: list[str] = []
+        done = "aborted (rolled back and paused)" if verb == "abort" else "rolled back"
+        forge = self.forge
         for stack in stacks:
-            for branch in sorted(self.repo.remote_branches(f"rollout/{stack}/")):
+            branches = self.repo.remote_branches(f"rollout/{stack}/")
+            if branches and forge is None:
+                warnings.append(
+                    f"forge: not configured: {', '.join(sorted(branches))} left open "
+                    "(give --forge-repo and the forge token to close stale promotions)"
+                )
+                continue
+            for branch, head in sorted(branches.items()):
+                if forge is None:
+                    continue
                 try:
-                    pull = self.forge.find_pull(branch)
+                    pull = forge.find_pull(branch)
                     if pull is not None:
-                        self.forge.comment(
+                        forge.comment(
                             pull.number,
-                            f"**Stale: {stack} was rolled back** in {sha[:12]} on {self.repo.main} "
-                            f"({reason}). Do not merge this promotion; the next promotion run proposes "
-                            "a fresh one from the rolled-back state.",
+                            f"**Stale: {stack} was {done}** in {sha[:12]} on {self.repo.main} "
+                            f"({reason}). Closed: merging this promotion would put the candidate back; "
+                            "the next promotion run proposes a fresh one from the rolled-back state.",
                         )
-                except UserError as err:
+                        forge.close_pull(pull.number)
+                    self.repo.delete_remote_branch(branch, expect=head)
+                except (UserError, PushRejected) as err:
                     warnings.append(f"forge: {branch}: {err}")
         return tuple(warnings)
 
@@ -612,10 +660,13 @@ class GitOps:
         reason: str,
         evidence: Sequence[str],
         now: datetime,
+        pause: bool = False,
     ) -> str:
+        kind = "Abort" if pause else "Break-glass rollback"
+        paused = "; paused: no promotion until `rollout resume`" if pause else ""
         body = [
-            f"Break-glass rollback by {self.actor} at {now.isoformat()}: every user on stable "
-            f"(100% weight, no cohort route, stable flags) on {', '.join(stacks)}.",
+            f"{kind} by {self.actor} at {now.isoformat()}: every user on stable "
+            f"(100% weight, no cohort route, stable flags) on {', '.join(stacks)}{paused}.",
             "",
             f"Why: {reason}",
         ]
@@ -636,14 +687,16 @@ class GitOps:
             ("Rollout-Stage", first.stage),
             ("Rollout-Step", "0"),
             ("Rollout-Weights", f"{first.stable.colour.value}=100,{first.candidate.colour.value}=0"),
-            ("Rollout-Decision", "rollback"),
+            ("Rollout-Decision", "abort" if pause else "rollback"),
             ("Rollout-Rolled-Back", "true"),
+            *([("Rollout-Paused", "true")] if pause else []),
             ("Rollout-Reason", reason),
             *[("Rollout-Evidence", item) for item in evidence],
             ("Rollout-Actor", self.actor),
             ("Rollout-At", now.isoformat()),
         ]
-        subject = f"rollout({','.join(stacks)}): roll back to {first.stable.version} (break-glass)"
+        how = "abort: paused until resumed" if pause else "break-glass"
+        subject = f"rollout({','.join(stacks)}): roll back to {first.stable.version} ({how})"
         return commit_message(subject, body, trailers)
 
     # -- pause and resume --------------------------------------------------------------------------
@@ -766,11 +819,177 @@ class GitOps:
 
     def _pause_reason(self, stack: str, ref: str) -> str:
         """Why the stack is paused, from the commit that paused it (who, and their reason)."""
-        commit = self.last_decision(stack, ref, kinds=("pause",))
+        commit = self.last_decision(stack, ref, kinds=("pause", "abort"))
         if commit is not None:
             who = commit.trailer("Rollout-Actor") or "someone"
             return f"paused by {who} in {commit.sha[:12]}: {commit.trailer('Rollout-Reason') or 'no reason'}"
         return "paused (the stack config says so; no pause commit names a reason)"
+
+    # -- the release lifecycle: start, finalize, retry ---------------------------------------------
+
+    def release_start(
+        self, stacks: Sequence[str], *, version: str, reason: str, now: datetime, dry_run: bool = False
+    ) -> LifecycleOutcome:
+        """Start the next release on stacks whose last one is over (finalized, or rolled back): what
+        serves every user becomes stable, ``version`` the candidate on the other colour, at the first
+        stage's step 0. ONE commit on main; any other stack state is refused, naming where it is."""
+        return self._lifecycle(
+            "release-start",
+            stacks,
+            lambda state: release_start_target(self.plan, state, version, now),
+            reason=reason.strip() or f"start release {version.strip()}",
+            now=now,
+            dry_run=dry_run,
+        )
+
+    def release_finalize(
+        self, stacks: Sequence[str], *, reason: str, now: datetime, dry_run: bool = False
+    ) -> LifecycleOutcome:
+        """Record the release as finished (``released``) at the last step with 100% candidate: ONE
+        commit on main; traffic is unchanged. Finalizing a finalized stack commits nothing."""
+        return self._lifecycle(
+            "release-finalize",
+            stacks,
+            lambda state: finalize_target(self.plan, state),
+            reason=reason.strip() or "the release serves every user",
+            now=now,
+            dry_run=dry_run,
+        )
+
+    def retry(
+        self, stacks: Sequence[str], *, reason: str, now: datetime, dry_run: bool = False
+    ) -> LifecycleOutcome:
+        """After a rollback, the stage again from its first step with fresh clocks: ONE commit on main.
+        Refused unless the stack is rolled back and not paused."""
+        return self._lifecycle(
+            "retry",
+            stacks,
+            lambda state: retry_target(self.plan, state, now),
+            reason=reason.strip() or "retry after the rollback",
+            now=now,
+            dry_run=dry_run,
+        )
+
+    def _lifecycle(
+        self,
+        verb: str,
+        stacks: Sequence[str],
+        target_for: Callable[[RolloutState], RolloutState],
+        *,
+        reason: str,
+        now: datetime,
+        dry_run: bool,
+    ) -> LifecycleOutcome:
+        """Read every stack from main, refuse the whole run if one may not take the verb, write the
+        changed ones in ONE commit (re-read and retried while main moves), notify."""
+        stacks = tuple(dict.fromkeys(stacks))
+        for _ in range(MAX_ROUNDS):
+            self.repo.fetch()
+            base = self._base()
+            files: dict[str, str] = {}
+            befores: dict[str, RolloutState] = {}
+            afters: dict[str, RolloutState] = {}
+            for stack in stacks:
+                text, state = self._state_at(base, stack)
+                try:
+                    target = target_for(state)
+                except LifecycleRefused as err:
+                    raise UserError(f"stack {stack} {err}") from None
+                befores[stack], afters[stack] = state, target
+                if target != state:
+                    files[self.path(stack)] = render_state(text, target, self.path(stack))
+            changed = tuple(stack for stack in stacks if self.path(stack) in files)
+            if not changed:
+                return LifecycleOutcome(
+                    verb,
+                    stacks,
+                    "already-finalized",
+                    f"{', '.join(stacks)} already finalized; nothing committed",
+                    None,
+                )
+            if dry_run:
+                words = verb.replace("-", " ")
+                return LifecycleOutcome(
+                    verb, stacks, "dry-run", f"would {words} {', '.join(changed)}", None, changed
+                )
+            message = self._lifecycle_message(verb, changed, befores, afters, reason, now)
+            sha = self.repo.commit_files(base, files, message, when=now.isoformat())
+            try:
+                self.repo.push(sha, self.repo.main, expect=base)
+            except PushRejected:
+                continue  # main moved: read it again (the stack may have moved meanwhile)
+            warnings: tuple[str, ...] = ()
+            try:
+                self.repo.fetch()
+                self.repo.fast_forward_checkout(self.repo.main)
+            except UserError as err:
+                warnings += (f"fetch after the push failed ({err}); the {verb} is on {self.repo.main}",)
+            first = afters[changed[0]]
+            warnings += self._notify(
+                DecisionNotice(
+                    plan=self.plan.name,
+                    stacks=changed,
+                    decision=verb,
+                    stage=first.stage,
+                    step=first.step,
+                    summary=reason,
+                    reasons=(reason,),
+                    actor=self.actor,
+                    at=now,
+                    commit=sha,
+                )
+            )
+            done = _LIFECYCLE_DONE[verb]
+            text = f"{done} {', '.join(changed)} in {sha[:12]} on {self.repo.main}"
+            return LifecycleOutcome(verb, stacks, done, text, sha, changed, warnings)
+        raise UserError(f"{verb}: {self.repo.main} kept moving; gave up after {MAX_ROUNDS} rounds")
+
+    def _lifecycle_message(
+        self,
+        verb: str,
+        stacks: Sequence[str],
+        befores: dict[str, RolloutState],
+        afters: dict[str, RolloutState],
+        reason: str,
+        now: datetime,
+    ) -> str:
+        after = afters[stacks[0]]
+        new, old = after.candidate, after.stable
+        what = {
+            "release-start": f"start release {new.version} ({new.colour.value}) "
+            f"over {old.version} ({old.colour.value}) at {after.stage} step 0",
+            "release-finalize": f"finalize release {new.version} ({new.colour.value})",
+            "retry": f"retry {after.stage} from step 0 ({after.candidate_weight}% candidate)",
+        }[verb]
+        body = [
+            f"{verb.capitalize()} by {self.actor} at {now.isoformat()} of {', '.join(stacks)}: {what}.",
+            "",
+        ]
+        body += [f"Why: {reason}", ""]
+        for stack in stacks:
+            before, target = befores[stack], afters[stack]
+            body.append(f"- {stack}: was {_described(before)}; now {_described(target)}")
+        trailers = [("Rollout-Plan", self.plan.name)]
+        trailers += [("Rollout-Stack", stack) for stack in stacks]
+        trailers += [
+            ("Rollout-Stage", after.stage),
+            ("Rollout-Step", str(after.step)),
+            ("Rollout-Weights", _weights_text(after)),
+            ("Rollout-Decision", verb),
+        ]
+        if verb == "release-start":
+            trailers += [
+                ("Rollout-Version", after.candidate.version),
+                ("Rollout-Stable", after.stable.version),
+            ]
+        if verb == "release-finalize":
+            trailers.append(("Rollout-Released", after.candidate.version))
+        trailers += [
+            ("Rollout-Reason", reason),
+            ("Rollout-Actor", self.actor),
+            ("Rollout-At", now.isoformat()),
+        ]
+        return commit_message(f"rollout({','.join(stacks)}): {what}", body, trailers)
 
     # -- status ------------------------------------------------------------------------------------
 
@@ -778,7 +997,8 @@ class GitOps:
         self, stack: str, ref: str | None = None, kinds: tuple[str, ...] | None = None
     ) -> Commit | None:
         """The newest commit on main that changed this stack's config with a rollout decision (one
-        of ``kinds`` when given: promote, rollback, pause, resume)."""
+        of ``kinds`` when given: promote, rollback, abort, pause, resume, release-start,
+        release-finalize, retry)."""
         for commit in self.repo.trailers(ref or self.main_ref, self.path(stack)):
             decision = commit.trailer("Rollout-Decision")
             if (
@@ -827,6 +1047,19 @@ class GitOps:
                 )
             )
         return found
+
+
+# What a lifecycle verb reports when it committed (the outcome's one-word result, and its message).
+_LIFECYCLE_DONE = {"release-start": "started", "release-finalize": "finalized", "retry": "retried"}
+
+
+def _described(state: RolloutState) -> str:
+    """Where a stack is, for a commit body: stage, step, the candidate's share over stable."""
+    released = " (released)" if state.released else ""
+    return (
+        f"{state.stage} step {state.step}, {state.candidate.version} ({state.candidate.colour.value}) "
+        f"at {state.candidate_weight}% over {state.stable.version}{released}"
+    )
 
 
 def _weights_text(state: RolloutState) -> str:

@@ -45,6 +45,10 @@ class Forge(Protocol):
 
     def comment(self, number: int, body: str) -> None: ...
 
+    def close_pull(self, number: int) -> None:
+        """Close a pull request without merging it (closing a closed one is not an error)."""
+        ...
+
 
 class ForgeError(UserError):
     """The forge refused a request or stayed unreachable."""
@@ -179,6 +183,11 @@ class GitHubForge:
         response = self._request("POST", f"/issues/{number}/comments", json={"body": body})
         if response.status_code != 201:
             raise self._fail(response, f"comment on #{number}")
+
+    def close_pull(self, number: int) -> None:
+        response = self._request("PATCH", f"/pulls/{number}", json={"state": "closed"})
+        if response.status_code != 200:
+            raise self._fail(response, f"close pull request #{number}")
 
 
 # name -> factory(repository, base_url). An unknown name is an error, never a silent default.

@@ -30,7 +30,8 @@ class DecisionNotice:
 
     plan: str
     stacks: tuple[str, ...]
-    decision: str  # promote | hold | rollback
+    # promote | hold | rollback | abort | pause | resume | release-start | release-finalize | retry
+    decision: str
     stage: str
     step: int
     summary: str
@@ -60,7 +61,7 @@ class Notifier:
         webhook = self._secret(self.config.slack_webhook_env)
         if webhook:
             warnings += self._post("Slack", webhook, slack_message(notice))
-        if notice.decision == "rollback":
+        if notice.decision in ("rollback", "abort"):  # an abort is a rollback that also pauses
             key = self._secret(self.config.pagerduty_routing_key_env)
             if key:
                 url = self.environ.get(PAGERDUTY_URL_ENV) or PAGERDUTY_EVENTS_URL
@@ -110,6 +111,7 @@ def slack_message(notice: DecisionNotice) -> dict[str, Any]:
         "promote": ":large_green_circle:",
         "hold": ":double_vertical_bar:",
         "rollback": ":rotating_light:",
+        "abort": ":rotating_light:",
     }
     head = (
         f"{icon.get(notice.decision, '')} *{notice.decision.upper()}* {notice.plan} "

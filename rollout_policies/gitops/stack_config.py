@@ -201,8 +201,9 @@ def _iso_of(value: datetime | date) -> str:
     return value.isoformat()
 
 
-# Keys of the rollout block written only while true (RolloutState.to_config): a rollback, a pause.
-FLAGS = ("rolledBack", "paused")
+# Keys of the rollout block written only while true (RolloutState.to_config): a rollback, a pause,
+# a finalized release.
+FLAGS = ("rolledBack", "paused", "released")
 
 
 def render_state(text: str, state: RolloutState, source: str) -> str:

@@ -25,7 +25,11 @@ ROOT = Path(__file__).resolve().parents[2]
 # Commands that change something (git, a cluster, a forge, a report folder) or run as a server.
 CHANGES = {
     "promote": "pushes promotion branches and opens pull requests",
-    "rollback": "commits to main and applies",
+    "rollback": "commits to main and applies; closes the stacks' open promotion pull requests",
+    "abort": "commits a rollback with paused: true to main and applies; closes open promotion pull requests",
+    "release start": "commits the next release (colours swapped, first stage step 0) to main",
+    "release finalize": "commits released: true to main",
+    "retry": "commits the rolled-back stage's step 0 to main",
     "pause": "commits paused: true to main",
     "resume": "commits paused: false to main",
     "deploy preview": "runs pulumi preview and comments on the pull request",
