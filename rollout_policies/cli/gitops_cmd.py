@@ -645,6 +645,7 @@ def _status_row(item: StackStatus, project: Path) -> dict[str, Any]:
         "weights": {c.value: w for c, w in sorted(s.weights.items())},
         "rolled_back": s.rolled_back,
         "paused": s.paused,
+        "released": s.released,
         "stage_started_at": s.stage_started_at.isoformat(),
         "step_started_at": s.step_started_at.isoformat(),
         "config_commit": item.commit,
@@ -678,7 +679,8 @@ def _status_lines(row: dict[str, Any]) -> list[str]:
         f"({candidate['colour']}) {row['weights'][candidate['colour']]}%, "
         f"stable {stable['version']} ({stable['colour']})"
         + (" (rolled back: no cohort route, stable flags)" if row["rolled_back"] else "")
-        + (" (paused: promotions hold until `rollout resume`)" if row["paused"] else ""),
+        + (" (paused: promotions hold until `rollout resume`)" if row["paused"] else "")
+        + (" (released: `rollout release start` begins the next)" if row["released"] else ""),
         f"    since: stage {row['stage_started_at']}, step {row['step_started_at']}",
         f"    last decision: {_decision_text(row)}",
         f"    pending promotions: {', '.join(row['pending_promotions']) or 'none'}",

@@ -5,17 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from core_plans import PLAN, T0, at
+from core_plans import BETA, LIMITED, MEDIUM, PLAN, T0, at, plan
 
 from rollout_policies.core import (
     Action,
+    LifecycleRefused,
     StateNotInPlan,
     advance,
+    finalize_target,
     is_rolled_back,
     needs_rollback,
+    release_start_target,
+    retry_target,
     rollback_target,
 )
-from rollout_policies.state import RolloutState
+from rollout_policies.plan.model import Plan, TrafficStep
+from rollout_policies.state import Colour, RolloutState
 
 NOW = at(days=9)
 
@@ -156,3 +161,77 @@ def test_state_outside_the_plan_is_rejected(before: RolloutState, message: str, 
     with pytest.raises(StateNotInPlan) as caught:
         advance(PLAN, before, action, NOW)
     assert str(caught.value) == message
+
+
+# -- the release lifecycle: finalize, release start, retry ------------------------------------------
+
+FULL = MEDIUM.model_copy(update={"id": "full", "steps": (TrafficStep(weight=100, bake="1d"),)})  # type: ignore[arg-type]
+WITH_FULL = plan(BETA, LIMITED, FULL)
+
+
+def test_finalize_marks_the_last_step_at_100_released_and_nothing_else() -> None:
+    full = state("full", 0, 100)
+    released = finalize_target(WITH_FULL, full)
+    assert released == full.model_copy(update={"released": True})
+    assert finalize_target(WITH_FULL, released) is released  # finalizing twice changes nothing
+
+
+@pytest.mark.parametrize(
+    ("planned", "before"),
+    [(WITH_FULL, state("limited", 1, 5)), (PLAN, state("medium", 0, 30))],
+    ids=["mid-release", "last stage below 100%"],
+)
+def test_finalize_before_100_at_the_last_step_is_refused(planned: Plan, before: RolloutState) -> None:
+    with pytest.raises(LifecycleRefused, match=r"finalize needs the last step of stage \w+ with 100%"):
+        finalize_target(planned, before)
+
+
+def test_release_start_after_finalize_swaps_the_colours_at_the_first_stage() -> None:
+    released = finalize_target(WITH_FULL, state("full", 0, 100))
+    started = release_start_target(WITH_FULL, released, "5.1.0", NOW)
+    assert (started.stable.colour, started.stable.version) == (Colour.GREEN, "5.0.0")
+    assert (started.candidate.colour, started.candidate.version) == (Colour.BLUE, "5.1.0")
+    assert (started.stage, started.step, started.weights) == ("beta", 0, {Colour.BLUE: 2, Colour.GREEN: 98})
+    assert (started.released, started.rolled_back, started.stage_started_at) == (False, False, NOW)
+
+
+def test_release_start_after_a_rollback_keeps_stable_and_keeps_a_pause() -> None:
+    rolled = rollback_target(WITH_FULL, state("limited", 2, 10), NOW).model_copy(update={"paused": True})
+    started = release_start_target(WITH_FULL, rolled, "5.0.1", NOW)
+    assert (started.stable.colour, started.stable.version) == (Colour.BLUE, "4.12.0")
+    assert (started.candidate.colour, started.candidate.version) == (Colour.GREEN, "5.0.1")
+    assert (started.stage, started.candidate_weight, started.paused) == ("beta", 2, True)
+
+
+@pytest.mark.parametrize(
+    ("before", "hint"),
+    [
+        (state("limited", 1, 5), "finish (promote to the end and `rollout release finalize`) or roll back"),
+        (state("full", 0, 100), "run `rollout release finalize` first"),
+    ],
+    ids=["mid-release", "at full, not finalized"],
+)
+def test_release_start_during_a_release_is_refused(before: RolloutState, hint: str) -> None:
+    with pytest.raises(LifecycleRefused) as refused:
+        release_start_target(WITH_FULL, before, "5.1.0", NOW)
+    where = f"is at stage {before.stage} step {before.step} ({before.candidate_weight}% candidate)"
+    assert str(refused.value).startswith(f"{where}: {hint}")
+
+
+def test_retry_restarts_a_rolled_back_stage_from_its_first_step() -> None:
+    rolled = rollback_target(PLAN, state("limited", 2, 10), at(days=8))
+    retried = retry_target(PLAN, rolled, NOW)
+    assert retried == state("limited", 0, 2, stage_started=NOW, step_started=NOW)
+
+
+def test_retry_is_refused_when_not_rolled_back_or_paused() -> None:
+    with pytest.raises(LifecycleRefused, match="and is not rolled back"):
+        retry_target(PLAN, state("limited", 1, 5), NOW)
+    paused = rollback_target(PLAN, state("limited", 1, 5), NOW).model_copy(update={"paused": True})
+    with pytest.raises(LifecycleRefused, match="and is paused: `rollout resume` it first"):
+        retry_target(PLAN, paused, NOW)
+
+
+def test_a_released_state_holds_100_percent_candidate() -> None:
+    with pytest.raises(ValueError, match="released is true but the candidate has 30%"):
+        RolloutState.model_validate({**config(state("medium", 0, 30)), "released": True})

@@ -330,6 +330,8 @@ def test_the_commands_drive_a_release_from_abort_to_the_next_one(
     at_full(remote)
     code, out, err = run(["release", "finalize", *common], capsys)
     assert (code, err) == (0, "") and out.startswith("finalized: finalized prod-us in ")
+    code, out, err = run(["status", *common], capsys)
+    assert "(released: `rollout release start` begins the next)" in out.splitlines()[0]
     code, out, err = run(["release", "start", *common, "--version", "5.1", "--json"], capsys)
     data = json.loads(out)
     assert (code, err, data["result"], data["changed"]) == (0, "", "started", ["prod-us"])
