@@ -908,9 +908,14 @@ class GitOps:
                     None,
                 )
             if dry_run:
-                words = verb.replace("-", " ")
+                words = {"release-start": "start the release on", "release-finalize": "finalize"}
                 return LifecycleOutcome(
-                    verb, stacks, "dry-run", f"would {words} {', '.join(changed)}", None, changed
+                    verb,
+                    stacks,
+                    "dry-run",
+                    f"would {words.get(verb, verb)} {', '.join(changed)}",
+                    None,
+                    changed,
                 )
             message = self._lifecycle_message(verb, changed, befores, afters, reason, now)
             sha = self.repo.commit_files(base, files, message, when=now.isoformat())
@@ -924,6 +929,12 @@ class GitOps:
                 self.repo.fast_forward_checkout(self.repo.main)
             except UserError as err:
                 warnings += (f"fetch after the push failed ({err}); the {verb} is on {self.repo.main}",)
+            for stack in changed if verb != "release-finalize" else ():
+                # Left by a rollback without a forge: made from the old state, they would collide
+                # with this release's promotions.
+                left = sorted(self.repo.remote_branches(f"rollout/{stack}/"))
+                if left:
+                    warnings += (f"stale promotion branches still on the remote: {', '.join(left)}",)
             first = afters[changed[0]]
             warnings += self._notify(
                 DecisionNotice(

@@ -156,6 +156,19 @@ def test_release_start_after_a_rollback_keeps_stable_and_replaces_the_candidate(
     assert (after.stage, after.step, after.candidate_weight, after.rolled_back) == ("limited", 0, 2, False)
 
 
+def test_a_dry_run_release_start_commits_nothing(remote: Remote, plan: Plan) -> None:
+    gitops = ops(remote.clone("a"), plan)
+    gitops.rollback(["prod-us"], reason="crash spike", now=NOW)
+    before = remote.log()
+    outcome = gitops.release_start(["prod-us"], version="5.0.1", reason="", now=NOW, dry_run=True)
+    assert (outcome.result, outcome.message, outcome.commit) == (
+        "dry-run",
+        "would start the release on prod-us",
+        None,
+    )
+    assert remote.log() == before
+
+
 def test_release_start_of_the_version_already_serving_is_refused(remote: Remote, plan: Plan) -> None:
     gitops = ops(remote.clone("a"), plan)
     gitops.rollback(["prod-us"], reason="crash spike", now=NOW)
@@ -285,11 +298,16 @@ def test_a_rollback_or_abort_closes_the_open_promotion_with_a_comment_and_delete
 
 def test_without_a_forge_the_open_promotion_is_a_warning(remote: Remote, plan: Plan) -> None:
     ops(remote.clone("ci"), plan).promote("prod-us", healthy(), now=T0 + timedelta(hours=1, minutes=30))
-    outcome = ops(remote.clone("controller"), plan).rollback(["prod-us"], reason="crash", now=NOW)
+    gitops = ops(remote.clone("controller"), plan)
+    outcome = gitops.rollback(["prod-us"], reason="crash", now=NOW)
     assert outcome.result == "rolled-back"
     assert outcome.warnings == (
         "forge: not configured: rollout/prod-us/limited-step-1 left open "
         "(give --forge-repo and the forge token to close stale promotions)",
+    )
+    retried = gitops.retry(["prod-us"], reason="", now=NOW + timedelta(minutes=1))
+    assert retried.warnings == (
+        "stale promotion branches still on the remote: rollout/prod-us/limited-step-1",
     )
 
 
