@@ -307,7 +307,7 @@ def _threshold_steps(gate: Gate, direction: Direction | None) -> list[dict[str, 
 def traffic_query(args: AlertsArgs) -> str:
     return (
         args.alerts.traffic_query
-        or f'sum by (colour) (rate(http_requests_total{{service="{args.service}"}}[5m]))'
+        or f'sum by (colour) (rate(http_server_requests_total{{service="{args.service}"}}[5m]))'
     )
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import shutil
 import subprocess
+import urllib.error
+import urllib.request
 
 import pytest
 from infra_helpers import rollout, settings
@@ -126,6 +130,29 @@ def test_dashboard_shows_the_live_split_by_colour(plan):
         "panels"
     ]
     assert panels[1]["targets"][0]["expr"] == "sum by (colour) (rate(x[1m]))"
+
+
+def test_the_default_traffic_panel_reads_the_series_the_service_exports(plan):
+    """The split panel's default query names the request counter, and the labels, that the service
+    exports (the simulator's version of it, serving one real request on loopback)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from simulator.service import ENDPOINTS, ServiceVersion
+
+    expr = _dashboard(deploy(settings(), plan))["panels"][1]["targets"][0]["expr"]
+    version = ServiceVersion("green", "candidate", seed=1).start()
+    try:
+        endpoint = next(path for path, method in ENDPOINTS.items() if method == "GET")
+        with contextlib.suppress(urllib.error.HTTPError):  # an error answer is counted too
+            urllib.request.urlopen(f"{version.url}{endpoint}", timeout=5).read()
+        scraped = urllib.request.urlopen(f"{version.url}/metrics", timeout=5).read().decode()
+    finally:
+        version.stop()
+    samples = [s for family in text_string_to_metric_families(scraped) for s in family.samples]
+    counter = re.search(r"rate\((\w+)\{", expr).group(1)
+    by = re.search(r"by \((\w+)\)", expr).group(1)
+    served = [s for s in samples if s.name == counter and s.labels.get("service") == SERVICE]
+    assert served and all(by in s.labels for s in served), (expr, sorted({s.name for s in samples}))
 
 
 def test_dashboard_draws_each_gate_against_its_target_and_alert(plan):
