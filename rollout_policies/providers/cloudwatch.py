@@ -3,7 +3,8 @@
 The source names one metric (``options.metric_name``, or ``query``) or several
 (``options.metrics``: query id -> metric name, combined by ``query``, an arithmetic expression such
 as ``100 * healthy / (healthy + unhealthy)``), with ``options.namespace``, ``options.dimensions`` (a
-mapping), ``options.stat`` (default Average) and ``options.period`` (seconds, default 60).
+mapping), ``options.stat`` (default Average), ``options.period`` (seconds, default 60) and
+``options.region`` (default: the provider's region; Route 53's metrics live in us-east-1 only).
 The window looked at is the source's ``max_age`` back from ``now``, so an
 empty window is no data and a stale metric cannot pass. ``endpoint_url`` points it at moto in tests.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import math
 import operator
 import re
+import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -299,20 +301,39 @@ class CloudWatchProvider:
         aws_secret_access_key: str | None = None,
         client: CloudWatchClient | None = None,
     ) -> None:
-        self.client = client or Boto3CloudWatch(
-            endpoint_url=endpoint_url,
-            region=region,
-            timeout=timeout,
-            aws_access_key_id=aws_access_key_id,
-            aws_secret_access_key=aws_secret_access_key,
-        )
+        def connect(in_region: str | None) -> CloudWatchClient:
+            return Boto3CloudWatch(
+                endpoint_url=endpoint_url,
+                region=in_region,
+                timeout=timeout,
+                aws_access_key_id=aws_access_key_id,
+                aws_secret_access_key=aws_secret_access_key,
+            )
+
+        self.region = region or "us-east-1"
+        self.client = client or connect(region)
+        # A metric may name its own region (options.region): Route 53 publishes its health-check
+        # metrics in us-east-1 only, whichever region the controller runs in. An injected client
+        # answers for every region.
+        self._connect = connect if client is None else (lambda _region: self.client)
+        self._clients: dict[str, CloudWatchClient] = {self.region: self.client}
+        self._clients_lock = threading.Lock()
         self.attempts = attempts
+
+    def client_for(self, source: MetricSource) -> CloudWatchClient:
+        """The client of the metric's ``options.region``, or of the provider's own region."""
+        region = str(source.options.get("region") or self.region)
+        with self._clients_lock:
+            if region not in self._clients:
+                self._clients[region] = self._connect(region)
+            return self._clients[region]
 
     def query(self, source: MetricSource, now: datetime, *, metric: str = "") -> Measurement:
         now = as_utc(now)
 
         def read() -> Reading:
-            return reading_from(self.client.get_metric_data(**metric_data_request(source, now)), source)
+            client = self.client_for(source)
+            return reading_from(client.get_metric_data(**metric_data_request(source, now)), source)
 
         return measure(self.name, metric, source, now, read, attempts=self.attempts)
 

@@ -186,3 +186,29 @@ def test_query_arithmetic_over_the_named_metrics(expression: str, expected: floa
 def test_a_query_that_is_not_arithmetic_is_one_clear_error(expression: str, error: str) -> None:
     with pytest.raises(QueryFailed, match=re.escape(error)):
         evaluate(expression, {"healthy": 3.0})
+
+
+def test_a_metric_names_its_own_region(moto_server):
+    """Route 53 publishes health-check metrics in us-east-1 only: a controller in us-west-2 reads
+    them there when the metric says ``options.region``, and finds nothing in its own region."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    moto_server.client("cloudwatch", region_name="us-east-1").put_metric_data(
+        Namespace="AWS/Route53",
+        MetricData=[
+            {
+                "MetricName": "HealthCheckPercentageHealthy",
+                "Dimensions": [{"Name": "HealthCheckId", "Value": "region-test"}],
+                "Timestamp": now - timedelta(seconds=30),
+                "Value": 97.0,
+            }
+        ],
+    )
+    keys = {**moto_server.credentials_for_provider, "region": "us-west-2"}
+    provider = CloudWatchProvider(endpoint_url=moto_server.endpoint_url, **keys)
+    health = {"namespace": "AWS/Route53", "dimensions": {"HealthCheckId": "region-test"}, "stat": "Minimum"}
+
+    there = provider.query(source("HealthCheckPercentageHealthy", **health, region="us-east-1"), now)
+    here = provider.query(source("HealthCheckPercentageHealthy", **health), now)
+
+    assert (there.phase, there.value) == (Phase.OK, 97.0)
+    assert here.phase is Phase.NO_DATA
