@@ -221,7 +221,37 @@ def gate_rules(args: AlertsArgs) -> list[Manifest]:
                 },
             }
         )
+        rules.append(gate_missing_data_rule(args, gate, metric))
     return rules
+
+
+def gate_missing_data_rule(args: AlertsArgs, gate: Gate, metric: Metric) -> Manifest:
+    """A gate alert is blind without its data (a provider erroring, a source gone quiet): this rule
+    says so, to people, after the gate's ``for`` or ``alerts.missingDataFor``, whichever is longer."""
+    query = metric_query(args, metric)
+    source = (
+        "its Prometheus series"
+        if metric.source.provider == PROMETHEUS
+        else f"the controller's {args.alerts.bridge_metric} (from {metric.source.provider})"
+    )
+    wait = max(parse_duration(GATE_FOR), parse_duration(args.alerts.missing_data_for))
+    return {
+        "alert": f"GateDataMissing{_camel(gate.metric)}",
+        "expr": f"absent({query})",
+        "for": prometheus_duration(wait),
+        "labels": {
+            **routing_labels(args),
+            "severity": "warning",
+            "rollout_action": "alert",
+            "rollout_reason": "missing-data",
+            "rollout_stage": args.stage.id,
+            "rollout_metric": gate.metric,
+        },
+        "annotations": {
+            "summary": f"No data for the gate {metric.name} at stage {args.stage.id}: its alert cannot fire",
+            "description": f"{metric.name} ({metric.id}) has no value in {source}",
+        },
+    }
 
 
 def _watched(args: AlertsArgs) -> list[str]:

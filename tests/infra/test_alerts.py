@@ -97,12 +97,30 @@ def test_trigger_alerts_carry_the_labels_the_webhook_routes_on(plan):
 
 def test_gate_alerts_follow_the_stage_alert_thresholds_and_skip_monitor_only_rows(plan):
     rules = _rules(deploy(settings(state=rollout("medium", 0, 30)), plan), f"{SERVICE}-stage-alerts")
+    rules = {name: rule for name, rule in rules.items() if name.startswith("GateAlert")}
     assert {name: rule["expr"].rsplit(") ", 1)[1] for name, rule in rules.items()} == {
         "GateAlertCrashRate": "> 2",
         "GateAlertApiErrorRate": "> 1",
         "GateAlertSearchSuccess": "< 75",
     }
     assert rules["GateAlertSearchSuccess"]["labels"]["rollout_stage"] == "medium"
+
+
+def test_every_gate_alert_has_a_missing_data_twin_that_tells_people(plan):
+    rules = _rules(deploy(settings(state=rollout("medium", 0, 30)), plan), f"{SERVICE}-stage-alerts")
+    alerts = {name: rule for name, rule in rules.items() if name.startswith("GateAlert")}
+    missing = {name: rule for name, rule in rules.items() if name.startswith("GateDataMissing")}
+    assert len(missing) == len(alerts) == 3
+    for name, alert in alerts.items():
+        twin = missing[name.replace("GateAlert", "GateDataMissing", 1)]
+        query = alert["expr"].rsplit(") ", 1)[0][1:]  # "(<query>) > 2" -> "<query>"
+        assert twin["expr"] == f"absent({query})"
+        assert twin["for"] == "5m"  # the gate's own `for`, longer than alerts.missingDataFor (2m)
+        assert twin["labels"]["rollout_action"] == "alert"  # the notification receiver, never a rollback
+        assert (twin["labels"]["rollout_reason"], twin["labels"]["rollout_metric"]) == (
+            "missing-data",
+            alert["labels"]["rollout_metric"],
+        )
 
 
 def test_rules_carry_the_labels_the_prometheus_operator_selects(plan):
