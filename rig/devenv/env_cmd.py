@@ -38,7 +38,7 @@ def up(state_dir: Path | None, regions: tuple[str, ...], nodes: int) -> None:
     """Start the environment (does nothing when it already runs) and print how to reach it."""
     environment = LocalEnvironment(state_dir, regions=regions, nodes_per_region=nodes)
     already = environment.load() is not None and all(row.running for row in environment.status())
-    info = environment.up()
+    info = environment.up(progress=lambda line: click.echo(line, err=True))
     click.echo(f"environment {'already up' if already else 'up'}: {environment.env_file}")
     for name, region in info.regions.items():
         click.echo(f"  region {name}: {region.server}")

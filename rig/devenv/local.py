@@ -17,7 +17,7 @@ import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -180,26 +180,32 @@ class LocalEnvironment:
             raise UserError(f"{self.env_file}: not a valid environment description: {err}") from err
 
     # -- lifecycle --------------------------------------------------------------------------
-    def up(self) -> EnvInfo:
-        """Start everything (or return the description of what already runs); stop all on failure."""
+    def up(self, progress: Callable[[str], None] | None = None) -> EnvInfo:
+        """Start everything (or return the description of what already runs); stop all on failure.
+
+        ``progress`` gets a line as each part starts and is ready (``rollout env up`` prints them:
+        a start takes 30-50 s)."""
         existing = self.load()
         if existing is not None and self._all_running(existing):
             self._info = existing
             return existing
         self.down()  # a partial or stale environment: start afresh
         try:
-            info = self._start()
+            info = self._start(progress or (lambda line: None))
         except BaseException:
             self.down(strict=False)
             raise
         self._info = info
         return info
 
-    def _start(self) -> EnvInfo:
+    def _start(self, progress: Callable[[str], None]) -> EnvInfo:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         regions: dict[str, RegionInfo] = {}
         for region, cluster in self.clusters.items():
+            progress(f"[env] region {region}: starting etcd, kube-apiserver and {cluster.nodes} kwok nodes")
+            began = time.monotonic()
             cluster.start()
+            progress(f"[env] region {region}: ready in {time.monotonic() - began:.1f} s")
             assert cluster.ports is not None
             regions[region] = RegionInfo(
                 name=region,
@@ -215,6 +221,7 @@ class LocalEnvironment:
         backend.mkdir(parents=True, exist_ok=True)
         home.mkdir(parents=True, exist_ok=True)
         remote = self._git_remote()
+        progress("[env] moto (the AWS stand-in): starting")
         self._moto = MotoServer(self.moto_dir).start()
         # moto must outlive `rollout env up`; `env down` (or this object's down()) stops it by pid.
         self._moto.detach()

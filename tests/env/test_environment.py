@@ -211,6 +211,8 @@ def test_cli_up_status_down_leaves_no_process(tmp_path: Path) -> None:
             capture_output=True, text=True, timeout=300, env=OFFLINE,
         )  # fmt: skip
         assert started.returncode == 0, started.stderr
+        assert "[env] region eu-west-1: starting etcd, kube-apiserver and 2 kwok nodes" in started.stderr
+        assert re.search(r"\[env\] region eu-west-1: ready in \d+\.\d s", started.stderr), started.stderr
         kubeconfig = next(
             line.split("kubeconfig:")[1].strip()
             for line in started.stdout.splitlines()
