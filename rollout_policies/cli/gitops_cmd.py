@@ -401,12 +401,23 @@ abort = _rollback_command(
 )
 
 
-def _lifecycle_command(verb: str, name: str, summary: str, *, version: bool = False) -> click.Command:
-    """`rollout release start|finalize` and `rollout retry`: ONE commit on main per run, with its reason."""
+StateChange = Callable[..., Any]  # GitOps.pause/resume/retry/release_start/release_finalize
 
-    @click.command(name, help=summary)
+
+def _state_command(
+    name: str, summary: str, change: StateChange, *, reason_required: bool = False, version: bool = False
+) -> click.Command:
+    """`rollout pause|resume|retry` and `rollout release start|finalize`: ONE commit on main per run,
+    with its reason, like a rollback. ``change`` is the GitOps method that decides and writes it."""
+    verb = name.replace("-", " ")
+
+    @click.command(name.removeprefix("release-"), help=summary)
     @_common
-    @click.option("--reason", default="", help=f"Why: goes into the {name} commit and Slack.")
+    @click.option(
+        "--reason",
+        help=f"Why: goes into the {verb} commit and Slack.",
+        **({"required": True} if reason_required else {"default": ""}),  # click: a default satisfies required
+    )
     @click.option("--now", "now_text", default=None, help="When, ISO 8601 with zone (default: the clock).")
     @click.option("--dry-run", is_flag=True, help="Show which stacks would change; write nothing.")
     @click.option("--actor", default=None, help="Who, for the audit trail (default: $GITHUB_ACTOR@host).")
@@ -426,7 +437,7 @@ def _lifecycle_command(verb: str, name: str, summary: str, *, version: bool = Fa
     ) -> None:
         now = _now(now_text)
         if not stacks:
-            raise UserError(f"--stack: name the stacks to {verb.replace('-', ' ')} (it never guesses)")
+            raise UserError(f"--stack: name the stacks to {verb} (a {verb} never guesses)")
         plan, repo, stacks = open_repository(plan_path, repo_dir, config_dir, remote, main_branch, stacks)
         ops = GitOps(
             repo=repo,
@@ -435,14 +446,8 @@ def _lifecycle_command(verb: str, name: str, summary: str, *, version: bool = Fa
             notifier=Notifier(plan.notifications),
             actor=actor or default_actor(),
         )
-        if verb == "release-start":
-            outcome = ops.release_start(
-                stacks, version=version or "", reason=reason, now=now, dry_run=dry_run
-            )
-        elif verb == "release-finalize":
-            outcome = ops.release_finalize(stacks, reason=reason, now=now, dry_run=dry_run)
-        else:
-            outcome = ops.retry(stacks, reason=reason, now=now, dry_run=dry_run)
+        extra = {"version": version or ""} if version is not None else {}
+        outcome = change(ops, stacks, reason=reason, now=now, dry_run=dry_run, **extra)
         data = {
             "stacks": list(outcome.stacks),
             "changed": list(outcome.changed),
@@ -467,88 +472,44 @@ def release() -> None:
 
 
 release.add_command(
-    _lifecycle_command(
+    _state_command(
         "release-start",
-        "start",
         "Start the next release: ONE commit on main. Only on a finalized or rolled-back stack.\n\n"
         "What serves every user becomes stable (after `finalize` the colours swap), --version becomes "
         "the candidate on the other colour, at the first stage's step 0 and its weight.",
+        GitOps.release_start,
         version=True,
     )
 )
 release.add_command(
-    _lifecycle_command(
+    _state_command(
         "release-finalize",
-        "finalize",
         "Record the release as finished (`released: true`) at the last step with 100% candidate: ONE "
         "commit on main, traffic unchanged. `release start` needs it (or a rollback).",
+        GitOps.release_finalize,
     )
 )
-retry = _lifecycle_command(
-    "retry",
+retry = _state_command(
     "retry",
     "After a rollback, restart the stage from its first step: ONE commit on main.\n\n"
     "Refused unless the stack is rolled back and not paused (`rollout resume` an aborted stack first).",
+    GitOps.retry,
 )
 
 
-def _pause_command(verb: str, summary: str) -> click.Command:
-    """`rollout pause` / `rollout resume`: one commit on main per run, with its reason, like a rollback."""
-
-    @click.command(verb, help=summary)
-    @_common
-    @click.option("--reason", required=True, help=f"Why: goes into the {verb} commit and Slack.")
-    @click.option("--now", "now_text", default=None, help="When, ISO 8601 with zone (default: the clock).")
-    @click.option("--dry-run", is_flag=True, help="Show which stacks would change; write nothing.")
-    @click.option("--actor", default=None, help="Who, for the audit trail (default: $GITHUB_ACTOR@host).")
-    def command(
-        plan_path: Path,
-        repo_dir: Path,
-        config_dir: str,
-        remote: str,
-        main_branch: str,
-        stacks: tuple[str, ...],
-        as_json: bool,
-        reason: str,
-        now_text: str | None,
-        dry_run: bool,
-        actor: str | None,
-    ) -> None:
-        now = _now(now_text)
-        if not stacks:
-            raise UserError(f"--stack: name the stacks to {verb} (a {verb} never guesses)")
-        plan, repo, stacks = open_repository(plan_path, repo_dir, config_dir, remote, main_branch, stacks)
-        ops = GitOps(
-            repo=repo,
-            plan=plan,
-            config_dir=config_dir,
-            notifier=Notifier(plan.notifications),
-            actor=actor or default_actor(),
-        )
-        outcome = getattr(ops, verb)(stacks, reason=reason, now=now, dry_run=dry_run)
-        data = {
-            "stacks": list(outcome.stacks),
-            "changed": list(outcome.changed),
-            "result": outcome.result,
-            "message": outcome.message,
-            "commit": outcome.commit,
-            "warnings": list(outcome.warnings),
-        }
-        lines = [f"{outcome.result}: {outcome.message}"] + [f"    warning: {w}" for w in outcome.warnings]
-        _emit(as_json, data, lines)
-
-    return command
-
-
-pause = _pause_command(
+pause = _state_command(
     "pause",
     "Hold the stacks' promotions until `rollout resume`: ONE commit on main with the reason.\n\n"
     "The scheduled `rollout promote` then holds them with reason paused; traffic is not touched, and "
     "a needed rollback still happens.",
+    GitOps.pause,
+    reason_required=True,
 )
-resume = _pause_command(
+resume = _state_command(
     "resume",
     "Let `rollout promote` decide for paused stacks again: ONE commit on main with the reason.",
+    GitOps.resume,
+    reason_required=True,
 )
 
 
