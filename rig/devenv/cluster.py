@@ -133,8 +133,9 @@ class KwokCluster:
         return bool(pids) and len(self.live_pids()) == len(pids)
 
     # -- lifecycle --------------------------------------------------------------------------
-    def start(self) -> Self:
-        """Create and start the cluster, add the fake nodes and the CRDs, and wait until it serves."""
+    def binaries(self) -> dict[str, Path]:
+        """The control plane's programs, by kwokctl's config keys; a missing tool or CRD folder is a
+        one-line UserError (checked before anything starts)."""
         binaries = {
             "kubeApiserverBinary": tool("kube-apiserver"),
             "kubeControllerManagerBinary": tool("kube-controller-manager"),
@@ -146,6 +147,11 @@ class KwokCluster:
         tool("kwokctl")
         if not self.crds.is_dir() or not any(self.crds.glob("*.yaml")):
             raise UserError(f"missing CRD manifests: {self.crds} has no *.yaml (run `make tools`)")
+        return binaries
+
+    def start(self) -> Self:
+        """Create and start the cluster, add the fake nodes and the CRDs, and wait until it serves."""
+        binaries = self.binaries()
         if self.cluster_dir.exists():
             # A leftover from a run that did not stop cleanly: its ports are stale, so start afresh.
             self.stop()

@@ -201,6 +201,8 @@ class LocalEnvironment:
     def _start(self, progress: Callable[[str], None]) -> EnvInfo:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         regions: dict[str, RegionInfo] = {}
+        for cluster in self.clusters.values():
+            cluster.binaries()  # a missing tool is the one line said, before anything starts
         for region, cluster in self.clusters.items():
             progress(f"[env] region {region}: starting etcd, kube-apiserver and {cluster.nodes} kwok nodes")
             began = time.monotonic()
