@@ -244,3 +244,19 @@ def test_a_budget_that_the_measured_apply_overruns_is_a_failure(plan: Plan) -> N
     assert row["ok"] is False
     (fine,) = analysis.budgets(plan, [fault], "90s")
     assert fine["ok"] is True
+
+
+def test_a_job_step_sees_what_earlier_steps_wrote_to_github_env_and_github_path(tmp_path: Path) -> None:
+    """As on GitHub's runner: RUNNER_TEMP and the two files exist, `NAME=value` lines become
+    variables of the later steps, and added folders go in front of PATH (after the pulumi shim)."""
+    base = {"PATH": "/shim:/usr/bin", "KEEP": "1"}
+    first = wiring.with_job_files(base, tmp_path / "runner")
+    assert first["RUNNER_TEMP"] == str(tmp_path / "runner") and first["PATH"] == "/shim:/usr/bin"
+    Path(first["GITHUB_ENV"]).write_text(f"KUBECONFIG={first['RUNNER_TEMP']}/kube/config\n")
+    Path(first["GITHUB_PATH"]).write_text("/tools/bin\n")
+
+    second = wiring.with_job_files(base, tmp_path / "runner")
+
+    assert second["KUBECONFIG"] == f"{tmp_path / 'runner'}/kube/config"
+    assert second["PATH"] == "/shim:/tools/bin:/usr/bin"
+    assert second["KEEP"] == "1"

@@ -249,10 +249,12 @@ class Rehearsal:
         runs_dir.mkdir(exist_ok=True)
         clone = self.repo.checkout(runs_dir / f"{label}-{len(list(runs_dir.iterdir())):03d}")
         results = []
+        runner_temp = clone.parent / f"{clone.name}.runner"
         for step in wiring.run_steps(clone / WORKFLOWS / name):
             if wiring.is_install(step):
                 continue
-            result = wiring.run_step(step, self.context(event), cwd=clone, runner_env=self.runner_env(clone))
+            runner_env = wiring.with_job_files(self.runner_env(clone), runner_temp)
+            result = wiring.run_step(step, self.context(event), cwd=clone, runner_env=runner_env)
             results.append(result)
             (clone.parent / f"{clone.name}.log").open("a").write(
                 f"$ {step.name}\n{result.stdout}\n{result.stderr}\n(exit {result.returncode})\n"
@@ -261,6 +263,7 @@ class Rehearsal:
                 break  # GitHub stops a job at its first failed step
         if not self.options.keep:
             shutil.rmtree(clone, ignore_errors=True)
+            shutil.rmtree(runner_temp, ignore_errors=True)
         return results
 
     def scheduled_promotion(self) -> None:

@@ -184,6 +184,26 @@ def run_step(
     return StepRun(step, done.returncode, done.stdout, done.stderr, time.monotonic() - started)
 
 
+def with_job_files(runner_env: Mapping[str, str], temp: Path) -> dict[str, str]:
+    """What GitHub's runner gives each step of a job: ``RUNNER_TEMP``, the ``GITHUB_ENV`` and
+    ``GITHUB_PATH`` files, and what the job's earlier steps wrote to them (``NAME=value`` lines;
+    added folders go in front of PATH, after the rehearsal's pulumi shim, which stays first)."""
+    temp.mkdir(parents=True, exist_ok=True)
+    env_file, path_file = temp / "github_env", temp / "github_path"
+    env_file.touch()
+    path_file.touch()
+    env = {**runner_env, "RUNNER_TEMP": str(temp), "GITHUB_ENV": str(env_file), "GITHUB_PATH": str(path_file)}
+    for line in env_file.read_text().splitlines():
+        name, sep, value = line.partition("=")
+        if sep and name:
+            env[name] = value
+    added = [folder for folder in path_file.read_text().splitlines() if folder.strip()]
+    if added:
+        shim, _, rest = env.get("PATH", "").partition(os.pathsep)
+        env["PATH"] = os.pathsep.join([shim, *reversed(added), rest])
+    return env
+
+
 def runner_environment(clone: Path, base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
     """The runner's own variables: PATH with this interpreter, the tools and the shim; the clone installed."""
     path = os.pathsep.join([str(SHIM_DIR), str(Path(sys.executable).parent), base.get("PATH", os.defpath)])
