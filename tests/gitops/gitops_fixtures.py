@@ -229,3 +229,16 @@ def receiver() -> Iterator[Receiver]:
         yield running
     finally:
         running.close()
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """``rollout <argv>`` in this process: exit status, stdout and stderr."""
+    from rollout_policies.cli.main import main
+
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

@@ -10,10 +10,9 @@ import json
 from pathlib import Path
 
 import pytest
-from gitops_fixtures import Remote, git, write_plan_file
+from gitops_fixtures import Remote, git, run, write_plan_file
 
 from devenv.forge_standin import ForgeStandIn
-from rollout_policies.cli.main import main
 from rollout_policies.gitops.stack_config import state_from_text
 
 METRICS = """\
@@ -22,16 +21,6 @@ metrics:
   crash_rate: {value: 0.4}
 """
 BAD_METRICS = METRICS.replace("0.4", "3.5")
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture

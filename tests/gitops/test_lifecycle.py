@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gitops_fixtures import T0, Remote, git, healthy, write_plan_file
+from gitops_fixtures import T0, Remote, git, healthy, run, write_plan_file
 
 from devenv.forge_standin import ForgeStandIn
-from rollout_policies.cli.main import main
 from rollout_policies.core import Evidence, Measurement
 from rollout_policies.errors import UserError
 from rollout_policies.gitops.engine import GitOps
@@ -312,16 +311,6 @@ def test_without_a_forge_the_open_promotion_is_a_warning(remote: Remote, plan: P
 
 
 # -- the commands ----------------------------------------------------------------------------------------
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_the_commands_drive_a_release_from_abort_to_the_next_one(

@@ -11,9 +11,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from gitops_fixtures import T0, Remote, git, healthy, write_plan_file
+from gitops_fixtures import T0, Remote, git, healthy, run, write_plan_file
 
-from rollout_policies.cli.main import main
 from rollout_policies.gitops.engine import GitOps
 from rollout_policies.gitops.repo import GitRepo
 from rollout_policies.gitops.stack_config import state_from_text
@@ -103,16 +102,6 @@ def test_pausing_two_stacks_is_one_commit(remote: Remote, plan: Plan) -> None:
     assert outcome.changed == ("prod-us", "prod-eu") and len(remote.log("main")) == len(before) + 1
     for stack in outcome.changed:
         assert state_from_text(remote.show("main", f"Pulumi.{stack}.yaml"), "x").paused
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_the_commands_pause_hold_the_scheduled_promote_and_resume(

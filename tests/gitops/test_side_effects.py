@@ -14,9 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from gitops_fixtures import Remote, git, write_plan_file
-
-from rollout_policies.cli.main import main
+from gitops_fixtures import Remote, git, run, write_plan_file
 
 HOLD_METRICS = "observed_at: 2026-11-20T10:29:00Z\nmetrics:\n  crash_rate: {value: 1.5}\n"
 
@@ -89,16 +87,6 @@ ROWS = [
     ("no-host", lambda url: "http:///secret-token", "Slack notification failed: UnsupportedProtocol"),
     ("unclosed-ipv6", lambda url: "http://[::1/secret-token", "Slack notification failed: InvalidURL"),
 ]
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.mark.parametrize(("row", "url_for", "warning"), ROWS, ids=[r[0] for r in ROWS])
