@@ -2,7 +2,8 @@
 
 The workflows call this rather than the `pulumi` command so the same code path runs in CI, in the
 applier of a rollback and in the tests: the real Pulumi CLI (on PATH or ``ROLLOUT_PULUMI``) with the
-program hosted in this process, the policy pack enforced, and only production stacks touched.
+program hosted in this process, the policy pack enforced, and only the stacks of the environment the
+repository deploys touched (``production``; ``ROLLOUT_DEPLOY_ENVIRONMENT`` names another, docs/deploy.md).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import click
 
+from rollout_policies import envvars
 from rollout_policies.errors import UserError
 from rollout_policies.gitops.deploy import Selection, select_stacks
 from rollout_policies.gitops.forge import DEFAULT_API_URL, make_forge
@@ -47,21 +49,26 @@ def _changed(project: Path, since: str) -> list[str]:
     return done.stdout.split()
 
 
-def _selection(project: Path, stacks: tuple[str, ...], since: str | None) -> Selection:
+def _selection(project: Path, stacks: tuple[str, ...], since: str | None, target: str) -> Selection:
+    from infra.settings import Environment
+
+    known = [e.value for e in Environment]
+    if target not in known:
+        raise UserError(f"--environment {target!r}: not an environment (one of {', '.join(known)})")
     environments = _environments(project)
     if stacks:
         for stack in stacks:
             if stack not in environments:
                 raise UserError(f"--stack {stack}: no Pulumi.{stack}.yaml in {project}")
-            if environments[stack] != "production":
+            if environments[stack] != target:
                 raise UserError(
-                    f"--stack {stack}: environment {environments[stack]}; only production stacks deploy "
-                    "from here (the local environment's stacks are `rollout env`'s)"
+                    f"--stack {stack}: environment {environments[stack]}; this repository deploys "
+                    f"{target} stacks (--environment, ${envvars.DEPLOY_ENVIRONMENT})"
                 )
         return Selection(tuple(dict.fromkeys(stacks)), ())
     if since is None:
         raise UserError("--changed-since: name the base commit (or name stacks with --stack)")
-    return select_stacks(_changed(project, since), environments)
+    return select_stacks(_changed(project, since), environments, target)
 
 
 def _stack(project: Path, stack: str) -> Any:
@@ -100,7 +107,14 @@ def _common(command: Any) -> Any:
             default=Path("."),
             help="The Pulumi project (Pulumi.yaml and the stack files).",
         ),
-        click.option("--stack", "stacks", multiple=True, help="A production stack (repeatable)."),
+        click.option("--stack", "stacks", multiple=True, help="A stack to deploy (repeatable)."),
+        click.option(
+            "--environment",
+            "target",
+            default=lambda: os.environ.get(envvars.DEPLOY_ENVIRONMENT) or "production",
+            show_default=f"${envvars.DEPLOY_ENVIRONMENT} or production",
+            help="The one environment whose stacks this repository deploys (the dress rehearsal's is local).",
+        ),
         click.option(
             "--changed-since", default=None, metavar="REF", help="Deploy the stacks changed since REF."
         ),
@@ -145,11 +159,12 @@ def preview(
     comment_pr: int | None,
     forge_repo: str,
     forge_url: str,
+    target: str,
 ) -> None:
     """Preview each stack (the diff a reviewer reads); exit status 1 when any preview fails."""
     from pulumi import automation as auto
 
-    selection = _selection(project_dir, stacks, changed_since)
+    selection = _selection(project_dir, stacks, changed_since, target)
     forge = make_forge("github", forge_repo, forge_url) if comment_pr is not None else None
     for stack, why in selection.skipped:
         click.echo(f"skipped {stack}: {why}")
@@ -175,7 +190,7 @@ def preview(
                 comment_pr, f"### `pulumi preview` of stack `{stack}`: {verdict}\n\n```\n{text}\n```"
             )
     if not selection.stacks:
-        click.echo("no production stack changed")
+        click.echo(f"no {target} stack changed")
     if failed:
         raise click.exceptions.Exit(1)
 
@@ -183,12 +198,16 @@ def preview(
 @deploy.command("up")
 @_common
 def up(
-    project_dir: Path, stacks: tuple[str, ...], changed_since: str | None, policy_packs: tuple[str, ...]
+    project_dir: Path,
+    stacks: tuple[str, ...],
+    changed_since: str | None,
+    policy_packs: tuple[str, ...],
+    target: str,
 ) -> None:
     """`pulumi up` each stack, one at a time, stopping at the first failure (exit status 1)."""
     from pulumi import automation as auto
 
-    selection = _selection(project_dir, stacks, changed_since)
+    selection = _selection(project_dir, stacks, changed_since, target)
     for stack, why in selection.skipped:
         click.echo(f"skipped {stack}: {why}")
     for stack in selection.stacks:
@@ -204,4 +223,4 @@ def up(
         click.echo("::endgroup::")
         click.echo(f"{stack}: up {result.summary.result}")
     if not selection.stacks:
-        click.echo("no production stack changed")
+        click.echo(f"no {target} stack changed")

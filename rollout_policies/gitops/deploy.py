@@ -2,8 +2,10 @@
 
 Pure: changed paths and each stack's environment in, the stacks to deploy and the ones skipped (with
 why) out. A change to the program, the plan or the policy pack touches every stack; otherwise the
-stacks whose config changed. Only production stacks are ever deployed from CI: a ``local-*`` stack
-belongs to the local environment (``rollout env``), and its clusters do not exist on a CI runner.
+stacks whose config changed. A repository's CI deploys the stacks of one environment, ``production``
+unless the repository variable ``ROLLOUT_DEPLOY_ENVIRONMENT`` names another: a ``local-*`` stack
+belongs to the local environment (``rollout env``), whose clusters exist only where it runs, which is
+why only the dress rehearsal's repository (``rollout rehearse``) names ``local`` (docs/deploy.md).
 """
 
 from __future__ import annotations
@@ -28,17 +30,20 @@ def config_stack(path: str) -> str | None:
     return path[len("Pulumi.") : -len(".yaml")]
 
 
-def select_stacks(changed: Iterable[str], environments: Mapping[str, str]) -> Selection:
-    """``environments``: every stack of the repository -> its ``environment`` setting."""
+def select_stacks(
+    changed: Iterable[str], environments: Mapping[str, str], target: str = "production"
+) -> Selection:
+    """``environments``: every stack of the repository -> its ``environment`` setting; ``target``: the
+    one environment this repository deploys."""
     changed = tuple(changed)
     if any(path.startswith(PROGRAM_PATHS) for path in changed):
         candidates = sorted(environments)
     else:
         candidates = sorted({s for s in map(config_stack, changed) if s is not None and s in environments})
-    stacks = tuple(s for s in candidates if environments[s] == "production")
+    stacks = tuple(s for s in candidates if environments[s] == target)
     skipped = tuple(
-        (s, f"environment {environments[s]}: only production stacks deploy from CI")
+        (s, f"environment {environments[s]}: this repository deploys {target} stacks")
         for s in candidates
-        if environments[s] != "production"
+        if environments[s] != target
     )
     return Selection(stacks, skipped)

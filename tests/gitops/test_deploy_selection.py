@@ -34,3 +34,13 @@ def test_a_local_stack_config_change_deploys_nothing() -> None:
 def test_policy_pack_and_plan_changes_reach_every_production_stack() -> None:
     for path in ("policy/__main__.py", "rollout_policies/plans/markethub-mobile.yaml", "Pulumi.yaml"):
         assert select_stacks([path], STACKS).stacks == ("prod-us-east-1", "prod-us-west-2")
+
+
+def test_a_repository_that_deploys_local_stacks_skips_the_production_ones() -> None:
+    """The dress rehearsal's replica (ROLLOUT_DEPLOY_ENVIRONMENT=local): one environment, never two."""
+    selection = select_stacks(["infra/traffic/gateway.py"], STACKS, target="local")
+    assert selection.stacks == ("local-us-east-1", "local-us-west-2")
+    assert selection.skipped == (
+        ("prod-us-east-1", "environment production: this repository deploys local stacks"),
+        ("prod-us-west-2", "environment production: this repository deploys local stacks"),
+    )

@@ -8,6 +8,7 @@ rendered through the Pulumi program under mocks); nothing is typed in again. The
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -29,6 +30,7 @@ from shipped import (
     workflow_steps,
 )
 
+from devenv.rehearsal.wiring import run_steps
 from rollout_policies.envvars import READ, known
 from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
 
@@ -241,8 +243,8 @@ def test_deploy_refuses_a_local_stack_in_one_line() -> None:
     )  # fmt: skip
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "rollout: error: --stack local-us-east-1: environment local; only production stacks deploy from "
-        "here (the local environment's stacks are `rollout env`'s)"
+        "rollout: error: --stack local-us-east-1: environment local; this repository deploys production "
+        "stacks (--environment, $ROLLOUT_DEPLOY_ENVIRONMENT)"
     ]
 
 
@@ -263,5 +265,36 @@ def test_the_first_push_of_a_branch_deploys_every_production_stack(tmp_path: Pat
     from rollout_policies.cli.deploy_cmd import _changed, _selection
 
     assert _changed(tmp_path, "0" * 40) == ["Pulumi.yaml"]
-    selection = _selection(ROOT, (), "0" * 40)
+    selection = _selection(ROOT, (), "0" * 40, "production")
     assert selection.stacks == tuple(p.name[len("Pulumi.") : -len(".yaml")] for p in production_stacks())
+
+
+def test_deploy_names_an_unknown_environment_in_one_line() -> None:
+    done = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "rollout"), "deploy", "up", "--environment", "staging", "--stack", "x"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "rollout: error: --environment 'staging': not an environment (one of production, local)"
+    ]
+
+
+@pytest.mark.parametrize("variable, deploys", [("", "production"), ("local", "local")])
+def test_the_workflows_deploy_what_the_repository_variable_names(variable: str, deploys: str) -> None:
+    """The deploy step's environment as the workflow writes it, resolved as GitHub does (an unset
+    variable is ""): unset deploys production stacks only, ``local`` (the rehearsal's) local ones."""
+    from devenv.rehearsal.wiring import Context
+
+    other = {"production": "local-us-east-1", "local": "prod-us-east-1"}[deploys]
+    context = Context(variables={"ROLLOUT_DEPLOY_ENVIRONMENT": variable})
+    for name in ("rollout-preview.yml", "rollout-up.yml"):
+        (step,) = [s for s in run_steps(WORKFLOWS / name) if "rollout deploy" in s.run]
+        env = {k: context.substitute(v, step.where) for k, v in step.env.items() if "DEPLOY_ENV" in k}
+        done = subprocess.run(
+            [str(ROOT / ".venv" / "bin" / "rollout"), "deploy", "preview", "--stack", other],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+            env={**os.environ, "ROLLOUT_DEPLOY_ENVIRONMENT": "", **env},
+        )  # fmt: skip
+        assert done.returncode == 2, (name, done.stderr)
+        assert f"this repository deploys {deploys} stacks" in done.stderr, (name, done.stderr)

@@ -265,7 +265,9 @@ class World:
         return values
 
     def variables(self) -> dict[str, str]:
-        return dict(self.secrets())
+        # The replica repository deploys its local stacks, as a team sets the repository variable
+        # (docs/deploy.md, "Which stacks CI deploys"); production CI leaves it unset.
+        return {**self.secrets(), "ROLLOUT_DEPLOY_ENVIRONMENT": "local"}
 
     # -- watching ------------------------------------------------------------------------------------
     def watch_weights(
