@@ -31,8 +31,9 @@ GIT_USERNAME = "ROLLOUT_GIT_USERNAME"
 DEFAULT_GIT_USERNAME = "x-access-token"
 # The forge (GitHub) API token: promotion pull requests, and marking them stale after a rollback.
 FORGE_TOKEN = "GITHUB_TOKEN"
-# `rollout deploy preview|up --environment` default: the one environment a repository's CI deploys.
-DEPLOY_ENVIRONMENT = "ROLLOUT_DEPLOY_ENVIRONMENT"
+# `--environment` default of `rollout promote` and `rollout deploy preview|up`: the one environment
+# whose stacks a repository's CI promotes and deploys.
+ENVIRONMENT = "ROLLOUT_ENVIRONMENT"
 # The Pulumi CLI the production applier runs, when it is not `pulumi` on PATH.
 PULUMI = "ROLLOUT_PULUMI"
 # `rollout watch --prometheus` default, and the live Prometheus provider's address.
@@ -74,7 +75,7 @@ READ = MappingProxyType(
         GIT_USERNAME: "the https user name sent with ROLLOUT_GIT_TOKEN (default x-access-token)",
         "GIT_CONFIG_COUNT": "git's own config entries from the environment; the token's helper goes after",
         PULUMI_BACKEND_URL: "the Pulumi backend; a file:// backend's stale stack lock is cancelled",
-        DEPLOY_ENVIRONMENT: "the environment whose stacks `rollout deploy` deploys (default production)",
+        ENVIRONMENT: "the environment whose stacks CI promotes and deploys (default production)",
         FORGE_TOKEN: "token that opens promotion pull requests (a GitHub App's, so they start previews)",
         "GITHUB_REPOSITORY": "owner/name of the repository on the forge (default of --forge-repo)",
         "GITHUB_API_URL": "forge API base URL (default of --forge-url)",

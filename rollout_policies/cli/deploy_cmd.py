@@ -3,7 +3,7 @@
 The workflows call this rather than the `pulumi` command so the same code path runs in CI, in the
 applier of a rollback and in the tests: the real Pulumi CLI (on PATH or ``ROLLOUT_PULUMI``) with the
 program hosted in this process, the policy pack enforced, and only the stacks of the environment the
-repository deploys touched (``production``; ``ROLLOUT_DEPLOY_ENVIRONMENT`` names another, docs/deploy.md).
+repository deploys touched (``production``; ``ROLLOUT_ENVIRONMENT`` names another, docs/deploy.md).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from rollout_policies import envvars
+from rollout_policies.cli.gitops_cmd import environment_option
 from rollout_policies.errors import UserError
 from rollout_policies.gitops.deploy import Selection, select_stacks
 from rollout_policies.gitops.forge import DEFAULT_API_URL, make_forge
@@ -50,11 +51,6 @@ def _changed(project: Path, since: str) -> list[str]:
 
 
 def _selection(project: Path, stacks: tuple[str, ...], since: str | None, target: str) -> Selection:
-    from infra.settings import Environment
-
-    known = [e.value for e in Environment]
-    if target not in known:
-        raise UserError(f"--environment {target!r}: not an environment (one of {', '.join(known)})")
     environments = _environments(project)
     if stacks:
         for stack in stacks:
@@ -63,7 +59,7 @@ def _selection(project: Path, stacks: tuple[str, ...], since: str | None, target
             if environments[stack] != target:
                 raise UserError(
                     f"--stack {stack}: environment {environments[stack]}; this repository deploys "
-                    f"{target} stacks (--environment, ${envvars.DEPLOY_ENVIRONMENT})"
+                    f"{target} stacks (--environment, ${envvars.ENVIRONMENT})"
                 )
         return Selection(tuple(dict.fromkeys(stacks)), ())
     if since is None:
@@ -108,13 +104,7 @@ def _common(command: Any) -> Any:
             help="The Pulumi project (Pulumi.yaml and the stack files).",
         ),
         click.option("--stack", "stacks", multiple=True, help="A stack to deploy (repeatable)."),
-        click.option(
-            "--environment",
-            "target",
-            default=lambda: os.environ.get(envvars.DEPLOY_ENVIRONMENT) or "production",
-            show_default=f"${envvars.DEPLOY_ENVIRONMENT} or production",
-            help="The one environment whose stacks this repository deploys (the dress rehearsal's is local).",
-        ),
+        environment_option,
         click.option(
             "--changed-since", default=None, metavar="REF", help="Deploy the stacks changed since REF."
         ),

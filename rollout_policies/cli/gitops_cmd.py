@@ -149,8 +149,32 @@ def forge_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
+def _known_environment(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from infra.settings import Environment
+
+    known = [e.value for e in Environment]
+    if value not in known:
+        raise UserError(f"--environment {value!r}: not an environment (one of {', '.join(known)})")
+    return value
+
+
+def environment_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--environment: the one environment whose stacks this repository's automation runs (promote with
+    no --stack, deploy preview|up). Production unless $ROLLOUT_ENVIRONMENT names another: the dress
+    rehearsal's replica repository names ``local`` (docs/deploy.md, "Which stacks CI deploys")."""
+    return click.option(
+        "--environment",
+        "target",
+        default=lambda: os.environ.get(envvars.ENVIRONMENT) or "production",
+        show_default=f"${envvars.ENVIRONMENT} or production",
+        callback=_known_environment,
+        help="The environment whose stacks this repository deploys and promotes.",
+    )(command)
+
+
 @click.command("promote")
 @_common
+@environment_option
 @click.option(
     "--metrics-file",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -191,6 +215,7 @@ def promote(
     reviewers_file: Path | None,
     reviewer_flags: tuple[str, ...],
     actor: str | None,
+    target: str,
 ) -> None:
     """Decide each stack's stage; on promote, propose the next step as a branch and a pull request.
 
@@ -201,14 +226,19 @@ def promote(
     plan, repo, stacks = open_repository(plan_path, repo_dir, config_dir, remote, main_branch, stacks)
     skipped: list[str] = []
     if not named:
-        # The scheduled run decides the real stacks; the local environment's stacks (environment:
-        # local) are promoted only when named, by `rollout env` or a person.
-        local = {s for s in stacks if stack_environment(repo_dir / config_dir / config_name(s)) == "local"}
-        skipped = sorted(local)
-        stacks = tuple(s for s in stacks if s not in local)
+        # The scheduled run decides the stacks of the repository's environment (production); the
+        # others (the local environment's) are promoted only when named, by `rollout env` or a person.
+        other = {
+            s
+            for s in stacks
+            if (stack_environment(repo_dir / config_dir / config_name(s)) or "production") != target
+        }
+        skipped = sorted(other)
+        stacks = tuple(s for s in stacks if s not in other)
         if not stacks:
             raise UserError(
-                f"--repo {repo_dir}: only local stacks ({', '.join(skipped)}); name one with --stack"
+                f"--repo {repo_dir}: no {target} stack (only {', '.join(skipped)}); name one with --stack "
+                f"or set --environment (${envvars.ENVIRONMENT})"
             )
     evidence_for = _evidence_source(plan, metrics_file, signoffs, now)
     forge = None
@@ -241,7 +271,7 @@ def promote(
     outcomes = [
         ops.promote(stack, evidence_for, now=now, dry_run=dry_run, open_pull=not no_pr) for stack in stacks
     ]
-    lines = [f"skipped: {stack}: environment local (name it with --stack)" for stack in skipped]
+    lines = [f"skipped: {stack}: not a {target} stack (name it with --stack)" for stack in skipped]
     for outcome in outcomes:
         lines.append(f"{outcome.result}: {outcome.message}")
         lines += [f"    {line}" for line in outcome.diff] if outcome.result == "dry-run" else []

@@ -3,7 +3,7 @@
 Pure: changed paths and each stack's environment in, the stacks to deploy and the ones skipped (with
 why) out. A change to the program, the plan or the policy pack touches every stack; otherwise the
 stacks whose config changed. A repository's CI deploys the stacks of one environment, ``production``
-unless the repository variable ``ROLLOUT_DEPLOY_ENVIRONMENT`` names another: a ``local-*`` stack
+unless the repository variable ``ROLLOUT_ENVIRONMENT`` names another: a ``local-*`` stack
 belongs to the local environment (``rollout env``), whose clusters exist only where it runs, which is
 why only the dress rehearsal's repository (``rollout rehearse``) names ``local`` (docs/deploy.md).
 """

@@ -37,7 +37,7 @@ def test_policy_pack_and_plan_changes_reach_every_production_stack() -> None:
 
 
 def test_a_repository_that_deploys_local_stacks_skips_the_production_ones() -> None:
-    """The dress rehearsal's replica (ROLLOUT_DEPLOY_ENVIRONMENT=local): one environment, never two."""
+    """The dress rehearsal's replica (ROLLOUT_ENVIRONMENT=local): one environment, never two."""
     selection = select_stacks(["infra/traffic/gateway.py"], STACKS, target="local")
     assert selection.stacks == ("local-us-east-1", "local-us-west-2")
     assert selection.skipped == (

@@ -31,6 +31,7 @@ from shipped import (
 )
 
 from devenv.rehearsal.wiring import run_steps
+from rollout_policies import envvars
 from rollout_policies.envvars import READ, known
 from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
 
@@ -244,7 +245,7 @@ def test_deploy_refuses_a_local_stack_in_one_line() -> None:
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "rollout: error: --stack local-us-east-1: environment local; this repository deploys production "
-        "stacks (--environment, $ROLLOUT_DEPLOY_ENVIRONMENT)"
+        "stacks (--environment, $ROLLOUT_ENVIRONMENT)"
     ]
 
 
@@ -287,14 +288,40 @@ def test_the_workflows_deploy_what_the_repository_variable_names(variable: str, 
     from devenv.rehearsal.wiring import Context
 
     other = {"production": "local-us-east-1", "local": "prod-us-east-1"}[deploys]
-    context = Context(variables={"ROLLOUT_DEPLOY_ENVIRONMENT": variable})
+    context = Context(variables={"ROLLOUT_ENVIRONMENT": variable})
     for name in ("rollout-preview.yml", "rollout-up.yml"):
         (step,) = [s for s in run_steps(WORKFLOWS / name) if "rollout deploy" in s.run]
-        env = {k: context.substitute(v, step.where) for k, v in step.env.items() if "DEPLOY_ENV" in k}
+        env = {k: context.substitute(v, step.where) for k, v in step.env.items() if k == envvars.ENVIRONMENT}
         done = subprocess.run(
             [str(ROOT / ".venv" / "bin" / "rollout"), "deploy", "preview", "--stack", other],
             cwd=ROOT, capture_output=True, text=True, timeout=120,
-            env={**os.environ, "ROLLOUT_DEPLOY_ENVIRONMENT": "", **env},
+            env={**os.environ, "ROLLOUT_ENVIRONMENT": "", **env},
         )  # fmt: skip
         assert done.returncode == 2, (name, done.stderr)
         assert f"this repository deploys {deploys} stacks" in done.stderr, (name, done.stderr)
+
+
+@pytest.mark.parametrize("variable, decides", [("", "production"), ("local", "local")])
+def test_the_scheduled_promotion_decides_the_stacks_of_the_named_environment(
+    variable: str, decides: str, tmp_path: Path
+) -> None:
+    """The promote step's environment as the workflow writes it, in a repository holding only the
+    *other* environment's stacks: the scheduled run refuses, naming the environment it looked for."""
+    from devenv.rehearsal.wiring import Context
+
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
+    for path in repo.glob("Pulumi.*-*.yaml"):
+        environment = "local" if path.name.startswith("Pulumi.local-") else "production"
+        if environment == decides:
+            path.unlink()
+    context = Context(variables={"ROLLOUT_ENVIRONMENT": variable})
+    (step,) = [s for s in run_steps(WORKFLOWS / "rollout-promote.yml") if "rollout promote" in s.run]
+    env = {k: context.substitute(v, step.where) for k, v in step.env.items() if k == envvars.ENVIRONMENT}
+    assert env, "the promote step does not pass ROLLOUT_ENVIRONMENT"
+    done = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "rollout"), "promote", "--repo", str(repo), "--dry-run"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, **env},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"rollout: error: --repo {repo}: no {decides} stack (only "), done.stderr

@@ -267,7 +267,7 @@ class World:
     def variables(self) -> dict[str, str]:
         # The replica repository deploys its local stacks, as a team sets the repository variable
         # (docs/deploy.md, "Which stacks CI deploys"); production CI leaves it unset.
-        return {**self.secrets(), "ROLLOUT_DEPLOY_ENVIRONMENT": "local"}
+        return {**self.secrets(), "ROLLOUT_ENVIRONMENT": "local"}
 
     # -- watching ------------------------------------------------------------------------------------
     def watch_weights(
