@@ -141,3 +141,154 @@ class LocalPod:
             raise PodError(f"workingDir {working}: not on a volume, so it cannot be made locally")
         workdir.mkdir(parents=True, exist_ok=True)
         return argv, {**base_env, **declared}, workdir
+
+
+# -- a live Deployment's container, run here -------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_loopback_address(port: int) -> str:
+    """A 127.x.y.z address (all of 127/8 is loopback on Linux) where ``port`` is free: the pod's own
+    address, so a container's fixed port cannot collide with anything else on the machine."""
+    import random
+    import socket
+
+    for _ in range(50):
+        address = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
+        with socket.socket() as probe:
+            try:
+                probe.bind((address, port))
+            except OSError:
+                continue
+        return address
+    raise PodError(f"no loopback address with port {port} free")
+
+
+def image_env(home: Path) -> dict[str, str]:
+    """The Dockerfile's final ENV on this machine: its PATH entries mapped to where the same programs
+    live here (the package's virtualenv for /opt/rollout/bin, the tool cache for /opt/pulumi)."""
+    import sys
+
+    from devenv.dockerfile import parse
+    from devenv.tools import path_with_tools
+
+    image = parse(ROOT / "Dockerfile").final.env()
+    here = {"/opt/rollout/bin": str(Path(sys.executable).parent), "/opt/pulumi": path_with_tools("")}
+    path = [here.get(entry, entry) for entry in image.pop("PATH").split(":")]
+    return {**image, "PATH": ":".join(p for p in path if p), "HOME": str(home)}
+
+
+def impersonating_kubeconfig(kubeconfig: Path, namespace: str, account: str, target: Path) -> Path:
+    """In-cluster credentials stand-in: the admin kubeconfig impersonating the pod's ServiceAccount, so
+    the process runs with the Role the program declares and nothing more."""
+    import yaml
+
+    config = yaml.safe_load(kubeconfig.read_text())
+    for user in config["users"]:
+        user["user"]["as"] = f"system:serviceaccount:{namespace}:{account}"
+    target.write_text(yaml.safe_dump(config))
+    target.chmod(0o600)
+    return target
+
+
+def secret_reader(kubeconfig: Path, namespace: str) -> SecretReader:
+    """Reads a Secret's key from the API server (None when the Secret or the key is missing)."""
+    import base64
+
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+
+    api = client.CoreV1Api(config.new_client_from_config(str(kubeconfig)))
+
+    def read(name: str, key: str) -> str | None:
+        try:
+            data = api.read_namespaced_secret(name, namespace).data or {}
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return base64.b64decode(data[key]).decode() if key in data else None
+
+    return read
+
+
+@dataclass
+class RunningContainer:
+    """One container of a live Deployment, running here as a process at the pod's own address."""
+
+    process: Any
+    pod_ip: str
+    ports: Mapping[str, int]
+    log: Path
+    argv: list[str]
+
+    def url(self, port: str = "http") -> str:
+        return f"http://{self.pod_ip}:{self.ports[port]}"
+
+    def stop(self, timeout: float = 20) -> None:
+        import subprocess
+
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def run_deployment(
+    kubeconfig: Path, namespace: str, name: str, container: str, root: Path, ready_within: float = 180
+) -> RunningContainer:
+    """Read the Deployment back from the API server and start ``container`` as the kubelet would: its
+    declared command line and environment (Secrets read from the cluster), the image's ENV, the pod's
+    ServiceAccount's credentials; then wait for its readiness probe (a PodError when it never passes)."""
+    import subprocess
+    import time
+
+    import httpx
+    from kubernetes import client, config
+
+    api_client = config.new_client_from_config(str(kubeconfig))
+    live = client.AppsV1Api(api_client).read_namespaced_deployment(name, namespace)
+    pod_spec = api_client.sanitize_for_serialization(live.spec.template.spec)
+    declared = {c["name"]: c for c in pod_spec["containers"]}
+    if container not in declared:
+        raise PodError(f"deployment {namespace}/{name}: no container {container!r}")
+    ports = {
+        p.get("name") or str(p["containerPort"]): int(p["containerPort"])
+        for p in declared[container].get("ports", [])
+    }
+    pod_ip = free_loopback_address(next(iter(ports.values()), 8080))
+    root.mkdir(parents=True, exist_ok=True)
+    pod = LocalPod(f"{name}-local", namespace, pod_ip, root / "volumes", secret_reader(kubeconfig, namespace))
+    argv, env, workdir = pod.process(pod_spec, container, image_env(root))
+    account = pod_spec.get("serviceAccountName") or "default"
+    env["KUBECONFIG"] = str(
+        impersonating_kubeconfig(kubeconfig, namespace, account, root / "in-cluster.kubeconfig")
+    )
+    log = root / f"{container}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(argv, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT)
+    running = RunningContainer(process, pod_ip, ports, log, argv)
+    probe = (declared[container].get("readinessProbe") or {}).get("httpGet")
+    if probe is None:
+        return running
+    port = ports[probe["port"]] if isinstance(probe["port"], str) else int(probe["port"])
+    deadline = time.monotonic() + ready_within
+    while True:
+        if process.poll() is not None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            raise PodError(
+                f"{namespace}/{name} {container}: exited {process.returncode}: {tail[0]} (log: {log})"
+            )
+        try:
+            if httpx.get(f"http://{pod_ip}:{port}{probe['path']}", timeout=2).status_code == 200:
+                return running
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            running.stop()
+            raise PodError(f"{namespace}/{name} {container}: not ready in {ready_within:.0f}s (log: {log})")
+        time.sleep(0.5)

@@ -30,11 +30,8 @@ import base64
 import contextlib
 import json
 import os
-import random
 import secrets
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -50,9 +47,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from pulumi import automation as auto
 
-from devenv.dockerfile import parse
 from devenv.local import EnvInfo
-from devenv.pod import LocalPod
+from devenv.pod import RunningContainer, run_deployment
 from devenv.tools import path_with_tools
 from rollout_policies.gitops.kube_live import route_weights
 from rollout_policies.gitops.seams import AutomationApplier
@@ -267,95 +263,19 @@ def test_the_role_lets_the_service_account_do_what_the_controller_does_and_no_mo
 # -- the container, run as declared ------------------------------------------------------------------
 
 
-def _free_loopback_address(port: int) -> str:
-    """A 127.x.y.z address (all of 127/8 is loopback on Linux) where ``port`` is free."""
-    for _ in range(50):
-        address = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
-        with socket.socket() as probe:
-            try:
-                probe.bind((address, port))
-            except OSError:
-                continue
-        return address
-    raise AssertionError(f"no loopback address with port {port} free")
-
-
-def _image_env(tmp: Path) -> dict[str, str]:
-    """The Dockerfile's final ENV on this machine: its PATH entries mapped to where the same programs
-    live here (the package's virtualenv for /opt/rollout/bin, the tool cache for /opt/pulumi)."""
-    image = parse(ROOT / "Dockerfile").final.env()
-    here = {
-        "/opt/rollout/bin": str(Path(sys.executable).parent),
-        "/opt/pulumi": path_with_tools(""),
-    }
-    path = [here.get(entry, entry) for entry in image.pop("PATH").split(":")]
-    return {**image, "PATH": os.pathsep.join(p for p in path if p), "HOME": str(tmp)}
-
-
-def _service_account_kubeconfig(deployed: Deployed, tmp: Path, account: str) -> Path:
-    """In-cluster credentials stand-in: the admin kubeconfig impersonating the pod's ServiceAccount."""
-    config = yaml.safe_load(deployed.kubeconfig.read_text())
-    for user in config["users"]:
-        user["user"]["as"] = f"system:serviceaccount:{NAMESPACE}:{account}"
-    path = tmp / "in-cluster.kubeconfig"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-@dataclass
-class Running:
-    process: subprocess.Popen[bytes]
-    pod_ip: str
-    log: Path
-    argv: list[str]
-
-
 @pytest.fixture(scope="module")
-def controller(deployed: Deployed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    tmp = tmp_path_factory.mktemp("controller-pod")
-    live = get(deployed.kubeconfig, "deployment", CONTROLLER)
-    pod_spec = live["spec"]["template"]["spec"]
-    (serve,) = [c for c in pod_spec["containers"] if c["name"] == "serve"]
-    pod_ip = _free_loopback_address(serve["ports"][0]["containerPort"])
-
-    def secret_value(name: str, key: str) -> str | None:
-        found = kubectl(
-            deployed.kubeconfig, "-n", NAMESPACE, "get", "secret", name, "-o", "json", check=False
-        )
-        if not found:
-            return None
-        data = json.loads(found).get("data", {})
-        return base64.b64decode(data[key]).decode() if key in data else None
-
-    pod = LocalPod(f"{CONTROLLER}-local", NAMESPACE, pod_ip, tmp / "volumes", secret_value)
-    argv, env, workdir = pod.process(pod_spec, "serve", _image_env(tmp))
-    env["KUBECONFIG"] = str(_service_account_kubeconfig(deployed, tmp, pod_spec["serviceAccountName"]))
-    log = tmp / "serve.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(argv, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT)
-    running = Running(process, pod_ip, log, argv)
+def controller(deployed: Deployed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningContainer]:
+    """The live Deployment's serve container, run as declared (``devenv.pod.run_deployment``)."""
+    running = run_deployment(
+        deployed.kubeconfig, NAMESPACE, CONTROLLER, "serve", tmp_path_factory.mktemp("controller-pod")
+    )
     try:
-        deadline = time.monotonic() + 120
-        probe = serve["readinessProbe"]["httpGet"]
-        port = next(p["containerPort"] for p in serve["ports"] if p["name"] == probe["port"])
-        while True:
-            assert process.poll() is None, f"rollout serve exited: {log.read_text()[-3000:]}"
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://{pod_ip}:{port}{probe['path']}", timeout=2).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, f"not ready in 120s: {log.read_text()[-3000:]}"
-            time.sleep(0.5)
         yield running
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        running.stop()
 
 
-def test_the_process_runs_the_declared_command_line(deployed: Deployed, controller: Running) -> None:
+def test_the_process_runs_the_declared_command_line(deployed: Deployed, controller: RunningContainer) -> None:
     (serve,) = get(deployed.kubeconfig, "deployment", CONTROLLER)["spec"]["template"]["spec"]["containers"]
     assert Path(controller.argv[0]).name == serve["command"][0] == "rollout"
     assert controller.argv[1:4] == [serve["args"][0], "--listen", f"{controller.pod_ip}:8080"]
@@ -363,7 +283,7 @@ def test_the_process_runs_the_declared_command_line(deployed: Deployed, controll
 
 
 def _webhook_request(
-    deployed: Deployed, controller: Running, receiver: dict[str, Any]
+    deployed: Deployed, controller: RunningContainer, receiver: dict[str, Any]
 ) -> tuple[str, dict[str, str]]:
     """Where and with which headers Alertmanager would post for this receiver of the live config."""
     (webhook,) = receiver["webhookConfigs"]
@@ -433,7 +353,7 @@ def _live_route_and_receiver(deployed: Deployed) -> tuple[dict[str, Any], dict[s
 
 
 def test_alertmanager_without_the_token_is_refused_and_git_does_not_move(
-    deployed: Deployed, controller: Running
+    deployed: Deployed, controller: RunningContainer
 ) -> None:
     route, receiver = _live_route_and_receiver(deployed)
     (webhook,) = receiver["webhookConfigs"]
@@ -450,7 +370,7 @@ def test_alertmanager_without_the_token_is_refused_and_git_does_not_move(
 
 
 def test_an_authenticated_alert_commits_the_rollback_and_applies_it(
-    deployed: Deployed, controller: Running
+    deployed: Deployed, controller: RunningContainer
 ) -> None:
     route, receiver = _live_route_and_receiver(deployed)
     url, headers = _webhook_request(deployed, controller, receiver)
@@ -480,7 +400,7 @@ def _exported(text: str, metric: str) -> float | None:
 
 
 def test_the_process_measures_the_trigger_sources_it_is_pointed_at_and_exports_them_for_prometheus(
-    deployed: Deployed, controller: Running
+    deployed: Deployed, controller: RunningContainer
 ) -> None:
     """Crash rate from the crash reporter's API and load-balancer failures from CloudWatch (moto),
     measured by the process with the declared environment, at the address the live ServiceMonitor

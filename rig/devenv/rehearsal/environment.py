@@ -356,7 +356,8 @@ class FaultDriver:
     A rollback fault is injected into the candidate (green) of its regions; it is detected when its
     trigger's alert fires in Prometheus, answered when the controller's rollback commit is on main,
     and over when the region's live weights send nothing to the candidate (the cohort rule gone in
-    beta). Then the fault is cleared, and the rollout's next scheduled promotion resumes.
+    beta). Then the fault is cleared (the fix), the on-call engineer runs ``rollout retry`` for the
+    rolled-back stacks, and the stage starts again.
     """
 
     def __init__(self, world: World, faults: tuple[Any, ...], scales: Any, stacks: dict[str, str]) -> None:
@@ -448,6 +449,7 @@ class FaultDriver:
                 record.cleared_at = rehearsal.elapsed()
                 if not record.ok:
                     rehearsal.record.failures.append(f"{fault.label()}: {record.detail}")
+                rehearsal.retry_after_fix(self.stacks_of(record), f"{fault.label()}: fixed")
             elif record.stable_at is None and record.window_seconds is not None:
                 if rehearsal.elapsed() - record.injected_at > 3 * record.window_seconds + 30:
                     record.ok = False

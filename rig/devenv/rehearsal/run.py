@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -479,6 +480,34 @@ class Rehearsal:
             self.event("drill", "", f"{result['name']}: {result['outcome']} ({result['detail']})")
             if result["exit"] != 0:
                 self.record.failures.append(f"drill {result['name']} {result['outcome']}: {result['detail']}")
+
+    def retry_after_fix(self, stacks: list[str], why: str) -> None:
+        """The on-call engineer, once the fault is fixed: ``rollout retry`` (the shipped CLI, in a fresh
+        clone, as a person runs it) restarts each rolled-back stack's stage; the push starts rollout-up.
+
+        A rollback is never undone by the scheduler alone: with the candidate off there is no evidence to
+        promote on, and resuming is a person's call (docs/gitops.md, "Lifecycle"). Here the fix is the
+        fault being cleared."""
+        from rollout_policies.core.progression import is_rolled_back
+
+        stacks = [s for s in stacks if is_rolled_back(self.plan, self.repo.state(s))]
+        if not stacks:
+            return
+        runs_dir = self.run_dir / "runs"
+        runs_dir.mkdir(exist_ok=True)
+        clone = self.repo.checkout(runs_dir / f"retry-{len(list(runs_dir.iterdir())):03d}", "on-call")
+        argv = [sys.executable, "-m", "rollout_policies.cli.main", "retry", "--repo", str(clone)]
+        argv += ["--plan", str(clone / PLAN_IN_REPO), "--reason", why, "--actor", "on-call@markethub"]
+        for stack in stacks:
+            argv += ["--stack", stack]
+        done = subprocess.run(
+            argv, cwd=clone, env=self.runner_env(clone), capture_output=True, text=True, timeout=300
+        )
+        detail = (done.stdout.strip() or done.stderr.strip()).replace("\n", "; ")[:300]
+        self.event("retry", ",".join(stacks), f"exit {done.returncode}: {detail}", commit=self.repo.head())
+        if done.returncode != 0:
+            raise RehearsalFailed(f"rollout retry --stack {' --stack '.join(stacks)}: {detail}")
+        self.on_push()
 
     def check_progress(self) -> None:
         """A stack whose state has not moved for far longer than its stage needs is stuck: fail now, with
