@@ -260,3 +260,27 @@ def test_a_job_step_sees_what_earlier_steps_wrote_to_github_env_and_github_path(
     assert second["KUBECONFIG"] == f"{tmp_path / 'runner'}/kube/config"
     assert second["PATH"] == "/shim:/tools/bin:/usr/bin"
     assert second["KEEP"] == "1"
+
+
+def test_a_rehearsed_stack_gets_its_controller_as_a_team_configures_one(tmp_path: Path) -> None:
+    """The shipped local stack, turned on the rehearsal's way: a valid config whose controller commits
+    to the rehearsal's remote and whose alerts go to the controller's own Service."""
+    from devenv.rehearsal.run import ROOT, _controller_on
+    from infra.settings import settings_from_stack_file
+
+    path = tmp_path / "Pulumi.local-us-east-1.yaml"
+    path.write_text((ROOT / path.name).read_text())
+    block = (
+        "  markethub-rollout:controller:\n"
+        f"    repository: {(tmp_path / 'remote.git').as_uri()}\n"
+        "    image: ghcr.io/markethub/markethub-rollout:rehearsal\n"
+        "    providers:\n"
+        "      jsonBaseUrls: {crash_reporter: 'http://127.0.0.1:9/crash'}\n"
+    )
+    _controller_on(path, block)
+    settings = settings_from_stack_file(path)
+    assert settings.controller.enabled and settings.controller.repository.endswith("remote.git")
+    assert settings.alerts.webhook_url == ""
+    assert settings.create_namespace is False
+    with pytest.raises(UserError, match="to turn the controller on"):
+        _controller_on(path, block)  # already on: the local stack's block is gone

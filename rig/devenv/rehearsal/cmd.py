@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 DEFAULT_SCALE = 10080.0  # a calendar week per wall minute: ten weeks in ten minutes
-DEFAULT_RESPONSE_SCALE = 2.0  # trigger windows half the plan's: a 2-minute window is 60 s
+# Fault responses at real time: the scrape, webhook and apply cannot be compressed.
+DEFAULT_RESPONSE_SCALE = 1.0
 
 
 @click.command("rehearse")

@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import os
 import secrets as random_secrets
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,11 +24,13 @@ from devenv.rehearsal.world import (
     fan_out,
     unhealthy_candidates,
 )
-from devenv.services import Alertmanager, PostgreSQL, Prometheus, free_port
+from devenv.services import Alertmanager, PostgreSQL, Prometheus
 from rollout_policies.errors import UserError
 from rollout_policies.plan.model import Plan
 
 ANALYTICS_DB = "postgres"
+NAMESPACE = "markethub"
+CONTROLLER = "markethub-mobile-rollout"  # the controller's Deployment (infra/controller.py names)
 # The analytics tables model a day of a real app's users: each simulated session stands for this
 # many sessions (of distinct users), so a scaled day holds enough rows to judge a 2% step.
 SESSION_WEIGHT = 20
@@ -61,12 +59,11 @@ class World:
         self._stop = threading.Event()
 
     # -- lifecycle --------------------------------------------------------------------------------
-    def start(self, stacks: dict[str, str], repo: Any) -> None:
+    def start(self, stacks: dict[str, str]) -> None:
         from simulator.simulation import Simulation
         from simulator.traffic import HTTPRouteWeights
 
         self.stacks = stacks
-        self.repo = repo
         day = 86400 / self.options.scales.calendar
         self.postgres = PostgreSQL(self.run_dir / "postgres").start()
         self._stack.callback(self.postgres.stop)
@@ -111,14 +108,11 @@ class World:
         balancers = [s.load_balancer for s in self.simulations.values()]
         self.cloudwatch = CloudWatchFeed(cloudwatch, lambda: unhealthy_candidates(balancers)).start()
         self._stack.callback(self.cloudwatch.stop)
-        targets = [t for s in self.simulations.values() for t in s.targets]
-        targets += [t.target for t in self.telemetry.values()]
-        self.alertmanager = self.start_alerting()
+        # The gates' Prometheus (the promote workflow's ROLLOUT_PROMETHEUS_URL): both regions' series.
+        # Each region's rules run in that region's own Prometheus (start_alerting), as in production.
         self.prometheus = Prometheus(
             self.run_dir / "prometheus",
-            targets,
-            [],
-            self.alertmanager.url if self.alertmanager else None,
+            [target for region in stacks.values() for target in self.region_targets(region)],
             scrape_interval="1s",
             evaluation_interval="1s",
         ).start()
@@ -129,107 +123,164 @@ class World:
             f"prometheus {self.prometheus.url}; postgres {self.postgres.port}; reporters {self.reporters.url}"
         )
 
-    def load_rules(self) -> list[Path]:
-        """The PrometheusRules the Pulumi program deployed, read from each region's API server, as
-        Prometheus rule files; Prometheus reloads them. Only the group interval changes: 1s here, as
-        the rule interval is a setting of the Prometheus that runs them (the report gives the margin
+    def region_targets(self, region: str) -> list[str]:
+        return [*self.simulations[region].targets, self.telemetry[region].target]
+
+    # -- what a team creates in each cluster before the first deploy (docs/deploy.md) -----------------
+    def controller_settings(self, remote: Path) -> str:
+        """The stack config's controller block, as a team writes it, pointed at this world's sources.
+
+        The simulator's load balancers publish their health in one CloudWatch region (us-east-1, as
+        the feed the gates read), so both regions' controllers read it there."""
+        urls = ", ".join(f"{name}: '{url}'" for name, url in sorted(self.reporters.base_urls.items()))
+        return (
+            "  markethub-rollout:controller:\n"
+            f"    repository: {remote.as_uri()}\n"
+            "    image: ghcr.io/markethub/markethub-rollout:rehearsal\n"
+            "    providers:\n"
+            f"      jsonBaseUrls: {{{urls}}}\n"
+            f"      cloudwatchEndpointUrl: '{self.info.moto_url}'\n"
+            "      cloudwatchRegion: us-east-1\n"
+        )
+
+    def create_cluster_secrets(self, backend_url: str) -> None:
+        """The namespace and the Secrets docs/deploy.md tells a team to create in each cluster.
+
+        A broken apply (a test of the failure report) is a Pulumi passphrase in the Secret that does not
+        open the stacks' secrets: the controller's `pulumi up` then fails as it would in production."""
+        from kubernetes import client, config
+
+        passphrase = "not-the-passphrase" if self.options.break_apply else self.info.pulumi_passphrase
+        values = {
+            "rollout-webhook": {"token": self.webhook_token},
+            "rollout-pulumi": {"backend-url": backend_url, "config-passphrase": passphrase},
+            "rollout-providers": {
+                "sql-dsn": self.postgres.dsn_for(ANALYTICS_DB),
+                "aws-access-key-id": "testing",
+                "aws-secret-access-key": "testing",
+            },
+            "rollout-notify": {"slack-webhook-url": f"{self.reporters.url}/slack"},
+        }
+        for region in self.stacks.values():
+            api = client.CoreV1Api(config.new_client_from_config(str(self.info.kubeconfig(region))))
+            api.create_namespace({"metadata": {"name": NAMESPACE}})
+            for name, data in values.items():
+                body = {"metadata": {"name": name, "namespace": NAMESPACE}, "stringData": data}
+                api.create_namespaced_secret(NAMESPACE, body)
+
+    # -- each region's controller, Alertmanager and rule-running Prometheus ------------------------------
+    def start_alerting(self) -> None:
+        """Per region, after the first deploy, what the Pulumi program declared there: the controller's
+        Deployment run as declared (``devenv.pod.run_deployment``), an Alertmanager configured from the
+        live AlertmanagerConfig (``devenv.operator_config.translate``, as the prometheus-operator does),
+        and a Prometheus that scrapes the region (its ServiceMonitor'd controller too) and runs the
+        region's PrometheusRules. Only the rule interval changes: 1s here (the report gives the margin
         at production's 30s)."""
+        import yaml
+
+        self.controllers: dict[str, Any] = {}
+        self.alerting_prometheus: dict[str, Prometheus] = {}
+        self.rule_files: list[Path] = []
+        for stack, region in self.stacks.items():
+            pod = self._run_controller(region)
+            alertmanager = Alertmanager(
+                self.run_dir / f"alertmanager-{region}",
+                yaml.safe_dump(self._alertmanager_config(region, pod)),
+            )
+            alertmanager.start()
+            self._stack.callback(alertmanager.stop)
+            files = self._rule_files(stack, region)
+            prometheus = Prometheus(
+                self.run_dir / f"prometheus-{region}",
+                [*self.region_targets(region), f"{pod.pod_ip}:{pod.ports['http']}"],
+                files,
+                alertmanager.url,
+                scrape_interval="1s",
+                evaluation_interval="1s",
+            ).start()
+            self._stack.callback(prometheus.stop)
+            self.alerting_prometheus[region] = prometheus
+            self.rule_files += files
+            self.say(
+                f"alerting {region}: controller {pod.url()} (from its Deployment), alertmanager "
+                f"{alertmanager.url}, prometheus {prometheus.url} with {len(files)} rule file(s)"
+            )
+
+    def _run_controller(self, region: str) -> Any:
+        from devenv.pod import PodError, run_deployment
+
+        kubeconfig = self.info.kubeconfig(region)
+        try:
+            pod = run_deployment(
+                kubeconfig, NAMESPACE, CONTROLLER, "serve", self.run_dir / f"controller-{region}"
+            )
+        except PodError as err:
+            raise UserError(f"the controller in {region}: {err}") from None
+        self.controllers[region] = pod
+        self._stack.callback(pod.stop)
+        return pod
+
+    def _alertmanager_config(self, region: str, pod: Any) -> dict[str, Any]:
+        """The live AlertmanagerConfig, translated; the controller Service's cluster address resolved to
+        its pod (what cluster DNS and the Service's port mapping do)."""
+        from urllib.parse import urlsplit
+
+        from kubernetes import client, config
+
+        from devenv.operator_config import translate
+        from devenv.pod import secret_reader
+
+        api_client = config.new_client_from_config(str(self.info.kubeconfig(region)))
+        manifest = client.CustomObjectsApi(api_client).get_namespaced_custom_object(
+            "monitoring.coreos.com",
+            "v1alpha1",
+            NAMESPACE,
+            "alertmanagerconfigs",
+            f"{self.plan.service}-rollout",
+        )
+        read = secret_reader(self.info.kubeconfig(region), NAMESPACE)
+
+        def secret(name: str, key: str) -> str:
+            value = read(name, key)
+            if value is None:
+                raise UserError(f"{region}: Secret {NAMESPACE}/{name} has no key {key!r}")
+            return value
+
+        translated = translate(manifest, secret)
+        services = client.CoreV1Api(api_client)
+        for receiver in translated["receivers"]:
+            for hook in receiver.get("webhook_configs", []):
+                url = urlsplit(hook["url"])
+                name, _, rest = (url.hostname or "").partition(".")
+                if not rest.startswith(f"{NAMESPACE}.svc"):
+                    continue
+                service = services.read_namespaced_service(name, NAMESPACE)
+                (port,) = [p for p in service.spec.ports if p.port == (url.port or 80)]
+                target = (
+                    port.target_port if isinstance(port.target_port, int) else pod.ports[port.target_port]
+                )
+                hook["url"] = url._replace(netloc=f"{pod.pod_ip}:{target}").geturl()
+        return translated
+
+    def _rule_files(self, stack: str, region: str) -> list[Path]:
+        """The region's PrometheusRules, read from its API server, as Prometheus rule files."""
         import json
 
         from kubernetes import client, config
 
-        files: list[Path] = []
-        for stack, region in self.stacks.items():
-            api = client.CustomObjectsApi(config.new_client_from_config(str(self.info.kubeconfig(region))))
-            listed = api.list_namespaced_custom_object(
-                "monitoring.coreos.com", "v1", "markethub", "prometheusrules"
-            )
-            for item in listed.get("items", []):
-                groups = []
-                for group in item.get("spec", {}).get("groups", []):
-                    groups.append({**group, "interval": "1s"})
-                path = self.run_dir / f"rules-{stack}-{item['metadata']['name']}.json"
-                path.write_text(json.dumps({"groups": groups}, indent=1) + "\n")
-                files.append(path)
-        if not files:
-            raise UserError("no PrometheusRule in namespace markethub after `pulumi up`: no trigger can fire")
-        self.prometheus.reload(rule_files=files)
-        self.rule_files = files
-        return files
-
-    def start_alerting(self) -> Alertmanager | None:
-        """The controller (``rollout serve``, as its Deployment runs it) and Alertmanager routing to it."""
-        from rollout_policies.alerting.rules import alertmanager_config
-
-        argv, env, cwd = self.controller_command()
-        log = (self.run_dir / "controller.log").open("wb")
-        self.controller = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        self._stack.callback(lambda: _stop_process(self.controller))
-        if not wait_until(lambda: _http_ok(f"{self.controller_url}/healthz"), 120):
-            raise UserError(
-                f"the controller did not answer /healthz in 120s (log: {self.run_dir / 'controller.log'})"
-            )
-        token_file = self.run_dir / "webhook.token"
-        token_file.write_text(self.webhook_token)
-        token_file.chmod(0o600)
-        alertmanager = Alertmanager(
-            self.run_dir / "alertmanager",
-            alertmanager_config(
-                f"{self.controller_url}/alerts",
-                token_file,
-                group_wait="0s",
-                group_interval="1s",
-                repeat_interval="1h",
-                service=self.plan.service,
-            ),
+        api = client.CustomObjectsApi(config.new_client_from_config(str(self.info.kubeconfig(region))))
+        listed = api.list_namespaced_custom_object(
+            "monitoring.coreos.com", "v1", NAMESPACE, "prometheusrules"
         )
-        alertmanager.start()
-        self._stack.callback(alertmanager.stop)
-        return alertmanager
-
-    def controller_command(self) -> tuple[list[str], dict[str, str], Path]:
-        """The controller's command line, environment and working folder.
-
-        What the controller's Deployment declares: ``rollout serve`` on the repository's clone,
-        the webhook token from its Secret, the Pulumi backend and passphrase, applying rollbacks.
-        (One function, so the rendered Deployment can replace it without touching the rest.)
-        """
-        from devenv.tools import tool
-
-        clone = self.repo.checkout(self.run_dir / "controller-clone", "controller")
-        port = free_port()
-        self.controller_url = f"http://127.0.0.1:{port}"
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("ROLLOUT_", "PULUMI_", "GITHUB_"))},
-            "ROLLOUT_WEBHOOK_TOKEN": self.webhook_token,
-            "PULUMI_BACKEND_URL": self.backend_url,
-            "PULUMI_CONFIG_PASSPHRASE": self.info.pulumi_passphrase,
-            "PULUMI_HOME": self.info.pulumi_home,
-            "PULUMI_SKIP_UPDATE_CHECK": "true",
-            "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
-            # A broken apply (a test of the failure report): the CLI the controller runs cannot run.
-            "ROLLOUT_PULUMI": "/bin/false" if self.options.break_apply else str(tool("pulumi")),
-            "PATH": os.pathsep.join(
-                [str(Path(sys.executable).parent), str(tool("pulumi").parent), os.environ.get("PATH", "")]
-            ),
-            "PYTHONPATH": str(clone),  # the image holds the repository's package
-        }
-        argv = [
-            sys.executable,
-            "-m",
-            "rollout_policies.cli.main",
-            "serve",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--repo",
-            str(clone),
-            "--token-env",
-            "ROLLOUT_WEBHOOK_TOKEN",
-            "--apply",
-            "--applier",
-            "pulumi",
-        ]
-        return argv, env, clone
+        files: list[Path] = []
+        for item in listed.get("items", []):
+            groups = [{**group, "interval": "1s"} for group in item.get("spec", {}).get("groups", [])]
+            path = self.run_dir / f"rules-{stack}-{item['metadata']['name']}.json"
+            path.write_text(json.dumps({"groups": groups}, indent=1) + "\n")
+            files.append(path)
+        if not files:
+            raise UserError(f"no PrometheusRule in namespace {NAMESPACE} of {region} after `pulumi up`")
+        return files
 
     def stop(self) -> None:
         self._stop.set()
@@ -320,34 +371,6 @@ class World:
         thread = threading.Thread(target=loop, name="faults", daemon=True)
         thread.start()
         self._stack.callback(lambda: thread.join(timeout=10))
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, poll: float = 0.5) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(poll)
-    return False
-
-
-def _http_ok(url: str) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _stop_process(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 class FaultDriver:
@@ -484,15 +507,17 @@ class FaultDriver:
     def _firing(self, trigger: str) -> bool:
         import httpx
 
-        try:
-            body = httpx.get(
-                f"{self.world.prometheus_url}/api/v1/query",
-                params={"query": 'ALERTS{alertstate="firing"}'},
-                timeout=3,
-            ).json()
-        except (httpx.HTTPError, ValueError):
-            return False
-        names = [str(r["metric"].get("alertname", "")) for r in body.get("data", {}).get("result", [])]
+        names: list[str] = []
+        for prometheus in self.world.alerting_prometheus.values():
+            try:
+                body = httpx.get(
+                    f"{prometheus.url}/api/v1/query",
+                    params={"query": 'ALERTS{alertstate="firing"}'},
+                    timeout=3,
+                ).json()
+            except (httpx.HTTPError, ValueError):
+                continue
+            names += [str(r["metric"].get("alertname", "")) for r in body.get("data", {}).get("result", [])]
         wanted = trigger.replace("-", "").lower()
         return any(wanted in name.replace("-", "").replace("_", "").lower() for name in names)
 

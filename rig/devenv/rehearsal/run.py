@@ -163,10 +163,12 @@ class Rehearsal:
         self.beta_start = now
         for stack, region in STACKS.items():
             _start_at_beta(work / f"Pulumi.{stack}.yaml", now, self.info.kubeconfig(region))
+            _controller_on(work / f"Pulumi.{stack}.yaml", self.world.controller_settings(repo.remote))
         self.init_stacks(work)
+        self.world.create_cluster_secrets(self.backend.as_uri())
         commit = repo.commit_all(
             f"rehearsal: plan at 1/{self.scales.calendar:g} calendar and 1/{self.scales.response:g} response"
-            " time; the rehearsed stacks at beta, on the local clusters"
+            " time; the rehearsed stacks at beta, on the local clusters, with their controllers on"
         )
         self.base_commit = git(repo.remote, "rev-parse", "main~1")
         self.event("setup", "", f"repository {repo.remote} at {commit[:8]}", commit=commit)
@@ -422,24 +424,27 @@ class Rehearsal:
         from devenv.forge_standin import serve_forge
         from devenv.rehearsal.environment import World
 
+        self.world = World(
+            self.info, self.plan, self.options, self.run_dir, say=self.say, backend_url=self.backend.as_uri()
+        )
+        self._stack.callback(self.world.stop)
+        self.world.start(STACKS)
         self.repo = self.prepare_repository()
         up_on = wiring.load_workflow(self.options.source / WORKFLOWS / UP_WORKFLOW)
         triggers = up_on.get("on") or up_on.get(True) or {}
         self.up_paths = list(((triggers.get("push") or {}).get("paths")) or ["**"])
         self.forge_url, self.forge = self._stack.enter_context(serve_forge(token=FORGE_TOKEN))
         self.signoffs = load_signoffs(self.options.signoff_file, self.plan)
-        self.world = World(
-            self.info, self.plan, self.options, self.run_dir, say=self.say, backend_url=self.backend.as_uri()
-        )
-        self._stack.callback(self.world.stop)
-        self.world.start(STACKS, self.repo)
         self.secrets, self.variables = self.world.secrets(), self.world.variables()
         # The first push of the rehearsal's main: GitHub runs the up workflow for both stacks.
         self.last_main = git(self.repo.remote, "rev-parse", "main~1")
         self.on_push()
-        rules = self.world.load_rules()
+        self.world.start_alerting()
         self.event(
-            "rules", "", f"{len(rules)} PrometheusRule file(s) from the clusters loaded into Prometheus"
+            "alerting",
+            "",
+            f"each region's controller runs as its Deployment declares; {len(self.world.rule_files)}"
+            " PrometheusRule file(s) from the clusters run in the regions' Prometheus servers",
         )
         self.start_rollout()
         self.world.watch_weights(STACKS, self.repo, self.record, self.elapsed)
@@ -590,6 +595,22 @@ def _start_at_beta(path: Path, now: datetime, kubeconfig: Path) -> None:
     if "kubernetes:kubeconfig:" not in text:
         text = text.replace("config:\n", f"config:\n  kubernetes:kubeconfig: {kubeconfig}\n", 1)
         path.write_text(text)
+
+
+def _controller_on(path: Path, settings: str) -> None:
+    """Turn the controller on in a local stack config, as a team does for a real environment: the block
+    the world gives (repository, image, providers), Alertmanager's target the controller's own Service
+    (no ``alerts.webhookUrl``), and the namespace made by the team beforehand, with its Secrets."""
+    text = path.read_text()
+    edits = {
+        "  markethub-rollout:alerts:\n    webhookUrl: http://127.0.0.1:8089/alerts\n": "",
+        "  markethub-rollout:controller:\n    enabled: false\n": settings,
+    }
+    for old, new in edits.items():
+        if old not in text:
+            raise UserError(f"{path.name}: no {old.strip()!r} to turn the controller on")
+        text = text.replace(old, new)
+    path.write_text(text + '  markethub-rollout:createNamespace: "false"\n')
 
 
 def check_boxes(body: str, signoffs: dict[str, str]) -> tuple[str, int]:
