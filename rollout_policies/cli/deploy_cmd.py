@@ -187,30 +187,86 @@ def preview(
 
 @deploy.command("up")
 @_common
+@click.option(
+    "--main",
+    "main_branch",
+    default="main",
+    show_default=True,
+    help="The branch whose newer commits supersede this checkout (fetched from origin before each stack).",
+)
+@click.option(
+    "--lock-wait",
+    type=click.FloatRange(min=0),
+    default=600.0,
+    show_default=True,
+    help="Seconds to wait for another update of a stack (the controller's rollback) to finish.",
+)
 def up(
     project_dir: Path,
     stacks: tuple[str, ...],
     changed_since: str | None,
     policy_packs: tuple[str, ...],
     target: str,
+    main_branch: str,
+    lock_wait: float,
 ) -> None:
-    """`pulumi up` each stack, one at a time, stopping at the first failure (exit status 1)."""
+    """`pulumi up` each stack, one at a time, stopping at the first failure (exit status 1).
+
+    A stack that a newer commit on main changed again is skipped: that push's own run deploys it, and
+    an older checkout must never undo it (a rollback the controller committed while this run waited).
+    A stack another update holds is waited for, up to --lock-wait seconds, then checked again.
+    """
+    import time
+
     from pulumi import automation as auto
+
+    from rollout_policies.gitops.seams import LOCK_POLL_SECONDS, concurrent_update
 
     selection = _selection(project_dir, stacks, changed_since, target)
     for stack, why in selection.skipped:
         click.echo(f"skipped {stack}: {why}")
     for stack in selection.stacks:
-        click.echo(f"::group::pulumi up --stack {stack}")
-        try:
-            result = _stack(project_dir, stack).up(
-                color="never", policy_packs=_absolute(policy_packs), on_output=click.echo
-            )
-        except auto.CommandError as err:
+        deadline = time.monotonic() + lock_wait
+        while True:
+            newer = _superseded(project_dir, stack, main_branch, target)
+            if newer:
+                click.echo(
+                    f"skipped {stack}: {main_branch} moved on ({newer[:12]} changed it again); "
+                    "its run deploys it"
+                )
+                break
+            click.echo(f"::group::pulumi up --stack {stack}")
+            try:
+                result = _stack(project_dir, stack).up(
+                    color="never", policy_packs=_absolute(policy_packs), on_output=click.echo
+                )
+            except auto.CommandError as err:
+                click.echo("::endgroup::")
+                if concurrent_update(err) and time.monotonic() < deadline:
+                    click.echo(f"{stack}: another update is running (the controller's rollback?); waiting")
+                    time.sleep(LOCK_POLL_SECONDS)
+                    continue
+                click.echo(f"{stack}: up FAILED: {_last_line(str(err))}", err=True)
+                raise click.exceptions.Exit(1) from None
             click.echo("::endgroup::")
-            click.echo(f"{stack}: up FAILED: {_last_line(str(err))}", err=True)
-            raise click.exceptions.Exit(1) from None
-        click.echo("::endgroup::")
-        click.echo(f"{stack}: up {result.summary.result}")
+            click.echo(f"{stack}: up {result.summary.result}")
+            break
     if not selection.stacks:
         click.echo(f"no {target} stack changed")
+
+
+def _superseded(project: Path, stack: str, main_branch: str, target: str) -> str | None:
+    """The newer commit on origin's ``main_branch`` that touches ``stack`` again, when this checkout is
+    behind it; None when it is not (or there is no origin to ask, as in a plain working copy)."""
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", "-C", str(project), *args], capture_output=True, text=True)
+
+    if git("fetch", "-q", "origin", main_branch).returncode != 0:
+        return None
+    tip = git("rev-parse", "FETCH_HEAD").stdout.strip()
+    head = git("rev-parse", "HEAD").stdout.strip()
+    if not tip or tip == head or git("merge-base", "--is-ancestor", "HEAD", tip).returncode != 0:
+        return None
+    changed = git("diff", "--name-only", f"HEAD...{tip}").stdout.split()
+    return tip if stack in select_stacks(changed, _environments(project), target).stacks else None

@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,11 +159,17 @@ class AutomationApplier:
         except auto.CommandError as err:
             raise ApplyError(f"--apply: pulumi stack {stack}: {_last_error(str(err))}") from None
 
+    # How long a rollback's apply waits for another update of the stack (the up workflow deploying the
+    # push before the rollback's) to finish, before it fails and Alertmanager's next notice retries it.
+    lock_wait: float = 120.0
+
     def apply_traffic(self, stack: str) -> None:
         from pulumi import automation as auto
 
         selected = self.stack(stack)
-        for attempt in range(2):
+        deadline = time.monotonic() + self.lock_wait
+        cancelled = False
+        while True:
             try:
                 exported = selected.export_stack().deployment or {}
                 resources = exported.get("resources", []) or []
@@ -171,9 +178,18 @@ class AutomationApplier:
                 selected.up(target=urns or None, color="never")
                 return
             except auto.CommandError as err:
-                locked = "currently locked" in str(err)
-                if not (locked and attempt == 0 and self._cancel_stale_lock(selected, stack)):
+                if not concurrent_update(err):
                     raise ApplyError(f"--apply: pulumi up --stack {stack}: {_last_error(str(err))}") from None
+                if not cancelled and self._cancel_stale_lock(selected, stack):
+                    cancelled = True
+                    continue
+                if time.monotonic() > deadline:
+                    raise ApplyError(
+                        f"--apply: pulumi up --stack {stack}: another update held the stack for "
+                        f"{self.lock_wait:.0f}s: {_last_error(str(err))}"
+                    ) from None
+                log.warning("stack %s: another update is running; the rollback's apply waits for it", stack)
+                time.sleep(LOCK_POLL_SECONDS)
 
     def _cancel_stale_lock(self, selected: Any, stack: str) -> bool:
         """Remove a file backend's stack lock whose holder (on this host) is dead: a killed ``pulumi up``.
@@ -195,6 +211,24 @@ class AutomationApplier:
                 "removed the stale Pulumi lock of stack %s held by dead pid %d (%s)", stack, pid, path
             )
         return True
+
+
+# What the Pulumi CLI says when another update holds the stack: Pulumi Cloud's 409, a DIY backend's lock,
+# and a file backend read while the other update writes its checkpoint.
+CONCURRENT_UPDATE_MARKERS = (
+    "Another update is currently in progress",
+    "the stack is currently locked",
+    "failed to load checkpoint: EOF",
+)
+LOCK_POLL_SECONDS = 2.0
+
+
+def concurrent_update(err: BaseException) -> bool:
+    """Another update of the same stack is running (retry once it is done); not a failure of this one."""
+    from pulumi import automation as auto
+
+    text = str(err)
+    return isinstance(err, auto.ConcurrentUpdateError) or any(m in text for m in CONCURRENT_UPDATE_MARKERS)
 
 
 def _dead_file_backend_locks(environment: Mapping[str, str], stack: str) -> list[tuple[Path, int]]:
