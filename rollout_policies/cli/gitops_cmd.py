@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from rollout_policies import envvars
-from rollout_policies.core import Evidence
+from rollout_policies.core import Evidence, StageDecision
 from rollout_policies.errors import UserError
 from rollout_policies.gitops.engine import GitOps, PromotionOutcome, StackStatus, default_actor
 from rollout_policies.gitops.forge import DEFAULT_API_URL, Forge, make_forge
@@ -172,6 +172,18 @@ def forge_options(command: Callable[..., Any]) -> Callable[..., Any]:
 )
 @click.option("--reviewer", "reviewer_flags", multiple=True, help="NAME=@handle, overriding the file.")
 @click.option("--actor", default=None, help="Who decides, for the audit trail (default: $GITHUB_ACTOR@host).")
+@click.option(
+    "--html",
+    "html_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Write each stack's gate report with plots here (<stack>.html and .json).",
+)
+@click.option(
+    "--report-link",
+    default="",
+    help="Where the --html reports can be read (a CI run's artifacts): linked from each PR body.",
+)
 def promote(
     plan_path: Path,
     repo_dir: Path,
@@ -191,6 +203,8 @@ def promote(
     reviewers_file: Path | None,
     reviewer_flags: tuple[str, ...],
     actor: str | None,
+    html_dir: Path | None,
+    report_link: str,
 ) -> None:
     """Decide each stack's stage; on promote, propose the next step as a branch and a pull request.
 
@@ -237,10 +251,23 @@ def promote(
         notifier=Notifier(plan.notifications),
         actor=actor or default_actor(),
         ledger=None if dry_run else DecisionLedger(repo),
+        report_link=report_link if html_dir is not None else "",
     )
-    outcomes = [
-        ops.promote(stack, evidence_for, now=now, dry_run=dry_run, open_pull=not no_pr) for stack in stacks
-    ]
+    judged: dict[str, tuple[RolloutState, Evidence]] = {}
+
+    def recorded(stack: str) -> Callable[[RolloutState], Evidence]:
+        def source(state: RolloutState) -> Evidence:
+            judged[stack] = (state, evidence_for(state))
+            return judged[stack][1]
+
+        return source
+
+    outcomes = []
+    for stack in stacks:
+        outcome = ops.promote(stack, recorded(stack), now=now, dry_run=dry_run, open_pull=not no_pr)
+        outcomes.append(outcome)
+        if html_dir is not None and stack in judged:
+            _gate_page(html_dir / f"{stack}.html", plan, stack, *judged[stack], outcome.decision)
     lines = [f"skipped: {stack}: environment local (name it with --stack)" for stack in skipped]
     for outcome in outcomes:
         lines.append(f"{outcome.result}: {outcome.message}")
@@ -250,6 +277,24 @@ def promote(
     _emit(as_json, [_promotion_dict(o) for o in outcomes], lines)
     if any(o.result == "rollback-needed" for o in outcomes):
         sys.exit(EXIT_ROLLBACK_NEEDED)
+
+
+def _gate_page(
+    path: Path, plan: Plan, stack: str, state: RolloutState, evidence: Evidence, decision: StageDecision
+) -> None:
+    """The stack's gate report: the decision just made, after the same evidence replayed over the stage."""
+    from rollout_policies.pages import gates
+
+    history = gates.replay(
+        plan,
+        state.stage,
+        state.step,
+        evidence,
+        now=decision.now,
+        stage_started_at=state.stage_started_at,
+        step_started_at=state.step_started_at,
+    )
+    gates.write(path, (*history[:-1], decision), plan=plan.name, stack=stack)
 
 
 def _evidence_source(

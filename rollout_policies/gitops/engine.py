@@ -166,6 +166,8 @@ class GitOps:
     actor: str = field(default_factory=default_actor)
     # Where the last posted decision per stack is kept (git), so a repeated one is not posted again.
     ledger: DecisionLedger | None = None
+    # Where the promotion's HTML gate report can be read (a CI run's artifacts); linked from the PR body.
+    report_link: str = ""
 
     def path(self, stack: str) -> str:
         return f"{self.config_dir.strip('/')}/{config_name(stack)}".lstrip("/")
@@ -389,6 +391,7 @@ class GitOps:
             decision=outcome.decision,
             reviewers=self.reviewers,
             config_path=self.path(outcome.stack),
+            report_link=self.report_link,
         )
         pull = self.forge.open_pull(
             title=f"rollout({outcome.stack}): {target.description}",
