@@ -271,19 +271,19 @@ def markdown(data: dict[str, Any]) -> str:
 
 
 def slack_lines(data: dict[str, Any]) -> tuple[str, list[str]]:
-    """The Slack post: a head line and a few lines (the file holds the rest)."""
+    """The Slack post: a head line and a few lines, bulleted by ``text_message`` (the file holds the rest)."""
     kpis = data["kpis"]
     head = (
         f"*{data['title']}* {data['plan']}: {kpis['on_target']}/{kpis['gates']} gates on target, "
         f"{len(data['decisions'])} decisions, {len(data['incidents'])} incidents, {len(data['risks'])} risks"
     )
     lines = [
-        f"• {r['stack']}: {r['stage']} step {r['step']}, {r['candidate_weight']}% on {r['candidate']}, "
+        f"{r['stack']}: {r['stage']} step {r['step']}, {r['candidate_weight']}% on {r['candidate']}, "
         f"now {r['decision']}"
         for r in data["stacks"]
     ]
-    lines += [f"• risk: {risk}" for risk in data["risks"][:5]]
-    lines += [f"• due {item['at']}: {item['what']}" for item in data["next"][:5]]
+    lines += [f"risk: {risk}" for risk in data["risks"][:4]]
+    lines += [f"due {item['at']}: {item['what']}" for item in data["next"][:4]]
     return head, lines
 
 

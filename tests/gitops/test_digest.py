@@ -88,4 +88,4 @@ def test_a_gate_off_target_is_a_risk_with_its_reason(remote: Remote, plan: Plan,
     assert risk.startswith("prod-us (limited step 0): 1 of 1 gates not on target (1 between); first: ")
     head, lines = digest.slack_lines(data)
     assert head.startswith("*Daily stand-up digest* markethub-mobile-test: 0/1 gates on target")
-    assert f"• risk: {risk}" in lines
+    assert f"risk: {risk}" in lines
