@@ -127,26 +127,37 @@ def _emit(as_json: bool, data: Any, lines: list[str]) -> None:
             click.echo(line)
 
 
-def forge_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Where the forge is (its pull requests): --forge, --forge-url, --forge-repo."""
-    options = [
-        click.option("--forge", "forge_kind", default="github", show_default=True, help="Forge backend."),
-        click.option(
-            "--forge-url",
-            default=lambda: os.environ.get("GITHUB_API_URL", DEFAULT_API_URL),
-            show_default="$GITHUB_API_URL or https://api.github.com",
-            help="Forge API base URL.",
-        ),
-        click.option(
-            "--forge-repo",
-            default=lambda: os.environ.get("GITHUB_REPOSITORY", ""),
-            show_default="$GITHUB_REPOSITORY",
-            help="owner/name of the repository on the forge.",
-        ),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+FORGE_REPO_HELP = "owner/name of the repository on the forge."
+
+
+def forge_options(command: Callable[..., Any] | None = None, *, repo_help: str = FORGE_REPO_HELP) -> Any:
+    """Where the forge is (its pull requests): --forge, --forge-url, --forge-repo.
+
+    ``@forge_options`` as it is, or ``@forge_options(repo_help=...)`` for a command whose forge is
+    optional and says what it is for (`rollout serve`, `rollout watch`).
+    """
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        options = [
+            click.option("--forge", "forge_kind", default="github", show_default=True, help="Forge backend."),
+            click.option(
+                "--forge-url",
+                default=lambda: os.environ.get("GITHUB_API_URL", DEFAULT_API_URL),
+                show_default="$GITHUB_API_URL or https://api.github.com",
+                help="Forge API base URL.",
+            ),
+            click.option(
+                "--forge-repo",
+                default=lambda: os.environ.get("GITHUB_REPOSITORY", ""),
+                show_default="$GITHUB_REPOSITORY",
+                help=repo_help,
+            ),
+        ]
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate if command is None else decorate(command)
 
 
 @click.command("promote")
