@@ -33,7 +33,7 @@ class Period(StrEnum):
         return timedelta(days=1) if self is Period.DAILY else timedelta(days=7)
 
     @property
-    def title(self) -> str:
+    def heading(self) -> str:
         return "Daily stand-up digest" if self is Period.DAILY else "Weekly executive report"
 
 
@@ -74,7 +74,7 @@ def gather(sources: Sources, stacks: Sequence[str], *, period: Period, now: date
     drills = _drills(sources.drill_reports, plan.objectives.disaster_recovery.drill_every, now)
     return {
         "period": period.value,
-        "title": period.title,
+        "title": period.heading,
         "plan": plan.name,
         "since": _iso(since),
         "until": _iso(now),
@@ -165,7 +165,7 @@ def _decisions(ops: GitOps, stacks: Sequence[str], since: datetime, now: datetim
 
 def _drills(folder: Path, every: timedelta, now: datetime) -> list[dict[str, Any]]:
     """Each drill's newest report: when, its verdict, and when the next one is due."""
-    found = []
+    found: list[dict[str, Any]] = []
     for drill in sorted(p for p in folder.glob("*") if p.is_dir()) if folder.is_dir() else []:
         reports = sorted(drill.glob("*.json"))
         if not reports:

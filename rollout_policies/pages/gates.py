@@ -104,8 +104,15 @@ def gate_series(data: dict[str, Any]) -> list[dict[str, Any]]:
     return list(series.values())
 
 
-def _times(points: list[dict[str, Any]]) -> list[datetime]:
+def _moments(points: list[dict[str, Any]]) -> list[datetime]:
     return [datetime.fromisoformat((p.get("t") or p["now"]).replace("Z", "+00:00")) for p in points]
+
+
+def _times(points: list[dict[str, Any]]) -> list[float]:
+    """The points' times as matplotlib's date numbers (what its date axes plot)."""
+    from matplotlib.dates import date2num
+
+    return [float(date2num(moment)) for moment in _moments(points)]
 
 
 def _nan(value: float | None) -> float:
@@ -257,7 +264,7 @@ def _comparison_plot(gate: dict[str, Any]) -> str | None:
 def render(data: dict[str, Any]) -> str:
     """The page for ``report_data``'s data."""
     gates = gate_series(data)
-    span = (_times(data["decisions"][:1])[0], _times(data["decisions"][-1:])[0])
+    span = (_moments(data["decisions"][:1])[0], _moments(data["decisions"][-1:])[0])
     for gate in gates:
         gate["span"] = span
         gate["plots"] = [svg for svg in (_value_plot(gate), _comparison_plot(gate)) if svg]

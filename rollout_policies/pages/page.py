@@ -90,7 +90,7 @@ def figure(
     import matplotlib
     from matplotlib.figure import Figure
 
-    style = {
+    style: dict[str, Any] = {
         "svg.fonttype": "none",  # text stays text: smaller, searchable, selectable
         "svg.hashsalt": "markethub-rollout",  # stable element ids: the same data, the same file
         "font.family": "sans-serif",
@@ -120,7 +120,7 @@ def svg(fig: Figure) -> str:
 
 def time_axis(axes: Axes, span: tuple[datetime, datetime]) -> None:
     """Dates on the x axis, concise, over the report's whole span (so every plot lines up)."""
-    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
 
     locator = AutoDateLocator(maxticks=7)
     axes.xaxis.set_major_locator(locator)
@@ -129,4 +129,4 @@ def time_axis(axes: Axes, span: tuple[datetime, datetime]) -> None:
     if start == end:  # one point: a little room either side
         start, end = start - timedelta(minutes=30), end + timedelta(minutes=30)
     pad = (end - start) * 0.03
-    axes.set_xlim(start - pad, end + pad)  # type: ignore[arg-type]
+    axes.set_xlim(float(date2num(start - pad)), float(date2num(end + pad)))
