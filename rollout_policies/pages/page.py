@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -52,12 +52,13 @@ def colour(status: str) -> str:
     return COLOURS.get(status.lower(), "#57606a")
 
 
-def render(template: str, **context: Any) -> str:
-    """Render one of this package's templates (each extends ``base.html.j2``) to a page."""
+def render(template: str, *, search: Sequence[Path] = (), **context: Any) -> str:
+    """Render a template that extends ``base.html.j2`` to a page: one of this package's, or one
+    from the ``search`` folders (looked in first; the rehearsal's report keeps its template there)."""
     from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
     environment = Environment(
-        loader=FileSystemLoader(TEMPLATES),
+        loader=FileSystemLoader([*search, TEMPLATES]),
         autoescape=select_autoescape(["html", "j2"]),
         undefined=StrictUndefined,  # a renamed field is an error here, not a blank cell in a report
         trim_blocks=True,
