@@ -149,9 +149,13 @@ class KwokCluster:
             raise UserError(f"missing CRD manifests: {self.crds} has no *.yaml (run `make tools`)")
         return binaries
 
-    def start(self) -> Self:
-        """Create and start the cluster, add the fake nodes and the CRDs, and wait until it serves."""
-        binaries = self.binaries()
+    def start(self, binaries: dict[str, Path] | None = None) -> Self:
+        """Create and start the cluster, add the fake nodes and the CRDs, and wait until it serves.
+
+        ``binaries`` are ``binaries()``'s answer when the caller already asked (`rollout env up`
+        checks every region's tools before starting any); otherwise they are looked up here.
+        """
+        binaries = binaries if binaries is not None else self.binaries()
         if self.cluster_dir.exists():
             # A leftover from a run that did not stop cleanly: its ports are stale, so start afresh.
             self.stop()

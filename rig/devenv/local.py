@@ -201,12 +201,12 @@ class LocalEnvironment:
     def _start(self, progress: Callable[[str], None]) -> EnvInfo:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         regions: dict[str, RegionInfo] = {}
-        for cluster in self.clusters.values():
-            cluster.binaries()  # a missing tool is the one line said, before anything starts
+        # Every region's tools, looked up once: a missing one is the one line said, before anything starts.
+        binaries = {region: cluster.binaries() for region, cluster in self.clusters.items()}
         for region, cluster in self.clusters.items():
             progress(f"[env] region {region}: starting etcd, kube-apiserver and {cluster.nodes} kwok nodes")
             began = time.monotonic()
-            cluster.start()
+            cluster.start(binaries[region])
             progress(f"[env] region {region}: ready in {time.monotonic() - began:.1f} s")
             assert cluster.ports is not None
             regions[region] = RegionInfo(

@@ -160,8 +160,12 @@ def _finish(
 
     if not as_json:
         _print_report(report)
-    paths = write_report(report, Path(report_dir))
-    say(f"{report.drill}: {report.verdict.value}; report {paths[0]} and {paths[1]}")
+    from rollout_policies.pages import drills
+
+    json_path, md_path = write_report(report, Path(report_dir))
+    # The page with plots, beside the data and the Markdown: committed and pushed with them.
+    paths = (json_path, md_path, drills.write(report, json_path.with_suffix(".html")))
+    say(f"{report.drill}: {report.verdict.value}; report {paths[0]}, {paths[1]} and {paths[2]}")
     message = f"drill {report.drill}: {report.verdict.value}"
     committed = pushed = None
     if commit:

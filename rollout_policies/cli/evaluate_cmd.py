@@ -96,6 +96,20 @@ def complete_stages(ctx: click.Context, incomplete: str) -> list[str]:
     is_flag=True,
     help="Exit with the decision: 0 promote, 1 hold, 3 rollback (2 stays bad input), for scripts.",
 )
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Also write the gate report with plots: this HTML page and its data beside it (.json).",
+)
+@click.option(
+    "--points",
+    type=click.IntRange(min=1),
+    default=24,
+    show_default=True,
+    help="--html: at most this many instants of the stage, replayed from the evidence.",
+)
 def evaluate(
     plan_path: Path,
     stage_id: str,
@@ -107,6 +121,8 @@ def evaluate(
     signoffs: tuple[str, ...],
     as_json: bool,
     exit_code: bool,
+    html_path: Path | None,
+    points: int,
 ) -> None:
     """Print each gate's verdict and the stage decision (promote, hold or rollback) with its reasons.
 
@@ -146,6 +162,21 @@ def evaluate(
         stage_started_at=stage_started,
         step_started_at=step_started or stage_started,
     )
+    if html_path is not None:
+        from rollout_policies.pages import gates
+
+        history = gates.replay(
+            plan,
+            stage.id,
+            step,
+            evidence,
+            now=now,
+            stage_started_at=stage_started,
+            step_started_at=step_started or stage_started,
+            points=points,
+        )[:-1]
+        page, _ = gates.write(html_path, (*history, decision), plan=plan.name)
+        click.echo(f"gate report: {page}", err=True)
     if as_json:
         click.echo(json.dumps(decision_as_dict(decision, plan=plan.name), indent=2))
     else:

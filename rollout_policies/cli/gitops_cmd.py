@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from rollout_policies import envvars
-from rollout_policies.core import Evidence
+from rollout_policies.core import Evidence, StageDecision
 from rollout_policies.errors import UserError
 from rollout_policies.gitops.engine import GitOps, PromotionOutcome, StackStatus, default_actor
 from rollout_policies.gitops.forge import DEFAULT_API_URL, Forge, make_forge
@@ -127,26 +127,37 @@ def _emit(as_json: bool, data: Any, lines: list[str]) -> None:
             click.echo(line)
 
 
-def forge_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Where the forge is (its pull requests): --forge, --forge-url, --forge-repo."""
-    options = [
-        click.option("--forge", "forge_kind", default="github", show_default=True, help="Forge backend."),
-        click.option(
-            "--forge-url",
-            default=lambda: os.environ.get("GITHUB_API_URL", DEFAULT_API_URL),
-            show_default="$GITHUB_API_URL or https://api.github.com",
-            help="Forge API base URL.",
-        ),
-        click.option(
-            "--forge-repo",
-            default=lambda: os.environ.get("GITHUB_REPOSITORY", ""),
-            show_default="$GITHUB_REPOSITORY",
-            help="owner/name of the repository on the forge.",
-        ),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+FORGE_REPO_HELP = "owner/name of the repository on the forge."
+
+
+def forge_options(command: Callable[..., Any] | None = None, *, repo_help: str = FORGE_REPO_HELP) -> Any:
+    """Where the forge is (its pull requests): --forge, --forge-url, --forge-repo.
+
+    ``@forge_options`` as it is, or ``@forge_options(repo_help=...)`` for a command whose forge is
+    optional and says what it is for (`rollout serve`, `rollout watch`).
+    """
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        options = [
+            click.option("--forge", "forge_kind", default="github", show_default=True, help="Forge backend."),
+            click.option(
+                "--forge-url",
+                default=lambda: os.environ.get("GITHUB_API_URL", DEFAULT_API_URL),
+                show_default="$GITHUB_API_URL or https://api.github.com",
+                help="Forge API base URL.",
+            ),
+            click.option(
+                "--forge-repo",
+                default=lambda: os.environ.get("GITHUB_REPOSITORY", ""),
+                show_default="$GITHUB_REPOSITORY",
+                help=repo_help,
+            ),
+        ]
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate if command is None else decorate(command)
 
 
 def _known_environment(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -196,6 +207,18 @@ def environment_option(command: Callable[..., Any]) -> Callable[..., Any]:
 )
 @click.option("--reviewer", "reviewer_flags", multiple=True, help="NAME=@handle, overriding the file.")
 @click.option("--actor", default=None, help="Who decides, for the audit trail (default: $GITHUB_ACTOR@host).")
+@click.option(
+    "--html",
+    "html_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Write each stack's gate report with plots here (<stack>.html and .json).",
+)
+@click.option(
+    "--report-link",
+    default="",
+    help="Where the --html reports can be read (a CI run's artifacts): linked from each PR body.",
+)
 def promote(
     plan_path: Path,
     repo_dir: Path,
@@ -215,6 +238,8 @@ def promote(
     reviewers_file: Path | None,
     reviewer_flags: tuple[str, ...],
     actor: str | None,
+    html_dir: Path | None,
+    report_link: str,
     target: str,
 ) -> None:
     """Decide each stack's stage; on promote, propose the next step as a branch and a pull request.
@@ -267,10 +292,23 @@ def promote(
         notifier=Notifier(plan.notifications),
         actor=actor or default_actor(),
         ledger=None if dry_run else DecisionLedger(repo),
+        report_link=report_link if html_dir is not None else "",
     )
-    outcomes = [
-        ops.promote(stack, evidence_for, now=now, dry_run=dry_run, open_pull=not no_pr) for stack in stacks
-    ]
+    judged: dict[str, tuple[RolloutState, Evidence]] = {}
+
+    def recorded(stack: str) -> Callable[[RolloutState], Evidence]:
+        def source(state: RolloutState) -> Evidence:
+            judged[stack] = (state, evidence_for(state))
+            return judged[stack][1]
+
+        return source
+
+    outcomes = []
+    for stack in stacks:
+        outcome = ops.promote(stack, recorded(stack), now=now, dry_run=dry_run, open_pull=not no_pr)
+        outcomes.append(outcome)
+        if html_dir is not None and stack in judged:
+            _gate_page(html_dir / f"{stack}.html", plan, stack, *judged[stack], outcome.decision)
     lines = [f"skipped: {stack}: not a {target} stack (name it with --stack)" for stack in skipped]
     for outcome in outcomes:
         lines.append(f"{outcome.result}: {outcome.message}")
@@ -280,6 +318,24 @@ def promote(
     _emit(as_json, [_promotion_dict(o) for o in outcomes], lines)
     if any(o.result == "rollback-needed" for o in outcomes):
         sys.exit(EXIT_ROLLBACK_NEEDED)
+
+
+def _gate_page(
+    path: Path, plan: Plan, stack: str, state: RolloutState, evidence: Evidence, decision: StageDecision
+) -> None:
+    """The stack's gate report: the decision just made, after the same evidence replayed over the stage."""
+    from rollout_policies.pages import gates
+
+    history = gates.replay(
+        plan,
+        state.stage,
+        state.step,
+        evidence,
+        now=decision.now,
+        stage_started_at=state.stage_started_at,
+        step_started_at=state.step_started_at,
+    )
+    gates.write(path, (*history[:-1], decision), plan=plan.name, stack=stack)
 
 
 def _evidence_source(

@@ -35,6 +35,7 @@ COMMANDS: dict[str, Entry] = {
     "pause": Entry("rollout_policies.cli.gitops_cmd:pause", "Hold a stack's promotions until resumed."),
     "resume": Entry("rollout_policies.cli.gitops_cmd:resume", "Let a paused stack be promoted again."),
     "status": Entry("rollout_policies.cli.gitops_cmd:status", "Per stack: stage, step, weights, drift."),
+    "digest": Entry("rollout_policies.cli.digest_cmd:digest", "Daily stand-up digest, weekly report."),
     "drill": Entry("rollout_policies.cli.drill_cmd:drill", "Disaster-recovery drills, with reports."),
     "deploy": Entry("rollout_policies.cli.deploy_cmd:deploy", "CI's pulumi preview/up of production stacks."),
     "serve": Entry("rollout_policies.cli.serve_cmd:serve", "Roll back on Alertmanager webhooks."),

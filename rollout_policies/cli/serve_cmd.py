@@ -16,10 +16,10 @@ from typing import Any
 import click
 
 from rollout_policies import envvars
-from rollout_policies.cli.gitops_cmd import open_repository, repository_options
+from rollout_policies.cli.gitops_cmd import forge_options, open_repository, repository_options
 from rollout_policies.errors import UserError
 from rollout_policies.gitops.engine import GitOps, default_actor
-from rollout_policies.gitops.forge import DEFAULT_API_URL, make_forge
+from rollout_policies.gitops.forge import make_forge
 from rollout_policies.gitops.notify import Notifier
 from rollout_policies.gitops.repo import clone
 from rollout_policies.gitops.seams import PRODUCTION_APPLIERS, applier_names, make_applier, pulumi_binary
@@ -71,6 +71,7 @@ class GitRollbackOptions:
     applier: str
     actor: str | None
     clone_from: str | None
+    forge_kind: str
     forge_repo: str
     forge_url: str
     log_level: str
@@ -104,18 +105,9 @@ def _git_options(command: Callable[..., Any]) -> Callable[..., Any]:
             help="Clone this repository into --repo first when --repo is not a clone yet (a pod's "
             f"empty volume); https credentials come from ${envvars.GIT_TOKEN}.",
         ),
-        click.option(
-            "--forge-repo",
-            default=lambda: os.environ.get("GITHUB_REPOSITORY", ""),
-            show_default="$GITHUB_REPOSITORY",
-            help="owner/name on GitHub: a rollback then marks the stack's open promotion pull requests "
-            "stale (token from $GITHUB_TOKEN). Empty: no forge.",
-        ),
-        click.option(
-            "--forge-url",
-            default=lambda: os.environ.get("GITHUB_API_URL", DEFAULT_API_URL),
-            show_default="$GITHUB_API_URL or https://api.github.com",
-            help="Forge API base URL.",
+        forge_options(
+            repo_help="owner/name on GitHub: a rollback then marks the stack's open promotion pull "
+            "requests stale (token from $GITHUB_TOKEN). Empty: no forge."
         ),
         click.option(
             "--log-level",
@@ -165,7 +157,7 @@ def _rollback(git: GitRollbackOptions) -> tuple[Any, tuple[str, ...], Any]:
         config_dir=git.config_dir,
         notifier=Notifier(plan.notifications),
         actor=git.actor or f"rollout-automatic/{default_actor()}",
-        forge=make_forge("github", git.forge_repo, git.forge_url) if git.forge_repo else None,
+        forge=make_forge(git.forge_kind, git.forge_repo, git.forge_url) if git.forge_repo else None,
     )
     chosen = make_applier(git.applier, config_dir) if git.apply_now else None
     return plan, stacks, GitRollback(ops, chosen)

@@ -168,6 +168,14 @@ class Evidence:
     ) -> Evidence:
         return cls(tuple(measurements), frozenset(signoffs), tuple(samples))
 
+    def until(self, moment: datetime) -> Evidence:
+        """What was known at ``moment``: the measurements and samples observed by then (a replay)."""
+        return Evidence(
+            tuple(m for m in self.measurements if m.observed_at <= moment),
+            self.signoffs,
+            tuple(s for s in self.samples if s.observed_at <= moment),
+        )
+
     def samples_of(self, metric: str) -> tuple[ComparisonSample, ...]:
         """The metric's comparison samples, oldest first."""
         return tuple(sorted((s for s in self.samples if s.metric == metric), key=lambda s: s.observed_at))

@@ -128,6 +128,19 @@ class LifecycleOutcome:
 
 
 @dataclass(frozen=True)
+class _StateChange:
+    """What ``_commit_state_change`` did: the stacks it read, the ones it changed, every state before
+    and after, its commit (None when nothing changed or on a dry run) and its warnings."""
+
+    stacks: tuple[str, ...]
+    changed: tuple[str, ...]
+    befores: dict[str, RolloutState]
+    afters: dict[str, RolloutState]
+    commit: str | None
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class _RollbackWrite:
     """What the rollback wrote: its commit (None when nothing needed one), the stacks it changed,
     and every stack's state before."""
@@ -166,6 +179,8 @@ class GitOps:
     actor: str = field(default_factory=default_actor)
     # Where the last posted decision per stack is kept (git), so a repeated one is not posted again.
     ledger: DecisionLedger | None = None
+    # Where the promotion's HTML gate report can be read (a CI run's artifacts); linked from the PR body.
+    report_link: str = ""
 
     def path(self, stack: str) -> str:
         return f"{self.config_dir.strip('/')}/{config_name(stack)}".lstrip("/")
@@ -389,6 +404,7 @@ class GitOps:
             decision=outcome.decision,
             reviewers=self.reviewers,
             config_path=self.path(outcome.stack),
+            report_link=self.report_link,
         )
         pull = self.forge.open_pull(
             title=f"rollout({outcome.stack}): {target.description}",
@@ -722,60 +738,32 @@ class GitOps:
         verb = "pause" if paused else "resume"
         if not reason.strip():
             raise UserError(f"--reason: say why (it goes into the {verb} commit)")
-        stacks = tuple(dict.fromkeys(stacks))
-        for _ in range(MAX_ROUNDS):
-            self.repo.fetch()
-            base = self._base()
-            files: dict[str, str] = {}
-            befores: dict[str, RolloutState] = {}
-            for stack in stacks:
-                text, state = self._state_at(base, stack)
-                befores[stack] = state
-                if state.paused != paused:
-                    target = RolloutState.model_validate({**state.model_dump(), "paused": paused})
-                    files[self.path(stack)] = render_state(text, target, self.path(stack))
-            changed = tuple(stack for stack in stacks if self.path(stack) in files)
-            if not changed:
-                already = "already-paused" if paused else "not-paused"
-                words = "already paused" if paused else "not paused"
-                return PauseOutcome(
-                    verb, stacks, already, f"{', '.join(stacks)} {words}; nothing committed", None
-                )
-            if dry_run:
-                return PauseOutcome(
-                    verb, stacks, "dry-run", f"would {verb} {', '.join(changed)}", None, changed
-                )
-            message = self._pause_message(verb, changed, befores, reason, now)
-            sha = self.repo.commit_files(base, files, message, when=now.isoformat())
-            try:
-                self.repo.push(sha, self.repo.main, expect=base)
-            except PushRejected:
-                continue  # main moved: read it again (someone may have paused or resumed meanwhile)
-            warnings: tuple[str, ...] = ()
-            try:
-                self.repo.fetch()
-                self.repo.fast_forward_checkout(self.repo.main)
-            except UserError as err:
-                warnings += (f"fetch after the push failed ({err}); the {verb} is on {self.repo.main}",)
-            first = befores[changed[0]]
-            warnings += self._notify(
-                DecisionNotice(
-                    plan=self.plan.name,
-                    stacks=changed,
-                    decision=verb,
-                    stage=first.stage,
-                    step=first.step,
-                    summary=reason,
-                    reasons=(reason,),
-                    actor=self.actor,
-                    at=now,
-                    commit=sha,
-                )
-            )
-            done = "paused" if paused else "resumed"
-            text = f"{done} {', '.join(changed)} in {sha[:12]} on {self.repo.main}"
-            return PauseOutcome(verb, stacks, done, text, sha, changed, warnings)
-        raise UserError(f"{verb}: {self.repo.main} kept moving; gave up after {MAX_ROUNDS} rounds")
+
+        def flipped(stack: str, state: RolloutState) -> RolloutState:
+            if state.paused == paused:
+                return state
+            return RolloutState.model_validate({**state.model_dump(), "paused": paused})
+
+        change = self._commit_state_change(
+            verb,
+            stacks,
+            flipped,
+            message=lambda changed, befores, _: self._pause_message(verb, changed, befores, reason, now),
+            reason=reason,
+            now=now,
+            dry_run=dry_run,
+        )
+        stacks, changed = change.stacks, change.changed
+        if not changed:
+            already = "already-paused" if paused else "not-paused"
+            words = "already paused" if paused else "not paused"
+            text = f"{', '.join(stacks)} {words}; nothing committed"
+            return PauseOutcome(verb, stacks, already, text, None)
+        if change.commit is None:
+            return PauseOutcome(verb, stacks, "dry-run", f"would {verb} {', '.join(changed)}", None, changed)
+        done = "paused" if paused else "resumed"
+        text = f"{done} {', '.join(changed)} in {change.commit[:12]} on {self.repo.main}"
+        return PauseOutcome(verb, stacks, done, text, change.commit, changed, change.warnings)
 
     def _pause_message(
         self,
@@ -880,8 +868,66 @@ class GitOps:
         now: datetime,
         dry_run: bool,
     ) -> LifecycleOutcome:
-        """Read every stack from main, refuse the whole run if one may not take the verb, write the
-        changed ones in ONE commit (re-read and retried while main moves), notify."""
+        """Refuse the whole run if one stack may not take the verb; else one state change on main."""
+
+        def target(stack: str, state: RolloutState) -> RolloutState:
+            try:
+                return target_for(state)
+            except LifecycleRefused as err:
+                raise UserError(f"stack {stack} {err}") from None
+
+        def stale_branches(changed: tuple[str, ...]) -> tuple[str, ...]:
+            warnings: tuple[str, ...] = ()
+            for stack in changed if verb != "release-finalize" else ():
+                # Left by a rollback without a forge: made from the old state, they would collide
+                # with this release's promotions.
+                left = sorted(self.repo.remote_branches(f"rollout/{stack}/"))
+                if left:
+                    warnings += (f"stale promotion branches still on the remote: {', '.join(left)}",)
+            return warnings
+
+        change = self._commit_state_change(
+            verb,
+            stacks,
+            target,
+            message=lambda changed, befores, afters: self._lifecycle_message(
+                verb, changed, befores, afters, reason, now
+            ),
+            reason=reason,
+            now=now,
+            dry_run=dry_run,
+            checks=stale_branches,
+        )
+        stacks, changed = change.stacks, change.changed
+        if not changed:
+            text = f"{', '.join(stacks)} already finalized; nothing committed"
+            return LifecycleOutcome(verb, stacks, "already-finalized", text, None)
+        if change.commit is None:
+            words = {"release-start": "start the release on", "release-finalize": "finalize"}
+            text = f"would {words.get(verb, verb)} {', '.join(changed)}"
+            return LifecycleOutcome(verb, stacks, "dry-run", text, None, changed)
+        done = _LIFECYCLE_DONE[verb]
+        text = f"{done} {', '.join(changed)} in {change.commit[:12]} on {self.repo.main}"
+        return LifecycleOutcome(verb, stacks, done, text, change.commit, changed, change.warnings)
+
+    def _commit_state_change(
+        self,
+        verb: str,
+        stacks: Sequence[str],
+        target_for: Callable[[str, RolloutState], RolloutState],
+        *,
+        message: Callable[[tuple[str, ...], dict[str, RolloutState], dict[str, RolloutState]], str],
+        reason: str,
+        now: datetime,
+        dry_run: bool,
+        checks: Callable[[tuple[str, ...]], tuple[str, ...]] = lambda changed: (),
+    ) -> _StateChange:
+        """Commit a state change: read every stack from main, write the changed ones in ONE commit
+        (read again and retried while main moves), fetch it back, run ``checks`` (warnings), notify.
+
+        Pause, resume, release start and finalize, and retry are each this with their own target and
+        message. Nothing is written when no stack changes or on a dry run (the result's commit is None).
+        """
         stacks = tuple(dict.fromkeys(stacks))
         for _ in range(MAX_ROUNDS):
             self.repo.fetch()
@@ -891,50 +937,26 @@ class GitOps:
             afters: dict[str, RolloutState] = {}
             for stack in stacks:
                 text, state = self._state_at(base, stack)
-                try:
-                    target = target_for(state)
-                except LifecycleRefused as err:
-                    raise UserError(f"stack {stack} {err}") from None
-                befores[stack], afters[stack] = state, target
-                if target != state:
-                    files[self.path(stack)] = render_state(text, target, self.path(stack))
+                befores[stack] = state
+                afters[stack] = target_for(stack, state)
+                if afters[stack] != state:
+                    files[self.path(stack)] = render_state(text, afters[stack], self.path(stack))
             changed = tuple(stack for stack in stacks if self.path(stack) in files)
-            if not changed:
-                return LifecycleOutcome(
-                    verb,
-                    stacks,
-                    "already-finalized",
-                    f"{', '.join(stacks)} already finalized; nothing committed",
-                    None,
-                )
-            if dry_run:
-                words = {"release-start": "start the release on", "release-finalize": "finalize"}
-                return LifecycleOutcome(
-                    verb,
-                    stacks,
-                    "dry-run",
-                    f"would {words.get(verb, verb)} {', '.join(changed)}",
-                    None,
-                    changed,
-                )
-            message = self._lifecycle_message(verb, changed, befores, afters, reason, now)
-            sha = self.repo.commit_files(base, files, message, when=now.isoformat())
+            if not changed or dry_run:
+                return _StateChange(stacks, changed, befores, afters, None)
+            text = message(changed, befores, afters)
+            sha = self.repo.commit_files(base, files, text, when=now.isoformat())
             try:
                 self.repo.push(sha, self.repo.main, expect=base)
             except PushRejected:
-                continue  # main moved: read it again (the stack may have moved meanwhile)
+                continue  # main moved: read it again (the stacks may have moved meanwhile)
             warnings: tuple[str, ...] = ()
             try:
                 self.repo.fetch()
                 self.repo.fast_forward_checkout(self.repo.main)
             except UserError as err:
                 warnings += (f"fetch after the push failed ({err}); the {verb} is on {self.repo.main}",)
-            for stack in changed if verb != "release-finalize" else ():
-                # Left by a rollback without a forge: made from the old state, they would collide
-                # with this release's promotions.
-                left = sorted(self.repo.remote_branches(f"rollout/{stack}/"))
-                if left:
-                    warnings += (f"stale promotion branches still on the remote: {', '.join(left)}",)
+            warnings += checks(changed)
             first = afters[changed[0]]
             warnings += self._notify(
                 DecisionNotice(
@@ -950,9 +972,7 @@ class GitOps:
                     commit=sha,
                 )
             )
-            done = _LIFECYCLE_DONE[verb]
-            text = f"{done} {', '.join(changed)} in {sha[:12]} on {self.repo.main}"
-            return LifecycleOutcome(verb, stacks, done, text, sha, changed, warnings)
+            return _StateChange(stacks, changed, befores, afters, sha, warnings)
         raise UserError(f"{verb}: {self.repo.main} kept moving; gave up after {MAX_ROUNDS} rounds")
 
     def _lifecycle_message(

@@ -76,6 +76,7 @@ def pull_body(
     decision: StageDecision,
     reviewers: Sequence[str],
     config_path: str,
+    report_link: str = "",
 ) -> str:
     after = transition.state
     lines = [
@@ -95,6 +96,12 @@ def pull_body(
         *gate_table(decision),
         "",
     ]
+    if report_link:
+        lines += [
+            f"Each gate's evidence over the stage, with plots: [the gate report]({report_link}) "
+            f"(`{stack}.html` among the run's artifacts).",
+            "",
+        ]
     boxes = checklist(decision)
     if boxes:
         lines += ["### Sign-offs (manual gates)", "", *boxes, ""]

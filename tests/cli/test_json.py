@@ -125,7 +125,23 @@ def check_env_status(tmp_path: Path, repo: Path) -> None:
     assert data["env_file"].startswith(str(tmp_path / "env"))
 
 
+def check_digest(tmp_path: Path, repo: Path) -> None:
+    metrics = tmp_path / "metrics.yaml"
+    metrics.write_text("observed_at: 2026-11-28T08:59:00Z\nmetrics: {}\n")
+    code, data = invoke(
+        ["digest", "--repo", str(repo), "--period", "weekly", "--metrics-file", str(metrics),
+         "--now", "2026-11-28T09:00:00Z", "--json"]
+    )  # fmt: skip
+    prod = [s for s in stacks_in(ROOT) if s.startswith("prod-")]
+    assert code == 0 and (data["period"], data["until"]) == ("weekly", "2026-11-28T09:00:00Z")
+    assert [row["stack"] for row in data["stacks"]] == prod
+    # no measurements: no gate is on target, and each stack's gates are a risk
+    assert data["kpis"]["on_target"] == 0 and data["kpis"]["gates"] > 0
+    assert len(data["risks"]) == len(prod)
+
+
 CHECKS: dict[str, Callable[[Path, Path], None]] = {
+    "digest": check_digest,
     "status": check_status,
     "evaluate": check_evaluate,
     "plan validate": check_plan_validate,

@@ -56,3 +56,24 @@ def test_history_is_oldest_first_and_per_metric() -> None:
 )
 def test_span_in_words(value: timedelta, text: str) -> None:
     assert span(value) == text
+
+
+def test_evidence_until_keeps_what_was_observed_by_then() -> None:
+    from rollout_policies.core.measurement import RateSample
+
+    early, late = at(hours=1), at(hours=3)
+    evidence = Evidence.of(
+        [Measurement.ok("crash_rate", 0.1, early), Measurement.ok("crash_rate", 0.9, late)],
+        ["signed"],
+        samples=[
+            RateSample("crash_rate", early, 1, 100, 10, 1000),
+            RateSample("crash_rate", late, 9, 100, 10, 1000),
+        ],
+    )
+
+    then = evidence.until(at(hours=2))
+
+    assert [m.value for m in then.measurements] == [0.1]
+    assert [s.observed_at for s in then.samples] == [early]
+    assert then.signoffs == frozenset({"signed"})
+    assert evidence.until(late) == evidence

@@ -78,3 +78,34 @@ def test_region_names_must_be_cluster_names(tmp_path: Path, name: str) -> None:
 def test_regions_must_not_repeat(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="--region: regions repeat"):
         LocalEnvironment(tmp_path, regions=["us-east-1", "us-east-1"])
+
+
+def test_env_up_looks_each_regions_tools_up_once_and_starts_with_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`env up` checks every region's tools before starting any; each cluster then starts with the
+    binaries found, not a second lookup. (The start is cut short here: no control plane runs.)"""
+    asked: list[str] = []
+
+    def tool(name: str) -> Path:
+        asked.append(name)
+        return tmp_path / "bin" / name
+
+    started: list[tuple[str, dict[str, Path] | None]] = []
+
+    class Stop(Exception):
+        pass
+
+    def start(self: KwokCluster, binaries: dict[str, Path] | None = None) -> KwokCluster:
+        started.append((self.name, binaries))
+        raise Stop
+
+    monkeypatch.setattr("devenv.cluster.tool", tool)
+    monkeypatch.setattr(KwokCluster, "start", start)
+    env = LocalEnvironment(tmp_path / "env", regions=("us-east-1", "us-west-2"))
+    with pytest.raises(Stop):
+        env._start(lambda line: None)
+
+    per_region = len(asked) // 2
+    assert asked[:per_region] == asked[per_region:] and "kube-apiserver" in asked[:per_region]
+    assert started == [("us-east-1", env.clusters["us-east-1"].binaries())]

@@ -63,6 +63,35 @@ def test_promote_command_opens_the_pull_request(
     assert standin.pulls[0].teams == ["devops-leads"]
 
 
+def test_promote_html_writes_each_stacks_gate_report_and_links_it_from_the_pull_request(
+    setup: tuple[Remote, Path, Path, Path],
+    forge: tuple[str, ForgeStandIn],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    _, clone, plan_file, metrics = setup
+    url, standin = forge
+    monkeypatch.setenv("GITHUB_TOKEN", "test-token")
+    link = "https://github.example/markethub/rollout/actions/runs/7"
+    code, _, err = run(
+        [
+            "promote", "--plan", str(plan_file), "--repo", str(clone), "--stack", "prod-us",
+            "--metrics-file", str(metrics), "--now", "2026-11-20T10:30:00Z",
+            "--forge-url", url, "--forge-repo", "markethub/rollout",
+            "--reviewer", "DevOps lead=@markethub/devops-leads", "--reviewer", "CTO=@markethub-cto",
+            "--html", str(tmp_path / "gate-reports"), "--report-link", link,
+        ],
+        capsys,
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    page = tmp_path / "gate-reports" / "prod-us.html"
+    data = json.loads(page.with_suffix(".json").read_text())
+    assert (data["stack"], data["decisions"][-1]["decision"]) == ("prod-us", "promote")
+    assert "Decision: PROMOTE" in page.read_text()
+    assert f"[the gate report]({link}) (`prod-us.html` among the run's artifacts)" in standin.pulls[0].body
+
+
 def test_promote_exits_3_and_leaves_no_branch_when_a_rollback_is_needed(
     setup: tuple[Remote, Path, Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

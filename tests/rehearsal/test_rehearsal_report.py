@@ -112,7 +112,9 @@ def test_report_renders_its_plots_in_headless_chromium(tmp_path: Path) -> None:
     dom = done.stdout
     errors = re.search(r'<pre id="script-errors"[^>]*>(.*?)</pre>', dom, re.S)
     assert errors is not None and errors.group(1).strip() == "", errors.group(1) if errors else dom[:500]
-    for plot in ("plot-weights", "plot-evidence-0"):
-        block = dom.split(f'id="{plot}"', 1)
-        assert len(block) == 2, f"{plot} missing"
-        assert "main-svg" in block[1][:20000], f"{plot} has no rendered svg"
+    figures = dict(re.findall(r'<figure class="plot" id="([^"]+)">(.*?)</figure>', dom, re.S))
+    assert sorted(figures) == ["plot-evidence-0", "plot-weights"]
+    for plot, markup in figures.items():
+        assert "<svg" in markup and "<path" in markup, f"{plot} has no drawn svg"
+    assert re.search(r'<body[^>]*data-plots="2"', dom), "the page's script counted its plots"
+    assert "local-us-east-1 live" in figures["plot-weights"] and "api-errors" in figures["plot-weights"]

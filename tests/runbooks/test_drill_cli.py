@@ -132,8 +132,9 @@ def test_json_prints_the_report_as_written_with_its_files(
         capsys,
     )  # fmt: skip
     data = json.loads(out)  # nothing but the JSON on stdout
-    json_file, md_file = map(Path, data.pop("report_files"))
+    json_file, md_file, html_file = map(Path, data.pop("report_files"))
     assert (data.pop("committed"), data.pop("pushed")) == (None, None)
     assert data == json.loads(json_file.read_text()) and md_file.is_file()
+    assert html_file == json_file.with_suffix(".html") and "Verdict: FAILED" in html_file.read_text()
     assert (code, data["drill"], data["executed"], data["verdict"]) == (1, "backup-restore", False, "failed")
     assert data["steps"][0]["name"] == "find-latest-dump" and data["steps"][0]["status"] == "failed"

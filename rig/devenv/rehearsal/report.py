@@ -1,7 +1,8 @@
 """The rehearsal's report: ``report.json`` (the data) and ``report.html`` (one self-contained page).
 
-The page is rendered from ``report.html.j2`` with jinja2; the plots are plotly figures with
-plotly.js inlined once, so the file opens anywhere without a network.
+The page is rendered from ``report.html.j2`` through the product's report pages
+(``rollout_policies.pages.page``: the same page shell, colours and inline SVG plots as the gate and
+drill reports), so the file opens anywhere without a network.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
-
+from rollout_policies.pages import page
 from rollout_policies.plan.model import Plan
 
 TEMPLATE = "report.html.j2"
@@ -59,87 +59,52 @@ def _load() -> list[float]:
 
 
 def _figures(data: dict[str, Any]) -> dict[str, str]:
-    import plotly.graph_objects as go
-
     week = data["scales"]["week_seconds"] or 1
     figures: dict[str, str] = {}
-    weights = go.Figure()
-    for stack in sorted({w["stack"] for w in data["weights"]}):
-        rows = [w for w in data["weights"] if w["stack"] == stack]
-        x = [w["t"] / week for w in rows]
-        weights.add_trace(
-            go.Scatter(
-                x=x, y=[w["live"] for w in rows], mode="lines", name=f"{stack} live", line={"shape": "hv"}
-            )
-        )
-        weights.add_trace(
-            go.Scatter(
-                x=x,
-                y=[w["git"] for w in rows],
-                mode="lines",
-                name=f"{stack} git",
-                line={"shape": "hv", "dash": "dot"},
-            )
-        )
-    for fault in data["faults"]:
-        if fault["injected_at"] is not None:
-            weights.add_vline(
-                x=fault["injected_at"] / week,
-                line_dash="dash",
-                line_color="red",
-                annotation_text=fault["kind"],
-            )
-    weights.update_layout(
-        title="Candidate weight per region (live HTTPRoute vs git)",
-        xaxis_title="calendar week",
-        yaxis_title="% to candidate",
-        height=420,
-    )
-    figures["weights"] = weights.to_html(full_html=False, include_plotlyjs=False, div_id="plot-weights")
+    with page.figure(10.0, 3.8) as (fig, (axes,)):
+        for stack in sorted({w["stack"] for w in data["weights"]}):
+            rows = [w for w in data["weights"] if w["stack"] == stack]
+            x = [w["t"] / week for w in rows]
+            (live,) = axes.step(x, [w["live"] for w in rows], where="post", label=f"{stack} live")
+            axes.step(x, [w["git"] for w in rows], where="post", linestyle=":", color=live.get_color(),
+                      label=f"{stack} git")  # fmt: skip
+        for fault in data["faults"]:
+            if fault["injected_at"] is not None:
+                at = fault["injected_at"] / week
+                axes.axvline(at, color="#cf222e", linestyle="--", linewidth=1)
+                axes.annotate(f" {fault['kind']}", (at, 95), color="#cf222e", fontsize=8)
+        axes.set_title("Candidate weight per region (live HTTPRoute vs git)")
+        axes.set_xlabel("calendar week")
+        axes.set_ylabel("% to candidate")
+        axes.set_ylim(-3, 103)
+        axes.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        figures["weights"] = page.svg(fig)
     for index, series in enumerate(data["evidence"]):
-        figure = go.Figure()
-        for track, points in series["tracks"].items():
-            figure.add_trace(
-                go.Scatter(
-                    x=[p[0] / week for p in points], y=[p[1] for p in points], mode="lines", name=track
-                )
-            )
-        for name, value in (("target", series.get("target")), ("alert", series.get("alert"))):
-            if value is not None:
-                figure.add_hline(y=value, line_dash="dot", annotation_text=f"{name} {value:g}")
-        for bound in series.get("bounds", []):
-            figure.add_trace(
-                go.Scatter(
-                    x=[p[0] / week for p in bound["points"]],
-                    y=[p[1] for p in bound["points"]],
-                    mode="lines",
-                    name=bound["name"],
-                    line={"dash": "dash"},
-                )
-            )
-        figure.update_layout(
-            title=series["title"], xaxis_title="calendar week", yaxis_title=series["unit"], height=340
-        )
-        figures[f"evidence-{index}"] = figure.to_html(
-            full_html=False, include_plotlyjs=False, div_id=f"plot-evidence-{index}"
-        )
+        with page.figure(10.0, 3.0) as (fig, (axes,)):
+            for track, points in series["tracks"].items():
+                axes.plot([p[0] / week for p in points], [p[1] for p in points], label=track)
+            for name, value, tint in (("target", series.get("target"), "#1a7f37"),
+                                      ("alert", series.get("alert"), "#cf222e")):  # fmt: skip
+                if value is not None:
+                    axes.axhline(value, color=tint, linestyle=":", linewidth=1, label=f"{name} {value:g}")
+            for bound in series.get("bounds", []):
+                axes.plot([p[0] / week for p in bound["points"]], [p[1] for p in bound["points"]],
+                          linestyle="--", label=bound["name"])  # fmt: skip
+            axes.set_title(series["title"])
+            axes.set_xlabel("calendar week")
+            axes.set_ylabel(series["unit"])
+            axes.legend(fontsize=8, frameon=False)
+            figures[f"evidence-{index}"] = page.svg(fig)
     return figures
 
 
 def write_report(record: Any, plan: Plan, report_dir: Path) -> tuple[Path, Path]:
     """Write report.json and report.html into ``report_dir``; returns their paths."""
-    from plotly.offline import get_plotlyjs
-
     data = report_data(record, plan)
     json_path = report_dir / "report.json"
     json_path.write_text(json.dumps(data, indent=1, default=_plain) + "\n")
-    environment = Environment(
-        loader=FileSystemLoader(Path(__file__).parent / "templates"),
-        autoescape=select_autoescape(["html", "j2"]),
-    )
-    html = environment.get_template(TEMPLATE).render(
-        data=data, figures=_figures(data), plotlyjs=get_plotlyjs()
-    )
+    templates = [Path(__file__).parent / "templates"]
+    html = page.render(TEMPLATE, search=templates, data=data, figures=_figures(data))
     html_path = report_dir / "report.html"
     html_path.write_text(html)
     return html_path, json_path
