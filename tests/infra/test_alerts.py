@@ -35,9 +35,9 @@ def _trigger_rules(deployed):
 def test_each_trigger_fires_its_detection_budget_before_its_window_ends(plan):
     rules = _trigger_rules(deploy(settings(), plan))
     assert {name: rule["for"] for name, rule in rules.items()} == {
-        "RollbackCrashRate": "265s",
-        "RollbackApiErrorRate": "85s",
-        "RollbackLoadBalancerFailures": "25s",
+        "RollbackCrashRate": "220s",
+        "RollbackApiErrorRate": "40s",
+        "RollbackLoadBalancerFailures": "0s",
         "RollbackDatabaseConnectionLoss": "0s",
     }
 
@@ -68,7 +68,7 @@ def test_every_trigger_has_a_missing_data_rule_that_notifies(plan):
     rules = _rules(deploy(settings(), plan), f"{SERVICE}-rollback-triggers")
     missing = {name: rule for name, rule in rules.items() if rule["labels"]["rollout_action"] == "alert"}
     assert {name: rule["for"] for name, rule in missing.items()} == {
-        "RollbackDataMissingCrashRate": "265s",
+        "RollbackDataMissingCrashRate": "220s",
         "RollbackDataMissingApiErrorRate": "2m",
         "RollbackDataMissingLoadBalancerFailures": "2m",
         "RollbackDataMissingDatabaseConnectionLoss": "2m",
@@ -233,8 +233,8 @@ def test_prometheus_fires_a_trigger_after_its_for_duration_inside_its_window(pla
         "rollout_region": "r",
         "severity": "critical",
         "rollout_action": "rollback",
-        "rollout_trigger": "load-balancer-failures",
-        "rollout_metric": "lb_unhealthy_hosts",
+        "rollout_trigger": "crash-rate",
+        "rollout_metric": "crash_rate",
     }
     tests = {
         "rule_files": [rules],
@@ -242,27 +242,27 @@ def test_prometheus_fires_a_trigger_after_its_for_duration_inside_its_window(pla
         "tests": [
             {
                 "interval": "30s",
-                # Healthy for a minute, then one unhealthy host from t=60s on.
+                # Healthy for a minute, then a 10% crash rate (the trigger: > 5%) from t=60s on.
                 "input_series": [
                     {
-                        "series": "markethub_rollout_measurement"
-                        f'{{metric="lb_unhealthy_hosts",service="{SERVICE}"}}',
-                        "values": "0 0 1 1 1 1 1",
+                        "series": f'markethub_rollout_measurement{{metric="crash_rate",service="{SERVICE}"}}',
+                        "values": "0 0 10 10 10 10 10 10 10 10 10 10 10",
                     }
                 ],
                 "alert_rule_test": [
-                    # Pending at 60s; held 30s >= its 25s `for:` at 90s, inside the 1m window.
-                    {"eval_time": "60s", "alertname": "RollbackLoadBalancerFailures", "exp_alerts": []},
+                    # Pending from 60s; held 210s < its 220s `for:` at 270s; held 240s at 300s: firing,
+                    # inside the 5m window (360s), with the detection budget's 80s left for the rest.
+                    {"eval_time": "270s", "alertname": "RollbackCrashRate", "exp_alerts": []},
                     {
-                        "eval_time": "90s",
-                        "alertname": "RollbackLoadBalancerFailures",
+                        "eval_time": "300s",
+                        "alertname": "RollbackCrashRate",
                         "exp_alerts": [
                             {
                                 "exp_labels": labels,
                                 "exp_annotations": {
-                                    "summary": "Load Balancer Failures",
-                                    "threshold": "> 0",
-                                    "window": "1m",
+                                    "summary": "Crash Rate > 5%",
+                                    "threshold": "> 5",
+                                    "window": "5m",
                                 },
                             }
                         ],
