@@ -222,6 +222,8 @@ def repository_args(args: ControllerArgs, clone: str) -> list[str]:
         found += ["--config-dir", c.config_dir]
     if forge_repository(c):
         found += ["--forge-repo", forge_repository(c)]
+        if c.forge_url:
+            found += ["--forge-url", c.forge_url]
     return [
         *found,
         "--plan",

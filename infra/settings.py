@@ -184,6 +184,9 @@ class Controller(_Section):
     # owner/name on GitHub, for marking open promotion pull requests stale after a rollback; empty:
     # taken from a https://github.com/<owner>/<name>(.git) repository URL, else no forge.
     forge_repository: str = ""
+    # The forge's API base URL for that repository: empty for github.com; GitHub Enterprise Server's
+    # is https://<host>/api/v3.
+    forge_url: str = ""
     webhook_secret: str = "rollout-webhook"
     git_secret: str = "rollout-git"
     forge_secret: str = "rollout-forge"

@@ -290,6 +290,14 @@ class ForgeStandIn:
         with self.lock:
             return next((p for p in self.pulls if p.head == head), None)
 
+    def close(self, number: int, comment: str) -> None:
+        """A person closes a pull request with a comment (the reviewer of a conflicting promotion)."""
+        with self.lock:
+            for pull in self.pulls:
+                if pull.number == number:
+                    pull.comments.append(comment)
+                    pull.state = "closed"
+
     def merge(self, number: int) -> None:
         """Close a pull request as a merge on GitHub would (the git side of a merge is the caller's)."""
         with self.lock:

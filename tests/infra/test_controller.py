@@ -99,6 +99,18 @@ def test_a_github_repository_gives_the_forge_to_mark_stale_promotions(plan):
     assert (
         _flag(_container(deploy(settings(controller=named), plan))["args"], "--forge-repo") == "org/rollout"
     )
+    assert "--forge-url" not in _container(deploy(settings(controller=named), plan))["args"]
+
+
+def test_a_github_enterprise_forge_gets_its_api_url(plan):
+    enterprise = {
+        "repository": "https://ghe.example/org/rollout.git",
+        "forgeRepository": "org/rollout",
+        "forgeUrl": "https://ghe.example/api/v3",
+    }
+    serve = _container(deploy(settings(controller=enterprise), plan))
+    assert _flag(serve["args"], "--forge-url") == "https://ghe.example/api/v3"
+    assert _flag(serve["args"], "--forge-repo") == "org/rollout"
 
 
 def test_the_apply_gets_the_pulumi_backend_from_its_secret(plan):

@@ -127,7 +127,7 @@ class World:
         return [*self.simulations[region].targets, self.telemetry[region].target]
 
     # -- what a team creates in each cluster before the first deploy (docs/deploy.md) -----------------
-    def controller_settings(self, remote: Path) -> str:
+    def controller_settings(self, remote: Path, forge_repository: str, forge_url: str) -> str:
         """The stack config's controller block, as a team writes it, pointed at this world's sources.
 
         The simulator's load balancers publish their health in one CloudWatch region (us-east-1, as
@@ -141,9 +141,13 @@ class World:
             f"      jsonBaseUrls: {{{urls}}}\n"
             f"      cloudwatchEndpointUrl: '{self.info.moto_url}'\n"
             "      cloudwatchRegion: us-east-1\n"
+            # The repository is a bare remote on disk; its pull requests are on the GitHub stand-in,
+            # named as a GitHub Enterprise Server's would be.
+            f"    forgeRepository: {forge_repository}\n"
+            f"    forgeUrl: '{forge_url}'\n"
         )
 
-    def create_cluster_secrets(self, backend_url: str) -> None:
+    def create_cluster_secrets(self, backend_url: str, forge_token: str) -> None:
         """The namespace and the Secrets docs/deploy.md tells a team to create in each cluster.
 
         A broken apply (a test of the failure report) is a Pulumi passphrase in the Secret that does not
@@ -160,6 +164,7 @@ class World:
                 "aws-secret-access-key": "testing",
             },
             "rollout-notify": {"slack-webhook-url": f"{self.reporters.url}/slack"},
+            "rollout-forge": {"token": forge_token},
         }
         for region in self.stacks.values():
             api = client.CoreV1Api(config.new_client_from_config(str(self.info.kubeconfig(region))))

@@ -58,20 +58,26 @@ class Repository:
         git(self.work, "push", "-q", "origin", "main")
         return git(self.work, "rev-parse", "HEAD")
 
-    def merge(self, branch: str, title: str, number: int) -> str:
-        """Merge a pull request's branch into main as GitHub's merge button does; delete the branch."""
+    def merge(self, branch: str, title: str, number: int) -> str | None:
+        """Merge a pull request's branch into main as GitHub's merge button does; delete the branch.
+        None when the branch conflicts with main (GitHub would not offer the merge)."""
         git(self.work, "fetch", "-q", "origin")
         git(self.work, "checkout", "-q", "main")
         git(self.work, "reset", "-q", "--hard", "origin/main")
-        git(
-            self.work,
-            "merge",
-            "-q",
-            "--no-ff",
-            f"origin/{branch}",
-            "-m",
-            f"Merge pull request #{number}: {title}",
-        )
+        try:
+            git(
+                self.work,
+                "merge",
+                "-q",
+                "--no-ff",
+                f"origin/{branch}",
+                "-m",
+                f"Merge pull request #{number}: {title}",
+            )
+        except RepositoryError:
+            # GitHub's "This branch has conflicts that must be resolved": nothing is merged.
+            subprocess.run(["git", "merge", "--abort"], cwd=self.work, capture_output=True, check=False)
+            return None
         git(self.work, "push", "-q", "origin", "main", f":{branch}")
         return git(self.work, "rev-parse", "HEAD")
 

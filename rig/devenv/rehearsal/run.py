@@ -163,9 +163,10 @@ class Rehearsal:
         self.beta_start = now
         for stack, region in STACKS.items():
             _start_at_beta(work / f"Pulumi.{stack}.yaml", now, self.info.kubeconfig(region))
-            _controller_on(work / f"Pulumi.{stack}.yaml", self.world.controller_settings(repo.remote))
+            settings = self.world.controller_settings(repo.remote, FORGE_REPO, self.forge_url)
+            _controller_on(work / f"Pulumi.{stack}.yaml", settings)
         self.init_stacks(work)
-        self.world.create_cluster_secrets(self.backend.as_uri())
+        self.world.create_cluster_secrets(self.backend.as_uri(), FORGE_TOKEN)
         commit = repo.commit_all(
             f"rehearsal: plan at 1/{self.scales.calendar:g} calendar and 1/{self.scales.response:g} response"
             " time; the rehearsed stacks at beta, on the local clusters, with their controllers on"
@@ -310,6 +311,11 @@ class Rehearsal:
             pull.body, checked = check_boxes(pull.body or "", self.signoffs)
             stack = next((s for s in STACKS if s in (pull.head or "") or s in (pull.title or "")), "")
             commit = self.repo.merge(pull.head, pull.title, pull.number)
+            if commit is None:
+                why = "conflicts with main (a rollback or retry changed the stack since): closed"
+                self.forge.close(pull.number, f"Closed by the reviewer: {why}.")
+                self.event("pr-closed", stack, f"#{pull.number} {pull.title}: {why}", pull=f"#{pull.number}")
+                continue
             self.forge.merge(pull.number)
             self.event(
                 "merge",
@@ -424,6 +430,7 @@ class Rehearsal:
         from devenv.forge_standin import serve_forge
         from devenv.rehearsal.environment import World
 
+        self.forge_url, self.forge = self._stack.enter_context(serve_forge(token=FORGE_TOKEN))
         self.world = World(
             self.info, self.plan, self.options, self.run_dir, say=self.say, backend_url=self.backend.as_uri()
         )
@@ -433,7 +440,6 @@ class Rehearsal:
         up_on = wiring.load_workflow(self.options.source / WORKFLOWS / UP_WORKFLOW)
         triggers = up_on.get("on") or up_on.get(True) or {}
         self.up_paths = list(((triggers.get("push") or {}).get("paths")) or ["**"])
-        self.forge_url, self.forge = self._stack.enter_context(serve_forge(token=FORGE_TOKEN))
         self.signoffs = load_signoffs(self.options.signoff_file, self.plan)
         self.secrets, self.variables = self.world.secrets(), self.world.variables()
         # The first push of the rehearsal's main: GitHub runs the up workflow for both stacks.
@@ -512,7 +518,7 @@ class Rehearsal:
         self.event("retry", ",".join(stacks), f"exit {done.returncode}: {detail}", commit=self.repo.head())
         if done.returncode != 0:
             raise RehearsalFailed(f"rollout retry --stack {' --stack '.join(stacks)}: {detail}")
-        self.on_push()
+        # The main loop sees the push and runs rollout-up.yml for it, as GitHub would.
 
     def check_progress(self) -> None:
         """A stack whose state has not moved for far longer than its stage needs is stuck: fail now, with

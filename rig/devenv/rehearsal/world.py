@@ -297,7 +297,8 @@ class Analytics:
 
 
 class Reporters:
-    """The crash reporter, survey tool and issue tracker as one HTTP server with three base paths.
+    """The crash reporter, survey tool and issue tracker as one HTTP server with three base paths, and
+    Slack's incoming webhook (``POST /slack``, kept in ``notices``).
 
     ``base_urls`` is what ``ROLLOUT_JSON_BASE_URLS`` names (``crash_reporter=...,surveys=...``).
     The crash reporter counts the sessions it was told about (``observe``), per track, in the window
@@ -310,6 +311,8 @@ class Reporters:
         self._lock = threading.Lock()
         self._random = random.Random(seed)
         self.silent: set[str] = set()  # bases that answer with no data
+        # Slack's incoming webhook for the controllers' and Alertmanager's notices (POST /slack).
+        self.notices: list[Any] = []
         reporters = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -324,6 +327,20 @@ class Reporters:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if urlsplit(self.path).path != "/slack":
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                with reporters._lock:
+                    reporters.notices.append(json.loads(body or b"null"))
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
 
         self.server = ThreadingHTTPServer((HOST, 0), Handler)
         self.server.daemon_threads = True
