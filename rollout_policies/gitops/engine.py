@@ -35,6 +35,7 @@ from rollout_policies.core import (
 )
 from rollout_policies.core.progression import Move, Transition
 from rollout_policies.errors import UserError
+from rollout_policies.gitops.comparison_memory import ComparisonMemory
 from rollout_policies.gitops.forge import Forge, PullRequest
 from rollout_policies.gitops.ledger import DecisionLedger
 from rollout_policies.gitops.notify import DecisionNotice, Notifier, decision_signature
@@ -166,6 +167,9 @@ class GitOps:
     actor: str = field(default_factory=default_actor)
     # Where the last posted decision per stack is kept (git), so a repeated one is not posted again.
     ledger: DecisionLedger | None = None
+    # Comparison gates' test states between this object's decisions (memory only): a process that
+    # decides every minute then feeds each gate only the newest intervals, not the whole stage.
+    comparisons: ComparisonMemory = field(default_factory=ComparisonMemory)
 
     def path(self, stack: str) -> str:
         return f"{self.config_dir.strip('/')}/{config_name(stack)}".lstrip("/")
@@ -279,7 +283,9 @@ class GitOps:
             now=now,
             stage_started_at=state.stage_started_at,
             step_started_at=state.step_started_at,
+            comparison_states=self.comparisons.states(stack, state.stage, state.stage_started_at),
         )
+        self.comparisons.keep(stack, state.stage, state.stage_started_at, decision.gates)
         where = f"{state.stage} step {state.step}"
         if state.paused:
             decision = hold_paused(decision, self._pause_reason(stack, base))
