@@ -4,9 +4,12 @@ Kayenta-style gates and the Neyman-Pearson fixed-horizon limit, on the same simu
 Run: ``python -m bench.gates`` (``make bench-gates``). Each run simulates one canary stage, evaluated
 once a minute from Prometheus-style ``increase(x[1m])`` over counters scraped every 15 s (scrape
 offsets, extrapolation, counter resets), with the 10 s cadence of exact counts as a second column for
-the detection cells. Every gate sees the same streams. Writes ``bench/results/gates.md`` and the
-generated section of ``docs/statistics.md``. Options: ``--runs N`` (no-regression runs per cell;
-regression cells get half), ``--cells a,b`` (cell ids), ``--no-write``, ``--seed``.
+the detection cells. Every gate sees the same streams. For the 2x cells from the start and after
+48 clean hours, detectors that know the effect (CUSUM, SPRT) and the e-detector's mixture, with
+thresholds set by simulation, show what a late regression costs any detector. Writes
+``bench/results/gates.md`` and the generated section of ``docs/statistics.md``. Options: ``--runs N``
+(no-regression runs per cell; regression cells get half), ``--cells a,b`` (cell ids), ``--no-write``,
+``--seed``.
 
 Needs scipy (the ``bench`` extra) for the Mann-Whitney judge, the normal CDF and binomial quantiles;
 the product itself is numpy only.
