@@ -1,9 +1,11 @@
 """How long a comparison gate takes to judge a whole 14-day stage at 1-minute intervals.
 
-Run: ``python -m bench.replay`` (``make bench-replay``). The gate (``core.gates.judge_comparison``)
-replays every interval of the stage from its start, plus the baseline's day before it, at every
-evaluation; this times that for the shipped plan's rate and latency comparisons on simulated
-clean counts (fixed seed), three times each, and prints the median.
+Run: ``python -m bench.replay`` (``make bench-replay``). Without a state the gate
+(``core.gates.judge_comparison``) replays every interval of the stage from its start, plus the
+baseline's day before it; with the state of the previous evaluation (one minute earlier) it feeds
+only the newest interval. This times both for the shipped plan's rate and latency comparisons on
+simulated clean counts (fixed seed) at the end of a 14-day stage, three times each, prints the
+medians, and checks that the two give the same evidence.
 """
 
 from __future__ import annotations
@@ -78,16 +80,33 @@ def main() -> int:
         metric = next(m for m in plan.metrics if m.id == metric_id)
         assert gate.comparison is not None
         samples = make(rng)
-        times = []
+        full_times, step_times = [], []
         for _ in range(3):
             t0 = time.perf_counter()
-            part = judge_comparison(gate.comparison, metric, samples, now=now, stage_started_at=START)
-            times.append(time.perf_counter() - t0)
+            full = judge_comparison(gate.comparison, metric, samples, now=now, stage_started_at=START)
+            full_times.append(time.perf_counter() - t0)
+        # The previous evaluation's state: the stage up to one minute ago (not timed).
+        before = judge_comparison(
+            gate.comparison, metric, samples[:-1], now=now - timedelta(minutes=1), stage_started_at=START
+        )
+        for _ in range(3):
+            t0 = time.perf_counter()
+            step = judge_comparison(
+                gate.comparison, metric, samples, now=now, stage_started_at=START, state=before.state
+            )
+            step_times.append(time.perf_counter() - t0)
+        assert step.resumed, "the previous evaluation's state was not used"
+        assert step.result is not None and full.result is not None
+        same = step.result == full.result and step.verdict is full.verdict
         print(
             f"{metric_id} ({gate.comparison.kind.value}): {STAGE_MINUTES:,} intervals and "
-            f"{HISTORY_MINUTES:,} of history judged in {statistics.median(times):.1f} s median of 3 "
-            f"({part.verdict.value})"
+            f"{HISTORY_MINUTES:,} of history, median of 3: whole-stage replay "
+            f"{statistics.median(full_times):.2f} s, from the previous evaluation's state "
+            f"{statistics.median(step_times) * 1000:.0f} ms ({full.verdict.value}; "
+            f"{'same evidence' if same else 'EVIDENCE DIFFERS'})"
         )
+        if not same:
+            return 1
     return 0
 
 

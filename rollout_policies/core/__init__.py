@@ -6,6 +6,7 @@ No I/O and no clock: plan, measurements and "now" come in as values. This module
 from rollout_policies.core.criteria import CriterionResult, CriterionStatus, evaluate_criterion
 from rollout_policies.core.decision import Action, Reason, ReasonCode, StageDecision, decide, hold_paused
 from rollout_policies.core.gates import (
+    ComparisonState,
     ComparisonVerdict,
     GateVerdict,
     Verdict,
@@ -43,6 +44,7 @@ from rollout_policies.core.triggers import TriggerResult, TriggerStatus, evaluat
 __all__ = [
     "Action",
     "ComparisonSample",
+    "ComparisonState",
     "ComparisonVerdict",
     "CriterionResult",
     "CriterionStatus",

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
 from rollout_policies.core.criteria import CriterionResult, CriterionStatus, evaluate_criterion
 from rollout_policies.core.durations import span
-from rollout_policies.core.gates import GateVerdict, Verdict, evaluate_stage_gates
+from rollout_policies.core.gates import ComparisonState, GateVerdict, Verdict, evaluate_stage_gates
 from rollout_policies.core.measurement import Evidence, require_aware
 from rollout_policies.core.ranges import judged
 from rollout_policies.core.triggers import TriggerResult, TriggerStatus, evaluate_triggers
@@ -107,6 +108,7 @@ def decide(
     now: datetime,
     stage_started_at: datetime,
     step_started_at: datetime,
+    comparison_states: Mapping[str, ComparisonState] | None = None,
 ) -> StageDecision:
     """Decide for a stage at a traffic step.
 
@@ -116,6 +118,10 @@ def decide(
     every no-go criterion is known not to hold, and the stage's min_duration has passed. Anything else
     is HOLD: missing, stale, failed or not-yet-evaluable data never promotes. A reading outside its
     unit's range is failed data, and at a timestamp tie the worse reading counts (``core.ranges``).
+
+    ``comparison_states``: per metric id, the comparison gates' states of the previous evaluation
+    (``core.gates.ComparisonState``; the decision's ``gates`` carry the next ones). They only save
+    the replay of the stage's earlier intervals: the decision is the same without them.
     """
     require_aware(now, "now")
     require_aware(stage_started_at, "stage_started_at")
@@ -123,7 +129,9 @@ def decide(
     stage = _stage_at(plan, stage_id, step)
     last_step = step == len(stage.steps) - 1
 
-    gates, criteria, triggers = _judge_evidence(plan, stage, step, evidence, now, stage_started_at)
+    gates, criteria, triggers = _judge_evidence(
+        plan, stage, step, evidence, now, stage_started_at, comparison_states
+    )
     reasons = _ordered(
         [
             *_evidence_reasons(gates, criteria, triggers, last_step),
@@ -168,14 +176,26 @@ def _stage_at(plan: Plan, stage_id: str, step: int) -> Stage:
 
 
 def _judge_evidence(
-    plan: Plan, stage: Stage, step: int, evidence: Evidence, now: datetime, stage_started_at: datetime
+    plan: Plan,
+    stage: Stage,
+    step: int,
+    evidence: Evidence,
+    now: datetime,
+    stage_started_at: datetime,
+    comparison_states: Mapping[str, ComparisonState] | None = None,
 ) -> tuple[tuple[GateVerdict, ...], tuple[CriterionResult, ...], tuple[TriggerResult, ...]]:
     """The stage's gate verdicts, its go and no-go criteria, and the plan's rollback triggers, each
     over the evidence with impossible readings judged (``core.ranges``)."""
     metrics = _metric_map(plan)
     evidence = judged(evidence, metrics)
     gates = evaluate_stage_gates(
-        stage, metrics, evidence, now=now, stage_started_at=stage_started_at, step=step
+        stage,
+        metrics,
+        evidence,
+        now=now,
+        stage_started_at=stage_started_at,
+        step=step,
+        comparison_states=comparison_states,
     )
     criteria = tuple(
         evaluate_criterion(

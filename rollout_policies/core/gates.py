@@ -6,9 +6,10 @@ stage's per-version counts (``core.sequential``); the gate's verdict is the wors
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
@@ -60,17 +61,39 @@ class Verdict(StrEnum):
     MONITOR = "monitor"  # monitor-only: reported, never decides
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class ComparisonState:
+    """A comparison gate's sequential test after the stage's first ``seen`` samples: the summary an
+    evaluation hands to the next, so that one reads only the intervals that arrived since.
+
+    ``key`` names what the test is of (metric, settings, stage start, the baseline history that set
+    its prior); ``digest`` fingerprints the samples it has read. ``judge_comparison`` resumes from a
+    state only when both match the samples it is given, and otherwise replays the stage from its
+    start, so a state can only save time, never change a verdict. Treat it as opaque and never
+    mutate its ``test``: ``judge_comparison`` advances a copy.
+    """
+
+    key: tuple[object, ...]
+    seen: int
+    digest: int
+    test: RateComparisonBatch | LatencyComparisonBatch
+
+
 @dataclass(frozen=True, slots=True)
 class ComparisonVerdict:
     """The comparison part of a gate's verdict: the sequential test's outcome as a gate verdict.
 
     ``result`` is the test's evidence (None when there was nothing to compare: no counts, an error).
+    ``state`` is the test after this evaluation's samples, for the next one (``ComparisonState``);
+    ``resumed`` says whether this evaluation started from a state instead of the stage start.
     """
 
     settings: GateComparison
     verdict: Verdict
     reason: str
     result: Comparison | None = None
+    state: ComparisonState | None = field(default=None, compare=False, repr=False)
+    resumed: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,11 +163,14 @@ def evaluate_gate(
     table: str = "",
     samples: Sequence[ComparisonSample] = (),
     weight: float | None = None,
+    comparison_state: ComparisonState | None = None,
 ) -> GateVerdict:
     """Judge one gate. Order matters: monitor-only, then evaluability, then the data, then thresholds.
 
     ``samples`` are the metric's per-version counts or histograms (any order), read when the gate has
     a comparison and ``weight`` (the step's traffic weight) splits traffic (see ``compares_at``).
+    ``comparison_state``: the comparison's state from the previous evaluation, if kept (the verdict's
+    ``comparison.state`` is the next one); the verdict is the same with or without it.
     """
     require_aware(now, "now")
     require_aware(stage_started_at, "stage_started_at")
@@ -182,7 +208,9 @@ def evaluate_gate(
         assert thresholds is not None  # a gate without thresholds or a comparison is monitor-only
         return thresholds
     assert gate.comparison is not None
-    part = judge_comparison(gate.comparison, metric, samples, now=now, stage_started_at=stage_started_at)
+    part = judge_comparison(
+        gate.comparison, metric, samples, now=now, stage_started_at=stage_started_at, state=comparison_state
+    )
     if thresholds is None:  # the comparison alone decides this gate
         return _with_comparison(verdict(part.verdict, part.reason, ok_value), part, part.verdict, part.reason)
     worse = _SEVERITY[part.verdict] > _SEVERITY[thresholds.verdict]
@@ -265,6 +293,7 @@ def judge_comparison(
     *,
     now: datetime,
     stage_started_at: datetime,
+    state: ComparisonState | None = None,
 ) -> ComparisonVerdict:
     """The sequential test over the samples observed in the stage, up to ``now``, as a gate verdict.
 
@@ -272,6 +301,11 @@ def judge_comparison(
     (hold). No samples in the stage -> no data; samples from the future, of the wrong kind or with
     changing buckets -> error. Stale samples (the newest older than the source's max_age) -> no
     data, unless the evidence already shows a regression: that evidence stays valid.
+
+    ``state``: the previous evaluation's ``ComparisonVerdict.state``. When it is of this gate, this
+    stage start and this history, and the samples it read are the first ones given now (same
+    values), only the newer samples are fed; otherwise the whole stage is replayed. Either way the
+    result is the same; the verdict carries the state after this evaluation.
     """
     require_aware(now, "now")
     require_aware(stage_started_at, "stage_started_at")
@@ -298,21 +332,40 @@ def judge_comparison(
         return part(
             Verdict.ERROR, f"the comparison is of kind {settings.kind.value} but was given other samples"
         )
+    key = (metric.id, settings, stage_started_at, len(history), hash(tuple(history)))
+    resumed = state is not None and _resumes(state, key, in_stage)
     try:
-        result = _run(settings, in_stage, history)
+        if state is not None and resumed:
+            test = copy.deepcopy(state.test)
+            _feed(test, in_stage[state.seen :])
+        else:
+            test = _start(settings, in_stage[0], history)
+            _feed(test, in_stage)
     except (UserError, ValueError) as err:
         return part(Verdict.ERROR, f"comparison failed: {err}")
+    result = _result(settings, test)
+    after = ComparisonState(key, len(in_stage), hash(tuple(in_stage)), test)
     summary = str(comparison_evidence(result)["summary"])
     kind = _OUTCOME_VERDICTS[result.verdict]
     age = now - in_stage[-1].observed_at
     if kind is not Verdict.BEYOND_ALERT and age > metric.source.max_age:
-        return part(
-            Verdict.NO_DATA,
+        kind = Verdict.NO_DATA
+        reason = (
             f"comparison stale: newest counts {span(age)} old, max age "
-            f"{format_duration(metric.source.max_age)} ({summary})",
-            result,
+            f"{format_duration(metric.source.max_age)} ({summary})"
         )
-    return part(kind, f"vs baseline: {summary}", result)
+    else:
+        reason = f"vs baseline: {summary}"
+    return ComparisonVerdict(settings, kind, reason, result, after, resumed)
+
+
+def _resumes(state: ComparisonState, key: tuple[object, ...], in_stage: Sequence[ComparisonSample]) -> bool:
+    """Whether ``state`` summarises the first samples of ``in_stage`` for this gate, stage and history."""
+    return (
+        state.key == key
+        and 0 < state.seen <= len(in_stage)
+        and hash(tuple(in_stage[: state.seen])) == state.digest
+    )
 
 
 def _horizon(settings: GateComparison) -> int:
@@ -320,13 +373,11 @@ def _horizon(settings: GateComparison) -> int:
     return max(1, math.ceil(DETECTOR_SPAN / settings.interval))
 
 
-def _run(
-    settings: GateComparison,
-    samples: Sequence[ComparisonSample],
-    history: Sequence[ComparisonSample] = (),
-) -> Comparison:
-    """Feed the stage's samples, oldest first, to a fresh test (the whole stage, so nothing restarts
-    mid-stage); ``history`` (the baseline before the stage) sets the dispersion prior."""
+def _start(
+    settings: GateComparison, first: ComparisonSample, history: Sequence[ComparisonSample] = ()
+) -> RateComparisonBatch | LatencyComparisonBatch:
+    """A fresh test for the stage (nothing fed yet); ``history`` (the baseline before the stage) sets
+    the dispersion prior, and ``first`` (the stage's first sample) a latency test's bucket edges."""
     alpha, margin, tolerance, dispersion = (
         settings.alpha,
         settings.margin,
@@ -342,7 +393,7 @@ def _run(
             trials = np.array([s.baseline_trials for s in history if isinstance(s, RateSample)])
             prior = float(baseline_dispersion(events, trials, count_scale=scale)[0][0])
             rate = float(events.sum() / trials.sum()) if trials.sum() > 0 else None
-        rates = RateComparisonBatch(
+        return RateComparisonBatch(
             1,
             alpha=alpha,
             margin=margin,
@@ -353,11 +404,6 @@ def _run(
             horizon=horizon,
             count_scale=scale,
         )
-        for s in samples:
-            assert isinstance(s, RateSample)
-            rates.observe(s.canary_events, s.canary_trials, s.baseline_events, s.baseline_trials)
-        return rates.comparison(0, metric="rate")
-    first = samples[0]
     assert isinstance(first, LatencySample)
     past = [s for s in history if isinstance(s, LatencySample) and s.edges == first.edges]
     hist_prior = (
@@ -365,7 +411,7 @@ def _run(
         if len(past) >= 2
         else None
     )
-    latency = LatencyComparisonBatch(
+    return LatencyComparisonBatch(
         1,
         first.edges,
         quantile=settings.latency_quantile,
@@ -377,12 +423,27 @@ def _run(
         horizon=horizon,
         count_scale=scale,
     )
+
+
+def _feed(test: RateComparisonBatch | LatencyComparisonBatch, samples: Sequence[ComparisonSample]) -> None:
+    """Advance the test by the samples, oldest first (the stage's, so nothing restarts mid-stage)."""
+    if isinstance(test, RateComparisonBatch):
+        for s in samples:
+            assert isinstance(s, RateSample)
+            test.observe(s.canary_events, s.canary_trials, s.baseline_events, s.baseline_trials)
+        return
+    edges = tuple(float(e) for e in test.edges)
     for s in samples:
         assert isinstance(s, LatencySample)
-        if s.edges != first.edges:
+        if s.edges != edges:
             raise ValueError(f"histogram buckets changed at {_iso(s.observed_at)}")
-        latency.observe(np.asarray([s.canary], dtype=np.float64), np.asarray([s.baseline], dtype=np.float64))
-    return latency.comparison(0, metric=f"latency p{settings.latency_quantile * 100:g}")
+        test.observe(np.asarray([s.canary], dtype=np.float64), np.asarray([s.baseline], dtype=np.float64))
+
+
+def _result(settings: GateComparison, test: RateComparisonBatch | LatencyComparisonBatch) -> Comparison:
+    if isinstance(test, RateComparisonBatch):
+        return test.comparison(0, metric="rate")
+    return test.comparison(0, metric=f"latency p{settings.latency_quantile * 100:g}")
 
 
 def evaluate_stage_gates(
@@ -393,9 +454,15 @@ def evaluate_stage_gates(
     now: datetime,
     stage_started_at: datetime,
     step: int | None = None,
+    comparison_states: Mapping[str, ComparisonState] | None = None,
 ) -> tuple[GateVerdict, ...]:
-    """Every gate of every table of a stage, in plan order (``step``: which traffic step, if known)."""
+    """Every gate of every table of a stage, in plan order (``step``: which traffic step, if known).
+
+    ``comparison_states``: per metric id, a comparison's state from the previous evaluation (see
+    ``judge_comparison``); the verdicts are the same without them, only slower to reach.
+    """
     newest = evidence.latest_by_metric()
+    states = comparison_states or {}
     weight = stage.steps[step].weight if step is not None else None
     return tuple(
         evaluate_gate(
@@ -407,6 +474,7 @@ def evaluate_stage_gates(
             table=table.name,
             samples=evidence.samples_of(gate.metric) if gate.comparison is not None else (),
             weight=weight,
+            comparison_state=states.get(gate.metric),
         )
         for table in stage.tables
         for gate in table.gates

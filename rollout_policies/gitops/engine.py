@@ -35,6 +35,7 @@ from rollout_policies.core import (
 )
 from rollout_policies.core.progression import Move, Transition
 from rollout_policies.errors import UserError
+from rollout_policies.gitops.comparison_memory import ComparisonMemory
 from rollout_policies.gitops.forge import Forge, PullRequest
 from rollout_policies.gitops.ledger import DecisionLedger
 from rollout_policies.gitops.notify import DecisionNotice, Notifier, decision_signature
@@ -181,6 +182,9 @@ class GitOps:
     ledger: DecisionLedger | None = None
     # Where the promotion's HTML gate report can be read (a CI run's artifacts); linked from the PR body.
     report_link: str = ""
+    # Comparison gates' test states between this object's decisions (memory only): a process that
+    # decides every minute then feeds each gate only the newest intervals, not the whole stage.
+    comparisons: ComparisonMemory = field(default_factory=ComparisonMemory)
 
     def path(self, stack: str) -> str:
         return f"{self.config_dir.strip('/')}/{config_name(stack)}".lstrip("/")
@@ -294,7 +298,9 @@ class GitOps:
             now=now,
             stage_started_at=state.stage_started_at,
             step_started_at=state.step_started_at,
+            comparison_states=self.comparisons.states(stack, state.stage, state.stage_started_at),
         )
+        self.comparisons.keep(stack, state.stage, state.stage_started_at, decision.gates)
         where = f"{state.stage} step {state.step}"
         if state.paused:
             decision = hold_paused(decision, self._pause_reason(stack, base))

@@ -12,7 +12,8 @@ import pytest
 from core_plans import METRICS, T0, at, gate, ok, plan
 
 from rollout_policies.core import Action, Evidence, Verdict, decide, evaluate_gate
-from rollout_policies.core.gates import ComparisonVerdict, compares_at, judge_comparison
+from rollout_policies.core.decision import StageDecision
+from rollout_policies.core.gates import ComparisonState, ComparisonVerdict, compares_at, judge_comparison
 from rollout_policies.core.measurement import ComparisonSample, LatencySample, RateSample
 from rollout_policies.core.report import decision_as_dict, render_text
 from rollout_policies.plan.model import ComparisonKind, GateComparison, GateTable, Stage, TrafficStep
@@ -289,3 +290,33 @@ def test_the_baselines_day_before_the_stage_sets_the_dispersion() -> None:
     assert verdict(history(rng_counts)) is Verdict.BEYOND_ALERT
     assert verdict([]) is Verdict.BETWEEN  # no history: the pessimistic start is still learning
     assert verdict(history(jittery)) is Verdict.BETWEEN
+
+
+def test_a_decision_resumed_from_the_previous_states_is_the_same_decision() -> None:
+    """decide() hands each comparison gate's state out with its verdict; the next minute's decision
+    from those states reads only the new minute and decides as a decision from scratch does."""
+    samples = rates(1, 30) + rates(3, 5, start=at(minutes=30))
+
+    def decision_at(minute: int, states: dict[str, ComparisonState] | None = None) -> StageDecision:
+        now = at(minutes=minute)
+        seen = [s for s in samples if s.observed_at <= now]
+        evidence = Evidence.of([ok("api_error_rate", 0.9, now)], samples=seen)
+        return decide(
+            COMPARED_PLAN,
+            "limited",
+            0,
+            evidence,
+            now=now,
+            stage_started_at=T0,
+            step_started_at=T0,
+            comparison_states=states,
+        )
+
+    part = decision_at(34).gates[0].comparison
+    assert part is not None and part.state is not None and part.state.seen == 34
+    fresh = decision_at(35)
+    resumed = decision_at(35, {"api_error_rate": part.state})
+    after = resumed.gates[0].comparison
+    assert after is not None and after.resumed
+    assert resumed == fresh and fresh.action is Action.ROLLBACK
+    assert fresh.gates[0].comparison is not None and after.result == fresh.gates[0].comparison.result
