@@ -5,8 +5,8 @@ Two rule objects, so each changes only when it must: the trigger rules are plan-
 never touches them); the gate alerts follow the current stage's tables. The plan says "roll back
 within" a window ("crash rate > 5%: auto-rollback in 5 minutes"; "immediately"), so a trigger's
 ``for:`` is its window less the detection budget (``alerts.detectionBudget``, 80s: the rule group's
-30s evaluation interval, a 30s scrape, and 20s for the webhook, commit and apply), never below ``0s``: the rollback is live
-within the window, not one evaluation and one apply after it. A metric whose
+30s evaluation interval, a 30s scrape, and 20s for the webhook, commit and apply), never below
+``0s``: the rollback is live within the window, not one evaluation and one apply after it. A metric whose
 source is Prometheus is watched with its own query. A metric from another provider (CloudWatch, SQL,
 a JSON API) is watched through the gauge ``markethub_rollout_measurement{metric, service}``
 (``alerts.bridgeMetric``), which the controller (``rollout serve``) exports: it measures those
