@@ -26,7 +26,7 @@ KINDS: dict[str, tuple[dict[str, Any], str, str | None]] = {
     "silent-source": ({}, "hold", None),
     "region-outage": ({}, "failover", None),
 }
-DEFAULT_SPEC = "beta+5%:api-errors,limited@0+10%:database-loss"
+DEFAULT_SPEC = "beta+5%:api-errors,limited@0+10%:database-loss:us-east-1"
 _SPEC = re.compile(
     r"^(?P<stage>[a-z][a-z0-9_-]*)(?:@(?P<step>\d+))?\+(?P<offset>\d+(?:\.\d+)?%|\d+(?:\.\d+)?[smhdw])"
     r":(?P<kind>[a-z-]+)(?::(?P<region>[a-z0-9-]+))?$"

@@ -328,11 +328,13 @@ class Rehearsal:
 
     # -- checks -----------------------------------------------------------------------------------
     def check_agreement(self, commit: str, settle: float = 30.0) -> None:
-        """Git (main) and each region's live objects agree, once in-flight changes settle.
+        """Git and each region's live objects agree, once in-flight changes settle.
 
-        A rollback is a commit and an apply; between the two, or while the controller takes the
-        second region, they differ for seconds. So a difference is re-read until ``settle`` seconds
-        have passed with main unchanged; only one that outlasts that is a failure.
+        The live objects must be what ``commit`` (just deployed) says, or what main says when main has
+        moved on since: a rollback the controller committed and applied, or a push whose own
+        rollout-up run comes next. A rollback is a commit and an apply; between the two, or while the
+        controller takes the second region, they differ for seconds. So a difference is re-read until
+        ``settle`` seconds have passed; only one that outlasts that is a failure.
         """
         from devenv.rehearsal.live import live_view
 
@@ -341,14 +343,17 @@ class Rehearsal:
             head = self.repo.head()
             found: list[dict[str, Any]] = []
             for stack, region in STACKS.items():
-                state = self.repo.state(stack, head)
                 live = live_view(self.info.kubeconfig(region), NAMESPACE, self.plan.service)
-                problems = agreement_problems(self.plan, state, live)
+                for candidate in dict.fromkeys((commit, head)):
+                    state = self.repo.state(stack, candidate)
+                    problems = agreement_problems(self.plan, state, live)
+                    if not problems:
+                        break
                 found.append(
                     {
                         "at": self.elapsed(),
                         "stack": stack,
-                        "commit": head,
+                        "commit": candidate,
                         "problems": problems,
                         "git": state.to_config(),
                         "live": live,
