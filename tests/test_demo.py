@@ -14,6 +14,8 @@ import shlex
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from devenv.local import LocalEnvironment
 from devenv.pytest_fixtures import local_env  # noqa: F401 (the session's environment)
 
@@ -38,6 +40,8 @@ def make_recipe(target: str) -> list[list[str]]:
     return recipe
 
 
+@pytest.mark.rehearsal  # about 5 minutes: `make test-rehearsal`, not `make test`
+@pytest.mark.e2e
 def test_make_demo_is_a_short_rehearsal_that_passes_and_says_where_its_report_is(
     local_env: LocalEnvironment,  # noqa: F811
     tmp_path: Path,
