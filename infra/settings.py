@@ -95,7 +95,10 @@ class Failover(_Section):
     """Route 53 failover records written by external-dns from the public Service's annotations."""
 
     hostname: str = ""
-    health_check_id: str = ""
+    # Region -> the id of the Route 53 health check of its probe URL, as `rollout bootstrap
+    # health-checks` created it (it writes this map into every region's stack); each region's record
+    # carries its own region's check.
+    health_checks: dict[str, str] = Field(default_factory=dict)
     # Where the record points: the Gateway's load-balancer name. Empty: the Service's own address.
     target: str = ""
     ttl: int = Field(default=60, ge=1)
@@ -401,6 +404,8 @@ class DrillOptions:
     zone: str
     record: str
     probe_urls: dict[str, str]
+    # The HTTPRoute and flags ConfigMap the failover drill compares across regions.
+    service: str = ""
 
 
 def drill_options(settings: StackSettings, service: str) -> DrillOptions:
@@ -415,6 +420,7 @@ def drill_options(settings: StackSettings, service: str) -> DrillOptions:
         zone=_fqdn(settings.failover.zone),
         record=_fqdn(hostname),
         probe_urls=dict(settings.failover.probe_urls),
+        service=service,
     )
 
 
@@ -433,6 +439,8 @@ def drill_flags(options: DrillOptions, drill: str) -> list[str]:
             flags += ["--record", options.record]
         for region, url in sorted(options.probe_urls.items()):
             flags += ["--endpoint", f"{region}={url}"]
+        if options.service:
+            flags += ["--service", options.service]
     return flags
 
 

@@ -303,6 +303,11 @@ def drill() -> None:
 @click.option(
     "--namespace", default=None, help="Namespace of the workloads (default: the stack's, else markethub)."
 )
+@click.option(
+    "--service",
+    default=None,
+    help="Name of the HTTPRoute and flags ConfigMap compared across regions (default: the plan's service).",
+)
 @click.option("--ensure-records", is_flag=True, help="Create the zone, health checks and records if missing.")
 @click.option(
     "--inject-fault", metavar="STEP", hidden=True, help="Fail at the end of STEP (drill the safety)."
@@ -326,6 +331,7 @@ def region_failover(
     endpoints: tuple[str, ...],
     kubeconfigs: tuple[str, ...],
     namespace: str | None,
+    service: str | None,
     ensure_records: bool,
     inject_fault: str | None,
 ) -> None:
@@ -371,6 +377,7 @@ def region_failover(
             for region in dr.regions
         },
         namespace=namespace,
+        service=service or (options.service if options else "") or plan.service,
         bucket=_bucket(bucket, options),
         prefix=_prefix(prefix, options),
         stacks_dir=Path(stacks_dir),
@@ -384,6 +391,7 @@ def region_failover(
         {r: Path(p) if p else None for r, (p, _) in clusters.items()},
         namespace,
         contexts={r: c for r, (_, c) in clusters.items() if c},
+        service=target.service,
     )
     with httpx.Client(timeout=5.0) as http:
         report = FailoverDrill(
@@ -393,6 +401,7 @@ def region_failover(
             s3=s3,
             workloads=workloads,
             http=http,
+            live=workloads,
             fault=_fault(inject_fault),
         ).run(execute=execute, stay=stay)
     _finish(report, report_dir, commit, push_to, context, as_json)

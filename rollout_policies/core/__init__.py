@@ -15,6 +15,7 @@ from rollout_policies.core.gates import (
 )
 from rollout_policies.core.measurement import (
     ComparisonSample,
+    DrillResult,
     Evidence,
     LatencySample,
     Measurement,
@@ -46,6 +47,7 @@ __all__ = [
     "ComparisonVerdict",
     "CriterionResult",
     "CriterionStatus",
+    "DrillResult",
     "Evidence",
     "GateVerdict",
     "LatencySample",

@@ -338,3 +338,20 @@ def changed_lines(before: str, after: str) -> Iterable[str]:
     for line in difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=0):
         if line.startswith(("+", "-")) and not line.startswith(("+++", "---")):
             yield line
+
+
+def render_config_section(text: str, key: str, wanted: Mapping[str, Any], source: str) -> str:
+    """The config text with ``wanted`` merged into the mapping ``config.<key>`` (made if missing);
+    the same text when it already holds them. Comments and key order survive (a ruamel dump)."""
+    document = load_document(text, source, _yaml())
+    config = document.get("config") if isinstance(document, Mapping) else None
+    if not isinstance(config, CommentedMap):
+        raise UserError(f"{source}: config: missing (not a Pulumi stack config)")
+    section = config.get(key)
+    if section is None:
+        config[key] = section = CommentedMap()
+    if not isinstance(section, CommentedMap):
+        raise UserError(f"{source}: config.{key}: expected a mapping")
+    if all(name in section and _plain(section[name]) == _plain(value) for name, value in wanted.items()):
+        return text
+    return _dumped(document, section, wanted, text)

@@ -481,7 +481,7 @@ def test_cli_validate_shipped_plan(tmp_path: Path) -> None:
         f"{DEFAULT_PLAN}: OK: plan 'markethub-mobile progressive rollout': 5 stages "
         "(beta -> limited -> medium -> majority -> full), 61 metrics, "
         "160 gates (120 gating, 40 monitor-only), "
-        "20 go/no-go criteria, 4 rollback triggers"
+        "21 go/no-go criteria, 4 rollback triggers"
     ]
 
 
