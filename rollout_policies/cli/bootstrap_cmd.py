@@ -36,7 +36,7 @@ def health_checks(
 
     from infra.settings import settings_from_stack_file
     from rollout_policies.cli.drill_cmd import _stack_context, aws_client
-    from rollout_policies.gitops.stack_config import render_config_section, write_text_atomically
+    from rollout_policies.gitops.stack_config import render_config_mapping, write_text_atomically
     from rollout_policies.stack_file import read_text
     from runbooks.health_checks import ensure_health_checks
 
@@ -67,7 +67,7 @@ def health_checks(
         if theirs.environment is not environment or theirs.region not in ids:
             continue
         text = read_text(path)
-        new = render_config_section(text, FAILOVER_KEY, {"healthChecks": ids}, str(path))
+        new = render_config_mapping(text, FAILOVER_KEY, "healthChecks", ids, str(path))
         if new != text:
             write_text_atomically(path, new)
             changed.append(path)

@@ -28,6 +28,7 @@ from ruamel.yaml.util import load_yaml_guess_indent
 from rollout_policies.errors import UserError
 from rollout_policies.stack_file import (
     bounded,
+    config_from_text,
     config_name,
     load_document,
     read_config,
@@ -340,18 +341,50 @@ def changed_lines(before: str, after: str) -> Iterable[str]:
             yield line
 
 
-def render_config_section(text: str, key: str, wanted: Mapping[str, Any], source: str) -> str:
-    """The config text with ``wanted`` merged into the mapping ``config.<key>`` (made if missing);
-    the same text when it already holds them. Comments and key order survive (a ruamel dump)."""
-    document = load_document(text, source, _yaml())
-    config = document.get("config") if isinstance(document, Mapping) else None
-    if not isinstance(config, CommentedMap):
-        raise UserError(f"{source}: config: missing (not a Pulumi stack config)")
-    section = config.get(key)
-    if section is None:
-        config[key] = section = CommentedMap()
-    if not isinstance(section, CommentedMap):
-        raise UserError(f"{source}: config.{key}: expected a mapping")
-    if all(name in section and _plain(section[name]) == _plain(value) for name, value in wanted.items()):
-        return text
-    return _dumped(document, section, wanted, text)
+def render_config_mapping(text: str, key: str, name: str, values: Mapping[str, str], source: str) -> str:
+    """The config text with ``config.<key>.<name>`` set to the string map ``values``; the same text
+    when it already holds them.
+
+    A line edit, like ``render_state``: the old ``<name>:`` block (if any) goes, the new one is put
+    after the section's last value, and nothing else in the file moves (comments, indentation).
+    """
+    lines = text.splitlines(keepends=True)
+    newline = _newline(text)
+    header = re.compile(rf"^(\s*){re.escape(key)}:\s*$")
+    start = next((i for i, line in enumerate(lines) if header.match(line.rstrip("\r\n"))), None)
+    if start is None:
+        raise UserError(f"{source}: config.{key}: missing (add the section with its other values first)")
+    own = _indent(lines[start])
+    body = []  # the section's content lines: (index, indent)
+    for index in range(start + 1, len(lines)):
+        stripped = lines[index].strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if _indent(lines[index]) <= own:
+            break
+        body.append((index, _indent(lines[index])))
+    if not body:
+        raise UserError(f"{source}: config.{key}: expected a mapping with values")
+    child = body[0][1]
+    drop: set[int] = set()
+    inside = False
+    for index, indent in body:
+        if indent == child:
+            inside = lines[index].strip().startswith(f"{name}:")
+        if inside:
+            drop.add(index)
+    last = max(index for index, _ in body if index not in drop) if len(drop) < len(body) else start
+    block = [" " * child + f"{name}:" + newline] + [
+        " " * (child + 2) + f"{k}: {json.dumps(v)}" + newline for k, v in sorted(values.items())
+    ]
+    new_lines = [line for i, line in enumerate(lines[: last + 1]) if i not in drop]
+    new_lines += block + [line for i, line in enumerate(lines[last + 1 :], last + 1) if i not in drop]
+    new = "".join(new_lines)
+    section = config_from_text(new, source).get(key)
+    if not isinstance(section, Mapping) or section.get(name) != dict(values):
+        raise UserError(f"{source}: config.{key}.{name}: could not rewrite it in place")
+    return text if config_from_text(text, source).get(key) == section else new
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
