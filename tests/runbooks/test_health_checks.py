@@ -79,8 +79,11 @@ def test_bootstrap_creates_one_check_per_region_and_writes_each_stacks_ids(
         )
         assert annotations[ANN_HEALTH_CHECK] == ids[settings.region]
     assert git_log(repo)[0].startswith("bootstrap: Route 53 health checks of us-east-1 ")
-    text = (repo / "Pulumi.prod-us-east-1.yaml").read_text()
-    assert "# primary | secondary." in text  # the file's comments survive the edit
+    # The edit adds the three lines of the map to each file and moves nothing else.
+    numstat = subprocess.run(
+        ["git", "diff", "--numstat", "HEAD~1", "HEAD"], cwd=repo, check=True, capture_output=True, text=True
+    ).stdout.split()
+    assert numstat == ["3", "0", "Pulumi.prod-us-east-1.yaml", "3", "0", "Pulumi.prod-us-west-2.yaml"]
 
 
 def test_bootstrap_again_creates_nothing_and_commits_nothing(
