@@ -10,6 +10,10 @@ the environment for S3 and Route 53, PostgreSQL with pg_dump / pg_restore, git. 
   Velero server would. kwok is the simulator the local clusters already use for nodes and pods.
   Velero's own restore logic is therefore not exercised here; the drill's handling of it is.
 
+Each region's HTTPRoute and flags ConfigMap are the Pulumi program's own manifests for a plan step
+(``infra.traffic``, ``infra.flags``), applied to both API servers, so the failover drill's
+regions-agree check reads real objects at 10%, 30% and 50%.
+
 Set DRILL_REPORT_DIR to keep the reports (docs/drills.md quotes figures from such a run).
 """
 
@@ -33,6 +37,11 @@ from devenv.local import LocalEnvironment
 from devenv.pytest_fixtures import local_env  # the session's environment
 from devenv.services import PostgreSQL
 from devenv.tools import tool
+from infra.flags import FlagsArgs, flags_manifest
+from infra.traffic.gateway_api import GatewayApiRouter
+from infra.traffic.split import TrafficSplitArgs, route_spec
+from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
+from rollout_policies.state import Colour, Release, RolloutState
 from runbooks.region_failover import FailoverDns
 
 pytestmark = pytest.mark.e2e
@@ -77,6 +86,46 @@ def deploy(kubeconfig: str, name: str, replicas: int) -> None:
                 ),
             ),
         )
+
+
+SERVICE = "markethub-mobile"
+SPLIT_STEPS = [("limited", 2, 10), ("medium", 0, 30), ("majority", 0, 50)]
+
+
+def serve_step(kubeconfig: str, stage_id: str, step: int) -> None:
+    """Apply the program's HTTPRoute and flags ConfigMap for a step of the packaged plan."""
+    stage = load_plan(DEFAULT_PLAN).stage(stage_id)
+    weight = stage.steps[step].weight
+    moment = datetime(2026, 11, 20, 9, tzinfo=UTC)
+    state = RolloutState(
+        stage=stage_id,
+        step=step,
+        stable=Release(colour=Colour.BLUE, version="4.12.0"),
+        candidate=Release(colour=Colour.GREEN, version="5.0.0"),
+        weights={Colour.BLUE: 100 - weight, Colour.GREEN: weight},
+        stageStartedAt=moment,
+        stepStartedAt=moment,
+    )
+    args = TrafficSplitArgs(SERVICE, NAMESPACE, 8080, state, "plan.yaml", "x-markethub-cohort", "beta")
+    (route,) = GatewayApiRouter().manifests(route_spec(args))
+    flags = flags_manifest(FlagsArgs(SERVICE, NAMESPACE, stage))
+    with api(kubeconfig) as kube:
+        custom, core = client.CustomObjectsApi(kube), client.CoreV1Api(kube)
+        for delete in (
+            lambda: custom.delete_namespaced_custom_object(
+                "gateway.networking.k8s.io", "v1", NAMESPACE, "httproutes", SERVICE
+            ),
+            lambda: core.delete_namespaced_config_map(f"{SERVICE}-flags", NAMESPACE),
+        ):
+            try:
+                delete()
+            except ApiException as err:
+                if err.status != 404:
+                    raise
+        custom.create_namespaced_custom_object(
+            "gateway.networking.k8s.io", "v1", NAMESPACE, "httproutes", route
+        )
+        core.create_namespaced_config_map(NAMESPACE, flags)
 
 
 def wait_available(kubeconfig: str, name: str, replicas: int) -> None:
@@ -171,37 +220,57 @@ def test_both_drills_with_execute_on_the_local_environment(
     code, out, err = run(["drill", "backup", "--dsn", plan_db, *env, *bucket, "--create-bucket"], capsys)
     assert code == 0, out + err
 
-    code, out, err = run(
-        ["drill", "region-failover", "--execute", *env, *bucket, "--ensure-records", "--namespace", NAMESPACE,
-         "--zone", regions.zone, "--record", regions.record, "--stacks-dir", str(tmp_path),
-         "--endpoint", f"{PRIMARY}={regions.primary.url}",
-         "--endpoint", f"{SECONDARY}={regions.secondary.url}",
-         "--report-dir", str(reports)],
-        capsys,
-    )  # fmt: skip
-    assert code == 0, out + err
-    assert "region-failover: passed" in out
+    failover = ["drill", "region-failover", "--execute", *env, *bucket, "--namespace", NAMESPACE,
+                "--service", SERVICE, "--zone", regions.zone, "--record", regions.record,
+                "--stacks-dir", str(tmp_path),
+                "--endpoint", f"{PRIMARY}={regions.primary.url}",
+                "--endpoint", f"{SECONDARY}={regions.secondary.url}"]  # fmt: skip
     route53 = _moto_client(local_env, "route53")
-    records = FailoverDns(route53, regions.zone, regions.record).records()
-    assert {r.region: r.role for r in records.values()} == {PRIMARY: "PRIMARY", SECONDARY: "SECONDARY"}
-    failover = _latest_report(reports / "region-failover")
-    assert failover["verdict"] == "passed"
-    assert failover["objectives"][0]["met"] is True
+    for stage_id, step, weight in SPLIT_STEPS:
+        for kubeconfig in workloads.values():
+            serve_step(kubeconfig, stage_id, step)
+        folder = reports / f"at-{weight}"
+        code, out, err = run([*failover, "--ensure-records", "--report-dir", str(folder)], capsys)
+        assert code == 0, out + err
+        assert "region-failover: passed" in out
+        report = _latest_report(folder / "region-failover")
+        assert report["verdict"] == "passed"
+        assert report["objectives"][0]["met"] is True
+        agree = next(s for s in report["steps"] if s["name"] == "preflight-regions-agree")
+        assert f"blue {100 - weight}% / green {weight}%" in agree["detail"]
+        records = FailoverDns(route53, regions.zone, regions.record).records()
+        assert {r.region: r.role for r in records.values()} == {PRIMARY: "PRIMARY", SECONDARY: "SECONDARY"}
 
-    # A fault injected mid-failover (after the secondary took the traffic) ends with DNS on the primary.
-    code, out, err = run(
-        ["drill", "region-failover", "--execute", *env, *bucket, "--namespace", NAMESPACE,
-         "--inject-fault", "verify-secondary-serves",
-         "--zone", regions.zone, "--record", regions.record, "--stacks-dir", str(tmp_path),
-         "--endpoint", f"{PRIMARY}={regions.primary.url}",
-         "--endpoint", f"{SECONDARY}={regions.secondary.url}",
-         "--report-dir", str(tmp_path / "fault")],
-        capsys,
-    )  # fmt: skip
+        # A fault injected mid-drill (after the secondary took the traffic) ends with DNS on the primary.
+        code, out, err = run(
+            [
+                *failover,
+                "--inject-fault",
+                "verify-secondary-serves",
+                "--report-dir",
+                str(tmp_path / f"fault-{weight}"),
+            ],
+            capsys,
+        )
+        assert code == 1, out + err
+        assert "automatic-failback" in out
+        dns = FailoverDns(route53, regions.zone, regions.record)
+        assert {r.region: r.role for r in dns.records().values()} == {
+            PRIMARY: "PRIMARY",
+            SECONDARY: "SECONDARY",
+        }
+        assert dns.answer() == PRIMARY
+
+    # Regions out of step: the drill refuses before DNS and names what differs.
+    serve_step(workloads[SECONDARY], "medium", 0)
+    code, out, err = run([*failover, "--report-dir", str(tmp_path / "apart")], capsys)
     assert code == 1, out + err
-    assert "automatic-failback" in out
-    records = FailoverDns(route53, regions.zone, regions.record).records()
-    assert {r.region: r.role for r in records.values()} == {PRIMARY: "PRIMARY", SECONDARY: "SECONDARY"}
+    apart = _latest_report(tmp_path / "apart" / "region-failover")
+    refused = next(s for s in apart["steps"] if s["name"] == "preflight-regions-agree")
+    assert (
+        "weights: us-east-1 serves blue 50% / green 50%, us-west-2 blue 70% / green 30%" in refused["detail"]
+    )
+    assert "dns-failover" not in [s["name"] for s in apart["steps"]]
 
     code, out, err = run(
         ["drill", "backup-restore", "--execute", *env, *bucket, "--restore-dsn", postgres.dsn,
