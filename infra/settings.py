@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -108,6 +108,9 @@ class Failover(_Section):
     # Region -> URL that proves the region serves (every region, the same map in each region's
     # stack): the region failover drill probes these.
     probe_urls: dict[str, str] = Field(default_factory=dict)
+    # Region -> the kubeconfig context of its cluster in the drill CronJob's kubeconfig Secret
+    # (drills.kubeconfigSecret): a pod has no other stack files to find the other region's cluster.
+    kube_contexts: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("service_type")
     @classmethod
@@ -406,6 +409,7 @@ class DrillOptions:
     probe_urls: dict[str, str]
     # The HTTPRoute and flags ConfigMap the failover drill compares across regions.
     service: str = ""
+    kube_contexts: dict[str, str] = field(default_factory=dict)
 
 
 def drill_options(settings: StackSettings, service: str) -> DrillOptions:
@@ -421,6 +425,7 @@ def drill_options(settings: StackSettings, service: str) -> DrillOptions:
         record=_fqdn(hostname),
         probe_urls=dict(settings.failover.probe_urls),
         service=service,
+        kube_contexts=dict(settings.failover.kube_contexts),
     )
 
 
@@ -441,6 +446,8 @@ def drill_flags(options: DrillOptions, drill: str) -> list[str]:
             flags += ["--endpoint", f"{region}={url}"]
         if options.service:
             flags += ["--service", options.service]
+        for region, context in sorted(options.kube_contexts.items()):
+            flags += ["--kube-context", f"{region}={context}"]
     return flags
 
 

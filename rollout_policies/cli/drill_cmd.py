@@ -301,6 +301,13 @@ def drill() -> None:
     "--kubeconfig", "kubeconfigs", multiple=True, metavar="REGION=PATH", help="Kubeconfig of a region."
 )
 @click.option(
+    "--kube-context",
+    "kube_contexts",
+    multiple=True,
+    metavar="REGION=CONTEXT",
+    help="A region's context in the default kubeconfig ($KUBECONFIG).",
+)
+@click.option(
     "--namespace", default=None, help="Namespace of the workloads (default: the stack's, else markethub)."
 )
 @click.option(
@@ -330,6 +337,7 @@ def region_failover(
     record: str | None,
     endpoints: tuple[str, ...],
     kubeconfigs: tuple[str, ...],
+    kube_contexts: tuple[str, ...],
     namespace: str | None,
     service: str | None,
     ensure_records: bool,
@@ -362,7 +370,9 @@ def region_failover(
     zone = zone or (options.zone if options else "") or "markethub.test."
     record = record or (options.record if options else "") or "api.markethub.test."
     namespace = namespace or (options.namespace if options else "markethub")
-    clusters = {r: (c, None) for r, c in configs.items()}
+    clusters: dict[str, tuple[str | None, str | None]] = {r: (c, None) for r, c in configs.items()}
+    for region, name in _pairs(kube_contexts, "--kube-context").items():
+        clusters[region] = (configs.get(region), name)
     for region, (path, kube_context) in context.clusters.items():
         clusters.setdefault(region, (path, kube_context))
     target = FailoverTarget(

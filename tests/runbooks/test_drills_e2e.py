@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,6 +51,7 @@ __all__ = ["local_env"]
 # Its own namespace: other end-to-end tests deploy the service into the same clusters.
 NAMESPACE = "markethub-drill"
 STAGES = Path(__file__).with_name("kwok-velero-stages.yaml")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def api(kubeconfig: str) -> client.ApiClient:
@@ -309,3 +311,117 @@ def _moto_client(local_env: LocalEnvironment, service: str) -> Any:
 def _latest_report(folder: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(sorted(folder.glob("*.json"))[-1].read_text())
     return data
+
+
+def test_the_scheduled_failover_drill_run_as_its_cronjob_declares_commits_its_report(
+    local_env: LocalEnvironment,
+    workloads: dict[str, str],
+    plan_db: str,
+    regions: Regions,
+    unique: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The shipped prod-us-east-1 stack with this environment's addresses, rendered by the program
+    under Pulumi mocks; the region-failover CronJob's command and env run as a process (no container
+    starts on kwok nodes), its kubeconfig Secret mounted as a folder, while traffic is split 50/50."""
+    import yaml
+    from wiring.shipped import rendered_cronjobs
+
+    from infra.drills import KUBECONFIG_MOUNT
+    from rollout_policies.gitops.stack_config import render_config_mapping
+    from runbooks.region_failover import FailoverTarget, RegionTarget, ensure_failover_records
+
+    # The rollout repository the reports are pushed to (main exists, as in a team's repository).
+    remote = tmp_path / "rollout.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(remote)], check=True)
+    seed = tmp_path / "seed"
+    subprocess.run(["git", "clone", "-q", str(remote), str(seed)], check=True, capture_output=True)
+    who = ["-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run(["git", *who, "commit", "-q", "--allow-empty", "-m", "start"], cwd=seed, check=True)
+    subprocess.run(["git", "push", "-q", "origin", "HEAD:main"], cwd=seed, check=True)
+
+    # The kubeconfig Secret: one context per region, named as the stack's failover.kubeContexts say.
+    merged: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [],
+        "contexts": [],
+        "users": [],
+    }
+    contexts = {}
+    for region, path in workloads.items():
+        config_data = yaml.safe_load(Path(path).read_text())
+        for key in ("clusters", "contexts", "users"):
+            merged[key] += config_data[key]
+        contexts[region] = config_data["current-context"]
+    secret_dir = tmp_path / "secret-kubeconfig"
+    secret_dir.mkdir()
+    (secret_dir / "config").write_text(yaml.safe_dump(merged))
+
+    bucket = f"cron-{unique}"
+    shipped = (ROOT / "Pulumi.prod-us-east-1.yaml").read_text()
+    text = (
+        shipped.replace(
+            "markethub-rollout:namespace: markethub\n", f"markethub-rollout:namespace: {NAMESPACE}\n"
+        )
+        .replace(
+            "bucket: markethub-backups-us-east-1\n",
+            f"bucket: {bucket}\n    s3Endpoint: {local_env.info.moto_url}\n",
+        )
+        .replace("zone: markethub.example.\n", f"zone: {regions.zone}\n")
+        .replace("    hostname: api.markethub.example\n", f"    hostname: {regions.record.rstrip('.')}\n")
+    ) + f"  markethub-rollout:drills:\n    kubeconfigSecret: kube\n    reportsRepository: {remote}\n"
+    source = "Pulumi.prod-us-east-1.yaml"
+    urls = {PRIMARY: regions.primary.url, SECONDARY: regions.secondary.url}
+    text = render_config_mapping(text, "markethub-rollout:failover", "probeUrls", urls, source)
+    text = render_config_mapping(text, "markethub-rollout:failover", "kubeContexts", contexts, source)
+    stack_dir = tmp_path / "stacks"
+    stack_dir.mkdir()
+    stack_file = stack_dir / source
+    stack_file.write_text(text)
+    (job,) = [j for j in rendered_cronjobs(stack_file) if j.name.endswith("drill-region-failover")]
+
+    # What production has before a drill: a fresh backup, the failover records, traffic split 50/50.
+    prefix = job.argv[job.argv.index("--prefix") + 1]
+    code, out, err = run(["drill", "backup", "--dsn", plan_db, "--aws-endpoint-url", local_env.info.moto_url,
+                          "--bucket", bucket, "--prefix", prefix, "--create-bucket"], capsys)  # fmt: skip
+    assert code == 0, out + err
+    target = FailoverTarget(
+        zone=regions.zone,
+        record=regions.record,
+        regions={
+            e.region: RegionTarget(f"{e.region}.{regions.record}", e.url)
+            for e in (regions.primary, regions.secondary)
+        },
+        service=SERVICE,
+    )
+    ensure_failover_records(_moto_client(local_env, "route53"), target, PRIMARY)
+    for kubeconfig in workloads.values():
+        serve_step(kubeconfig, "majority", 0)
+
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    for item in job.env:
+        if "value" in item:
+            env[item["name"]] = str(item["value"]).replace(KUBECONFIG_MOUNT, str(secret_dir))
+        else:  # the git token Secret: a local remote needs none
+            env[item["name"]] = ""
+    pod = tmp_path / "pod"
+    pod.mkdir()
+    done = subprocess.run(job.argv, cwd=pod, env=env, capture_output=True, text=True, timeout=600)
+
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert "region-failover: passed" in output
+    listed = subprocess.run(["git", "ls-tree", "-r", "--name-only", "main"], cwd=remote, check=True,
+                            capture_output=True, text=True).stdout.split()  # fmt: skip
+    pushed = [p for p in listed if p.startswith("reports/drills/region-failover/")]
+    assert sorted(Path(p).suffix for p in pushed) == [".html", ".json", ".md"], listed
+    data = next(p for p in pushed if p.endswith(".json"))
+    shown = subprocess.run(
+        ["git", "show", f"main:{data}"], cwd=remote, check=True, capture_output=True, text=True
+    )
+    report = json.loads(shown.stdout)
+    assert report["verdict"] == "passed"
+    assert report["objectives"][0]["name"] == "time to recovery (RTO)"
+    assert report["objectives"][0]["limit_seconds"] == 1800  # the plan's RTO beside the measured time
