@@ -86,7 +86,8 @@ class RolloutState(BaseModel):
             )
         if self.released and self.candidate_weight != 100:
             raise ValueError(
-                f"released is true but the candidate has {self.candidate_weight}% (a released stack has 100)"
+                f"released is true but the candidate has {self.candidate_weight}%"
+                " (a released stack has 100)"
             )
         if self.released and self.rolled_back:
             raise ValueError("released and rolledBack cannot both be true")
