@@ -53,8 +53,9 @@ def failover_annotations(args: FailoverArgs) -> dict[str, str]:
         ANN_FAILOVER: args.role.failover,
         ANN_TTL: str(args.failover.ttl),
     }
-    if args.failover.health_check_id:
-        annotations[ANN_HEALTH_CHECK] = args.failover.health_check_id
+    health_check = args.failover.health_checks.get(args.region)
+    if health_check:
+        annotations[ANN_HEALTH_CHECK] = health_check
     if args.failover.target:
         annotations[ANN_TARGET] = args.failover.target
     return annotations

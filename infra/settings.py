@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -95,7 +95,10 @@ class Failover(_Section):
     """Route 53 failover records written by external-dns from the public Service's annotations."""
 
     hostname: str = ""
-    health_check_id: str = ""
+    # Region -> the id of the Route 53 health check of its probe URL, as `rollout bootstrap
+    # health-checks` created it (it writes this map into every region's stack); each region's record
+    # carries its own region's check.
+    health_checks: dict[str, str] = Field(default_factory=dict)
     # Where the record points: the Gateway's load-balancer name. Empty: the Service's own address.
     target: str = ""
     ttl: int = Field(default=60, ge=1)
@@ -105,6 +108,9 @@ class Failover(_Section):
     # Region -> URL that proves the region serves (every region, the same map in each region's
     # stack): the region failover drill probes these.
     probe_urls: dict[str, str] = Field(default_factory=dict)
+    # Region -> the kubeconfig context of its cluster in the drill CronJob's kubeconfig Secret
+    # (drills.kubeconfigSecret): a pod has no other stack files to find the other region's cluster.
+    kube_contexts: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("service_type")
     @classmethod
@@ -407,6 +413,9 @@ class DrillOptions:
     zone: str
     record: str
     probe_urls: dict[str, str]
+    # The HTTPRoute and flags ConfigMap the failover drill compares across regions.
+    service: str = ""
+    kube_contexts: dict[str, str] = field(default_factory=dict)
 
 
 def drill_options(settings: StackSettings, service: str) -> DrillOptions:
@@ -421,6 +430,8 @@ def drill_options(settings: StackSettings, service: str) -> DrillOptions:
         zone=_fqdn(settings.failover.zone),
         record=_fqdn(hostname),
         probe_urls=dict(settings.failover.probe_urls),
+        service=service,
+        kube_contexts=dict(settings.failover.kube_contexts),
     )
 
 
@@ -439,6 +450,10 @@ def drill_flags(options: DrillOptions, drill: str) -> list[str]:
             flags += ["--record", options.record]
         for region, url in sorted(options.probe_urls.items()):
             flags += ["--endpoint", f"{region}={url}"]
+        if options.service:
+            flags += ["--service", options.service]
+        for region, context in sorted(options.kube_contexts.items()):
+            flags += ["--kube-context", f"{region}={context}"]
     return flags
 
 

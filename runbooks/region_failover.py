@@ -11,6 +11,7 @@ Safety: once DNS has been touched, any failure (including an injected fault) run
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -18,7 +19,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import httpx
 from tenacity import (
@@ -33,9 +33,8 @@ from tenacity import (
 
 from rollout_policies.errors import UserError
 from rollout_policies.plan.model import Plan
-from rollout_policies.stack_file import read_config, stack_files, state_from_config
-from rollout_policies.state import CONFIG_KEY
 from runbooks.backup import latest_backup
+from runbooks.health_checks import ensure_health_checks
 from runbooks.report import DrillRecorder, DrillReport, Step, StepFailed, StepSkipped, utc_now
 
 DRILL = "region-failover"
@@ -45,7 +44,10 @@ STEPS: tuple[Step, ...] = (
     Step(
         "preflight-secondary-ready", "the secondary's Deployments are Available with the primary's capacity"
     ),
-    Step("preflight-no-rollout-in-progress", "no stack config has traffic split between blue and green"),
+    Step(
+        "preflight-regions-agree",
+        "the secondary serves the primary's traffic weights, cohort rule and feature flags",
+    ),
     Step("preflight-backup-fresh", "the newest database backup in S3 is within the RPO"),
     Step("preflight-dns-on-primary", "DNS answers with the primary region and its endpoint serves"),
     Step("dns-failover", "make the secondary's failover record PRIMARY", "Route 53: swap failover roles"),
@@ -86,6 +88,7 @@ class FailoverTarget:
     record: str  # failover record name, e.g. api.markethub.example.
     regions: Mapping[str, RegionTarget]
     namespace: str = "markethub"  # the Kubernetes namespace of the workloads
+    service: str = "markethub-mobile"  # the HTTPRoute's name and the flags ConfigMap's prefix
     bucket: str = "markethub-backups"
     prefix: str = "postgres"
     stacks_dir: Path = Path(".")
@@ -118,29 +121,34 @@ class Workloads(Protocol):
 
 
 class KubernetesWorkloads:
-    """Reads Deployments with the kubernetes client: per region a kubeconfig file, or a context of
-    the default kubeconfig ($KUBECONFIG), or both."""
+    """Reads Deployments, the HTTPRoute and the flags ConfigMap with the kubernetes client: per region
+    a kubeconfig file, or a context of the default kubeconfig ($KUBECONFIG), or both."""
 
     def __init__(
         self,
         kubeconfigs: Mapping[str, Path | None],
         namespace: str,
         contexts: Mapping[str, str] | None = None,
+        service: str = "markethub-mobile",
     ) -> None:
         self._kubeconfigs = dict(kubeconfigs)
         self._contexts = dict(contexts or {})
         self._namespace = namespace
+        self._service = service
 
-    def deployments(self, region: str) -> tuple[DeploymentStatus, ...]:
-        from kubernetes import client, config  # imported on use: slow to import
+    def _api(self, region: str) -> Any:
+        from kubernetes import config  # imported on use: slow to import
 
         path = self._kubeconfigs.get(region)
         context = self._contexts.get(region)
         if path is None and context is None:
             raise StepSkipped(f"no kubeconfig for region {region}")
-        api = client.AppsV1Api(
-            config.new_client_from_config(config_file=str(path) if path else None, context=context)
-        )
+        return config.new_client_from_config(config_file=str(path) if path else None, context=context)
+
+    def deployments(self, region: str) -> tuple[DeploymentStatus, ...]:
+        from kubernetes import client
+
+        api = client.AppsV1Api(self._api(region))
         result = []
         for item in api.list_namespaced_deployment(self._namespace, _request_timeout=10).items:
             conditions = {c.type: c.status for c in (item.status.conditions or [])}
@@ -153,6 +161,39 @@ class KubernetesWorkloads:
                 )
             )
         return tuple(result)
+
+    def served(self, region: str) -> ServedRollout:
+        """The region's HTTPRoute ``<service>`` and flags ConfigMap ``<service>-flags``; a missing
+        object reads as absent (a difference), any other API error fails the check."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        api = self._api(region)
+        try:
+            try:
+                route = client.CustomObjectsApi(api).get_namespaced_custom_object(
+                    "gateway.networking.k8s.io", "v1", self._namespace, "httproutes", self._service,
+                    _request_timeout=10,
+                )  # fmt: skip
+            except ApiException as err:
+                if err.status != 404:
+                    raise StepFailed(f"{region}: HTTPRoute {self._service}: HTTP {err.status}") from err
+                route = None
+            name = self._service + FLAGS_CONFIG_MAP_SUFFIX
+            try:
+                config_map = client.CoreV1Api(api).read_namespaced_config_map(
+                    name, self._namespace, _request_timeout=10
+                )
+                document = json.loads((config_map.data or {}).get(FLAGS_FILE, "null"))
+            except ApiException as err:
+                if err.status != 404:
+                    raise StepFailed(f"{region}: ConfigMap {name}: HTTP {err.status}") from err
+                document = None
+            except ValueError as err:
+                raise StepFailed(f"{region}: ConfigMap {name}: {FLAGS_FILE} is not JSON: {err}") from err
+        finally:
+            api.close()
+        return served_from_objects(route, document if isinstance(document, dict) else None, self._service)
 
 
 def capacity_problems(
@@ -178,22 +219,117 @@ def capacity_problems(
     return problems
 
 
-# ------------------------------------------------------------------ rollout state
+# ------------------------------------------------------------------ what each region serves
 
 
-def rollouts_in_progress(stacks_dir: Path) -> list[str]:
-    """Stacks whose traffic is split between stable and candidate (a step is in progress)."""
-    busy = []
-    for path in stack_files(stacks_dir):
-        config = read_config(path)
-        if config.get(CONFIG_KEY) is None:
-            continue
-        state = state_from_config(config, str(path))
-        if 0 < state.candidate_weight < 100:
-            busy.append(
-                f"{path.name}: stage {state.stage} step {state.step} at {state.candidate_weight}% candidate"
+# The names the Pulumi program gives the flags ConfigMap (infra/flags.py; runbooks do not import infra,
+# a test checks the two agree).
+FLAGS_CONFIG_MAP_SUFFIX = "-flags"
+FLAGS_FILE = "flags.json"
+
+
+@dataclass(frozen=True)
+class ServedRollout:
+    """What one region's API server says it serves: the weighted rule's split, the cohort rule, the flags.
+
+    ``weights`` is colour -> percent (None: no HTTPRoute weighing blue and green); ``cohort_rule`` is
+    each header-matched rule as (headers, backends), in order; ``flags`` is flag key -> default variant
+    (None: no flags ConfigMap).
+    """
+
+    weights: Mapping[str, int] | None
+    cohort_rule: tuple[tuple[tuple[tuple[str, str], ...], tuple[str, ...]], ...]
+    flags: Mapping[str, str] | None
+
+
+class LiveRollouts(Protocol):
+    """What each region serves, read from its cluster."""
+
+    def served(self, region: str) -> ServedRollout: ...
+
+
+def served_from_objects(
+    route: Mapping[str, Any] | None, flags_document: Mapping[str, Any] | None, service: str
+) -> ServedRollout:
+    """A region's HTTPRoute and flagd document as a ``ServedRollout``. Pure."""
+    from rollout_policies.gitops.kube_live import route_weights
+
+    weights = route_weights(route, service) if route else None
+    cohort = []
+    for rule in (route or {}).get("spec", {}).get("rules", []) or []:
+        headers = tuple(
+            sorted(
+                (str(h.get("name", "")).lower(), str(h.get("value", "")))
+                for match in rule.get("matches", []) or []
+                for h in match.get("headers", []) or []
             )
-    return busy
+        )
+        if headers:
+            backends = tuple(sorted(str(ref.get("name", "")) for ref in rule.get("backendRefs", []) or []))
+            cohort.append((headers, backends))
+    flags = None
+    if flags_document is not None:
+        flags = {
+            str(key): str(flag.get("defaultVariant", "")) if isinstance(flag, dict) else str(flag)
+            for key, flag in (flags_document.get("flags") or {}).items()
+        }
+    return ServedRollout(
+        weights={colour.value: weight for colour, weight in weights.items()} if weights else None,
+        cohort_rule=tuple(cohort),
+        flags=flags,
+    )
+
+
+def rollout_differences(
+    primary: str, primary_serves: ServedRollout, secondary: str, secondary_serves: ServedRollout
+) -> list[str]:
+    """What the secondary serves differently from the primary (empty when they agree). Pure.
+
+    Unreadable objects are differences too: a region whose route or flags cannot be read is not
+    known to serve the same rollout.
+    """
+    problems = []
+    for region, serves in ((primary, primary_serves), (secondary, secondary_serves)):
+        if serves.weights is None:
+            problems.append(f"{region} has no HTTPRoute weighing blue and green")
+        if serves.flags is None:
+            problems.append(f"{region} has no feature flags ConfigMap")
+    if (
+        primary_serves.weights
+        and secondary_serves.weights
+        and primary_serves.weights != secondary_serves.weights
+    ):
+        problems.append(
+            f"weights: {primary} serves {describe_weights(primary_serves.weights)}, "
+            f"{secondary} {describe_weights(secondary_serves.weights)}"
+        )
+    if primary_serves.cohort_rule != secondary_serves.cohort_rule:
+        problems.append(
+            f"cohort rule: {primary} has {describe_cohort(primary_serves.cohort_rule)}, "
+            f"{secondary} {describe_cohort(secondary_serves.cohort_rule)}"
+        )
+    if primary_serves.flags is not None and secondary_serves.flags is not None:
+        ours, theirs = primary_serves.flags, secondary_serves.flags
+        differing = [
+            f"{key} {ours.get(key, 'absent')} in {primary}, {theirs.get(key, 'absent')} in {secondary}"
+            for key in sorted(set(ours) | set(theirs))
+            if ours.get(key) != theirs.get(key)
+        ]
+        if differing:
+            problems.append("flags: " + ", ".join(differing))
+    return problems
+
+
+def describe_weights(weights: Mapping[str, int]) -> str:
+    return " / ".join(f"{colour} {weights[colour]}%" for colour in sorted(weights))
+
+
+def describe_cohort(rules: Iterable[tuple[tuple[tuple[str, str], ...], tuple[str, ...]]]) -> str:
+    shown = [
+        " & ".join(f"{name}={value}" for name, value in headers) + " -> " + ",".join(backends)
+        for headers, backends in rules
+    ]
+    return "; ".join(shown) if shown else "no cohort rule"
 
 
 # ------------------------------------------------------------------ DNS (Route 53 failover records)
@@ -295,10 +431,11 @@ def _zone_id(route53: Any, zone: str) -> str:
 
 
 def ensure_failover_records(route53: Any, target: FailoverTarget, primary: str) -> None:
-    """Create the hosted zone, one HTTP health check per region and the failover records if missing.
+    """Create the hosted zone and the failover records, each behind its region's health check
+    (``ensure_health_checks``), if missing.
 
-    In production the Pulumi program declares these; this is for the local environment and tests.
-    Existing records keep their roles.
+    In production external-dns writes the records from the Pulumi program's annotations; this is for
+    the local environment and tests. Existing records keep their roles.
     """
     zone = _fqdn(target.zone)
     if not any(z["Name"] == zone for z in route53.list_hosted_zones_by_name(DNSName=zone)["HostedZones"]):
@@ -306,36 +443,16 @@ def ensure_failover_records(route53: Any, target: FailoverTarget, primary: str) 
     dns = FailoverDns(route53, zone, target.record)
     if dns.records():
         return
+    checks = ensure_health_checks(
+        route53, target.service, {region: endpoint.probe_url for region, endpoint in target.regions.items()}
+    )
     changes = [
         _create_record(
-            dns.record,
-            region,
-            endpoint.host,
-            "PRIMARY" if region == primary else "SECONDARY",
-            _create_health_check(route53, endpoint.probe_url),
+            dns.record, region, endpoint.host, "PRIMARY" if region == primary else "SECONDARY", checks[region]
         )
         for region, endpoint in target.regions.items()
     ]
     route53.change_resource_record_sets(HostedZoneId=dns.zone_id, ChangeBatch={"Changes": changes})
-
-
-def _create_health_check(route53: Any, probe_url: str) -> str:
-    """A Route 53 HTTP(S) health check of a region's probe URL; returns its id."""
-    url = urlsplit(probe_url)
-    config = {
-        "Type": "HTTPS" if url.scheme == "https" else "HTTP",
-        "FullyQualifiedDomainName": url.hostname,
-        "Port": url.port or (443 if url.scheme == "https" else 80),
-        "ResourcePath": url.path or "/",
-        "RequestInterval": 10,
-        "FailureThreshold": 3,
-    }
-    if url.hostname and url.hostname.replace(".", "").isdigit():
-        config["IPAddress"] = config.pop("FullyQualifiedDomainName")
-    check = route53.create_health_check(
-        CallerReference=f"markethub-drill-{uuid.uuid4()}", HealthCheckConfig=config
-    )
-    return str(check["HealthCheck"]["Id"])
 
 
 def _create_record(record: str, region: str, host: str, role: str, health_check_id: str) -> dict[str, Any]:
@@ -394,6 +511,7 @@ class FailoverDrill:
     s3: Any
     workloads: Workloads
     http: httpx.Client
+    live: LiveRollouts
     now: Callable[[], datetime] = utc_now
     monotonic: Callable[[], float] = time.monotonic
     bounds: Bounds = field(default_factory=Bounds)
@@ -486,8 +604,8 @@ class FailoverDrill:
         """Readiness before anything moves; the first failed check (StepFailed) ends the drill."""
         with rec.step("preflight-secondary-ready") as step:
             step.detail = self._secondary_ready()
-        with rec.step("preflight-no-rollout-in-progress") as step:
-            step.detail = self._no_rollout_in_progress()
+        with rec.step("preflight-regions-agree") as step:
+            step.detail = self._regions_agree()
         with rec.step("preflight-backup-fresh") as step:
             step.detail = self._backup_fresh()
         with rec.step("preflight-dns-on-primary") as step:
@@ -519,11 +637,28 @@ class FailoverDrill:
             "" if primary is None else " with the primary's replica count"
         )
 
-    def _no_rollout_in_progress(self) -> str:
-        busy = rollouts_in_progress(self.target.stacks_dir)
-        if busy:
-            raise StepFailed("rollout step in progress: " + "; ".join(busy))
-        return f"no traffic split in {self.target.stacks_dir}/Pulumi.*.yaml"
+    def _regions_agree(self) -> str:
+        """The secondary serves what the primary serves (weights, cohort rule, flags), so failing
+        over keeps a split rollout where it is rather than jumping it back or forward."""
+        served = {}
+        for region in (self.primary, self.secondary):
+            try:
+                served[region] = self.live.served(region)
+            except StepSkipped as err:  # an unchecked region is not a consistent one
+                raise StepFailed(
+                    f"cannot read what {region} serves: {err} (--kubeconfig {region}=PATH)"
+                ) from err
+        primary, secondary = served[self.primary], served[self.secondary]
+        problems = rollout_differences(self.primary, primary, self.secondary, secondary)
+        if problems:
+            raise StepFailed(
+                f"{self.secondary} does not serve what {self.primary} serves: " + "; ".join(problems)
+            )
+        assert primary.weights is not None and primary.flags is not None
+        return (
+            f"both regions serve {describe_weights(primary.weights)}, "
+            f"{describe_cohort(primary.cohort_rule)}, {len(primary.flags)} flags alike"
+        )
 
     def _backup_fresh(self) -> str:
         rpo = self.plan.objectives.disaster_recovery.rpo

@@ -84,7 +84,9 @@ def digest(
     ops = GitOps(repo=repo, plan=plan, config_dir=config_dir)
     sources = build.Sources(
         ops=ops,
-        evidence_for=_evidence_source(plan, metrics_file, (), now),
+        evidence_for=_evidence_source(
+            plan, metrics_file, (), now, drill_reports=drill_reports or repo_dir / DRILL_REPORTS
+        ),
         drill_reports=drill_reports or repo_dir / DRILL_REPORTS,
     )
     data = build.gather(sources, stacks, period=build.Period(period), now=now)

@@ -301,7 +301,19 @@ def drill() -> None:
     "--kubeconfig", "kubeconfigs", multiple=True, metavar="REGION=PATH", help="Kubeconfig of a region."
 )
 @click.option(
+    "--kube-context",
+    "kube_contexts",
+    multiple=True,
+    metavar="REGION=CONTEXT",
+    help="A region's context in the default kubeconfig ($KUBECONFIG).",
+)
+@click.option(
     "--namespace", default=None, help="Namespace of the workloads (default: the stack's, else markethub)."
+)
+@click.option(
+    "--service",
+    default=None,
+    help="Name of the HTTPRoute and flags ConfigMap compared across regions (default: the plan's service).",
 )
 @click.option("--ensure-records", is_flag=True, help="Create the zone, health checks and records if missing.")
 @click.option(
@@ -325,7 +337,9 @@ def region_failover(
     record: str | None,
     endpoints: tuple[str, ...],
     kubeconfigs: tuple[str, ...],
+    kube_contexts: tuple[str, ...],
     namespace: str | None,
+    service: str | None,
     ensure_records: bool,
     inject_fault: str | None,
 ) -> None:
@@ -356,7 +370,9 @@ def region_failover(
     zone = zone or (options.zone if options else "") or "markethub.test."
     record = record or (options.record if options else "") or "api.markethub.test."
     namespace = namespace or (options.namespace if options else "markethub")
-    clusters = {r: (c, None) for r, c in configs.items()}
+    clusters: dict[str, tuple[str | None, str | None]] = {r: (c, None) for r, c in configs.items()}
+    for region, name in _pairs(kube_contexts, "--kube-context").items():
+        clusters[region] = (configs.get(region), name)
     for region, (path, kube_context) in context.clusters.items():
         clusters.setdefault(region, (path, kube_context))
     target = FailoverTarget(
@@ -371,6 +387,7 @@ def region_failover(
             for region in dr.regions
         },
         namespace=namespace,
+        service=service or (options.service if options else "") or plan.service,
         bucket=_bucket(bucket, options),
         prefix=_prefix(prefix, options),
         stacks_dir=Path(stacks_dir),
@@ -384,6 +401,7 @@ def region_failover(
         {r: Path(p) if p else None for r, (p, _) in clusters.items()},
         namespace,
         contexts={r: c for r, (_, c) in clusters.items() if c},
+        service=target.service,
     )
     with httpx.Client(timeout=5.0) as http:
         report = FailoverDrill(
@@ -393,6 +411,7 @@ def region_failover(
             s3=s3,
             workloads=workloads,
             http=http,
+            live=workloads,
             fault=_fault(inject_fault),
         ).run(execute=execute, stay=stay)
     _finish(report, report_dir, commit, push_to, context, as_json)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ from rollout_policies.errors import UserError
 from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
 from rollout_policies.plan.model import UnknownStage
 from rollout_policies.providers import PROVIDERS, MetricsFileProvider, collect_evidence
+from rollout_policies.providers.drill_reports import DRILL_REPORTS, read_drill_results
 
 # `evaluate --exit-code`: the decision as the exit status. 2 is click's and ours for bad input.
 EXIT_CODES: dict[Action, int] = {Action.PROMOTE: 0, Action.HOLD: 1, Action.ROLLBACK: 3}
@@ -110,6 +112,13 @@ def complete_stages(ctx: click.Context, incomplete: str) -> list[str]:
     show_default=True,
     help="--html: at most this many instants of the stage, replayed from the evidence.",
 )
+@click.option(
+    "--drill-reports",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=DRILL_REPORTS,
+    show_default=True,
+    help="Folder of the committed drill reports (<drill>/<time>.json), for drill criteria.",
+)
 def evaluate(
     plan_path: Path,
     stage_id: str,
@@ -123,6 +132,7 @@ def evaluate(
     exit_code: bool,
     html_path: Path | None,
     points: int,
+    drill_reports: Path,
 ) -> None:
     """Print each gate's verdict and the stage decision (promote, hold or rollback) with its reasons.
 
@@ -141,7 +151,9 @@ def evaluate(
 
     if metrics_file is not None:
         from_file = MetricsFileProvider(path=metrics_file, now=now)
-        evidence = from_file.evidence(plan, signoffs)
+        evidence = dataclasses.replace(
+            from_file.evidence(plan, signoffs), drills=read_drill_results(drill_reports)
+        )
         stage_started = _time(stage_started_text, "--stage-started") or from_file.file().stage_started_at
         step_started = _time(step_started_text, "--step-started") or from_file.file().step_started_at
     else:
@@ -149,7 +161,9 @@ def evaluate(
         step_started = _time(step_started_text, "--step-started")
         if stage_started is not None:  # without it the error below comes before any query
             # comparison gates: per-version counts since the stage started, from Prometheus
-            evidence = collect_evidence(plan, stage.id, now, since=stage_started, signoffs=signoffs)
+            evidence = collect_evidence(
+                plan, stage.id, now, since=stage_started, signoffs=signoffs, drill_reports=drill_reports
+            )
     if stage_started is None:
         raise UserError("--stage-started: required (or stage_started_at in the metrics file)")
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -32,6 +33,7 @@ from rollout_policies.gitops.seams import LIVE_STATES, applier_names, make_appli
 from rollout_policies.gitops.stack_config import config_name, stack_environment, stacks_in
 from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
 from rollout_policies.plan.model import Plan
+from rollout_policies.providers.drill_reports import DRILL_REPORTS, read_drill_results
 from rollout_policies.stack_file import read_config
 from rollout_policies.state import RolloutState
 
@@ -265,7 +267,7 @@ def promote(
                 f"--repo {repo_dir}: no {target} stack (only {', '.join(skipped)}); name one with --stack "
                 f"or set --environment (${envvars.ENVIRONMENT})"
             )
-    evidence_for = _evidence_source(plan, metrics_file, signoffs, now)
+    evidence_for = _evidence_source(plan, metrics_file, signoffs, now, drill_reports=repo_dir / DRILL_REPORTS)
     forge = None
     reviewers: tuple[str, ...] = ()
     if not dry_run and not no_pr:
@@ -339,8 +341,15 @@ def _gate_page(
 
 
 def _evidence_source(
-    plan: Plan, metrics_file: Path | None, signoffs: tuple[str, ...], now: datetime
+    plan: Plan,
+    metrics_file: Path | None,
+    signoffs: tuple[str, ...],
+    now: datetime,
+    *,
+    drill_reports: Path | None = None,
 ) -> Callable[[RolloutState], Evidence]:
+    """Where a stack's evidence comes from: the metrics file, or the live sources; either way with
+    the drill reports committed under ``drill_reports`` (for the plan's drill criteria)."""
     known = {c.id for s in plan.stages for c in (*s.go, *s.no_go)}
     for signoff in signoffs:
         if signoff not in known:
@@ -349,13 +358,22 @@ def _evidence_source(
         from rollout_policies.providers import MetricsFileProvider
 
         evidence = MetricsFileProvider(path=metrics_file, now=now).evidence(plan, signoffs)
+        if drill_reports is not None:
+            evidence = dataclasses.replace(evidence, drills=read_drill_results(drill_reports))
         return lambda state: evidence
 
     def live(state: RolloutState) -> Evidence:
         from rollout_policies.providers import collect_evidence
 
         # comparison gates: per-version counts since the stage started, from Prometheus
-        return collect_evidence(plan, state.stage, now, since=state.stage_started_at, signoffs=signoffs)
+        return collect_evidence(
+            plan,
+            state.stage,
+            now,
+            since=state.stage_started_at,
+            signoffs=signoffs,
+            drill_reports=drill_reports,
+        )
 
     return live
 

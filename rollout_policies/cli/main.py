@@ -37,6 +37,9 @@ COMMANDS: dict[str, Entry] = {
     "status": Entry("rollout_policies.cli.gitops_cmd:status", "Per stack: stage, step, weights, drift."),
     "digest": Entry("rollout_policies.cli.digest_cmd:digest", "Daily stand-up digest, weekly report."),
     "drill": Entry("rollout_policies.cli.drill_cmd:drill", "Disaster-recovery drills, with reports."),
+    "bootstrap": Entry(
+        "rollout_policies.cli.bootstrap_cmd:bootstrap", "One-off cloud setup: Route 53 health checks."
+    ),
     "deploy": Entry("rollout_policies.cli.deploy_cmd:deploy", "CI's pulumi preview/up of production stacks."),
     "serve": Entry("rollout_policies.cli.serve_cmd:serve", "Roll back on Alertmanager webhooks."),
     "watch": Entry("rollout_policies.cli.serve_cmd:watch", "Roll back by polling Prometheus."),

@@ -236,6 +236,8 @@ def _criterion(criterion: Criterion) -> str:
         return "all gates of " + ", ".join(criterion.tables) + " meet target"
     if criterion.kind is CriterionKind.MANUAL:
         return "signed off by " + " or ".join(criterion.owners)
+    if criterion.kind is CriterionKind.DRILL and criterion.window is not None:
+        return f"a passed {criterion.drill} drill in this stage, within {human_duration(criterion.window)}"
     bound = f"{criterion.metric} {criterion.threshold}"
     if criterion.kind is CriterionKind.WINDOW and criterion.window is not None:
         return f"{bound} throughout the last {human_duration(criterion.window)}"

@@ -16,6 +16,7 @@ from rollout_policies.core.gates import (
 )
 from rollout_policies.core.measurement import (
     ComparisonSample,
+    DrillResult,
     Evidence,
     LatencySample,
     Measurement,
@@ -48,6 +49,7 @@ __all__ = [
     "ComparisonVerdict",
     "CriterionResult",
     "CriterionStatus",
+    "DrillResult",
     "Evidence",
     "GateVerdict",
     "LatencySample",

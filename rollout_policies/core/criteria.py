@@ -49,6 +49,8 @@ def evaluate_criterion(
         status, reason = _metrics(criterion, no_go, gate_verdicts)
     elif criterion.kind is CriterionKind.MANUAL:
         status, reason = _manual(criterion, no_go, evidence.signoffs)
+    elif criterion.kind is CriterionKind.DRILL:
+        status, reason = _drill(criterion, evidence, now, stage_started_at)
     else:
         metric = _metric_of(criterion, metrics)
         if criterion.kind is CriterionKind.COUNT:
@@ -113,6 +115,28 @@ def _manual(criterion: Criterion, no_go: bool, signoffs: frozenset[str]) -> tupl
     if no_go:
         return CriterionStatus.NOT_MET, "signed off: checked, does not hold"
     return CriterionStatus.MET, "signed off"
+
+
+def _drill(
+    criterion: Criterion, evidence: Evidence, now: datetime, stage_started_at: datetime
+) -> tuple[CriterionStatus, str]:
+    """The drill's newest report decides: passed, during this stage and within the window, is MET; a
+    newer failure is NOT_MET even after an older pass (the last drill is what the team knows now)."""
+    if criterion.drill is None or criterion.window is None:
+        raise ValueError(f"criterion {criterion.id}: a drill criterion needs drill and window")
+    newest = evidence.until(now).newest_drill(criterion.drill)
+    if newest is None:
+        return CriterionStatus.UNKNOWN, f"no {criterion.drill} drill report"
+    when = f"{criterion.drill} drill of {_iso(newest.finished_at)}"
+    if newest.finished_at < stage_started_at:
+        return CriterionStatus.UNKNOWN, f"{when} is from before this stage began; none since"
+    if now - newest.finished_at > criterion.window:
+        return CriterionStatus.UNKNOWN, f"{when} is older than {format_duration(criterion.window)}"
+    if not newest.passed:
+        return CriterionStatus.NOT_MET, f"{when}: {newest.verdict}" + (
+            f" ({newest.report})" if newest.report else ""
+        )
+    return CriterionStatus.MET, f"{when}: passed" + (f" ({newest.report})" if newest.report else "")
 
 
 def _usable(measurement: Measurement | None, metric: Metric, now: datetime) -> str | None:

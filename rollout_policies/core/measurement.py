@@ -145,6 +145,24 @@ ComparisonSample = RateSample | LatencySample
 
 
 @dataclass(frozen=True, slots=True)
+class DrillResult:
+    """A drill's committed report, as a drill criterion reads it: which drill, its verdict, when it
+    finished, and where the report is (``reports/drills/<drill>/<stamp>.json``)."""
+
+    drill: str
+    verdict: str  # passed, failed, inconclusive, dry-run
+    finished_at: datetime
+    report: str = ""
+
+    def __post_init__(self) -> None:
+        require_aware(self.finished_at, f"drill {self.drill}: finished_at")
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict == "passed"
+
+
+@dataclass(frozen=True, slots=True)
 class Evidence:
     """Everything one evaluation reads besides the plan and "now".
 
@@ -157,6 +175,7 @@ class Evidence:
     measurements: tuple[Measurement, ...] = ()
     signoffs: frozenset[str] = field(default_factory=frozenset)
     samples: tuple[ComparisonSample, ...] = ()
+    drills: tuple[DrillResult, ...] = ()  # committed drill reports, for drill criteria
 
     @classmethod
     def of(
@@ -165,8 +184,9 @@ class Evidence:
         signoffs: Iterable[str] = (),
         *,
         samples: Iterable[ComparisonSample] = (),
+        drills: Iterable[DrillResult] = (),
     ) -> Evidence:
-        return cls(tuple(measurements), frozenset(signoffs), tuple(samples))
+        return cls(tuple(measurements), frozenset(signoffs), tuple(samples), tuple(drills))
 
     def until(self, moment: datetime) -> Evidence:
         """What was known at ``moment``: the measurements and samples observed by then (a replay)."""
@@ -174,7 +194,13 @@ class Evidence:
             tuple(m for m in self.measurements if m.observed_at <= moment),
             self.signoffs,
             tuple(s for s in self.samples if s.observed_at <= moment),
+            tuple(d for d in self.drills if d.finished_at <= moment),
         )
+
+    def newest_drill(self, drill: str) -> DrillResult | None:
+        """The drill's newest executed report (a dry run proves nothing), or None."""
+        reports = [d for d in self.drills if d.drill == drill and d.verdict != "dry-run"]
+        return max(reports, key=lambda d: d.finished_at) if reports else None
 
     def samples_of(self, metric: str) -> tuple[ComparisonSample, ...]:
         """The metric's comparison samples, oldest first."""

@@ -28,6 +28,7 @@ from ruamel.yaml.util import load_yaml_guess_indent
 from rollout_policies.errors import UserError
 from rollout_policies.stack_file import (
     bounded,
+    config_from_text,
     config_name,
     load_document,
     read_config,
@@ -338,3 +339,52 @@ def changed_lines(before: str, after: str) -> Iterable[str]:
     for line in difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=0):
         if line.startswith(("+", "-")) and not line.startswith(("+++", "---")):
             yield line
+
+
+def render_config_mapping(text: str, key: str, name: str, values: Mapping[str, str], source: str) -> str:
+    """The config text with ``config.<key>.<name>`` set to the string map ``values``; the same text
+    when it already holds them.
+
+    A line edit, like ``render_state``: the old ``<name>:`` block (if any) goes, the new one is put
+    after the section's last value, and nothing else in the file moves (comments, indentation).
+    """
+    lines = text.splitlines(keepends=True)
+    newline = _newline(text)
+    header = re.compile(rf"^(\s*){re.escape(key)}:\s*$")
+    start = next((i for i, line in enumerate(lines) if header.match(line.rstrip("\r\n"))), None)
+    if start is None:
+        raise UserError(f"{source}: config.{key}: missing (add the section with its other values first)")
+    own = _indent(lines[start])
+    body = []  # the section's content lines: (index, indent)
+    for index in range(start + 1, len(lines)):
+        stripped = lines[index].strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if _indent(lines[index]) <= own:
+            break
+        body.append((index, _indent(lines[index])))
+    if not body:
+        raise UserError(f"{source}: config.{key}: expected a mapping with values")
+    child = body[0][1]
+    drop: set[int] = set()
+    inside = False
+    for index, indent in body:
+        if indent == child:
+            inside = lines[index].strip().startswith(f"{name}:")
+        if inside:
+            drop.add(index)
+    last = max(index for index, _ in body if index not in drop) if len(drop) < len(body) else start
+    block = [" " * child + f"{name}:" + newline] + [
+        " " * (child + 2) + f"{k}: {json.dumps(v)}" + newline for k, v in sorted(values.items())
+    ]
+    new_lines = [line for i, line in enumerate(lines[: last + 1]) if i not in drop]
+    new_lines += block + [line for i, line in enumerate(lines[last + 1 :], last + 1) if i not in drop]
+    new = "".join(new_lines)
+    section = config_from_text(new, source).get(key)
+    if not isinstance(section, Mapping) or section.get(name) != dict(values):
+        raise UserError(f"{source}: config.{key}.{name}: could not rewrite it in place")
+    return text if config_from_text(text, source).get(key) == section else new
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))

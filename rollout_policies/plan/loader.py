@@ -44,6 +44,7 @@ from ruamel.yaml.events import (
 )
 
 from rollout_policies.plan.model import (
+    DRILLS,
     Criterion,
     CriterionKind,
     Direction,
@@ -909,6 +910,16 @@ def _criterion_problems(
             yield _Problem(loc, f"a {kind.value} criterion needs a threshold")
         if kind is CriterionKind.WINDOW and not criterion.window:
             yield _Problem(loc, "a window criterion needs a window longer than zero (such as 48h)")
+    elif kind is CriterionKind.DRILL:
+        if criterion.drill not in DRILLS:
+            yield _Problem(
+                (*loc, "drill"),
+                f"a drill criterion names one of the drills ({', '.join(DRILLS)}), got {criterion.drill!r}",
+            )
+        if not criterion.window:
+            yield _Problem(
+                loc, "a drill criterion needs a window: how recent the passed drill must be (such as 14d)"
+            )
     elif kind is CriterionKind.MANUAL:
         if not criterion.owners:
             yield _Problem(loc, "a manual criterion needs owners (people from decision_authority)")

@@ -609,6 +609,11 @@ class CriterionKind(StrEnum):
     WINDOW = "window"  # "no critical issues for 48 hours": a clean window of an event metric
     COUNT = "count"  # "<5 critical bugs reported"
     MANUAL = "manual"  # a person signs off (positive feedback, support volume manageable)
+    DRILL = "drill"  # "multi-region failover testing": a passed drill report committed during the stage
+
+
+# The drills a drill criterion can name (the runbooks and their report folders under reports/drills/).
+DRILLS = ("region-failover", "backup-restore")
 
 
 class Criterion(_Frozen):
@@ -625,6 +630,8 @@ class Criterion(_Frozen):
     window: Duration | None = None
     # MANUAL: who signs off.
     owners: tuple[str, ...] = ()
+    # DRILL: the drill whose newest report must have passed, within ``window`` and since the stage began.
+    drill: str | None = None
 
     @field_validator("window", mode="before")
     @classmethod

@@ -6,12 +6,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from pathlib import Path
 
 from rollout_policies.core.measurement import Evidence, Measurement
 from rollout_policies.core.ranges import within_range
 from rollout_policies.errors import UserError
 from rollout_policies.plan.model import Criterion, CriterionKind, Gate, Plan, Stage
 from rollout_policies.providers.base import ComparisonFetch, ComparisonProvider, MetricProvider, as_utc
+from rollout_policies.providers.drill_reports import read_drill_results
 from rollout_policies.providers.prometheus import PrometheusProvider
 from rollout_policies.providers.registry import PROVIDERS, comparison_provider_for, provider_for
 from rollout_policies.providers.settings import ProviderSettings
@@ -181,6 +183,7 @@ def collect_evidence(
     *,
     since: datetime | None = None,
     signoffs: Iterable[str] = (),
+    drill_reports: Path | None = None,
 ) -> Evidence:
     """``collect``'s measurements, ``collect_windows``' histories and ``collect_comparisons``' samples
     as the core's ``Evidence``.
@@ -188,9 +191,13 @@ def collect_evidence(
     A failed comparison fetch adds no samples, so its gate reads ``no_data`` and holds; the fetch's
     own message is in ``collect_comparisons`` (the core has no slot for it yet). The window
     histories go first, so at an equal time the instant measurement is the metric's latest.
+    ``drill_reports`` is the repository's ``reports/drills`` folder, for drill criteria.
     """
     settings = settings or ProviderSettings.from_env()
     measurements = collect(plan, stage_id, now, settings)
     windows = collect_windows(plan, stage_id, now, settings)
     fetches = collect_comparisons(plan, stage_id, now, settings, since=since)
-    return Evidence.of([*windows, *measurements], signoffs, samples=(s for f in fetches for s in f.samples))
+    drills = read_drill_results(drill_reports) if drill_reports is not None else ()
+    return Evidence.of(
+        [*windows, *measurements], signoffs, samples=(s for f in fetches for s in f.samples), drills=drills
+    )

@@ -18,7 +18,7 @@ from core_plans import (
     ok,
 )
 
-from rollout_policies.core import Evidence, Measurement, Verdict, evaluate_criterion
+from rollout_policies.core import DrillResult, Evidence, Measurement, Verdict, evaluate_criterion
 from rollout_policies.core.gates import GateVerdict
 from rollout_policies.plan.model import Criterion
 
@@ -218,3 +218,68 @@ def test_count_no_go_criterion_holds_when_crash_rate_over_bound() -> None:
         "met",
         "crash_rate = 2.4: > 2 holds",
     )
+
+
+# --- drill criteria: the newest committed drill report of the stage --------------------------------
+
+DRILL = Criterion.model_validate(
+    {
+        "id": "majority-failover-drill",
+        "text": "Multi-region failover testing",
+        "kind": "drill",
+        "drill": "region-failover",
+        "window": "7d",
+    }
+)
+
+
+def judge_drill(*reports: DrillResult, now: datetime) -> tuple[str, str]:
+    result = evaluate_criterion(
+        DRILL,
+        no_go=False,
+        gate_verdicts=(),
+        metrics=METRIC_MAP,
+        evidence=Evidence.of((), drills=reports),
+        now=now,
+        stage_started_at=T0,
+    )
+    return result.status.value, result.reason
+
+
+def drill(verdict: str, hours: float, name: str = "region-failover") -> DrillResult:
+    return DrillResult(name, verdict, at(hours=hours), f"reports/drills/{name}/{hours}.json")
+
+
+def test_a_drill_criterion_without_a_report_is_unknown() -> None:
+    assert judge_drill(now=at(hours=1)) == ("unknown", "no region-failover drill report")
+
+
+def test_a_passed_drill_in_the_stage_meets_the_criterion() -> None:
+    status, reason = judge_drill(drill("passed", 2), now=at(hours=5))
+    assert status == "met"
+    assert reason.endswith(": passed (reports/drills/region-failover/2.json)")
+
+
+def test_a_newer_failed_drill_outweighs_an_older_pass() -> None:
+    status, reason = judge_drill(drill("passed", 2), drill("failed", 3), now=at(hours=5))
+    assert (status, reason.split(": ")[-1].split(" (")[0]) == ("not_met", "failed")
+
+
+def test_a_dry_run_or_another_drill_proves_nothing() -> None:
+    reports = (drill("dry-run", 2), drill("passed", 2, name="backup-restore"))
+    assert judge_drill(*reports, now=at(hours=5))[0] == "unknown"
+
+
+def test_a_drill_from_before_the_stage_does_not_count() -> None:
+    status, reason = judge_drill(drill("passed", -1), now=at(hours=1))
+    assert status == "unknown"
+    assert "from before this stage began" in reason
+
+
+def test_a_drill_older_than_the_window_does_not_count() -> None:
+    status, reason = judge_drill(drill("passed", 1), now=at(days=8))
+    assert (status, reason.endswith("is older than 1w")) == ("unknown", True)
+
+
+def test_a_drill_reported_after_now_is_not_seen_yet() -> None:
+    assert judge_drill(drill("passed", 6), now=at(hours=5))[0] == "unknown"

@@ -98,3 +98,13 @@ def test_drills_are_active_in_the_primary_region(plan):
 def test_a_stack_can_set_its_own_drill_schedule(plan):
     job = _drill(deploy(settings(drills={"schedule": "0 4 * * 2"}), plan), "backup-restore")
     assert job["spec"]["schedule"] == "0 4 * * 2"
+
+
+def test_the_failover_cronjob_names_the_route_and_each_regions_cluster(plan):
+    """A pod has no other region's stack file: the service (HTTPRoute, flags ConfigMap) and each
+    region's kubeconfig context go in as flags, from failover.kubeContexts."""
+    contexts = {"us-east-1": "prod-us-east-1", "us-west-2": "prod-us-west-2"}
+    stack = settings(failover={**FAILOVER, "kubeContexts": contexts})
+    params = _parse(_container(_drill(deploy(stack, plan), "region-failover"))["command"])
+    assert params["service"] == SERVICE
+    assert sorted(params["kube_contexts"]) == ["us-east-1=prod-us-east-1", "us-west-2=prod-us-west-2"]

@@ -25,15 +25,38 @@ def test_secondary_region_is_the_secondary_failover_record(plan):
     assert _annotations(deploy(west, plan))[ANN_FAILOVER] == "SECONDARY"
 
 
-def test_the_record_is_identified_by_region_and_carries_the_health_check(plan):
+CHECKS = {"us-east-1": "hc-east", "us-west-2": "hc-west"}
+
+
+def test_the_record_is_identified_by_region_and_carries_its_regions_health_check(plan):
     custom = settings(
-        failover={"hostname": "api.markethub.example", "healthCheckId": "hc-123", "target": "gw.elb"}
+        failover={"hostname": "api.markethub.example", "healthChecks": CHECKS, "target": "gw.elb"}
     )
     annotations = _annotations(deploy(custom, plan))
     assert annotations[ANN_SET_IDENTIFIER] == "us-east-1"
     assert annotations[ANN_HOSTNAME] == "api.markethub.example"
-    assert annotations[ANN_HEALTH_CHECK] == "hc-123"
+    assert annotations[ANN_HEALTH_CHECK] == "hc-east"
     assert annotations[ANN_TARGET] == "gw.elb"
+
+
+def test_the_secondary_record_carries_the_secondarys_health_check(plan):
+    west = settings(
+        "prod-us-west-2", region="us-west-2", regionRole="secondary", failover={"healthChecks": CHECKS}
+    )
+    assert _annotations(deploy(west, plan))[ANN_HEALTH_CHECK] == "hc-west"
+
+
+def test_a_region_without_a_health_check_gets_no_health_check_annotation(plan):
+    annotations = _annotations(deploy(settings(failover={"healthChecks": {"us-west-2": "hc-west"}}), plan))
+    assert ANN_HEALTH_CHECK not in annotations
+
+
+def test_the_shipped_prod_stacks_hold_no_placeholder_health_check(plan):
+    from pathlib import Path
+
+    for path in sorted(Path(__file__).parents[2].glob("Pulumi.prod-*.yaml")):
+        text = path.read_text()
+        assert "11111111-" not in text and "healthCheckId" not in text, path.name
 
 
 def test_public_service_is_cluster_ip_by_default(plan):

@@ -481,7 +481,7 @@ def test_cli_validate_shipped_plan(tmp_path: Path) -> None:
         f"{DEFAULT_PLAN}: OK: plan 'markethub-mobile progressive rollout': 5 stages "
         "(beta -> limited -> medium -> majority -> full), 61 metrics, "
         "160 gates (120 gating, 40 monitor-only), "
-        "20 go/no-go criteria, 4 rollback triggers"
+        "21 go/no-go criteria, 4 rollback triggers"
     ]
 
 
@@ -646,3 +646,36 @@ def test_shipped_comparisons_read_every_event_once() -> None:
     assert {(c.window, c.scrape_interval, c.interval, c.count_scale) for c in settings} == {
         (timedelta(seconds=75), timedelta(seconds=15), timedelta(minutes=1), 1.25)
     }
+
+
+FEEDBACK = "      - {id: beta-feedback, text: Positive feedback, kind: manual, owners: [CTO]}\n"
+
+
+def test_a_drill_criterion_loads_with_its_drill_and_window(tmp_path: Path) -> None:
+    drill = (
+        "      - {id: beta-drill, text: Failover testing, kind: drill, drill: region-failover, window: 7d}\n"
+    )
+    path = tmp_path / "plan.yaml"
+    path.write_text(changed(FEEDBACK, FEEDBACK + drill))
+    criterion = load_plan(path).stage("beta").go[-1]
+    assert (criterion.kind.value, criterion.drill, criterion.window) == (
+        "drill",
+        "region-failover",
+        timedelta(days=7),
+    )
+
+
+def test_a_drill_criterion_names_a_known_drill(tmp_path: Path) -> None:
+    drill = "      - {id: beta-drill, text: Failover testing, kind: drill, drill: chaos-monkey, window: 7d}\n"
+    assert error_of(tmp_path, changed(FEEDBACK, FEEDBACK + drill)) == (
+        "plan.yaml:36: stages[0].go[2].drill: a drill criterion names one of the drills "
+        "(region-failover, backup-restore), got 'chaos-monkey'"
+    )
+
+
+def test_a_drill_criterion_needs_a_window(tmp_path: Path) -> None:
+    drill = "      - {id: beta-drill, text: Failover testing, kind: drill, drill: region-failover}\n"
+    assert error_of(tmp_path, changed(FEEDBACK, FEEDBACK + drill)) == (
+        "plan.yaml:36: stages[0].go[2]: a drill criterion needs a window: how recent the passed drill "
+        "must be (such as 14d)"
+    )

@@ -10,6 +10,10 @@ the environment for S3 and Route 53, PostgreSQL with pg_dump / pg_restore, git. 
   Velero server would. kwok is the simulator the local clusters already use for nodes and pods.
   Velero's own restore logic is therefore not exercised here; the drill's handling of it is.
 
+Each region's HTTPRoute and flags ConfigMap are the Pulumi program's own manifests for a plan step
+(``infra.traffic``, ``infra.flags``), applied to both API servers, so the failover drill's
+regions-agree check reads real objects at 10%, 30% and 50%.
+
 Set DRILL_REPORT_DIR to keep the reports (docs/drills.md quotes figures from such a run).
 """
 
@@ -18,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +38,11 @@ from devenv.local import LocalEnvironment
 from devenv.pytest_fixtures import local_env  # the session's environment
 from devenv.services import PostgreSQL
 from devenv.tools import tool
+from infra.flags import FlagsArgs, flags_manifest
+from infra.traffic.gateway_api import GatewayApiRouter
+from infra.traffic.split import TrafficSplitArgs, route_spec
+from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
+from rollout_policies.state import Colour, Release, RolloutState
 from runbooks.region_failover import FailoverDns
 
 pytestmark = pytest.mark.e2e
@@ -41,6 +51,7 @@ __all__ = ["local_env"]
 # Its own namespace: other end-to-end tests deploy the service into the same clusters.
 NAMESPACE = "markethub-drill"
 STAGES = Path(__file__).with_name("kwok-velero-stages.yaml")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def api(kubeconfig: str) -> client.ApiClient:
@@ -77,6 +88,46 @@ def deploy(kubeconfig: str, name: str, replicas: int) -> None:
                 ),
             ),
         )
+
+
+SERVICE = "markethub-mobile"
+SPLIT_STEPS = [("limited", 2, 10), ("medium", 0, 30), ("majority", 0, 50)]
+
+
+def serve_step(kubeconfig: str, stage_id: str, step: int) -> None:
+    """Apply the program's HTTPRoute and flags ConfigMap for a step of the packaged plan."""
+    stage = load_plan(DEFAULT_PLAN).stage(stage_id)
+    weight = stage.steps[step].weight
+    moment = datetime(2026, 11, 20, 9, tzinfo=UTC)
+    state = RolloutState(
+        stage=stage_id,
+        step=step,
+        stable=Release(colour=Colour.BLUE, version="4.12.0"),
+        candidate=Release(colour=Colour.GREEN, version="5.0.0"),
+        weights={Colour.BLUE: 100 - weight, Colour.GREEN: weight},
+        stageStartedAt=moment,
+        stepStartedAt=moment,
+    )
+    args = TrafficSplitArgs(SERVICE, NAMESPACE, 8080, state, "plan.yaml", "x-markethub-cohort", "beta")
+    (route,) = GatewayApiRouter().manifests(route_spec(args))
+    flags = flags_manifest(FlagsArgs(SERVICE, NAMESPACE, stage))
+    with api(kubeconfig) as kube:
+        custom, core = client.CustomObjectsApi(kube), client.CoreV1Api(kube)
+        for delete in (
+            lambda: custom.delete_namespaced_custom_object(
+                "gateway.networking.k8s.io", "v1", NAMESPACE, "httproutes", SERVICE
+            ),
+            lambda: core.delete_namespaced_config_map(f"{SERVICE}-flags", NAMESPACE),
+        ):
+            try:
+                delete()
+            except ApiException as err:
+                if err.status != 404:
+                    raise
+        custom.create_namespaced_custom_object(
+            "gateway.networking.k8s.io", "v1", NAMESPACE, "httproutes", route
+        )
+        core.create_namespaced_config_map(NAMESPACE, flags)
 
 
 def wait_available(kubeconfig: str, name: str, replicas: int) -> None:
@@ -171,37 +222,57 @@ def test_both_drills_with_execute_on_the_local_environment(
     code, out, err = run(["drill", "backup", "--dsn", plan_db, *env, *bucket, "--create-bucket"], capsys)
     assert code == 0, out + err
 
-    code, out, err = run(
-        ["drill", "region-failover", "--execute", *env, *bucket, "--ensure-records", "--namespace", NAMESPACE,
-         "--zone", regions.zone, "--record", regions.record, "--stacks-dir", str(tmp_path),
-         "--endpoint", f"{PRIMARY}={regions.primary.url}",
-         "--endpoint", f"{SECONDARY}={regions.secondary.url}",
-         "--report-dir", str(reports)],
-        capsys,
-    )  # fmt: skip
-    assert code == 0, out + err
-    assert "region-failover: passed" in out
+    failover = ["drill", "region-failover", "--execute", *env, *bucket, "--namespace", NAMESPACE,
+                "--service", SERVICE, "--zone", regions.zone, "--record", regions.record,
+                "--stacks-dir", str(tmp_path),
+                "--endpoint", f"{PRIMARY}={regions.primary.url}",
+                "--endpoint", f"{SECONDARY}={regions.secondary.url}"]  # fmt: skip
     route53 = _moto_client(local_env, "route53")
-    records = FailoverDns(route53, regions.zone, regions.record).records()
-    assert {r.region: r.role for r in records.values()} == {PRIMARY: "PRIMARY", SECONDARY: "SECONDARY"}
-    failover = _latest_report(reports / "region-failover")
-    assert failover["verdict"] == "passed"
-    assert failover["objectives"][0]["met"] is True
+    for stage_id, step, weight in SPLIT_STEPS:
+        for kubeconfig in workloads.values():
+            serve_step(kubeconfig, stage_id, step)
+        folder = reports / f"at-{weight}"
+        code, out, err = run([*failover, "--ensure-records", "--report-dir", str(folder)], capsys)
+        assert code == 0, out + err
+        assert "region-failover: passed" in out
+        report = _latest_report(folder / "region-failover")
+        assert report["verdict"] == "passed"
+        assert report["objectives"][0]["met"] is True
+        agree = next(s for s in report["steps"] if s["name"] == "preflight-regions-agree")
+        assert f"blue {100 - weight}% / green {weight}%" in agree["detail"]
+        records = FailoverDns(route53, regions.zone, regions.record).records()
+        assert {r.region: r.role for r in records.values()} == {PRIMARY: "PRIMARY", SECONDARY: "SECONDARY"}
 
-    # A fault injected mid-failover (after the secondary took the traffic) ends with DNS on the primary.
-    code, out, err = run(
-        ["drill", "region-failover", "--execute", *env, *bucket, "--namespace", NAMESPACE,
-         "--inject-fault", "verify-secondary-serves",
-         "--zone", regions.zone, "--record", regions.record, "--stacks-dir", str(tmp_path),
-         "--endpoint", f"{PRIMARY}={regions.primary.url}",
-         "--endpoint", f"{SECONDARY}={regions.secondary.url}",
-         "--report-dir", str(tmp_path / "fault")],
-        capsys,
-    )  # fmt: skip
+        # A fault injected mid-drill (after the secondary took the traffic) ends with DNS on the primary.
+        code, out, err = run(
+            [
+                *failover,
+                "--inject-fault",
+                "verify-secondary-serves",
+                "--report-dir",
+                str(tmp_path / f"fault-{weight}"),
+            ],
+            capsys,
+        )
+        assert code == 1, out + err
+        assert "automatic-failback" in out
+        dns = FailoverDns(route53, regions.zone, regions.record)
+        assert {r.region: r.role for r in dns.records().values()} == {
+            PRIMARY: "PRIMARY",
+            SECONDARY: "SECONDARY",
+        }
+        assert dns.answer() == PRIMARY
+
+    # Regions out of step: the drill refuses before DNS and names what differs.
+    serve_step(workloads[SECONDARY], "medium", 0)
+    code, out, err = run([*failover, "--report-dir", str(tmp_path / "apart")], capsys)
     assert code == 1, out + err
-    assert "automatic-failback" in out
-    records = FailoverDns(route53, regions.zone, regions.record).records()
-    assert {r.region: r.role for r in records.values()} == {PRIMARY: "PRIMARY", SECONDARY: "SECONDARY"}
+    apart = _latest_report(tmp_path / "apart" / "region-failover")
+    refused = next(s for s in apart["steps"] if s["name"] == "preflight-regions-agree")
+    assert (
+        "weights: us-east-1 serves blue 50% / green 50%, us-west-2 blue 70% / green 30%" in refused["detail"]
+    )
+    assert "dns-failover" not in [s["name"] for s in apart["steps"]]
 
     code, out, err = run(
         ["drill", "backup-restore", "--execute", *env, *bucket, "--restore-dsn", postgres.dsn,
@@ -240,3 +311,117 @@ def _moto_client(local_env: LocalEnvironment, service: str) -> Any:
 def _latest_report(folder: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(sorted(folder.glob("*.json"))[-1].read_text())
     return data
+
+
+def test_the_scheduled_failover_drill_run_as_its_cronjob_declares_commits_its_report(
+    local_env: LocalEnvironment,
+    workloads: dict[str, str],
+    plan_db: str,
+    regions: Regions,
+    unique: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The shipped prod-us-east-1 stack with this environment's addresses, rendered by the program
+    under Pulumi mocks; the region-failover CronJob's command and env run as a process (no container
+    starts on kwok nodes), its kubeconfig Secret mounted as a folder, while traffic is split 50/50."""
+    import yaml
+    from wiring.shipped import rendered_cronjobs
+
+    from infra.drills import KUBECONFIG_MOUNT
+    from rollout_policies.gitops.stack_config import render_config_mapping
+    from runbooks.region_failover import FailoverTarget, RegionTarget, ensure_failover_records
+
+    # The rollout repository the reports are pushed to (main exists, as in a team's repository).
+    remote = tmp_path / "rollout.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(remote)], check=True)
+    seed = tmp_path / "seed"
+    subprocess.run(["git", "clone", "-q", str(remote), str(seed)], check=True, capture_output=True)
+    who = ["-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run(["git", *who, "commit", "-q", "--allow-empty", "-m", "start"], cwd=seed, check=True)
+    subprocess.run(["git", "push", "-q", "origin", "HEAD:main"], cwd=seed, check=True)
+
+    # The kubeconfig Secret: one context per region, named as the stack's failover.kubeContexts say.
+    merged: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [],
+        "contexts": [],
+        "users": [],
+    }
+    contexts = {}
+    for region, path in workloads.items():
+        config_data = yaml.safe_load(Path(path).read_text())
+        for key in ("clusters", "contexts", "users"):
+            merged[key] += config_data[key]
+        contexts[region] = config_data["current-context"]
+    secret_dir = tmp_path / "secret-kubeconfig"
+    secret_dir.mkdir()
+    (secret_dir / "config").write_text(yaml.safe_dump(merged))
+
+    bucket = f"cron-{unique}"
+    shipped = (ROOT / "Pulumi.prod-us-east-1.yaml").read_text()
+    text = (
+        shipped.replace(
+            "markethub-rollout:namespace: markethub\n", f"markethub-rollout:namespace: {NAMESPACE}\n"
+        )
+        .replace(
+            "bucket: markethub-backups-us-east-1\n",
+            f"bucket: {bucket}\n    s3Endpoint: {local_env.info.moto_url}\n",
+        )
+        .replace("zone: markethub.example.\n", f"zone: {regions.zone}\n")
+        .replace("    hostname: api.markethub.example\n", f"    hostname: {regions.record.rstrip('.')}\n")
+    ) + f"  markethub-rollout:drills:\n    kubeconfigSecret: kube\n    reportsRepository: {remote}\n"
+    source = "Pulumi.prod-us-east-1.yaml"
+    urls = {PRIMARY: regions.primary.url, SECONDARY: regions.secondary.url}
+    text = render_config_mapping(text, "markethub-rollout:failover", "probeUrls", urls, source)
+    text = render_config_mapping(text, "markethub-rollout:failover", "kubeContexts", contexts, source)
+    stack_dir = tmp_path / "stacks"
+    stack_dir.mkdir()
+    stack_file = stack_dir / source
+    stack_file.write_text(text)
+    (job,) = [j for j in rendered_cronjobs(stack_file) if j.name.endswith("drill-region-failover")]
+
+    # What production has before a drill: a fresh backup, the failover records, traffic split 50/50.
+    prefix = job.argv[job.argv.index("--prefix") + 1]
+    code, out, err = run(["drill", "backup", "--dsn", plan_db, "--aws-endpoint-url", local_env.info.moto_url,
+                          "--bucket", bucket, "--prefix", prefix, "--create-bucket"], capsys)  # fmt: skip
+    assert code == 0, out + err
+    target = FailoverTarget(
+        zone=regions.zone,
+        record=regions.record,
+        regions={
+            e.region: RegionTarget(f"{e.region}.{regions.record}", e.url)
+            for e in (regions.primary, regions.secondary)
+        },
+        service=SERVICE,
+    )
+    ensure_failover_records(_moto_client(local_env, "route53"), target, PRIMARY)
+    for kubeconfig in workloads.values():
+        serve_step(kubeconfig, "majority", 0)
+
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    for item in job.env:
+        if "value" in item:
+            env[item["name"]] = str(item["value"]).replace(KUBECONFIG_MOUNT, str(secret_dir))
+        else:  # the git token Secret: a local remote needs none
+            env[item["name"]] = ""
+    pod = tmp_path / "pod"
+    pod.mkdir()
+    done = subprocess.run(job.argv, cwd=pod, env=env, capture_output=True, text=True, timeout=600)
+
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert "region-failover: passed" in output
+    listed = subprocess.run(["git", "ls-tree", "-r", "--name-only", "main"], cwd=remote, check=True,
+                            capture_output=True, text=True).stdout.split()  # fmt: skip
+    pushed = [p for p in listed if p.startswith("reports/drills/region-failover/")]
+    assert sorted(Path(p).suffix for p in pushed) == [".html", ".json", ".md"], listed
+    data = next(p for p in pushed if p.endswith(".json"))
+    shown = subprocess.run(
+        ["git", "show", f"main:{data}"], cwd=remote, check=True, capture_output=True, text=True
+    )
+    report = json.loads(shown.stdout)
+    assert report["verdict"] == "passed"
+    assert report["objectives"][0]["name"] == "time to recovery (RTO)"
+    assert report["objectives"][0]["limit_seconds"] == 1800  # the plan's RTO beside the measured time

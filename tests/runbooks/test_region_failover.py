@@ -2,8 +2,9 @@
 
 moto stands in for Route 53 (the only AWS stand-in allowed here). The regions' endpoints are two
 loopback HTTP servers (``devenv.health_standin``), because no pod really serves on kwok's fake nodes. The
-Kubernetes readiness check sits behind the drill's ``Workloads`` seam, given recorded Deployment
-statuses here; the e2e test reads real Deployments from the local clusters.
+Kubernetes reads sit behind the drill's ``Workloads`` and ``LiveRollouts`` seams: recorded Deployment
+statuses, and each region's HTTPRoute and flags ConfigMap as the Pulumi program renders them for a
+stage step (``infra.traffic``, ``infra.flags``); the e2e test reads real objects from the local clusters.
 """
 
 from __future__ import annotations
@@ -18,17 +19,22 @@ import httpx
 import pytest
 from drill_helpers import PREFIX, PRIMARY, SECONDARY, VERIFY_TABLES, Regions, hours_ago
 
-from rollout_policies.plan.model import Plan
-from rollout_policies.state import CONFIG_KEY, Colour, Release, RolloutState
+from infra.flags import FlagsArgs, flag_definitions
+from infra.traffic.gateway_api import GatewayApiRouter
+from infra.traffic.split import TrafficSplitArgs, route_spec
+from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
+from rollout_policies.plan.model import Feature, FeatureState, Plan
+from rollout_policies.state import Colour, Release, RolloutState
 from runbooks.backup import make_backup
 from runbooks.region_failover import (
     Bounds,
     DeploymentStatus,
     FailoverDns,
     FailoverDrill,
+    ServedRollout,
     capacity_problems,
     ensure_failover_records,
-    rollouts_in_progress,
+    served_from_objects,
 )
 from runbooks.report import StepStatus, Verdict
 
@@ -53,6 +59,45 @@ def deployments(available: int = 3, ready: bool = True) -> tuple[DeploymentStatu
 
 
 HEALTHY = RecordedWorkloads({PRIMARY: deployments(), SECONDARY: deployments()})
+SERVICE = "markethub-mobile"
+PACKAGED = load_plan(DEFAULT_PLAN)
+
+
+def served_at(stage_id: str, step: int, *, cohort_value: str = "beta", features: Any = None) -> ServedRollout:
+    """What a region serves at a step of the packaged plan: its HTTPRoute and flags document as the
+    Pulumi program renders them (infra.traffic, infra.flags)."""
+    stage = PACKAGED.stage(stage_id)
+    weight = stage.steps[step].weight
+    moment = datetime(2026, 11, 20, 9, tzinfo=UTC)
+    state = RolloutState(
+        stage=stage_id,
+        step=step,
+        stable=Release(colour=Colour.BLUE, version="4.12.0"),
+        candidate=Release(colour=Colour.GREEN, version="5.0.0"),
+        weights={Colour.BLUE: 100 - weight, Colour.GREEN: weight},
+        stageStartedAt=moment,
+        stepStartedAt=moment,
+    )
+    args = TrafficSplitArgs(
+        SERVICE, "markethub", 8080, state, "plan.yaml", "x-markethub-cohort", cohort_value
+    )
+    (route,) = GatewayApiRouter().manifests(route_spec(args))
+    flags = flag_definitions(features if features is not None else FlagsArgs(SERVICE, "m", stage).features)
+    return served_from_objects(route, flags, SERVICE)
+
+
+@dataclass
+class RecordedLive:
+    """The live-objects seam: what each region serves."""
+
+    by_region: dict[str, ServedRollout]
+
+    def served(self, region: str) -> ServedRollout:
+        return self.by_region[region]
+
+
+def alike(stage_id: str = "limited", step: int = 2) -> RecordedLive:
+    return RecordedLive({PRIMARY: served_at(stage_id, step), SECONDARY: served_at(stage_id, step)})
 
 
 @pytest.fixture
@@ -73,7 +118,7 @@ def make_drill(
     """The drill on the local endpoints, moto's Route 53 (records ensured) and S3; keyword arguments
     (``workloads``, ``fault``) override the drill's fields."""
 
-    def make(workloads: Any = HEALTHY, **kwargs: Any) -> FailoverDrill:
+    def make(workloads: Any = HEALTHY, live: Any = None, **kwargs: Any) -> FailoverDrill:
         target = regions.target(tmp_path, bucket)
         ensure_failover_records(route53, target, PRIMARY)
         return FailoverDrill(
@@ -83,6 +128,7 @@ def make_drill(
             s3=s3,
             workloads=workloads,
             http=http,
+            live=live or alike(),
             bounds=Bounds(probe_attempts=6, probe_interval=0.01, switch_deadline=10.0),
             **kwargs,
         )
@@ -105,7 +151,7 @@ def test_the_drill_fails_over_verifies_and_fails_back(
     assert report.verdict is Verdict.PASSED, report.to_markdown()
     assert [s.name for s in report.steps] == [
         "preflight-secondary-ready",
-        "preflight-no-rollout-in-progress",
+        "preflight-regions-agree",
         "preflight-backup-fresh",
         "preflight-dns-on-primary",
         "dns-failover",
@@ -168,18 +214,98 @@ def test_a_stale_backup_stops_the_drill(
     assert "dns-failover" not in [s.name for s in report.steps]
 
 
-def test_a_rollout_step_in_progress_stops_the_drill(
+@pytest.mark.parametrize(
+    ("stage_id", "step", "weight"), [("limited", 2, 10), ("medium", 0, 30), ("majority", 0, 50)]
+)
+def test_the_drill_passes_while_traffic_is_split_and_a_fault_mid_drill_ends_on_the_primary(
+    stage_id: str,
+    step: int,
+    weight: int,
     make_drill: Callable[..., FailoverDrill],
-    tmp_path: Path,
+    regions: Regions,
+    route53: Any,
     backed_up: None,
 ) -> None:
-    write_stack(tmp_path, "prod-us-east-1", candidate_weight=10)
+    live = alike(stage_id, step)
 
-    report = make_drill().run(execute=True)
+    report = make_drill(live=live).run(execute=True)
 
-    step = report.step("preflight-no-rollout-in-progress")
+    assert report.verdict is Verdict.PASSED, report.to_markdown()
+    agree = report.step("preflight-regions-agree")
+    assert f"blue {100 - weight}% / green {weight}%" in agree.detail
+    assert "x-markethub-cohort=beta -> markethub-mobile-green" in agree.detail
+    assert roles(route53, regions) == {PRIMARY: "PRIMARY", SECONDARY: "SECONDARY"}
+
+    def fault(point: str) -> None:
+        if point == "verify-secondary-serves":  # mid-drill: the secondary holds the traffic
+            raise RuntimeError(f"injected at {point}")
+
+    faulted = make_drill(live=live, fault=fault).run(execute=True)
+
+    assert faulted.verdict is Verdict.FAILED
+    assert faulted.step("automatic-failback").status is StepStatus.PASSED
+    assert roles(route53, regions) == {PRIMARY: "PRIMARY", SECONDARY: "SECONDARY"}
+    assert FailoverDns(route53, regions.zone, regions.record).answer() == PRIMARY
+
+
+def test_regions_serving_different_weights_stop_the_drill_naming_them(
+    make_drill: Callable[..., FailoverDrill], regions: Regions, route53: Any, backed_up: None
+) -> None:
+    live = RecordedLive({PRIMARY: served_at("medium", 0), SECONDARY: served_at("limited", 2)})
+
+    report = make_drill(live=live).run(execute=True)
+
+    step = report.step("preflight-regions-agree")
     assert step.status is StepStatus.FAILED
-    assert "Pulumi.prod-us-east-1.yaml: stage limited step 1 at 10% candidate" in step.detail
+    assert "weights: us-east-1 serves blue 70% / green 30%, us-west-2 blue 90% / green 10%" in step.detail
+    assert "dns-failover" not in [s.name for s in report.steps]
+    assert roles(route53, regions) == {PRIMARY: "PRIMARY", SECONDARY: "SECONDARY"}
+
+
+def test_regions_with_different_flags_stop_the_drill_naming_the_flag(
+    make_drill: Callable[..., FailoverDrill], backed_up: None
+) -> None:
+    features = dict(PACKAGED.stage("medium").features)
+    name = sorted(features)[0]
+    other = next(state for state in FeatureState if state is not features[name].state)
+    flipped = {**features, name: Feature(state=other)}
+    live = RecordedLive(
+        {PRIMARY: served_at("medium", 0), SECONDARY: served_at("medium", 0, features=flipped)}
+    )
+
+    report = make_drill(live=live).run(execute=True)
+
+    detail = report.step("preflight-regions-agree").detail
+    assert report.step("preflight-regions-agree").status is StepStatus.FAILED
+    assert f"flags: {name.replace('_', '-')} " in detail
+    assert "weights" not in detail
+
+
+def test_regions_with_different_cohort_rules_stop_the_drill(
+    make_drill: Callable[..., FailoverDrill], backed_up: None
+) -> None:
+    live = RecordedLive(
+        {PRIMARY: served_at("medium", 0), SECONDARY: served_at("medium", 0, cohort_value="vip")}
+    )
+
+    report = make_drill(live=live).run(execute=True)
+
+    detail = report.step("preflight-regions-agree").detail
+    assert "cohort rule: us-east-1 has x-markethub-cohort=beta -> markethub-mobile-green, " in detail
+    assert "us-west-2 x-markethub-cohort=vip -> markethub-mobile-green" in detail
+
+
+def test_a_region_without_a_route_is_not_known_to_agree(
+    make_drill: Callable[..., FailoverDrill], backed_up: None
+) -> None:
+    missing = served_from_objects(None, None, SERVICE)
+    live = RecordedLive({PRIMARY: served_at("medium", 0), SECONDARY: missing})
+
+    report = make_drill(live=live).run(execute=True)
+
+    detail = report.step("preflight-regions-agree").detail
+    assert "us-west-2 has no HTTPRoute weighing blue and green" in detail
+    assert "us-west-2 has no feature flags ConfigMap" in detail
 
 
 @pytest.mark.parametrize("fault_at", ["dns-failover", "verify-secondary-serves", "dns-failback"])
@@ -258,25 +384,9 @@ def test_capacity_is_the_primarys_available_replicas() -> None:
     assert capacity_problems(primary, ()) == ["the secondary region runs no Deployments in the namespace"]
 
 
-def test_a_finished_rollout_is_not_in_progress(tmp_path: Path) -> None:
-    write_stack(tmp_path, "prod-us-east-1", candidate_weight=100)
-    write_stack(tmp_path, "prod-us-west-2", candidate_weight=0)
+def test_the_drill_reads_the_flags_config_map_by_the_programs_names() -> None:
+    from infra import flags
+    from runbooks import region_failover
 
-    assert rollouts_in_progress(tmp_path) == []
-
-
-def write_stack(folder: Path, stack: str, candidate_weight: int) -> None:
-    moment = datetime(2026, 11, 20, 9, tzinfo=UTC)
-    state = RolloutState(
-        stage="limited",
-        step=1,
-        stable=Release(colour=Colour.BLUE, version="4.12.0"),
-        candidate=Release(colour=Colour.GREEN, version="5.0.0"),
-        weights={Colour.BLUE: 100 - candidate_weight, Colour.GREEN: candidate_weight},
-        stageStartedAt=moment,
-        stepStartedAt=moment,
-    )
-    from ruamel.yaml import YAML
-
-    with (folder / f"Pulumi.{stack}.yaml").open("w") as handle:
-        YAML().dump({"config": {CONFIG_KEY: state.to_config()}}, handle)
+    assert flags.config_map_name(SERVICE) == SERVICE + region_failover.FLAGS_CONFIG_MAP_SUFFIX
+    assert flags.FLAGS_FILE == region_failover.FLAGS_FILE

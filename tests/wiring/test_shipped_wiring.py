@@ -409,5 +409,5 @@ def test_scheduled_drills_run_and_commit_their_reports(team: Team, drill: str) -
     # The report is on main, under reports/drills/<drill>/, in a commit of its own.
     pushed = git(team.remote, "diff", "--name-only", before, "main").splitlines()
     assert pushed and all(p.startswith(f"reports/drills/{drill}/") for p in pushed), pushed
-    assert {Path(p).suffix for p in pushed} == {".json", ".md"}
+    assert {Path(p).suffix for p in pushed} == {".json", ".md", ".html"}
     assert run.uploaded and run.uploaded[0].is_dir()
