@@ -42,7 +42,7 @@ def _runs(workflow: dict[str, object]) -> list[str]:
 
 def _rollout_calls(text: str) -> list[list[str]]:
     calls = []
-    for line in text.splitlines():
+    for line in text.replace("\\\n", " ").splitlines():  # a shell line continuation joins two lines
         match = re.search(r"(?:^|\s)rollout\s+(.*)$", line.strip())
         if match and not line.strip().startswith("#"):
             calls.append(shlex.split(match.group(1), comments=True))
