@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make test       install everything, lint, run every test"
 	@echo "make demo       bring up the local two-region environment and run a rollout on it"
-	@echo "make rehearse   the whole plan, beta to 100% in both regions, with faults; rehearsal-report/report.html"
+	@echo "make rehearse   the whole plan, beta to 100% in both regions, with faults (not passing yet); report.html"
 	@echo "make tools      build or fetch the Pulumi CLI, provider, Kubernetes, etcd, kwok (cached)"
 	@echo "make env-up     start the local environment (prints kubeconfig paths); make env-down stops it"
 	@echo "make lint       ruff, mypy on the decision core, import layering, workflow lint"
@@ -71,12 +71,10 @@ test-rehearsal: venv tools
 test-fast: venv
 	$(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
 
-# The demo (docs/demo.md): a short dress rehearsal, the default plan at three weeks a wall minute
-# with one fault; it prints where its report is.
-DEMO_ARGS ?= --scale 30240 --faults beta+5%:api-errors --report demo-report
+# The demo (docs/demo.md); it becomes a short rehearsal once `make rehearse` passes (issue 14).
 demo: venv tools
 	$(VENV)/bin/rollout env up
-	$(VENV)/bin/rollout rehearse $(DEMO_ARGS)
+	$(PY) -m devenv.demo
 
 # The dress rehearsal: the whole plan, beta to 100% in both regions, with faults (docs/rehearsal.md).
 REHEARSE_ARGS ?=
