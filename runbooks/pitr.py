@@ -29,6 +29,16 @@ from psycopg import sql
 from runbooks.backup import TableFingerprint, pgbackrest_binary, postgres_tool, run_tool, table_fingerprints
 
 
+# pg_controldata's labels -> the settings a hot standby needs at least at the source's values.
+CONTROL_SETTINGS = {
+    "max_connections setting": "max_connections",
+    "max_worker_processes setting": "max_worker_processes",
+    "max_wal_senders setting": "max_wal_senders",
+    "max_prepared_xacts setting": "max_prepared_transactions",
+    "max_locks_per_xact setting": "max_locks_per_transaction",
+}
+
+
 @dataclass(frozen=True)
 class RecoveryTarget:
     at: datetime  # recovery_target_time
@@ -128,7 +138,8 @@ class RestoredDatabase:
         conf.write_text(
             "listen_addresses = ''\n"
             f"unix_socket_directories = '{self.socket_dir}'\n"
-            "archive_mode = off\nhot_standby = on\nmax_connections = 20\nshared_buffers = 128MB\n"
+            "archive_mode = off\nhot_standby = on\nshared_buffers = 128MB\n"
+            + "".join(f"{name} = {value}\n" for name, value in self._standby_minimums().items())
         )
         hba.write_text("local all all trust\n")
         user = _owner()
@@ -157,6 +168,18 @@ class RestoredDatabase:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"replay did not reach the target within {timeout:g}s: {self._fatal()}")
             time.sleep(0.2)
+
+    def _standby_minimums(self) -> dict[str, str]:
+        """Settings a hot standby must have at least at the source's values (else recovery aborts
+        with "insufficient parameter settings"), read from the restored control file."""
+        out = run_tool([postgres_tool("pg_controldata"), str(self.data_dir)], "pg_controldata")
+        found = {}
+        for line in out.splitlines():
+            label, _, value = line.partition(":")
+            name = CONTROL_SETTINGS.get(label.strip())
+            if name and value.strip().isdigit():
+                found[name] = value.strip()
+        return found
 
     def connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(
