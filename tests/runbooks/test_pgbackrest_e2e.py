@@ -112,7 +112,9 @@ def app_dsn(rig: Rig) -> str:
     with psycopg.connect(dsn) as conn:
         for table in rig.plan.objectives.disaster_recovery.verify_tables:
             conn.execute(f'CREATE TABLE "{table}" (id bigserial PRIMARY KEY, payload text, n int DEFAULT 0)')
-            conn.execute(f'INSERT INTO "{table}" (payload) SELECT md5(g::text) FROM generate_series(1, 2000) g')
+            conn.execute(
+                f'INSERT INTO "{table}" (payload) SELECT md5(g::text) FROM generate_series(1, 2000) g'
+            )
     return dsn
 
 
