@@ -6,7 +6,8 @@ Velero's file-system backup (kopia deduplicates, so each run stores only what ch
 backup takes volume snapshots of everything.
 
 The database gets the same objectives from pgBackRest: one CronJob per objective runs
-``pgbackrest backup --type=full`` (daily in the seed) or ``--type=incr`` (hourly) into the S3
+``rollout drill backup --type full`` (daily in the seed) or ``--type incremental`` (hourly), which
+runs ``pgbackrest stanza-create`` and ``pgbackrest backup --type=full|incr`` into the S3
 repository, with the retention the objectives imply (``runbooks.pgbackrest.retention_options``); the
 database's ``archive_command`` ships WAL continuously in between, which is what a point-in-time
 restore replays. All of pgBackRest's settings are ``PGBACKREST_*`` variables on the containers, so
@@ -22,9 +23,9 @@ import pulumi
 from infra import kube, naming
 from infra.kube import Manifest
 from infra.schedule import cron_every, go_duration
-from infra.settings import Backup, DrillOptions
+from infra.settings import Backup, DrillOptions, drill_flags
 from rollout_policies.plan.model import BackupObjective, Objectives, format_duration
-from runbooks.pgbackrest import BACKUP_TYPES, Repository, repository_env
+from runbooks.pgbackrest import Repository, repository_env
 
 COMPONENT = "backups"
 TLS_MOUNT = "/etc/pgbackrest/tls"
@@ -126,6 +127,13 @@ def pgbackrest_env(args: BackupArgs, *, database: bool = True) -> list[Manifest]
     return env
 
 
+def pgbackrest_command(args: BackupArgs, objective: BackupObjective) -> list[str]:
+    """``rollout drill backup --type <kind>``: ``pgbackrest stanza-create`` (a no-op once made), then
+    ``pgbackrest backup --type=full|incr``, every pgBackRest setting from the container's variables;
+    the flags name the same repository for the command's own messages."""
+    return ["rollout", "drill", "backup", "--type", objective.kind, *drill_flags(args.options, "backup")]
+
+
 def pgbackrest_cronjob_name(service: str, objective: BackupObjective) -> str:
     """``markethub-mobile-pgbackrest-incremental-1h``."""
     return f"{service}-pgbackrest-{objective.kind}-{format_duration(objective.every)}"
@@ -155,17 +163,7 @@ def pgbackrest_cronjob_manifest(args: BackupArgs, objective: BackupObjective) ->
     }
     pod: Manifest = {
         "restartPolicy": "OnFailure",
-        # Creating the stanza is a no-op once it exists; the first run of a new stack makes it.
-        "initContainers": [
-            {"name": "stanza-create", "command": ["pgbackrest", "stanza-create"], **container}
-        ],
-        "containers": [
-            {
-                "name": "backup",
-                "command": ["pgbackrest", "backup", f"--type={BACKUP_TYPES[objective.kind]}"],
-                **container,
-            }
-        ],
+        "containers": [{"name": "backup", "command": pgbackrest_command(args, objective), **container}],
     }
     if tls:
         pod["volumes"] = [

@@ -1,7 +1,8 @@
 """Executable disaster-recovery procedures (region failover, backup restore), each with a page and a report.
 
 The public surface: ``FailoverDrill`` and ``RestoreDrill`` run a drill and return a ``DrillReport``;
-``take_backup`` takes a pgBackRest backup (full or incremental); ``write_report`` / ``commit_report`` store reports.
+``take_backup`` takes a pgBackRest backup (full or incremental); ``write_report`` /
+``commit_report`` store reports.
 The human pages beside the code (``runbooks/*.md``) name every step the code runs.
 """
 

@@ -28,7 +28,6 @@ from psycopg import sql
 
 from runbooks.backup import TableFingerprint, pgbackrest_binary, postgres_tool, run_tool, table_fingerprints
 
-
 # pg_controldata's labels -> the settings a hot standby needs at least at the source's values.
 CONTROL_SETTINGS = {
     "max_connections setting": "max_connections",

@@ -570,16 +570,14 @@ def backup(
     plan = _load_plan(plan_path)
     endpoint = aws_endpoint_url or env_aws_endpoint(_env_file(env_path))
     repo = _repository(plan, None, bucket, prefix, endpoint)
-    s3 = aws_client("s3", endpoint, repo.region)
     try:
-        existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
-        if repo.bucket not in existing:
-            if not create_bucket:
-                raise UserError(f"--bucket: no S3 bucket {repo.bucket} (pass --create-bucket to make it)")
-            location = {} if repo.region == "us-east-1" else {"LocationConstraint": repo.region}
-            s3.create_bucket(
-                Bucket=repo.bucket, **({"CreateBucketConfiguration": location} if location else {})
-            )
+        if create_bucket:
+            s3 = aws_client("s3", endpoint, repo.region)
+            if repo.bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
+                location = {} if repo.region == "us-east-1" else {"LocationConstraint": repo.region}
+                s3.create_bucket(
+                    Bucket=repo.bucket, **({"CreateBucketConfiguration": location} if location else {})
+                )
         label = take_backup(kind, pgbackrest_env(plan, repo))
     except (BotoCoreError, ClientError) as err:
         raise UserError(f"s3://{repo.bucket}: {err}") from err

@@ -137,20 +137,26 @@ class Writer(threading.Thread):
                 self.stop_event.wait(0.02)
 
 
-def run_job(cronjob: dict[str, Any], extra_env: dict[str, str]) -> None:
-    """The Job's init containers, then its container, each as its command with its resolved env."""
-    spec = pod_spec(cronjob)
-    for container in [*spec.get("initContainers", []), *spec["containers"]]:
-        env = {**os.environ, **container_env(container["env"], SECRETS), **extra_env}
-        result = subprocess.run(container["command"], env=env, capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, f"{container['name']}: {result.stderr[-2000:]}"
+def rollout_argv(command: list[str]) -> list[str]:
+    """The container's command; ``rollout`` is this virtualenv's (the image's is on its PATH)."""
+    assert command[0] == "rollout"
+    return [str(Path(sys.executable).with_name("rollout")), *command[1:]]
+
+
+def run_job(cronjob: dict[str, Any], extra_env: dict[str, str]) -> str:
+    """The Job's container: its command with its resolved env; returns its output."""
+    container = pod_spec(cronjob)["containers"][0]
+    env = {**os.environ, **container_env(container["env"], SECRETS), **extra_env}
+    result = subprocess.run(
+        rollout_argv(container["command"]), env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, f"{container['name']}: {result.stdout[-1000:]} {result.stderr[-2000:]}"
+    return result.stdout
 
 
 def run_drill(cronjob: dict[str, Any], secrets: dict[tuple[str, str], str], reports: Path) -> tuple[int, str]:
     container = pod_spec(cronjob)["containers"][0]
-    command = container["command"]
-    assert command[0] == "rollout"
-    argv = [str(Path(sys.executable).with_name("rollout")), *command[1:], "--report-dir", str(reports)]
+    argv = [*rollout_argv(container["command"]), "--report-dir", str(reports)]
     env = {**os.environ, **container_env(container["env"], secrets)}
     result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900)
     return result.returncode, result.stdout + result.stderr
@@ -179,8 +185,8 @@ def test_full_and_incremental_backups_then_a_verified_point_in_time_restore_and_
     writer = Writer(app_dsn, tables)
     writer.start()
     try:
-        run_job(full, here)
-        run_job(incremental, here)
+        assert "F in s3://" in run_job(full, here)
+        assert "I in s3://" in run_job(incremental, here)
         run_job(incremental, here)
         commits_before_drill = writer.commits
 
