@@ -109,7 +109,7 @@ def repository_options(repo: Repository) -> dict[str, str]:
     if repo.endpoint:
         parts = urlsplit(repo.endpoint if "//" in repo.endpoint else f"https://{repo.endpoint}")
         if parts.scheme != "https":
-            raise ValueError(f"backup.s3Endpoint: pgBackRest speaks S3 over https only, got {repo.endpoint}")
+            raise ValueError(f"S3 endpoint {repo.endpoint}: pgBackRest speaks S3 over https only")
         options["repo1-s3-endpoint"] = parts.hostname or ""
         if parts.port:
             options["repo1-storage-port"] = str(parts.port)

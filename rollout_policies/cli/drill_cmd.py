@@ -521,7 +521,7 @@ def backup_restore(
             repository=repo,
             source_dsn=source_dsn or "",
             namespace=namespace or (options.namespace if options else "markethub"),
-            env=pgbackrest_env(plan, repo),
+            env=pgbackrest_env(plan, repo) if execute else {},  # a dry run runs no pgBackRest
             archive_wait=archive_wait,
         ),
         s3=s3,
@@ -535,7 +535,7 @@ def backup_restore(
 @click.option(
     "--type",
     "kind",
-    type=click.Choice(["full", "incremental"]),
+    metavar="full|incremental",
     required=True,
     help="pgBackRest backup type (the CronJobs run these on the plan's schedule).",
 )
@@ -566,7 +566,10 @@ def backup(
     from botocore.exceptions import BotoCoreError, ClientError
 
     from runbooks.backup import take_backup
+    from runbooks.pgbackrest import BACKUP_TYPES
 
+    if kind not in BACKUP_TYPES:
+        raise UserError(f"--type: {kind!r} is not one of {', '.join(BACKUP_TYPES)}")
     plan = _load_plan(plan_path)
     endpoint = aws_endpoint_url or env_aws_endpoint(_env_file(env_path))
     repo = _repository(plan, None, bucket, prefix, endpoint)

@@ -91,14 +91,21 @@ class Regions:
         )
 
 
-def put_backup_sets(s3: Any, bucket: str, *ages_hours: float, missing: tuple[int, ...] = ()) -> list[str]:
+def put_backup_sets(
+    s3: Any,
+    bucket: str,
+    *ages_hours: float,
+    missing: tuple[int, ...] = (),
+    stanza: str = STANZA,
+    prefix: str = PREFIX,
+) -> list[str]:
     """A pgBackRest repository in S3 as pgBackRest writes it (``backup.info`` and each set's
     ``backup.manifest``): a full ``ages_hours[0]`` hours ago, then incrementals on it. The file
     format is what tests/runbooks/test_pgbackrest_e2e.py reads back from a real pgBackRest. Sets at
     the ``missing`` positions are listed but their files are gone. Returns the labels."""
     import json
 
-    prefix = f"{PREFIX}/backup/{STANZA}/"
+    prefix = f"{prefix}/backup/{stanza}/"
     labels: list[str] = []
     lines = ["[backrest]", "backrest-format=5", "", "[backup:current]"]
     for index, age in enumerate(ages_hours):
