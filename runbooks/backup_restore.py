@@ -240,7 +240,7 @@ class RestoreDrill:
                     rec.planned(s.name, s.changes or "none (read-only)")
                 rec.notes.append("dry run: pass --execute to restore")
             else:
-                rto, rpo = self._restore_and_verify(rec, dr.verify_tables)
+                rto, rpo = self._restore_and_verify(rec, dr.verify_tables, latest.stopped_at)
                 self._velero_restore(rec, velero_backup)
         except StepFailed:
             rec.notes.append("the drill stopped at the failed step")
@@ -250,7 +250,7 @@ class RestoreDrill:
         return rec.finish()
 
     def _restore_and_verify(
-        self, rec: DrillRecorder, tables: tuple[str, ...]
+        self, rec: DrillRecorder, tables: tuple[str, ...], backup_stopped: datetime
     ) -> tuple[float | None, float | None]:
         changes = {s.name: s.changes for s in STEPS}
         if not tables:
@@ -278,10 +278,15 @@ class RestoreDrill:
                 newest_restored = restored.newest_commit()
                 if newest_restored is not None:
                     rpo = max(0.0, (target.newest_commit - newest_restored).total_seconds())
-                step.detail = (
-                    f"replay paused at the target; newest restored commit "
-                    f"{newest_restored.isoformat() if newest_restored else 'none'}"
-                )
+                    step.detail = (
+                        f"replay paused at the target; newest restored commit {newest_restored.isoformat()}"
+                    )
+                elif target.newest_commit <= backup_stopped:
+                    # Nothing to replay: the source's newest commit was already in the base backup.
+                    rpo = 0.0
+                    step.detail = "replay paused at the target; no commit after the backup, all in its files"
+                else:
+                    step.detail = "replay paused at the target, but replayed no commit: RPO not measured"
             if self.after_restore is not None:
                 self.after_restore(restored)
             with rec.step("verify-tables") as step:

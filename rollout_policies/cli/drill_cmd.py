@@ -69,6 +69,24 @@ def env_kubeconfigs(data: dict[str, Any]) -> dict[str, str]:
     return found
 
 
+def env_database(data: dict[str, Any]) -> dict[str, Any]:
+    """``rollout env up --database``: the database and pgBackRest's settings for it (S3 through
+    moto's TLS front, where the data is)."""
+    database = data.get("database")
+    return database if isinstance(database, dict) else {}
+
+
+def env_repository(
+    data: dict[str, Any], bucket: str | None, prefix: str | None
+) -> tuple[str | None, str | None]:
+    """Bucket and prefix: the flags, else the local database's pgBackRest repository."""
+    settings = env_database(data).get("pgbackrest") or {}
+    return (
+        bucket or settings.get("PGBACKREST_REPO1_S3_BUCKET"),
+        prefix or (settings.get("PGBACKREST_REPO1_PATH") or "").strip("/") or None,
+    )
+
+
 def env_aws_endpoint(data: dict[str, Any]) -> str | None:
     for key in ("moto_url", "aws_endpoint_url", "endpoint_url"):
         if isinstance(data.get(key), str):
@@ -501,7 +519,7 @@ def backup_restore(
     plan, options = context.plan, context.options
     env = _env_file(env_path)
     dr = plan.objectives.disaster_recovery
-    if execute and not source_dsn:
+    if execute and not (source_dsn or env_database(env).get("dsn")):
         raise UserError("--source-dsn: required with --execute (or set DRILL_SOURCE_DSN)")
     kubeconfig = kubeconfig or env_kubeconfigs(env).get(dr.primary)
     kube_context = None
@@ -512,14 +530,19 @@ def backup_restore(
         if kubeconfig or kube_context
         else None
     )
-    endpoint_url = aws_endpoint_url or (options.s3_endpoint if options else "") or env_aws_endpoint(env)
-    repo = _repository(plan, options, bucket, prefix, endpoint_url)
+    endpoint_url = (
+        aws_endpoint_url
+        or (options.s3_endpoint if options else "")
+        or env_database(env).get("s3_endpoint")
+        or env_aws_endpoint(env)
+    )
+    repo = _repository(plan, options, *env_repository(env, bucket, prefix), endpoint_url)
     s3 = aws_client("s3", endpoint_url, repo.region)
     report = RestoreDrill(
         plan=plan,
         target=RestoreTarget(
             repository=repo,
-            source_dsn=source_dsn or "",
+            source_dsn=source_dsn or env_database(env).get("dsn", ""),
             namespace=namespace or (options.namespace if options else "markethub"),
             env=pgbackrest_env(plan, repo) if execute else {},  # a dry run runs no pgBackRest
             archive_wait=archive_wait,
@@ -571,8 +594,10 @@ def backup(
     if kind not in BACKUP_TYPES:
         raise UserError(f"--type: {kind!r} is not one of {', '.join(BACKUP_TYPES)}")
     plan = _load_plan(plan_path)
-    endpoint = aws_endpoint_url or env_aws_endpoint(_env_file(env_path))
-    repo = _repository(plan, None, bucket, prefix, endpoint)
+    data = _env_file(env_path)
+    local = env_database(data)
+    endpoint = aws_endpoint_url or local.get("s3_endpoint") or env_aws_endpoint(data)
+    repo = _repository(plan, None, *env_repository(data, bucket, prefix), endpoint)
     try:
         if create_bucket:
             s3 = aws_client("s3", endpoint, repo.region)
@@ -581,7 +606,9 @@ def backup(
                 s3.create_bucket(
                     Bucket=repo.bucket, **({"CreateBucketConfiguration": location} if location else {})
                 )
-        label = take_backup(kind, pgbackrest_env(plan, repo))
+        # The local database's pgBackRest settings (where its data is) under the process's own.
+        local_env = {k: str(v) for k, v in (local.get("pgbackrest") or {}).items() if k not in os.environ}
+        label = take_backup(kind, {**pgbackrest_env(plan, repo), **local_env})
     except (BotoCoreError, ClientError) as err:
         raise UserError(f"s3://{repo.bucket}: {err}") from err
     except RuntimeError as err:  # pgbackrest failed
