@@ -377,6 +377,7 @@ def region_failover(
     clusters = {r: (c, None) for r, c in configs.items()}
     for region, (path, kube_context) in context.clusters.items():
         clusters.setdefault(region, (path, kube_context))
+    bucket, prefix = env_repository(env, bucket, prefix)
     target = FailoverTarget(
         zone=zone,
         record=record,
