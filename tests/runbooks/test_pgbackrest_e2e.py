@@ -39,7 +39,11 @@ pytestmark = pytest.mark.e2e
 SERVICE = "markethub-mobile"
 S3_SECRET = "pgbackrest-s3"
 STACK_FILE = Path(__file__).parents[2] / "Pulumi.local-us-east-1.yaml"
-SECRETS = {(S3_SECRET, "key"): "testing", (S3_SECRET, "secret"): "testing"}
+SECRETS = {
+    (S3_SECRET, "key"): "testing",
+    (S3_SECRET, "secret"): "testing",
+    ("markethub-rollout-git", "token"): "unused for a file:// remote",
+}
 
 
 def container_env(entries: list[dict[str, Any]], secrets: dict[tuple[str, str], str]) -> dict[str, str]:
@@ -68,6 +72,17 @@ class Rig:
         aws("s3", moto).create_bucket(Bucket=self.bucket)
         self.s3 = aws("s3", moto)
         self.db: ArchivingPostgreSQL | None = None
+        # The rollout repository the drill CronJob pushes its reports to (drills.reportsRepository).
+        self.reports_remote = tmp / "rollout.git"
+        subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(self.reports_remote)], check=True)
+        seed = tmp / "seed"
+        subprocess.run(
+            ["git", "clone", "-q", str(self.reports_remote), str(seed)], check=True, capture_output=True
+        )
+        for args in (["commit", "-q", "--allow-empty", "-m", "start"], ["push", "-q", "origin", "HEAD:main"]):
+            subprocess.run(
+                ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args], cwd=seed, check=True
+            )
 
     def render(self, **backup: Any) -> Any:
         """The program for the shipped local stack, its ``backup`` pointed at this rig."""
@@ -78,7 +93,11 @@ class Rig:
             "s3_credentials_secret": S3_SECRET,
             **backup,
         }
-        return deploy(stack.model_copy(update={"backup": stack.backup.model_copy(update=values)}), self.plan)
+        drills = stack.drills.model_copy(update={"reports_repository": self.reports_remote.as_uri()})
+        return deploy(
+            stack.model_copy(update={"backup": stack.backup.model_copy(update=values), "drills": drills}),
+            self.plan,
+        )
 
     def cronjob(self, deployed: Any, name: str) -> dict[str, Any]:
         found: dict[str, Any] = deployed.one("CronJob", name)
@@ -212,6 +231,14 @@ def test_full_and_incremental_backups_then_a_verified_point_in_time_restore_and_
     assert rto["met"] is True and rto["limit_seconds"] == 1800 and rto["measured_seconds"] > 0
     markdown = sorted((reports / "backup-restore").glob("*.md"))[-1].read_text()
     assert "| RPO (source's newest commit - newest restored) | 1.00 h |" in markdown
+    # The report is committed under reports/drills/ of the rollout repository, as the CronJob declares.
+    pushed = subprocess.run(
+        ["git", "-C", str(rig.reports_remote), "show", "--name-only", "--format=%s", "main"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    json_name = sorted((reports / "backup-restore").glob("*.json"))[-1].name
+    assert f"reports/drills/backup-restore/{json_name}" in pushed
+    assert f"reports/drills/backup-restore/{json_name[:-5]}.md" in pushed
 
     # Break the chain: the first incremental's files are deleted from the repository.
     info = json.loads(

@@ -19,6 +19,7 @@ on the same clusters) and ``backup.s3Endpoint`` is the moto server.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -133,14 +134,18 @@ def _copy_repository(target: Path) -> None:
             shutil.copy2(source, target / name)
 
 
-def _point_production_stacks_here(seed: Path, moto_url: str) -> None:
+def _point_production_stacks_here(seed: Path, s3_endpoint: str, primary_bucket: str) -> None:
+    """The stacks' S3 is moto behind the environment's TLS front (pgBackRest speaks https only); the
+    primary's backup bucket is the one the environment's database archives its WAL to."""
     for path in production_stacks(seed):
         text = path.read_text()
+        if "markethub-rollout:region: us-east-1\n" in text:
+            text = re.sub(r"(markethub-rollout:backup:\n    bucket: )\S+", rf"\g<1>{primary_bucket}", text)
         text = text.replace(
             "markethub-rollout:namespace: markethub\n", f"markethub-rollout:namespace: {NAMESPACE}\n"
         )
         text = text.replace(
-            "  markethub-rollout:backup:\n", f"  markethub-rollout:backup:\n    s3Endpoint: {moto_url}\n"
+            "  markethub-rollout:backup:\n", f"  markethub-rollout:backup:\n    s3Endpoint: {s3_endpoint}\n"
         )
         path.write_text(text)
 
@@ -201,7 +206,10 @@ def team(
     subprocess.run(["git", "clone", "-q", str(remote), str(seed)], check=True, capture_output=True)
     _copy_repository(seed)
     moto_url = local_env.info.moto_url
-    _point_production_stacks_here(seed, moto_url)
+    database = local_env.info.database
+    _point_production_stacks_here(
+        seed, database["s3_endpoint"], database["pgbackrest"]["PGBACKREST_REPO1_S3_BUCKET"]
+    )
     git(seed, "add", "-A")
     git(
         seed,
@@ -227,7 +235,8 @@ def team(
         kwargs = (
             {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
         )
-        s3.create_bucket(Bucket=bucket, **kwargs)
+        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):  # the database's, made by env up
+            s3.create_bucket(Bucket=bucket, **kwargs)
     for info in local_env.info.regions.values():
         _ensure_namespace(info.kubeconfig, "velero")
 
