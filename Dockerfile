@@ -46,8 +46,10 @@ RUN set -eu; . /tmp/versions.env; \
 
 # ---------------------------------------------------------------- the image
 FROM ${PYTHON_IMAGE}
+# pgbackrest: the database backup CronJobs; postgresql (server programs, /usr/lib/postgresql/*/bin):
+# the restore drill starts a fresh PostgreSQL on the restored data folder.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends git ca-certificates \
+ && apt-get install -y --no-install-recommends git ca-certificates pgbackrest postgresql \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --gid 10001 rollout \
  && useradd --uid 10001 --gid 10001 --home-dir /home/rollout --create-home --shell /usr/sbin/nologin rollout \

@@ -33,8 +33,15 @@ class DrillArgs:
     drills: Drills = field(default_factory=Drills)
     # The stack's drill values (settings.drill_options): a pod has no stack files, so they go in as flags.
     options: DrillOptions = field(
-        default_factory=lambda: DrillOptions("markethub", "markethub-backups", "pg-dumps", "", "", "", {})
+        default_factory=lambda: DrillOptions(
+            "markethub", "markethub-backups", "pgbackrest/markethub-mobile", "", "", "", {}
+        )
     )
+    # pgBackRest's repository settings, as the backup CronJobs have them (backups.pgbackrest_env):
+    # the restore drill reads the same repository.
+    repository_env: tuple[Manifest, ...] = ()
+    # The Secret whose key ``url`` is the database backed up: the restore drill marks its target there.
+    database_secret: str = "markethub-db"
 
 
 KUBECONFIG_MOUNT = "/etc/markethub-rollout/kubeconfig"
@@ -61,10 +68,12 @@ def drill_command(args: DrillArgs, drill: str) -> list[str]:
 
 
 def drill_env(args: DrillArgs, drill: str) -> list[Manifest]:
-    """Secrets by reference: the scratch database, the regions' kubeconfig, the reports repository."""
+    """Secrets by reference: the database and its backup repository, the regions' kubeconfig, the
+    reports repository."""
     env: list[Manifest] = []
     if drill == "backup-restore":
-        env.append(_secret_env("DRILL_RESTORE_DSN", args.drills.restore_database_secret, "url"))
+        env += list(args.repository_env)
+        env.append(_secret_env("DRILL_SOURCE_DSN", args.database_secret, "url"))
     if args.drills.kubeconfig_secret:
         env.append({"name": "KUBECONFIG", "value": f"{KUBECONFIG_MOUNT}/config"})
     if args.drills.reports_repository:

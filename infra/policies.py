@@ -201,14 +201,15 @@ def is_production(objects: Iterable[KubeObject], stack: str | None) -> bool:
 
 
 def check_backups(objects: Sequence[KubeObject], *, production: bool) -> list[str]:
-    """A production stack declares a Velero Schedule and the database dump CronJob."""
+    """A production stack declares a Velero Schedule and pgBackRest's full and incremental CronJobs."""
     if not production:
         return []
     problems = []
     if not any(o.type == VELERO_SCHEDULE for o in objects):
         problems.append("a production stack needs a Velero Schedule (backup.enabled is false?)")
-    if not any(o.type == CRONJOB and o.name.endswith("-pg-dump") for o in objects):
-        problems.append("a production stack needs the hourly pg_dump CronJob")
+    for kind in ("full", "incremental"):
+        if not any(o.type == CRONJOB and f"-pgbackrest-{kind}-" in o.name for o in objects):
+            problems.append(f"a production stack needs pgBackRest's {kind} backup CronJob")
     return problems
 
 

@@ -16,7 +16,7 @@ import pulumi
 from infra import kube, naming
 from infra.alerts import AlertsArgs, RollbackAlerts, bridged_metric_ids
 from infra.autoscaling import Autoscaling, AutoscalingArgs
-from infra.backups import BackupArgs, BackupSchedule
+from infra.backups import BackupArgs, BackupSchedule, pgbackrest_env
 from infra.bluegreen import BlueGreenArgs, BlueGreenService
 from infra.controller import ControllerArgs, RolloutController
 from infra.drills import DrillArgs, DrillSchedule
@@ -302,21 +302,18 @@ def controller_args(settings: StackSettings, plan: Plan, service: str) -> Contro
 def recovery(scope: Scope) -> tuple[BackupSchedule | None, DrillSchedule]:
     """Backups and the scheduled disaster-recovery drills."""
     settings, plan = scope.settings, scope.plan
+    backup_args = BackupArgs(
+        service=scope.service,
+        namespace=scope.namespace,
+        objectives=plan.objectives,
+        backup=settings.backup,
+        region=settings.region,
+        image=settings.drills.image,
+        options=drill_options(settings, scope.service),
+    )
     backups = None
     if settings.backup.enabled:
-        backups = BackupSchedule(
-            f"{scope.service}-backups",
-            BackupArgs(
-                service=scope.service,
-                namespace=scope.namespace,
-                objectives=plan.objectives,
-                backup=settings.backup,
-                region=settings.region,
-                image=settings.drills.image,
-                options=drill_options(settings, scope.service),
-            ),
-            scope.options(),
-        )
+        backups = BackupSchedule(f"{scope.service}-backups", backup_args, scope.options())
     drills = DrillSchedule(
         f"{scope.service}-drills",
         DrillArgs(
@@ -328,6 +325,8 @@ def recovery(scope: Scope) -> tuple[BackupSchedule | None, DrillSchedule]:
             disaster_recovery=plan.objectives.disaster_recovery,
             drills=settings.drills,
             options=drill_options(settings, scope.service),
+            repository_env=tuple(pgbackrest_env(backup_args, database=False)),
+            database_secret=settings.backup.database_secret,
         ),
         scope.options(),
     )

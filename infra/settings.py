@@ -78,17 +78,30 @@ class Probes(_Section):
 
 
 class Backup(_Section):
-    """Velero schedules and the hourly pg_dump CronJob."""
+    """Velero schedules, and pgBackRest's full and incremental backup CronJobs (WAL is archived by
+    the database's own ``archive_command``)."""
 
     enabled: bool = True
     velero_namespace: str = "velero"
     storage_location: str = "default"
     bucket: str = ""
-    prefix: str = "pg-dumps"
-    # A Secret in the service's namespace whose key ``url`` is the libpq connection URL.
+    # The pgBackRest repository path in the bucket is <prefix>/<service>; the stanza is the service.
+    prefix: str = "pgbackrest"
+    # A Secret in the service's namespace whose key ``url`` is the libpq connection URL of the
+    # database: the restore drill marks its recovery target there.
     database_secret: str = "markethub-db"
-    # Set for an S3-compatible endpoint (moto in tests); empty means AWS itself.
+    # Where pgBackRest reaches the database's files: its host's pgBackRest TLS server (empty: the
+    # data folder is local to the job, as in the rig), the data folder, PostgreSQL's port.
+    database_host: str = ""
+    database_path: str = "/var/lib/postgresql/15/main"
+    database_port: int = Field(default=5432, ge=1, le=65535)
+    # A Secret holding ca.crt, tls.crt and tls.key for the TLS connection to ``database_host``.
+    database_tls_secret: str = "markethub-pgbackrest-tls"
+    # Set for an S3-compatible endpoint (https://127.0.0.1:PORT for moto behind the rig's TLS
+    # front); empty means AWS itself.
     s3_endpoint: str = ""
+    # A Secret with keys ``key`` and ``secret`` for S3; empty: the pod's web identity (IRSA).
+    s3_credentials_secret: str = ""
 
 
 class Failover(_Section):
@@ -233,8 +246,6 @@ class Drills(_Section):
     image: str = "ghcr.io/markethub/markethub-rollout:latest"
     # A cron expression; empty derives it from the plan's disaster_recovery.drill_every.
     schedule: str = ""
-    # A Secret whose key ``url`` is the PostgreSQL server the restore drill restores into (scratch).
-    restore_database_secret: str = "markethub-restore-db"
     # A Secret whose key ``config`` is a kubeconfig with a context per region (the failover drill
     # reads both regions' Deployments); empty: the drills see only their own cluster.
     kubeconfig_secret: str = ""
@@ -416,11 +427,13 @@ class DrillOptions:
     # The HTTPRoute and flags ConfigMap the failover drill compares across regions.
     service: str = ""
     kube_contexts: dict[str, str] = field(default_factory=dict)
+    region: str = "us-east-1"
+    stanza: str = "markethub-mobile"
 
 
 def drill_options(settings: StackSettings, service: str) -> DrillOptions:
-    """Bucket and prefix are where the database dump CronJob writes; zone, record and probe URLs
-    are the failover records' (``failover``)."""
+    """Bucket and prefix are pgBackRest's repository, where the backup CronJobs write; zone, record
+    and probe URLs are the failover records' (``failover``)."""
     hostname = settings.failover.hostname
     return DrillOptions(
         namespace=settings.namespace,
@@ -432,6 +445,8 @@ def drill_options(settings: StackSettings, service: str) -> DrillOptions:
         probe_urls=dict(settings.failover.probe_urls),
         service=service,
         kube_contexts=dict(settings.failover.kube_contexts),
+        region=settings.region or "us-east-1",
+        stanza=service,
     )
 
 

@@ -90,11 +90,13 @@ READ = MappingProxyType(
         "AWS_ENDPOINT_URL": "AWS endpoint for the drills (a moto server locally)",
         AWS_ACCESS_KEY_ID: "AWS key; the drills use test keys against a local endpoint when unset",
         "AWS_PROFILE": "AWS profile; as above",
-        "DRILL_RESTORE_DSN": "scratch PostgreSQL server the restore drill restores into",
-        "DRILL_BACKUP_DSN": "database `rollout drill backup` dumps",
+        "DRILL_SOURCE_DSN": "the database the restore drill marks its recovery target in and checks against",
+        AWS_SECRET_ACCESS_KEY: "AWS secret; `rollout drill backup` hands the AWS keys to pgBackRest",
+        "PGBACKREST_REPO1_S3_KEY_TYPE": "pgBackRest S3 credentials kind; the drills fill in keys when unset",
+        "PGBACKREST_REPO1_STORAGE_VERIFY_TLS": "pgBackRest: n for the rig's loopback S3 (test keys then)",
         "ROLLOUT_REPORTS_GIT_URL": "git repository drill reports are pushed to (reports/drills/)",
         GIT_TOKEN: "token that may push drill reports to ROLLOUT_REPORTS_GIT_URL (https)",
-        "PGCONNECT_TIMEOUT": "libpq connect timeout of pg_dump/pg_restore in the drills",
+        "PGCONNECT_TIMEOUT": "libpq connect timeout of the PostgreSQL programs the drills run",
     }
 )
 
@@ -112,6 +114,41 @@ TOOLS = MappingProxyType(
         "AWS_SESSION_TOKEN": "AWS SDK: session token",
         "AWS_ROLE_ARN": "AWS SDK: role assumed with a web identity (OIDC)",
         "AWS_WEB_IDENTITY_TOKEN_FILE": "AWS SDK: web identity token (OIDC)",
+        # pgBackRest reads its options from PGBACKREST_<OPTION> (runbooks/pgbackrest.py sets these).
+        **{
+            f"PGBACKREST_{name}": f"pgBackRest: {name.lower().replace('_', '-')}"
+            for name in (
+                "STANZA",
+                "REPO1_TYPE",
+                "REPO1_PATH",
+                "REPO1_S3_BUCKET",
+                "REPO1_S3_REGION",
+                "REPO1_S3_ENDPOINT",
+                "REPO1_STORAGE_PORT",
+                "REPO1_S3_URI_STYLE",
+                "REPO1_STORAGE_VERIFY_TLS",
+                "REPO1_S3_KEY_TYPE",
+                "REPO1_S3_KEY",
+                "REPO1_S3_KEY_SECRET",
+                "REPO1_RETENTION_FULL_TYPE",
+                "REPO1_RETENTION_FULL",
+                "REPO1_RETENTION_ARCHIVE_TYPE",
+                "COMPRESS_TYPE",
+                "START_FAST",
+                "LOG_LEVEL_CONSOLE",
+                "LOG_LEVEL_FILE",
+                "LOCK_PATH",
+                "PG1_PATH",
+                "PG1_PORT",
+                "PG1_USER",
+                "PG1_SOCKET_PATH",
+                "PG1_HOST",
+                "PG1_HOST_TYPE",
+                "PG1_HOST_CA_FILE",
+                "PG1_HOST_CERT_FILE",
+                "PG1_HOST_KEY_FILE",
+            )
+        },
     }
 )
 

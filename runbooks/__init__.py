@@ -1,11 +1,12 @@
 """Executable disaster-recovery procedures (region failover, backup restore), each with a page and a report.
 
 The public surface: ``FailoverDrill`` and ``RestoreDrill`` run a drill and return a ``DrillReport``;
-``make_backup`` takes a verified database backup; ``write_report`` / ``commit_report`` store reports.
+``take_backup`` takes a pgBackRest backup (full or incremental); ``write_report`` /
+``commit_report`` store reports.
 The human pages beside the code (``runbooks/*.md``) name every step the code runs.
 """
 
-from runbooks.backup import BackupObject, latest_backup, make_backup
+from runbooks.backup import latest_backup, take_backup
 from runbooks.backup_restore import KubernetesVelero, RestoreDrill, RestoreTarget, Velero
 from runbooks.region_failover import (
     FailoverDns,
@@ -19,7 +20,6 @@ from runbooks.region_failover import (
 from runbooks.report import DrillReport, Verdict, commit_report, write_report
 
 __all__ = [
-    "BackupObject",
     "DrillReport",
     "FailoverDns",
     "FailoverDrill",
@@ -35,6 +35,6 @@ __all__ = [
     "commit_report",
     "ensure_failover_records",
     "latest_backup",
-    "make_backup",
+    "take_backup",
     "write_report",
 ]

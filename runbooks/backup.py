@@ -1,34 +1,27 @@
-"""Database backups in S3: take a pg_dump with a manifest of row counts and checksums, and find the newest.
+"""Database backups with pgBackRest in S3: take one, read the repository's backup chain, fingerprint tables.
 
-A backup is two objects under ``<prefix>/<YYYYmmddTHHMMSSZ>/``: ``<database>.dump`` (pg_dump custom
-format) and ``manifest.json`` (when it was taken, the dump's SHA-256, and per verified table its row
-count and checksum). The table figures and the dump come from one exported snapshot, so the manifest
-describes exactly the data in the dump. The restore drill checks the restored data against it.
+pgBackRest takes the full and incremental backups and archives WAL continuously (``archive_command``),
+into an S3 repository (``runbooks.pgbackrest`` has the settings). Its options come from the process
+environment (``PGBACKREST_*``), exactly as the CronJobs set them. The drills read the chain from the
+repository's ``backup.info`` through an S3 client, so a check of backup freshness needs no pgBackRest.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import subprocess
-import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
 
 from rollout_policies.errors import UserError
-
-STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
-MANIFEST_NAME = "manifest.json"
-DUMP_SUFFIX = ".dump"
+from runbooks.pgbackrest import BACKUP_TYPES, BackupSet, Repository, newest, parse_backup_info
 
 
 @dataclass(frozen=True)
@@ -37,28 +30,22 @@ class TableFingerprint:
     checksum: str  # md5 of every row's text, in a stable order
 
 
-@dataclass(frozen=True)
-class BackupObject:
-    """A dump found in S3."""
-
-    bucket: str
-    key: str
-    taken_at: datetime
-
-    @property
-    def manifest_key(self) -> str:
-        return self.key.rsplit("/", 1)[0] + "/" + MANIFEST_NAME
-
-
 def postgres_tool(name: str) -> str:
-    """The path of pg_dump / pg_restore: on PATH, else Debian's PostgreSQL 15 folder."""
+    """The path of a PostgreSQL program: on PATH, else Debian's PostgreSQL 15 folder."""
     found = shutil.which(name)
     if found:
         return found
     debian = Path("/usr/lib/postgresql/15/bin") / name
     if debian.exists():
         return str(debian)
-    raise UserError(f"{name} not found on PATH (install the PostgreSQL client tools)")
+    raise UserError(f"{name} not found on PATH (install the PostgreSQL server and client tools)")
+
+
+def pgbackrest_binary() -> str:
+    found = shutil.which("pgbackrest")
+    if not found:
+        raise UserError("pgbackrest not found on PATH (Debian package pgbackrest)")
+    return found
 
 
 def _table_identifier(table: str) -> sql.Identifier:
@@ -81,104 +68,62 @@ def table_fingerprints(conn: psycopg.Connection[Any], tables: Iterable[str]) -> 
     return result
 
 
-def _stamp_of(key: str) -> datetime | None:
-    parts = key.rsplit("/", 2)
-    if len(parts) < 2:
-        return None
-    try:
-        return datetime.strptime(parts[-2], STAMP_FORMAT).replace(tzinfo=UTC)
-    except ValueError:
-        return None
-
-
-def make_backup(
-    *, dsn: str, s3: Any, bucket: str, prefix: str, tables: Iterable[str], now: datetime
-) -> BackupObject:
-    """Dump the database at ``dsn`` and upload the dump and its manifest; returns the dump's location."""
-    tables = tuple(tables)
-    dbname = conninfo_to_dict(dsn).get("dbname") or "postgres"
-    taken_at = now.astimezone(UTC).replace(microsecond=0)  # the folder name keeps whole seconds
-    stamp = taken_at.strftime(STAMP_FORMAT)
-    folder = f"{prefix.strip('/')}/{stamp}".lstrip("/")
-    key = f"{folder}/{dbname}{DUMP_SUFFIX}"
-    with tempfile.TemporaryDirectory(prefix="markethub-backup-") as tmp:
-        dump_path = Path(tmp) / f"{dbname}{DUMP_SUFFIX}"
-        # One repeatable-read snapshot for both the figures and the dump: the manifest matches the dump.
-        with psycopg.connect(dsn) as conn:
-            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            with conn.transaction():
-                snapshot_row = conn.execute("SELECT pg_export_snapshot()").fetchone()
-                assert snapshot_row is not None
-                fingerprints = table_fingerprints(conn, tables)
-                run_tool(
-                    [
-                        postgres_tool("pg_dump"),
-                        "--format=custom",
-                        f"--snapshot={snapshot_row[0]}",
-                        f"--file={dump_path}",
-                        f"--dbname={dsn}",
-                    ],
-                    "pg_dump",
-                )
-        manifest = {
-            "database": dbname,
-            "taken_at": taken_at.isoformat().replace("+00:00", "Z"),
-            "format": "pg_dump custom",
-            "dump_key": key,
-            "dump_sha256": _sha256(dump_path),
-            "tables": {name: {"rows": fp.rows, "checksum": fp.checksum} for name, fp in fingerprints.items()},
-        }
-        s3.upload_file(str(dump_path), bucket, key)
-        # The manifest goes last: a dump without one is never picked as the newest backup.
-        s3.put_object(
-            Bucket=bucket, Key=f"{folder}/{MANIFEST_NAME}", Body=json.dumps(manifest, indent=2).encode()
-        )
-    return BackupObject(bucket=bucket, key=key, taken_at=taken_at)
-
-
-def latest_backup(s3: Any, bucket: str, prefix: str) -> BackupObject | None:
-    """The newest dump under ``prefix`` that has a manifest beside it, by the time in its folder name."""
-    paginator = s3.get_paginator("list_objects_v2")
-    keys: set[str] = set()
-    modified: dict[str, datetime] = {}
-    for page in paginator.paginate(Bucket=bucket, Prefix=prefix.strip("/")):
-        for item in page.get("Contents", []):
-            keys.add(item["Key"])
-            modified[item["Key"]] = item["LastModified"]
-    found = []
-    for key in keys:
-        if not key.endswith(DUMP_SUFFIX):
+def backup_sets(s3: Any, repo: Repository) -> tuple[BackupSet, ...]:
+    """The backups ``backup.info`` lists (its copy when the file itself is gone); none when neither is."""
+    for key in (repo.backup_info_key, repo.backup_info_key + ".copy"):
+        try:
+            body = s3.get_object(Bucket=repo.bucket, Key=key)["Body"].read()
+        except s3.exceptions.NoSuchKey:
             continue
-        backup = BackupObject(bucket=bucket, key=key, taken_at=_stamp_of(key) or modified[key])
-        if backup.manifest_key in keys:
-            found.append(backup)
-    return max(found, key=lambda b: (b.taken_at, b.key), default=None)
+        return parse_backup_info(body.decode())
+    return ()
 
 
-def read_manifest(s3: Any, backup: BackupObject) -> dict[str, Any]:
-    body = s3.get_object(Bucket=backup.bucket, Key=backup.manifest_key)["Body"].read()
-    manifest: dict[str, Any] = json.loads(body)
-    return manifest
+def present_sets(s3: Any, repo: Repository) -> set[str]:
+    """Labels of the backup sets whose ``backup.manifest`` is in the repository."""
+    labels = set()
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=repo.bucket, Prefix=repo.backup_prefix):
+        for item in page.get("Contents", []):
+            rest = item["Key"][len(repo.backup_prefix) :]
+            label, _, name = rest.partition("/")
+            if name == "backup.manifest":
+                labels.add(label)
+    return labels
 
 
-def download(s3: Any, backup: BackupObject, dest: Path) -> str:
-    """Download the dump; returns its SHA-256."""
-    s3.download_file(backup.bucket, backup.key, str(dest))
-    return _sha256(dest)
+def latest_backup(s3: Any, repo: Repository) -> BackupSet | None:
+    """The newest backup (full or incremental) of the repository."""
+    return newest(backup_sets(s3, repo))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def take_backup(kind: str, env: Mapping[str, str] | None = None) -> str:
+    """``pgbackrest stanza-create`` (a no-op once made) and ``pgbackrest backup --type=...``, as the
+    CronJobs run them; returns the new backup's label."""
+    backup_type = BACKUP_TYPES.get(kind)
+    if backup_type is None:
+        raise UserError(f"--type: {kind!r} is not one of {', '.join(BACKUP_TYPES)}")
+    binary = pgbackrest_binary()
+    run_tool([binary, "stanza-create"], "pgbackrest stanza-create", env)
+    run_tool([binary, "backup", f"--type={backup_type}"], "pgbackrest backup", env)
+    info = json.loads(run_tool([binary, "info", "--output=json"], "pgbackrest info", env))
+    backups = info[0].get("backup") or []
+    if not backups:
+        raise RuntimeError("pgbackrest info lists no backup after a successful backup")
+    return str(backups[-1]["label"])
 
 
-def run_tool(argv: list[str], what: str) -> None:
+def run_tool(argv: list[str], what: str, env: Mapping[str, str] | None = None) -> str:
+    """Run a program; its stdout, or a RuntimeError naming its last line of error output."""
     # PGCONNECT_TIMEOUT bounds an unreachable server; the DSN may carry its own.
-    env = {**os.environ, "PGCONNECT_TIMEOUT": os.environ.get("PGCONNECT_TIMEOUT", "10")}
-    result = subprocess.run(argv, capture_output=True, text=True, check=False, env=env)
+    full_env = {**os.environ, "PGCONNECT_TIMEOUT": os.environ.get("PGCONNECT_TIMEOUT", "10"), **(env or {})}
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, env=full_env)
     if result.returncode != 0:
-        message = (result.stderr.strip() or result.stdout.strip()).splitlines()
-        raise RuntimeError(f"{what} failed: {message[-1] if message else f'exit {result.returncode}'}")
+        lines = [
+            line.strip()
+            for line in (result.stderr.strip() or result.stdout.strip()).splitlines()
+            if line.strip() and not line.strip().startswith("HINT")
+        ]
+        errors = [line for line in lines if line.startswith("ERROR")]
+        message = (errors or lines or [f"exit {result.returncode}"])[-1]
+        raise RuntimeError(f"{what} failed: {message}")
+    return result.stdout

@@ -1,16 +1,18 @@
-"""The backup restore drill: restore the newest dump into a scratch database, verify it, time it.
+"""The backup restore drill: a point-in-time restore from pgBackRest's chain, verified, timed.
 
-It finds the newest pg_dump in S3 (with its manifest) and the newest Velero Backup on the cluster,
-restores the dump into a scratch database on a real PostgreSQL with pg_restore, compares row counts
-and checksums of the plan's ``verify_tables`` with the manifest, measures restore time (RTO) and
-backup age (RPO) against the plan, drops the scratch database, and restores the Velero Backup into a
-scratch namespace, checking the Restore's phase.
+It reads the repository's backup chain from S3 (``backup.info`` and each set's manifest) and fails
+with a finding when a set the newest backup needs is gone or a backup is older than the plan allows.
+With ``--execute`` it marks a recovery target at the source (the moment, the newest commit, row counts
+and checksums of the plan's ``verify_tables``), restores the full + incrementals + WAL to that moment
+into a fresh PostgreSQL (``pgbackrest restore --type=time``), compares the tables, measures RTO
+(restore to verified) and RPO (the source's newest commit at the target against the newest commit
+restored), and removes the restored database. Then it restores the newest Velero Backup into a
+scratch namespace and checks the Restore's phase.
 """
 
 from __future__ import annotations
 
 import secrets
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,22 +20,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-import psycopg
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_attempt, stop_after_delay, wait_fixed
 
 from rollout_policies.errors import UserError
 from rollout_policies.plan.model import Plan
-from runbooks.backup import (
-    TableFingerprint,
-    download,
-    latest_backup,
-    postgres_tool,
-    read_manifest,
-    run_tool,
-    table_fingerprints,
-)
+from runbooks.backup import TableFingerprint, backup_sets, present_sets
+from runbooks.pgbackrest import Repository, age_findings, chain_findings, newest
+from runbooks.pitr import RecoveryTarget, RestoredDatabase, mark_recovery_target
 from runbooks.report import (
     DrillRecorder,
     DrillReport,
@@ -47,18 +41,33 @@ from runbooks.report import (
 DRILL = "backup-restore"
 
 STEPS: tuple[Step, ...] = (
-    Step("find-latest-dump", "the newest pg_dump in S3 that has a manifest; its age is the RPO"),
-    Step("find-latest-velero-backup", "the newest velero.io/v1 Backup on the cluster"),
-    Step("download-dump", "download the dump and check its SHA-256 against the manifest"),
     Step(
-        "create-scratch-database", "create an empty scratch database", "PostgreSQL: CREATE DATABASE drill_*"
+        "check-backup-chain",
+        "every set the newest backup needs is in the repository (backup.info, manifests)",
     ),
-    Step("restore-dump", "pg_restore the dump into the scratch database", "PostgreSQL: the scratch database"),
-    Step("verify-tables", "row counts and checksums of the plan's verify_tables match the manifest"),
+    Step("check-backup-age", "the newest full and the newest backup are as fresh as the plan's objectives"),
+    Step("find-latest-velero-backup", "the newest velero.io/v1 Backup on the cluster"),
     Step(
-        "drop-scratch-database",
-        "drop the scratch database (always, once created)",
-        "PostgreSQL: DROP DATABASE",
+        "mark-recovery-target",
+        "at the source: lock verify_tables for a snapshot (milliseconds), note the moment and the "
+        "newest commit, read their figures; switch WAL and wait until it is archived",
+        "the source database: a brief SHARE lock, one empty transaction, a WAL switch",
+    ),
+    Step(
+        "restore-to-time",
+        "pgbackrest restore --type=time to the moment: full + incrementals + WAL into a fresh folder",
+        "a temporary folder on the drill's host",
+    ),
+    Step(
+        "start-restored-database",
+        "a fresh PostgreSQL on the restored folder (Unix socket only), replaying to the moment and pausing",
+        "a PostgreSQL process on the drill's host",
+    ),
+    Step("verify-tables", "row counts and checksums of verify_tables match the source at the moment"),
+    Step(
+        "remove-restored-database",
+        "stop the restored PostgreSQL and delete its folder (always, once restored)",
+        "the temporary folder and process",
     ),
     Step(
         "velero-restore",
@@ -162,10 +171,12 @@ class KubernetesVelero:
 
 @dataclass(frozen=True)
 class RestoreTarget:
-    bucket: str = "markethub-backups"
-    prefix: str = "postgres"
-    restore_dsn: str = ""  # the PostgreSQL server (and a database to connect to) for the scratch database
+    repository: Repository
+    source_dsn: str = ""  # the database backed up: the recovery target is marked there
     namespace: str = "markethub"  # the workload namespace restored from the Velero Backup
+    env: Mapping[str, str] = field(default_factory=dict)  # PGBACKREST_* for pgbackrest restore
+    archive_wait: float = 120.0  # seconds for the WAL past the target to reach the archive
+    replay_wait: float = 600.0  # seconds for the restored PostgreSQL to replay to the target
 
 
 @dataclass(frozen=True)
@@ -184,29 +195,36 @@ class RestoreDrill:
     now: Callable[[], datetime] = utc_now
     monotonic: Callable[[], float] = time.monotonic
     velero_bounds: VeleroBounds = field(default_factory=VeleroBounds)
-    # Called with the scratch database's DSN after pg_restore, before verification (fault injection).
-    after_restore: Callable[[str], None] | None = None
+    # Called with the restored database after replay, before verification (fault injection).
+    after_restore: Callable[[RestoredDatabase], None] | None = None
 
     def run(self, *, execute: bool) -> DrillReport:
         dr = self.plan.objectives.disaster_recovery
-        if execute and not self.target.restore_dsn:
-            raise UserError(
-                "--restore-dsn: needed with --execute (the PostgreSQL server for the scratch database)"
-            )
+        if execute and not self.target.source_dsn:
+            raise UserError("--source-dsn: needed with --execute (the database whose backups are drilled)")
         rec = DrillRecorder(DRILL, execute, self.now, self.monotonic, known_steps=STEP_NAMES)
         rpo: float | None = None
         rto: float | None = None
         velero_backup: VeleroBackup | None = None
+        repo = self.target.repository
         try:
-            with rec.step("find-latest-dump") as step:
-                backup = latest_backup(self.s3, self.target.bucket, self.target.prefix)
-                if backup is None:
-                    raise StepFailed(
-                        f"no dump with a manifest in s3://{self.target.bucket}/{self.target.prefix}"
-                    )
-                rpo = (self.now() - backup.taken_at).total_seconds()
-                manifest = read_manifest(self.s3, backup)
-                step.detail = f"s3://{backup.bucket}/{backup.key}, taken {backup.taken_at.isoformat()}"
+            with rec.step("check-backup-chain") as step:
+                sets = backup_sets(self.s3, repo)
+                problems = chain_findings(sets, present_sets(self.s3, repo))
+                if problems:
+                    raise StepFailed("; ".join(problems))
+                latest = newest(sets)
+                assert latest is not None
+                chain = [*latest.references, latest.label]
+                step.detail = (
+                    f"s3://{repo.bucket}/{repo.backup_prefix}: {latest.label} needs {len(chain)} set(s) "
+                    f"({', '.join(chain)}), all present"
+                )
+            with rec.step("check-backup-age") as step:
+                stale = age_findings(sets, self.plan.objectives, self.now())
+                if stale:
+                    raise StepFailed("; ".join(stale))
+                step.detail = f"newest backup finished {latest.stopped_at.isoformat()}"
             with rec.step("find-latest-velero-backup") as step:
                 if self.velero is None:
                     raise StepSkipped("no cluster configured (--kubeconfig): Velero not checked")
@@ -218,91 +236,77 @@ class RestoreDrill:
                     raise StepFailed(f"newest Velero Backup {velero_backup.name} is {phase}, not Completed")
                 step.detail = f"{velero_backup.name} ({velero_backup.phase or 'no phase'})"
             if not execute:
-                for s in STEPS[2:]:
+                for s in STEPS[3:]:
                     rec.planned(s.name, s.changes or "none (read-only)")
                 rec.notes.append("dry run: pass --execute to restore")
             else:
-                rto = self._restore_and_verify(rec, backup, manifest, dr.verify_tables)
+                rto, rpo = self._restore_and_verify(rec, dr.verify_tables, latest.stopped_at)
                 self._velero_restore(rec, velero_backup)
         except StepFailed:
             rec.notes.append("the drill stopped at the failed step")
-        rec.objective("RPO (backup age)", dr.rpo.total_seconds(), rpo)
         if execute:
-            rec.objective("RTO (restore time)", dr.rto.total_seconds(), rto)
+            rec.objective("RPO (source's newest commit - newest restored)", dr.rpo.total_seconds(), rpo)
+            rec.objective("RTO (restore to verified)", dr.rto.total_seconds(), rto)
         return rec.finish()
 
     def _restore_and_verify(
-        self, rec: DrillRecorder, backup: Any, manifest: Mapping[str, Any], tables: tuple[str, ...]
-    ) -> float:
+        self, rec: DrillRecorder, tables: tuple[str, ...], backup_stopped: datetime
+    ) -> tuple[float | None, float | None]:
         changes = {s.name: s.changes for s in STEPS}
-        scratch = f"drill_restore_{self.now().strftime('%Y%m%d%H%M%S')}_{secrets.token_hex(3)}"
-        scratch_dsn = make_conninfo(self.target.restore_dsn, dbname=scratch)
-        created = False
+        if not tables:
+            with rec.step("mark-recovery-target"):
+                raise StepFailed("objectives.disaster_recovery.verify_tables is empty: nothing to verify")
+        with rec.step("mark-recovery-target", changes["mark-recovery-target"]) as step:
+            target: RecoveryTarget = mark_recovery_target(
+                self.target.source_dsn, tables, self.target.archive_wait
+            )
+            step.detail = (
+                f"{target.at.isoformat()} (newest commit {target.newest_commit.isoformat()}"
+                f"{'' if target.commit_timestamps else ', track_commit_timestamp off: the moment itself'}); "
+                f"WAL {target.wal_segment} archived"
+            )
+        dbname = str(conninfo_to_dict(self.target.source_dsn).get("dbname") or "postgres")
+        restored = RestoredDatabase(dict(self.target.env), dbname)
         started = self.monotonic()
-        with tempfile.TemporaryDirectory(prefix="markethub-restore-") as tmp:
-            try:
-                with rec.step("download-dump") as step:
-                    path = Path(tmp) / "restore.dump"
-                    digest = download(self.s3, backup, path)
-                    if digest != manifest.get("dump_sha256"):
-                        raise StepFailed(f"dump SHA-256 {digest[:12]}... does not match the manifest")
-                    step.detail = f"{path.stat().st_size} bytes, SHA-256 matches the manifest"
-                with rec.step("create-scratch-database", changes["create-scratch-database"]) as step:
-                    with psycopg.connect(
-                        self.target.restore_dsn, autocommit=True, connect_timeout=10
-                    ) as conn:
-                        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(scratch)))
-                    created = True
-                    step.detail = f"database {scratch} on {_server(self.target.restore_dsn)}"
-                with rec.step("restore-dump", changes["restore-dump"]) as step:
-                    run_tool(
-                        [
-                            postgres_tool("pg_restore"),
-                            "--no-owner",
-                            "--no-privileges",
-                            "--exit-on-error",
-                            f"--dbname={scratch_dsn}",
-                            str(path),
-                        ],
-                        "pg_restore",
-                    )
-                    if self.after_restore is not None:
-                        self.after_restore(scratch_dsn)
-                    step.detail = f"pg_restore into {scratch}"
-                with rec.step("verify-tables") as step:
-                    expected = manifest.get("tables") or {}
-                    missing = [t for t in tables if t not in expected]
-                    if missing:
-                        raise StepFailed(f"the manifest has no figures for {', '.join(missing)}")
-                    if not tables:
-                        raise StepFailed(
-                            "objectives.disaster_recovery.verify_tables is empty: nothing to verify"
-                        )
-                    with psycopg.connect(scratch_dsn, connect_timeout=10) as conn:
-                        restored = table_fingerprints(conn, tables)
-                    problems = verification_problems(
-                        {t: TableFingerprint(**expected[t]) for t in tables}, restored
-                    )
-                    if problems:
-                        raise StepFailed("restored data does not verify: " + "; ".join(problems))
-                    step.detail = (
-                        ", ".join(f"{t}: {restored[t].rows} rows" for t in tables) + ", checksums match"
-                    )
-                return self.monotonic() - started
-            finally:
-                if created:
-                    self._drop(rec, scratch)
-
-    def _drop(self, rec: DrillRecorder, scratch: str) -> None:
+        rpo: float | None = None
         try:
-            with rec.step("drop-scratch-database", "PostgreSQL: DROP DATABASE") as step:
-                with psycopg.connect(self.target.restore_dsn, autocommit=True, connect_timeout=10) as conn:
-                    conn.execute(
-                        sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch))
+            with rec.step("restore-to-time", changes["restore-to-time"]) as step:
+                restored.restore(target.at)
+                step.detail = f"pgbackrest restore --type=time --target={target.at.isoformat()}"
+            with rec.step("start-restored-database", changes["start-restored-database"]) as step:
+                restored.start(self.target.replay_wait)
+                newest_restored = restored.newest_commit()
+                if newest_restored is not None:
+                    rpo = max(0.0, (target.newest_commit - newest_restored).total_seconds())
+                    step.detail = (
+                        f"replay paused at the target; newest restored commit {newest_restored.isoformat()}"
                     )
-                step.detail = f"dropped {scratch}"
+                elif target.newest_commit <= backup_stopped:
+                    # Nothing to replay: the source's newest commit was already in the base backup.
+                    rpo = 0.0
+                    step.detail = "replay paused at the target; no commit after the backup, all in its files"
+                else:
+                    step.detail = "replay paused at the target, but replayed no commit: RPO not measured"
+            if self.after_restore is not None:
+                self.after_restore(restored)
+            with rec.step("verify-tables") as step:
+                got = restored.fingerprints(tables)
+                problems = verification_problems(target.tables, got)
+                if problems:
+                    raise StepFailed("restored data does not verify: " + "; ".join(problems))
+                step.detail = ", ".join(f"{t}: {got[t].rows} rows" for t in tables) + ", checksums match"
+            return self.monotonic() - started, rpo
+        finally:
+            self._remove(rec, restored)
+
+    def _remove(self, rec: DrillRecorder, restored: RestoredDatabase) -> None:
+        folder = restored.workdir
+        try:
+            with rec.step("remove-restored-database", "the temporary folder and process") as step:
+                restored.remove()
+                step.detail = f"stopped, removed {folder}"
         except StepFailed:
-            rec.notes.append(f"drop the scratch database {scratch} by hand")
+            rec.notes.append(f"remove {folder} by hand")
 
     def _velero_restore(self, rec: DrillRecorder, backup: VeleroBackup | None) -> None:
         changes = next(s.changes for s in STEPS if s.name == "velero-restore")
@@ -349,22 +353,16 @@ def restore_finished(phase: str) -> bool:
 def verification_problems(
     expected: Mapping[str, TableFingerprint], restored: Mapping[str, TableFingerprint]
 ) -> list[str]:
-    """Tables whose restored row count or checksum differs from the manifest. Pure."""
+    """Tables whose restored row count or checksum differs from the source at the target. Pure."""
     problems = []
     for table, want in expected.items():
         got = restored.get(table)
         if got is None:
             problems.append(f"{table}: not restored")
         elif got.rows != want.rows:
-            problems.append(f"{table}: {got.rows} rows, the manifest says {want.rows}")
+            problems.append(f"{table}: {got.rows} rows restored, the source had {want.rows}")
         elif got.checksum != want.checksum:
             problems.append(
-                f"{table}: checksum {got.checksum[:12]}... differs from the manifest's "
-                f"{want.checksum[:12]}..."
+                f"{table}: checksum {got.checksum[:12]}... differs from the source's {want.checksum[:12]}..."
             )
     return problems
-
-
-def _server(dsn: str) -> str:
-    parts = conninfo_to_dict(dsn)
-    return f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}"

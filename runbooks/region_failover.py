@@ -35,6 +35,7 @@ from rollout_policies.errors import UserError
 from rollout_policies.plan.model import Plan
 from runbooks.backup import latest_backup
 from runbooks.health_checks import ensure_health_checks
+from runbooks.pgbackrest import Repository
 from runbooks.report import DrillRecorder, DrillReport, Step, StepFailed, StepSkipped, utc_now
 
 DRILL = "region-failover"
@@ -90,7 +91,7 @@ class FailoverTarget:
     namespace: str = "markethub"  # the Kubernetes namespace of the workloads
     service: str = "markethub-mobile"  # the HTTPRoute's name and the flags ConfigMap's prefix
     bucket: str = "markethub-backups"
-    prefix: str = "postgres"
+    prefix: str = "pgbackrest"  # the pgBackRest repository path in the bucket
     stacks_dir: Path = Path(".")
 
 
@@ -662,16 +663,19 @@ class FailoverDrill:
 
     def _backup_fresh(self) -> str:
         rpo = self.plan.objectives.disaster_recovery.rpo
-        backup = latest_backup(self.s3, self.target.bucket, self.target.prefix)
+        # pgBackRest's repository: the stanza is the service's name, as the backup CronJobs name it.
+        repo = Repository(self.target.bucket, self.target.prefix, "", self.plan.service)
+        backup = latest_backup(self.s3, repo)
+        where = f"s3://{repo.bucket}/{repo.backup_prefix}"
         if backup is None:
-            raise StepFailed(f"no backup in s3://{self.target.bucket}/{self.target.prefix}")
-        age = self.now() - backup.taken_at
+            raise StepFailed(f"no pgBackRest backup in {where}")
+        age = self.now() - backup.stopped_at
         if age > rpo:
             raise StepFailed(
-                f"newest backup s3://{backup.bucket}/{backup.key} is {_hours(age.total_seconds())} old, "
+                f"newest backup {backup.label} in {where} is {_hours(age.total_seconds())} old, "
                 f"older than the RPO {_hours(rpo.total_seconds())}"
             )
-        return f"s3://{backup.bucket}/{backup.key} is {_hours(age.total_seconds())} old"
+        return f"{backup.label} in {where} is {_hours(age.total_seconds())} old"
 
     def _dns_on_primary(self) -> str:
         dns = FailoverDns(self.route53, self.target.zone, self.target.record)

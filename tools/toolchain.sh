@@ -240,8 +240,9 @@ install_crds() {
 # ---------------------------------------------------------------- Debian packages
 install_debian() {
   local missing="" exe pkg
-  # chromium: the report tests render HTML reports headless.
-  for pair in prometheus:prometheus prometheus-alertmanager:prometheus-alertmanager pg_ctl:postgresql git:git chromium:chromium; do
+  # chromium: the report tests render HTML reports headless. pgbackrest: database backups (full,
+  # incremental, WAL archive) and the point-in-time restore drill.
+  for pair in prometheus:prometheus prometheus-alertmanager:prometheus-alertmanager pg_ctl:postgresql pgbackrest:pgbackrest git:git chromium:chromium; do
     exe=${pair%%:*}; pkg=${pair#*:}
     if [ "$exe" = pg_ctl ]; then ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && continue
     else command -v "$exe" >/dev/null 2>&1 && continue; fi

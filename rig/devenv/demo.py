@@ -38,7 +38,7 @@ STACKS = {"local-us-east-1": "us-east-1", "local-us-west-2": "us-west-2"}
 PRIMARY = "local-us-east-1"
 SERVICE, NAMESPACE = "markethub-mobile", "markethub"
 FORGE_REPO, FORGE_TOKEN = "markethub/rollout", "demo-token"
-BACKUP_BUCKET, BACKUP_PREFIX = "markethub-backups", "postgres"
+BACKUP_BUCKET, BACKUP_PREFIX = "markethub-backups-local", "pgbackrest/markethub-mobile"
 KEPT_MARKER = "kept"  # in <state dir>/demo: the folder of the run whose deployments --keep left
 
 Weights = dict[Colour, int]
@@ -306,15 +306,23 @@ def _drill(repo: _Repository, run_dir: Path, steps: _Steps) -> str:
     """The backup-restore dry run, when the environment holds a backup to restore."""
     import boto3
 
+    settings = (repo.info.database or {}).get("pgbackrest") or {}
+    bucket = settings.get("PGBACKREST_REPO1_S3_BUCKET", BACKUP_BUCKET)
+    info_key = "{}/backup/{}/backup.info".format(
+        settings.get("PGBACKREST_REPO1_PATH", BACKUP_PREFIX).strip("/"), settings.get("PGBACKREST_STANZA", "")
+    )
     s3 = boto3.client("s3", endpoint_url=repo.info.moto_url, **_aws_credentials())
-    try:
-        listed = s3.list_objects_v2(Bucket=BACKUP_BUCKET, Prefix=f"{BACKUP_PREFIX}/")
+    try:  # a backup set's manifest: the stanza exists and holds at least one backup
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix=info_key.rsplit("/", 1)[0] + "/")
+        found = bool(settings) and any(
+            item["Key"].endswith("/backup.manifest") for item in listed.get("Contents", [])
+        )
     except s3.exceptions.NoSuchBucket:
-        listed = {}
-    if not any(item["Key"].endswith("manifest.json") for item in listed.get("Contents", [])):
+        found = False
+    if not found:
         steps.say(
-            f"skipped: no database backup in s3://{BACKUP_BUCKET}/{BACKUP_PREFIX}/ (the environment runs no"
-            " PostgreSQL; `rollout drill backup --dsn ...` makes one)"
+            f"skipped: no pgBackRest repository in s3://{bucket}/{info_key} (`rollout env up --database`"
+            " starts a database archiving to one; `rollout drill backup --type full --env ...` backs it up)"
         )
         return "skipped (no backup in the environment)"
     done = subprocess.run(

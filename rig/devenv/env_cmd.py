@@ -34,9 +34,14 @@ def env() -> None:
     help="A region to start a control plane for (repeat the flag for several).",
 )
 @click.option("--nodes", default=3, show_default=True, help="Fake kwok nodes per region.")
-def up(state_dir: Path | None, regions: tuple[str, ...], nodes: int) -> None:
+@click.option(
+    "--database",
+    is_flag=True,
+    help="Also PostgreSQL archiving WAL to pgBackRest's repository on moto (backups, restore drill).",
+)
+def up(state_dir: Path | None, regions: tuple[str, ...], nodes: int, database: bool) -> None:
     """Start the environment (does nothing when it already runs) and print how to reach it."""
-    environment = LocalEnvironment(state_dir, regions=regions, nodes_per_region=nodes)
+    environment = LocalEnvironment(state_dir, regions=regions, nodes_per_region=nodes, database=database)
     already = environment.load() is not None and all(row.running for row in environment.status())
     info = environment.up(progress=lambda line: click.echo(line, err=True))
     click.echo(f"environment {'already up' if already else 'up'}: {environment.env_file}")
@@ -46,6 +51,10 @@ def up(state_dir: Path | None, regions: tuple[str, ...], nodes: int) -> None:
     click.echo(f"  pulumi backend: {info.pulumi_backend_url} (PULUMI_HOME {info.pulumi_home})")
     click.echo(f"  git remote: {info.git_remote}")
     click.echo(f"  moto (AWS): {info.moto_url}")
+    if info.database:
+        click.echo(
+            f"  database: {info.database['dsn']} (WAL to pgBackRest via {info.database['s3_endpoint']})"
+        )
     first = next(iter(info.regions.values()))
     click.echo(f"try: kubectl --kubeconfig {first.kubeconfig} get nodes")
     click.echo(f"(kubectl {tools_hint(info.tools_bin)})")

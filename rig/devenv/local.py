@@ -60,6 +60,10 @@ class EnvInfo:
     moto_pid: int
     tools_bin: str
     started_at: float = field(default_factory=time.time)
+    # With `rollout env up --database`: PostgreSQL archiving WAL to pgBackRest's repository on moto
+    # (dsn, pid, s3_endpoint: moto's TLS front, tls_front_pid, pgbackrest: the PGBACKREST_* a backup
+    # on this host uses). Empty without.
+    database: dict[str, Any] = field(default_factory=dict)
 
     def kubeconfig(self, region: str) -> Path:
         try:
@@ -128,6 +132,7 @@ class LocalEnvironment:
         regions: Sequence[str] = DEFAULT_REGIONS,
         nodes_per_region: int = 3,
         ready_timeout: float = 180.0,
+        database: bool = False,
     ) -> None:
         if not regions:
             raise UserError("--region: the environment needs at least one region")
@@ -143,6 +148,7 @@ class LocalEnvironment:
         }
         self._moto: MotoServer | None = None
         self._info: EnvInfo | None = None
+        self.with_database = database
 
     # -- folders ----------------------------------------------------------------------------
     @property
@@ -229,7 +235,9 @@ class LocalEnvironment:
         self._moto.detach()
         assert self._moto.pid is not None
         self.moto_pid_file.write_text(f"{self._moto.pid} {self._moto.port}\n")
+        database = self.start_database(self._moto, progress) if self.with_database else {}
         info = EnvInfo(
+            database=database,
             state_dir=str(self.state_dir),
             regions=regions,
             pulumi_backend_url=backend.as_uri(),
@@ -245,6 +253,71 @@ class LocalEnvironment:
         temporary.write_text(info.to_json())
         temporary.replace(self.env_file)  # readers never see half a file
         return info
+
+    @property
+    def database_dir(self) -> Path:
+        return self.state_dir / "database"
+
+    def start_database(self, moto: MotoServer, progress: Callable[[str], None]) -> dict[str, Any]:
+        """PostgreSQL with WAL archiving to the local stack's pgBackRest repository (S3 on moto,
+        through a TLS front: pgBackRest speaks S3 over https only), and its stanza created."""
+        from devenv.services import ArchivingPostgreSQL
+        from devenv.tls_front import TlsFront
+        from infra.settings import settings_from_stack_file
+        from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
+        from runbooks.pgbackrest import Repository, repository_env
+
+        plan = load_plan(DEFAULT_PLAN)
+        stack = settings_from_stack_file(Path(__file__).parents[2] / "Pulumi.local-us-east-1.yaml")
+        progress("[env] PostgreSQL with WAL archiving to pgBackRest on moto: starting")
+        front = TlsFront(self.database_dir / "tls", moto.port).start()
+        front.detach()
+        bucket = stack.backup.bucket or f"{plan.service}-backups"
+        moto.client("s3").create_bucket(Bucket=bucket)
+        repo = Repository(
+            bucket,
+            f"/{stack.backup.prefix}/{plan.service}",
+            stack.region,
+            plan.service,
+            f"https://{front.endpoint}",
+        )
+        env = {
+            **repository_env(repo, plan.objectives),
+            "PGBACKREST_REPO1_S3_KEY": "testing",
+            "PGBACKREST_REPO1_S3_KEY_SECRET": "testing",
+        }
+        db = ArchivingPostgreSQL(self.database_dir / "pg", env).start()
+        db.detach()
+        assert db.pid is not None and front.pid is not None
+        with contextlib.suppress(Exception):
+            import psycopg
+
+            with psycopg.connect(db.dsn, autocommit=True) as conn:
+                conn.execute("CREATE DATABASE markethub")
+        result = subprocess.run(
+            ["pgbackrest", "stanza-create"], env={**os.environ, **db.backup_env},
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise UserError(f"pgbackrest stanza-create failed: {result.stderr.strip()[-300:]}")
+        return {
+            "dsn": db.dsn_for("markethub"),
+            "pid": db.pid,
+            "port": db.port,
+            "s3_endpoint": f"https://{front.endpoint}",
+            "tls_front_pid": front.pid,
+            "tls_front_port": front.port,
+            "pgbackrest": db.backup_env,
+        }
+
+    @staticmethod
+    def stop_database(database: dict[str, Any]) -> list[str]:
+        """Stop the database and its TLS front (by their pids, checked against their command lines)."""
+        if not database:
+            return []
+        left = terminate([int(database["pid"])], f"-p {database['port']}")
+        left += terminate([int(database["tls_front_pid"])], f"--listen-port {database['tls_front_port']}")
+        return [f"database pid {pid}" for pid in left]
 
     def _git_remote(self) -> Path:
         remote = self.state_dir / "git" / "remote.git"
@@ -272,6 +345,9 @@ class LocalEnvironment:
         for name in sorted(names):
             cluster = self.clusters.get(name) or KwokCluster(name, self.kwok_workdir)
             left += [f"{name} pid {pid}" for pid in cluster.stop()]
+        with contextlib.suppress(UserError):
+            loaded = self.load()
+            left += self.stop_database(loaded.database if loaded else {})
         left += self._stop_moto()
         with contextlib.suppress(FileNotFoundError):
             self.env_file.unlink()
@@ -317,6 +393,12 @@ class LocalEnvironment:
             )
         moto_running = alive(info.moto_pid, f"-p {info.moto_url.rsplit(':', 1)[1]}")
         rows.append(ComponentStatus("moto", moto_running, f"{info.moto_url} pid {info.moto_pid}"))
+        if info.database:
+            db = info.database
+            running = alive(int(db["pid"]), f"-p {db['port']}") and alive(
+                int(db["tls_front_pid"]), f"--listen-port {db['tls_front_port']}"
+            )
+            rows.append(ComponentStatus("database", running, f"{db['dsn']} pid {db['pid']}"))
         backend = Path(info.pulumi_backend_url.removeprefix("file://"))
         rows.append(ComponentStatus("pulumi backend", backend.is_dir(), info.pulumi_backend_url))
         rows.append(ComponentStatus("git remote", (Path(info.git_remote) / "HEAD").exists(), info.git_remote))

@@ -34,7 +34,8 @@ def local_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEnviron
     if _Shared.environment is None:
         explicit = os.environ.get("MARKETHUB_ENV_STATE_DIR")
         state_dir = Path(explicit) if explicit else tmp_path_factory.mktemp("local-env")
-        environment = LocalEnvironment(state_dir)
+        # With the database (WAL archived to pgBackRest on moto): the drills and the rehearsal use it.
+        environment = LocalEnvironment(state_dir, database=True)
         try:
             environment.up()
         except BaseException:

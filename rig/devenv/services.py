@@ -29,6 +29,7 @@ from typing import Any, Self
 import httpx
 
 from rollout_policies.errors import UserError
+from runbooks.pgbackrest import archive_command
 
 HOST = "127.0.0.1"
 PROMETHEUS_BIN = "/usr/bin/prometheus"
@@ -106,6 +107,10 @@ class Service:
         """The system user the process runs as (None: the current user)."""
         return None
 
+    def process_env(self) -> dict[str, str] | None:
+        """The process's environment (None: this interpreter's)."""
+        return None
+
     # -- lifecycle ----------------------------------------------------------------------------
     @property
     def pid(self) -> int | None:
@@ -138,6 +143,7 @@ class Service:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 cwd=self.workdir,
+                env=self.process_env(),
                 # Own process group, so a Ctrl-C in the terminal does not reach it before stop() does.
                 start_new_session=True,
                 user=user,
@@ -480,6 +486,64 @@ class PostgreSQL(Service):
             self.data_dir.unlink(missing_ok=True)
 
 
+class ArchivingPostgreSQL(PostgreSQL):
+    """PostgreSQL with WAL archiving on to a pgBackRest stanza, for the backups and the restore drill.
+
+    ``repository_env`` is pgBackRest's repository settings (``PGBACKREST_*``, as the CronJobs set
+    them); the server's ``archive_command`` pushes every WAL segment there. pgBackRest talks to the
+    server over a Unix socket in a short private folder (TCP stays on 127.0.0.1 for everyone else).
+    ``backup_env`` is what a backup job on this host needs: the repository plus where the data is.
+    """
+
+    name = "postgresql"
+
+    def __init__(self, workdir: Path | str, repository_env: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(workdir, **kwargs)
+        self.repository_env = dict(repository_env)
+        self.stanza = self.repository_env["PGBACKREST_STANZA"]
+        # Short paths: a socket path must fit in 107 bytes; pgBackRest's locks must be writable by
+        # both the server's user (archive-push) and the user running backups.
+        self.run_dir = Path(tempfile.mkdtemp(prefix="mh-pgrun-"))
+        os.chmod(self.run_dir, 0o1777)
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.run_dir
+
+    def process_env(self) -> dict[str, str]:
+        return {**os.environ, **self.backup_env}
+
+    @property
+    def backup_env(self) -> dict[str, str]:
+        return {
+            **self.repository_env,
+            "PGBACKREST_PG1_PATH": str(self.data_dir),
+            "PGBACKREST_PG1_PORT": str(self.port),
+            "PGBACKREST_PG1_SOCKET_PATH": str(self.run_dir),
+            "PGBACKREST_PG1_USER": self.superuser,
+            "PGBACKREST_LOCK_PATH": str(self.run_dir),
+        }
+
+    def command(self) -> list[str]:
+        base = super().command()
+        base[base.index("unix_socket_directories=")] = f"unix_socket_directories={self.run_dir}"
+        return [
+            *base,
+            "-c", "wal_level=replica",
+            "-c", "archive_mode=on",
+            "-c", f"archive_command={archive_command(self.stanza, str(self.data_dir))}",
+            # A segment is archived at least every minute even when writes are few: the RPO's floor.
+            "-c", "archive_timeout=60",
+            # The restore drill's RPO compares the newest commit times of the source and the restore.
+            "-c", "track_commit_timestamp=on",
+            # A backup needs full page images to be consistent when restored.
+            "-c", "full_page_writes=on",
+        ]  # fmt: skip
+
+    def remove_run_dir(self) -> None:
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
 def _moto_server_binary() -> str:
     beside_python = Path(sys.executable).parent / "moto_server"
     if beside_python.exists():
@@ -533,6 +597,7 @@ class MotoServer(Service):
 __all__ = [
     "HOST",
     "Alertmanager",
+    "ArchivingPostgreSQL",
     "MotoServer",
     "PostgreSQL",
     "Prometheus",

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -68,6 +69,24 @@ def env_kubeconfigs(data: dict[str, Any]) -> dict[str, str]:
     return found
 
 
+def env_database(data: dict[str, Any]) -> dict[str, Any]:
+    """``rollout env up --database``: the database and pgBackRest's settings for it (S3 through
+    moto's TLS front, where the data is)."""
+    database = data.get("database")
+    return database if isinstance(database, dict) else {}
+
+
+def env_repository(
+    data: dict[str, Any], bucket: str | None, prefix: str | None
+) -> tuple[str | None, str | None]:
+    """Bucket and prefix: the flags, else the local database's pgBackRest repository."""
+    settings = env_database(data).get("pgbackrest") or {}
+    return (
+        bucket or settings.get("PGBACKREST_REPO1_S3_BUCKET"),
+        prefix or (settings.get("PGBACKREST_REPO1_PATH") or "").strip("/") or None,
+    )
+
+
 def env_aws_endpoint(data: dict[str, Any]) -> str | None:
     for key in ("moto_url", "aws_endpoint_url", "endpoint_url"):
         if isinstance(data.get(key), str):
@@ -84,6 +103,9 @@ def aws_client(service: str, endpoint_url: str | None, region: str) -> Any:
     kwargs: dict[str, Any] = {"region_name": region}
     if endpoint_url:
         kwargs["endpoint_url"] = endpoint_url
+        if urlsplit(endpoint_url).hostname in ("127.0.0.1", "localhost", "::1"):
+            # The rig's TLS front for moto has a throwaway certificate; loopback only.
+            kwargs["verify"] = False
         if not os.environ.get("AWS_ACCESS_KEY_ID") and not os.environ.get("AWS_PROFILE"):
             # A local stand-in (moto) accepts any credentials; real AWS never sees these.
             kwargs.update(aws_access_key_id="testing", aws_secret_access_key="testing")
@@ -375,6 +397,7 @@ def region_failover(
         clusters[region] = (configs.get(region), name)
     for region, (path, kube_context) in context.clusters.items():
         clusters.setdefault(region, (path, kube_context))
+    bucket, prefix = env_repository(env, bucket, prefix)
     target = FailoverTarget(
         zone=zone,
         record=record,
@@ -389,7 +412,7 @@ def region_failover(
         namespace=namespace,
         service=service or (options.service if options else "") or plan.service,
         bucket=_bucket(bucket, options),
-        prefix=_prefix(prefix, options),
+        prefix=_prefix(prefix, options, plan),
         stacks_dir=Path(stacks_dir),
     )
     endpoint_url = aws_endpoint_url or (options.s3_endpoint if options else "") or env_aws_endpoint(env)
@@ -421,13 +444,54 @@ def _bucket(flag: str | None, options: DrillOptions | None) -> str:
     return flag or (options.bucket if options else "") or "markethub-backups"
 
 
-def _prefix(flag: str | None, options: DrillOptions | None) -> str:
-    return flag or (options.prefix if options else "") or "postgres"
+def _prefix(flag: str | None, options: DrillOptions | None, plan: Plan | None = None) -> str:
+    service = plan.service if plan else "markethub-mobile"
+    return flag or (options.prefix if options else "") or f"pgbackrest/{service}"
+
+
+def _repository(
+    plan: Plan, options: DrillOptions | None, bucket: str | None, prefix: str | None, endpoint: str | None
+) -> Any:
+    from runbooks.pgbackrest import Repository
+
+    return Repository(
+        bucket=_bucket(bucket, options),
+        path="/" + _prefix(prefix, options, plan).strip("/"),
+        region=(options.region if options else "") or plan.objectives.disaster_recovery.primary,
+        stanza=(options.stanza if options else "") or plan.service,
+        endpoint=endpoint or "",
+    )
+
+
+def pgbackrest_env(plan: Plan, repo: Any) -> dict[str, str]:
+    """pgBackRest's settings: from the flags and the plan, then whatever ``PGBACKREST_*`` the
+    process already has (a CronJob sets them all), which wins. S3 keys: pgBackRest's own variables,
+    else the AWS ones, else the moto stand-in's for a loopback endpoint."""
+    from runbooks.pgbackrest import RetentionError, repository_env
+
+    try:
+        env = repository_env(repo, plan.objectives)
+    except (RetentionError, ValueError) as err:
+        raise UserError(str(err)) from err
+    env.update({k: v for k, v in os.environ.items() if k.startswith("PGBACKREST_")})
+    if "PGBACKREST_REPO1_S3_KEY" not in env and env.get("PGBACKREST_REPO1_S3_KEY_TYPE") != "web-id":
+        if os.environ.get("AWS_ACCESS_KEY_ID"):
+            env["PGBACKREST_REPO1_S3_KEY"] = os.environ["AWS_ACCESS_KEY_ID"]
+            env["PGBACKREST_REPO1_S3_KEY_SECRET"] = os.environ.get("AWS_SECRET_ACCESS_KEY", "")
+        elif env.get("PGBACKREST_REPO1_STORAGE_VERIFY_TLS") == "n":
+            env["PGBACKREST_REPO1_S3_KEY"] = env["PGBACKREST_REPO1_S3_KEY_SECRET"] = "testing"
+        else:
+            env["PGBACKREST_REPO1_S3_KEY_TYPE"] = "auto"
+    return env
 
 
 @drill.command("backup-restore")
 @_with_common
-@click.option("--restore-dsn", envvar="DRILL_RESTORE_DSN", help="PostgreSQL server for the scratch database.")
+@click.option(
+    "--source-dsn",
+    envvar="DRILL_SOURCE_DSN",
+    help="The database whose backups are drilled: the recovery target is marked there.",
+)
 @click.option(
     "--kubeconfig", type=click.Path(dir_okay=False), help="Cluster with Velero (default: the primary's)."
 )
@@ -444,6 +508,13 @@ def _prefix(flag: str | None, options: DrillOptions | None) -> str:
     show_default=True,
     help="Seconds to wait for the Velero Restore's final phase.",
 )
+@click.option(
+    "--archive-wait",
+    type=click.FloatRange(min=1),
+    default=120.0,
+    show_default=True,
+    help="Seconds to wait for the WAL past the recovery target to reach the archive.",
+)
 def backup_restore(
     execute: bool,
     plan_path: str | None,
@@ -457,21 +528,23 @@ def backup_restore(
     stacks_dir: str,
     as_json: bool,
     push_to: str | None,
-    restore_dsn: str | None,
+    source_dsn: str | None,
     kubeconfig: str | None,
     velero_namespace: str,
     namespace: str | None,
     velero_wait: float,
+    archive_wait: float,
 ) -> None:
-    """Restore the newest dump into a scratch database and verify it; restore the newest Velero Backup."""
+    """Restore the database to a point in time from pgBackRest's chain and verify it; restore the
+    newest Velero Backup."""
     from runbooks.backup_restore import KubernetesVelero, RestoreDrill, RestoreTarget, VeleroBounds
 
     context = _stack_context(plan_path, stack, stacks_dir)
     plan, options = context.plan, context.options
     env = _env_file(env_path)
     dr = plan.objectives.disaster_recovery
-    if execute and not restore_dsn:
-        raise UserError("--restore-dsn: required with --execute (or set DRILL_RESTORE_DSN)")
+    if execute and not (source_dsn or env_database(env).get("dsn")):
+        raise UserError("--source-dsn: required with --execute (or set DRILL_SOURCE_DSN)")
     kubeconfig = kubeconfig or env_kubeconfigs(env).get(dr.primary)
     kube_context = None
     if not kubeconfig and dr.primary in context.clusters:
@@ -481,15 +554,22 @@ def backup_restore(
         if kubeconfig or kube_context
         else None
     )
-    endpoint_url = aws_endpoint_url or (options.s3_endpoint if options else "") or env_aws_endpoint(env)
-    s3 = aws_client("s3", endpoint_url, dr.primary)
+    endpoint_url = (
+        aws_endpoint_url
+        or (options.s3_endpoint if options else "")
+        or env_database(env).get("s3_endpoint")
+        or env_aws_endpoint(env)
+    )
+    repo = _repository(plan, options, *env_repository(env, bucket, prefix), endpoint_url)
+    s3 = aws_client("s3", endpoint_url, repo.region)
     report = RestoreDrill(
         plan=plan,
         target=RestoreTarget(
-            bucket=_bucket(bucket, options),
-            prefix=_prefix(prefix, options),
-            restore_dsn=restore_dsn or "",
+            repository=repo,
+            source_dsn=source_dsn or env_database(env).get("dsn", ""),
             namespace=namespace or (options.namespace if options else "markethub"),
+            env=pgbackrest_env(plan, repo) if execute else {},  # a dry run runs no pgBackRest
+            archive_wait=archive_wait,
         ),
         s3=s3,
         velero=velero,
@@ -499,53 +579,67 @@ def backup_restore(
 
 
 @drill.command("backup")
-@click.option("--dsn", required=True, envvar="DRILL_BACKUP_DSN", help="The database to back up.")
+@click.option(
+    "--type",
+    "kind",
+    metavar="full|incremental",
+    required=True,
+    help="pgBackRest backup type (the CronJobs run these on the plan's schedule).",
+)
 @click.option(
     "--plan", "plan_path", type=click.Path(dir_okay=False), help="Plan file (default: the packaged plan)."
 )
 @click.option("--env", "env_path", type=click.Path(dir_okay=False), help="The local environment's env.json.")
-@click.option("--aws-endpoint-url", envvar="AWS_ENDPOINT_URL", help="AWS endpoint (a moto server locally).")
-@click.option("--bucket", default="markethub-backups", show_default=True, help="S3 bucket of database dumps.")
-@click.option("--prefix", default="postgres", show_default=True, help="Key prefix of the dumps in --bucket.")
+@click.option(
+    "--aws-endpoint-url", envvar="AWS_ENDPOINT_URL", help="S3 endpoint (https; moto's TLS front locally)."
+)
+@click.option("--bucket", default=None, help="S3 bucket of the pgBackRest repository.")
+@click.option("--prefix", default=None, help="Repository path in --bucket (default: pgbackrest/<service>).")
 @click.option("--create-bucket", is_flag=True, help="Create --bucket if it does not exist.")
-@click.option("--json", "as_json", is_flag=True, help="Print the backup's bucket and key as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the backup's label as JSON.")
 def backup(
-    dsn: str,
+    kind: str,
     plan_path: str | None,
     env_path: str | None,
     aws_endpoint_url: str | None,
-    bucket: str,
-    prefix: str,
+    bucket: str | None,
+    prefix: str | None,
     create_bucket: bool,
     as_json: bool,
 ) -> None:
-    """Take a database backup now: pg_dump plus a manifest of the plan's verify_tables, uploaded to S3."""
-    import psycopg
+    """Take a pgBackRest backup now (``pgbackrest stanza-create`` and ``backup --type``), as the CronJobs do.
+
+    The database is pgBackRest's ``pg1-*`` settings (``PGBACKREST_PG1_PATH`` and friends)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from runbooks.backup import make_backup
-    from runbooks.report import utc_now
+    from runbooks.backup import take_backup
+    from runbooks.pgbackrest import BACKUP_TYPES
 
+    if kind not in BACKUP_TYPES:
+        raise UserError(f"--type: {kind!r} is not one of {', '.join(BACKUP_TYPES)}")
     plan = _load_plan(plan_path)
-    dr = plan.objectives.disaster_recovery
-    s3 = aws_client("s3", aws_endpoint_url or env_aws_endpoint(_env_file(env_path)), dr.primary)
+    data = _env_file(env_path)
+    local = env_database(data)
+    endpoint = aws_endpoint_url or local.get("s3_endpoint") or env_aws_endpoint(data)
+    repo = _repository(plan, None, *env_repository(data, bucket, prefix), endpoint)
     try:
-        existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
-        if bucket not in existing:
-            if not create_bucket:
-                raise UserError(f"--bucket: no S3 bucket {bucket} (pass --create-bucket to make it)")
-            location = {} if dr.primary == "us-east-1" else {"LocationConstraint": dr.primary}
-            s3.create_bucket(Bucket=bucket, **({"CreateBucketConfiguration": location} if location else {}))
-        made = make_backup(
-            dsn=dsn, s3=s3, bucket=bucket, prefix=prefix, tables=dr.verify_tables, now=utc_now()
-        )
+        if create_bucket:
+            s3 = aws_client("s3", endpoint, repo.region)
+            if repo.bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
+                location = {} if repo.region == "us-east-1" else {"LocationConstraint": repo.region}
+                s3.create_bucket(
+                    Bucket=repo.bucket, **({"CreateBucketConfiguration": location} if location else {})
+                )
+        # The local database's pgBackRest settings (where its data is) under the process's own.
+        local_env = {k: str(v) for k, v in (local.get("pgbackrest") or {}).items() if k not in os.environ}
+        label = take_backup(kind, {**pgbackrest_env(plan, repo), **local_env})
     except (BotoCoreError, ClientError) as err:
-        raise UserError(f"s3://{bucket}: {err}") from err
-    except psycopg.OperationalError as err:
-        raise UserError(f"--dsn: {str(err).strip().splitlines()[0]}") from err
-    except RuntimeError as err:  # pg_dump failed
-        raise UserError(f"--dsn: {err}") from err
+        raise UserError(f"s3://{repo.bucket}: {err}") from err
+    except RuntimeError as err:  # pgbackrest failed
+        raise UserError(str(err)) from err
     if as_json:
-        click.echo(json.dumps({"bucket": made.bucket, "key": made.key, "manifest_key": made.manifest_key}))
+        click.echo(
+            json.dumps({"bucket": repo.bucket, "path": repo.path, "stanza": repo.stanza, "label": label})
+        )
     else:
-        click.echo(f"backup s3://{made.bucket}/{made.key} (manifest beside it)")
+        click.echo(f"backup {label} in s3://{repo.bucket}{repo.path} (stanza {repo.stanza})")

@@ -59,21 +59,33 @@ def test_the_cronjob_passes_what_rollout_drill_stack_reads_from_the_stack_file(p
     assert params["zone"] == "markethub.example." == options.zone
     assert params["record"] == "api.markethub.example." == options.record
     assert params["bucket"] == "mh-backups" == options.bucket
-    assert params["prefix"] == f"pg-dumps/{SERVICE}" == options.prefix
+    assert params["prefix"] == f"pgbackrest/{SERVICE}" == options.prefix
     assert sorted(params["endpoints"]) == [
         "us-east-1=https://use1.example/healthz",
         "us-west-2=https://usw2.example/healthz",
     ]
 
 
-def test_the_restore_drill_reads_its_scratch_database_from_a_secret(plan):
-    container = _container(
-        _drill(deploy(settings(drills={"restoreDatabaseSecret": "scratch"}), plan), "backup-restore")
-    )
+def test_the_restore_drill_reads_the_database_from_a_secret(plan):
+    container = _container(_drill(deploy(settings(backup={"databaseSecret": "db"}), plan), "backup-restore"))
     assert {
-        "name": "DRILL_RESTORE_DSN",
-        "valueFrom": {"secretKeyRef": {"name": "scratch", "key": "url"}},
+        "name": "DRILL_SOURCE_DSN",
+        "valueFrom": {"secretKeyRef": {"name": "db", "key": "url"}},
     } in container["env"]
+
+
+def test_the_restore_drill_reads_the_repository_the_backup_cronjobs_write(plan):
+    deployed = deploy(settings(backup={"bucket": "mh-backups"}), plan)
+    drill = {e["name"]: e.get("value") for e in _container(_drill(deployed, "backup-restore"))["env"]}
+    full = deployed.one("CronJob", f"{SERVICE}-pgbackrest-full-1d")
+    backup = {
+        e["name"]: e.get("value")
+        for e in full["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    repository = {k: v for k, v in backup.items() if not k.startswith("PGBACKREST_PG1_")}
+    assert repository.items() <= drill.items()
+    assert drill["PGBACKREST_REPO1_S3_BUCKET"] == "mh-backups"
+    assert not any(name.startswith("PGBACKREST_PG1_") for name in drill)
 
 
 def test_drill_reports_are_pushed_when_the_stack_names_a_repository(plan):

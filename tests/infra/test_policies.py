@@ -95,7 +95,7 @@ def test_green_without_a_pdb_is_a_violation(plan):
 def test_a_production_stack_without_backups_is_a_violation(plan):
     objects = _objects(deploy(settings(backup={"enabled": False}), plan))
     assert policies.is_production(objects, "prod-us-east-1")
-    assert len(policies.check_backups(objects, production=True)) == 2
+    assert len(policies.check_backups(objects, production=True)) == 3  # Velero, full, incremental
 
 
 def test_a_local_stack_may_run_without_backups(plan):

@@ -18,7 +18,8 @@ from rollout_policies.plan.model import Plan
 from runbooks.region_failover import FailoverTarget, RegionTarget
 
 PRIMARY, SECONDARY = "us-east-1", "us-west-2"
-BUCKET, PREFIX = "markethub-backups", "postgres"
+BUCKET, PREFIX = "markethub-backups", "pgbackrest/markethub"
+STANZA = "markethub"  # make_plan's service: the stanza the drills read
 VERIFY_TABLES = ("orders", "public.customers")
 
 
@@ -88,6 +89,42 @@ class Regions:
             prefix=PREFIX,
             stacks_dir=stacks_dir,
         )
+
+
+def put_backup_sets(
+    s3: Any,
+    bucket: str,
+    *ages_hours: float,
+    missing: tuple[int, ...] = (),
+    stanza: str = STANZA,
+    prefix: str = PREFIX,
+) -> list[str]:
+    """A pgBackRest repository in S3 as pgBackRest writes it (``backup.info`` and each set's
+    ``backup.manifest``): a full ``ages_hours[0]`` hours ago, then incrementals on it. The file
+    format is what tests/runbooks/test_pgbackrest_e2e.py reads back from a real pgBackRest. Sets at
+    the ``missing`` positions are listed but their files are gone. Returns the labels."""
+    import json
+
+    prefix = f"{prefix}/backup/{stanza}/"
+    labels: list[str] = []
+    lines = ["[backrest]", "backrest-format=5", "", "[backup:current]"]
+    for index, age in enumerate(ages_hours):
+        stopped = int((now_utc() - timedelta(hours=age)).timestamp())
+        stamp = datetime.fromtimestamp(stopped, UTC).strftime("%Y%m%d-%H%M%S")
+        label = f"{stamp}F" if index == 0 else f"{labels[0]}_{stamp}I"
+        data = {
+            "backup-type": "full" if index == 0 else "incr",
+            "backup-timestamp-start": stopped - 60,
+            "backup-timestamp-stop": stopped,
+            "backup-prior": labels[-1] if labels else None,
+            "backup-reference": list(labels) or None,
+        }
+        lines.append(f"{label}={json.dumps(data)}")
+        if index not in missing:
+            s3.put_object(Bucket=bucket, Key=f"{prefix}{label}/backup.manifest", Body=b"[backup]\n")
+        labels.append(label)
+    s3.put_object(Bucket=bucket, Key=f"{prefix}backup.info", Body="\n".join(lines).encode())
+    return labels
 
 
 def now_utc() -> datetime:

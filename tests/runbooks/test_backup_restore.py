@@ -1,32 +1,24 @@
-"""The backup restore drill against a real PostgreSQL (pg_dump / pg_restore) and S3 on a moto server.
+"""The backup restore drill's checks of the pgBackRest repository (S3 on a moto server), and Velero.
 
-moto stands in for S3 because it is the only AWS stand-in allowed here. Velero runs no server in this
-environment, so the Velero phase handling is tested through the drill's ``Velero`` seam with a recorded
-sequence of phases; the real velero.io/v1 objects are exercised by the e2e test on the local clusters.
+moto stands in for S3 because it is the only AWS stand-in allowed here; the repository's files are
+written as pgBackRest writes them (``drill_helpers.put_backup_sets``). The point-in-time restore
+itself runs against real pgBackRest and PostgreSQL in tests/runbooks/test_pgbackrest_e2e.py. Velero
+runs no server in this environment, so the Velero phase handling is tested through the drill's
+``Velero`` seam with a recorded sequence of phases.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
-import psycopg
 import pytest
-from drill_helpers import PREFIX, VERIFY_TABLES, hours_ago, make_plan, now_utc, scratch_databases
+from drill_helpers import PREFIX, STANZA, make_plan, now_utc, put_backup_sets
 
-from devenv.services import PostgreSQL
+from rollout_policies.errors import UserError
 from rollout_policies.plan.model import Plan
-from runbooks.backup import (
-    MANIFEST_NAME,
-    BackupObject,
-    TableFingerprint,
-    latest_backup,
-    make_backup,
-    read_manifest,
-)
+from runbooks.backup import TableFingerprint
 from runbooks.backup_restore import (
     RestoreDrill,
     RestoreTarget,
@@ -35,7 +27,8 @@ from runbooks.backup_restore import (
     restore_finished,
     verification_problems,
 )
-from runbooks.report import StepStatus, Verdict
+from runbooks.pgbackrest import Repository
+from runbooks.report import DrillRecorder, StepFailed, StepStatus, Verdict
 
 pytestmark = pytest.mark.services
 
@@ -66,26 +59,15 @@ class RecordedVelero:
 
 
 @pytest.fixture
-def backup(app_db: str, s3: Any, bucket: str) -> Callable[..., BackupObject]:
-    """Back the application database up to S3 as if ``age_hours`` ago; returns the backup made."""
+def drill(plan: Plan, s3: Any, bucket: str) -> Callable[..., RestoreDrill]:
+    """The restore drill on moto's S3; keyword arguments (``plan``, ``velero``...) override its fields."""
 
-    def take(*, age_hours: float) -> BackupObject:
-        return make_backup(
-            dsn=app_db, s3=s3, bucket=bucket, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(age_hours)
-        )
-
-    return take
-
-
-@pytest.fixture
-def drill(plan: Plan, s3: Any, postgres: PostgreSQL, bucket: str) -> Callable[..., RestoreDrill]:
-    """The restore drill on moto's S3 and the scratch PostgreSQL; keyword arguments (``plan``,
-    ``velero``, ``after_restore``...) override the drill's fields."""
-
-    def make(velero: Any = None, plan: Plan = plan, **kwargs: Any) -> RestoreDrill:
+    def make(velero: Any = None, plan: Plan = plan, source_dsn: str = "", **kwargs: Any) -> RestoreDrill:
         return RestoreDrill(
             plan=plan,
-            target=RestoreTarget(bucket=bucket, prefix=PREFIX, restore_dsn=postgres.dsn),
+            target=RestoreTarget(
+                repository=Repository(bucket, PREFIX, "us-east-1", STANZA), source_dsn=source_dsn
+            ),
             s3=s3,
             velero=velero,
             velero_bounds=VeleroBounds(attempts=5, interval=0.01, deadline=5),
@@ -95,196 +77,125 @@ def drill(plan: Plan, s3: Any, postgres: PostgreSQL, bucket: str) -> Callable[..
     return make
 
 
-def test_a_backup_uploads_the_dump_and_a_manifest_of_the_verified_tables(
-    backup: Callable[..., BackupObject],
-    s3: Any,
+def test_a_dry_run_checks_the_chain_and_the_ages_and_restores_nothing(
+    drill: Callable[..., RestoreDrill], s3: Any, bucket: str
 ) -> None:
-    made = backup(age_hours=0.1)
-
-    manifest = read_manifest(s3, made)
-    assert manifest["tables"]["orders"]["rows"] == 1500
-    assert manifest["tables"]["public.customers"]["rows"] == 200
-    assert len(manifest["dump_sha256"]) == 64
-    assert made.manifest_key.endswith(MANIFEST_NAME)
-
-
-def test_the_newest_backup_is_found_by_its_time_and_a_dump_without_manifest_is_ignored(
-    backup: Callable[..., BackupObject],
-    s3: Any,
-    bucket: str,
-) -> None:
-    backup(age_hours=3)
-    newest = backup(age_hours=2)
-    s3.put_object(Bucket=bucket, Key=f"{PREFIX}/29991231T000000Z/app.dump", Body=b"half-uploaded")
-
-    assert latest_backup(s3, bucket, PREFIX) == newest
-
-
-def test_the_drill_restores_verifies_measures_and_drops_the_scratch_database(
-    backup: Callable[..., BackupObject],
-    drill: Callable[..., RestoreDrill],
-    postgres: PostgreSQL,
-) -> None:
-    backup(age_hours=0.25)
-
-    report = drill().run(execute=True)
-
-    assert report.verdict is Verdict.PASSED, report.to_markdown()
-    assert report.step("verify-tables").status is StepStatus.PASSED
-    assert report.step("drop-scratch-database").status is StepStatus.PASSED
-    assert report.objective("RTO (restore time)").met is True
-    rpo = report.objective("RPO (backup age)").measured_seconds
-    assert rpo is not None and 0.25 * 3600 <= rpo < 0.3 * 3600
-    assert scratch_databases(postgres) == []
-
-
-def test_without_a_cluster_the_velero_steps_are_skipped_not_passed(
-    backup: Callable[..., BackupObject],
-    drill: Callable[..., RestoreDrill],
-) -> None:
-    backup(age_hours=0.1)
-
-    report = drill(velero=None).run(execute=True)
-
-    assert report.step("find-latest-velero-backup").status is StepStatus.SKIPPED
-    assert report.step("velero-restore").status is StepStatus.SKIPPED
-    assert "skipped" in report.to_markdown()
-
-
-def test_a_backup_older_than_the_rpo_fails_the_drill(
-    backup: Callable[..., BackupObject],
-    drill: Callable[..., RestoreDrill],
-) -> None:
-    backup(age_hours=3)
-
-    report = drill().run(execute=True)
-
-    assert report.verdict is Verdict.FAILED
-    assert report.objective("RPO (backup age)").met is False
-    assert report.exit_code == 1
-    assert "**MISSED**" in report.to_markdown()
-
-
-def test_restored_data_that_does_not_verify_fails_the_drill_and_still_drops_the_scratch_database(
-    backup: Callable[..., BackupObject],
-    drill: Callable[..., RestoreDrill],
-    postgres: PostgreSQL,
-) -> None:
-    backup(age_hours=0.1)
-
-    def corrupt(scratch_dsn: str) -> None:  # a restore that silently lost a change
-        with psycopg.connect(scratch_dsn) as conn:
-            conn.execute("UPDATE orders SET total = total + 1 WHERE id = 42")
-
-    report = drill(after_restore=corrupt).run(execute=True)
-
-    assert report.verdict is Verdict.FAILED
-    verify = report.step("verify-tables")
-    assert verify.status is StepStatus.FAILED
-    assert "orders: checksum" in verify.detail
-    assert report.step("drop-scratch-database").status is StepStatus.PASSED
-    assert scratch_databases(postgres) == []
-
-
-def test_a_dump_that_does_not_match_its_manifest_fails_before_restoring(
-    backup: Callable[..., BackupObject],
-    drill: Callable[..., RestoreDrill],
-    s3: Any,
-    bucket: str,
-) -> None:
-    made = backup(age_hours=0.1)
-    manifest = read_manifest(s3, made)
-    s3.put_object(
-        Bucket=bucket, Key=made.manifest_key, Body=json.dumps({**manifest, "dump_sha256": "0" * 64}).encode()
-    )
-
-    report = drill().run(execute=True)
-
-    assert report.step("download-dump").status is StepStatus.FAILED
-    assert [s.name for s in report.steps] == [
-        "find-latest-dump",
-        "find-latest-velero-backup",
-        "download-dump",
-    ]
-
-
-def test_a_missing_backup_fails_the_drill(
-    drill: Callable[..., RestoreDrill],
-) -> None:
-    report = drill().run(execute=True)
-
-    assert report.step("find-latest-dump").status is StepStatus.FAILED
-    assert report.objective("RPO (backup age)").measured_seconds is None
-    assert report.verdict is Verdict.FAILED
-
-
-def test_a_dry_run_restores_nothing(
-    backup: Callable[..., BackupObject],
-    drill: Callable[..., RestoreDrill],
-    postgres: PostgreSQL,
-) -> None:
-    backup(age_hours=0.1)
+    labels = put_backup_sets(s3, bucket, 10, 1.5, 0.5)
 
     report = drill().run(execute=False)
 
-    assert report.verdict is Verdict.DRY_RUN
-    assert report.step("restore-dump").status is StepStatus.PLANNED
-    assert scratch_databases(postgres) == []
+    assert report.verdict is Verdict.DRY_RUN, report.to_markdown()
+    assert labels[2] in report.step("check-backup-chain").detail
+    assert report.step("restore-to-time").status is StepStatus.PLANNED
+    assert report.step("mark-recovery-target").changes.startswith("the source database")
 
 
-def test_a_velero_restore_that_completes_passes(
-    backup: Callable[..., BackupObject],
-    drill: Callable[..., RestoreDrill],
+def test_a_deleted_incremental_fails_the_drill_with_the_set_it_named(
+    drill: Callable[..., RestoreDrill], s3: Any, bucket: str
 ) -> None:
-    backup(age_hours=0.1)
-    velero = RecordedVelero(["", "New", "InProgress", "Completed"])
+    labels = put_backup_sets(s3, bucket, 10, 1.5, 0.5, missing=(1,))
 
-    report = drill(velero=velero).run(execute=True)
+    report = drill().run(execute=False)
 
-    assert report.step("velero-restore").status is StepStatus.PASSED
-    assert velero.restores[0][:2] == ("daily-20261125", "markethub")
-    assert velero.restores[0][2].startswith("drill-restore-")
-    assert velero.deleted == [velero.restores[0][2]]
-    assert report.verdict is Verdict.PASSED
+    step = report.step("check-backup-chain")
+    assert step.status is StepStatus.FAILED
+    assert step.detail == (
+        f"backup chain broken: incremental backup {labels[1]} is gone from the repository "
+        f"(no {labels[1]}/backup.manifest), and the newest backup {labels[2]} needs it"
+    )
+    assert report.verdict is Verdict.FAILED
+    assert report.exit_code == 1
 
 
-def test_a_velero_restore_phase_containing_failed_fails_the_drill(
-    backup: Callable[..., BackupObject],
-    drill: Callable[..., RestoreDrill],
+def test_a_backup_older_than_the_plan_allows_fails_the_drill(
+    drill: Callable[..., RestoreDrill], s3: Any, bucket: str
 ) -> None:
-    backup(age_hours=0.1)
+    put_backup_sets(s3, bucket, 10, 3)
 
-    report = drill(velero=RecordedVelero(["InProgress", "PartiallyFailed"])).run(execute=True)
+    report = drill().run(execute=False)
 
-    assert report.step("velero-restore").status is StepStatus.FAILED
-    assert "PartiallyFailed" in report.step("velero-restore").detail
+    step = report.step("check-backup-age")
+    assert step.status is StepStatus.FAILED
+    assert "newest incremental backup" in step.detail and "allowed: 1h15m" in step.detail
     assert report.verdict is Verdict.FAILED
 
 
-def test_a_velero_restore_with_no_final_phase_is_inconclusive(
-    backup: Callable[..., BackupObject],
-    drill: Callable[..., RestoreDrill],
+def test_an_empty_repository_fails_the_drill(drill: Callable[..., RestoreDrill]) -> None:
+    report = drill().run(execute=False)
+
+    assert report.step("check-backup-chain").detail == "no backup in the repository (backup.info lists none)"
+    assert report.verdict is Verdict.FAILED
+
+
+def test_executing_needs_the_source_database(drill: Callable[..., RestoreDrill]) -> None:
+    with pytest.raises(UserError, match="--source-dsn"):
+        drill().run(execute=True)
+
+
+def test_without_a_cluster_the_velero_step_is_skipped_not_passed(
+    drill: Callable[..., RestoreDrill], s3: Any, bucket: str
 ) -> None:
-    backup(age_hours=0.1)
+    put_backup_sets(s3, bucket, 10, 0.5)
 
-    report = drill(velero=RecordedVelero([""])).run(execute=True)
+    report = drill(velero=None).run(execute=False)
 
-    assert report.step("velero-restore").status is StepStatus.INCONCLUSIVE
-    assert report.verdict is Verdict.INCONCLUSIVE
-    assert report.exit_code == 3
+    assert report.step("find-latest-velero-backup").status is StepStatus.SKIPPED
 
 
 def test_a_failed_newest_velero_backup_fails_the_drill(
-    backup: Callable[..., BackupObject],
-    drill: Callable[..., RestoreDrill],
+    drill: Callable[..., RestoreDrill], s3: Any, bucket: str
 ) -> None:
-    backup(age_hours=0.1)
+    put_backup_sets(s3, bucket, 10, 0.5)
     velero = RecordedVelero(["Completed"], backup=VeleroBackup("daily", "Failed", now_utc(), ()))
 
-    report = drill(plan=make_plan(), velero=velero).run(execute=True)
+    report = drill(plan=make_plan(), velero=velero).run(execute=False)
 
     assert report.step("find-latest-velero-backup").status is StepStatus.FAILED
     assert velero.restores == []
+
+
+def velero_restore(drill: RestoreDrill, velero: RecordedVelero) -> DrillRecorder:
+    """Only the Velero restore step (the database part needs pgBackRest: the e2e test runs it)."""
+    rec = DrillRecorder("backup-restore", True, now_utc)
+    with pytest.raises(StepFailed) if "Failed" in velero.phases[-1] else _nothing():
+        drill._velero_restore(rec, velero.backup)
+    return rec
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *args: object) -> None:
+        return None
+
+
+def test_a_velero_restore_that_completes_passes(drill: Callable[..., RestoreDrill]) -> None:
+    velero = RecordedVelero(["", "New", "InProgress", "Completed"])
+
+    rec = velero_restore(drill(velero=velero), velero)
+
+    assert rec.steps[0].status is StepStatus.PASSED
+    assert velero.restores[0][:2] == ("daily-20261125", "markethub")
+    assert velero.restores[0][2].startswith("drill-restore-")
+    assert velero.deleted == [velero.restores[0][2]]
+
+
+def test_a_velero_restore_phase_containing_failed_fails_the_drill(drill: Callable[..., RestoreDrill]) -> None:
+    velero = RecordedVelero(["InProgress", "PartiallyFailed"])
+
+    rec = velero_restore(drill(velero=velero), velero)
+
+    assert rec.steps[0].status is StepStatus.FAILED
+    assert "PartiallyFailed" in rec.steps[0].detail
+
+
+def test_a_velero_restore_with_no_final_phase_is_inconclusive(drill: Callable[..., RestoreDrill]) -> None:
+    velero = RecordedVelero([""])
+
+    rec = velero_restore(drill(velero=velero), velero)
+
+    assert rec.steps[0].status is StepStatus.INCONCLUSIVE
 
 
 @pytest.mark.parametrize(
@@ -310,23 +221,7 @@ def test_verification_names_each_table_that_differs() -> None:
     restored = {"orders": TableFingerprint(2, "a"), "customers": TableFingerprint(2, "x")}
 
     assert verification_problems(expected, restored) == [
-        "orders: 2 rows, the manifest says 3",
-        "customers: checksum x... differs from the manifest's b...",
+        "orders: 2 rows restored, the source had 3",
+        "customers: checksum x... differs from the source's b...",
         "gone: not restored",
     ]
-
-
-def test_the_rto_objective_is_missed_when_the_restore_takes_longer(
-    backup: Callable[..., BackupObject],
-    drill: Callable[..., RestoreDrill],
-) -> None:
-    backup(age_hours=0.1)
-    ticks = iter(range(0, 10_000, 400))  # an injected clock where every reading is 400s later
-
-    report = drill(plan=make_plan(rto="5m"), monotonic=lambda: float(next(ticks))).run(execute=True)
-
-    assert report.objective("RTO (restore time)").met is False
-    assert report.verdict is Verdict.FAILED
-    assert timedelta(seconds=report.objective("RTO (restore time)").measured_seconds or 0) > timedelta(
-        minutes=5
-    )

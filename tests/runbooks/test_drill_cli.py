@@ -11,44 +11,39 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from drill_helpers import PRIMARY, SECONDARY, Regions, run
+from drill_helpers import PRIMARY, SECONDARY, Regions, aws, put_backup_sets, run
 
-from devenv.services import MotoServer, PostgreSQL
+from devenv.services import MotoServer
 
 pytestmark = pytest.mark.services
 
 
-def test_backup_then_restore_drill_passes_and_commits_its_report(
-    plan_db: str,
-    postgres: PostgreSQL,
+def test_a_restore_drill_dry_run_checks_the_repository_and_commits_its_report(
     moto_server: MotoServer,
     unique: str,
     git_repo: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    aws = ["--aws-endpoint-url", moto_server.endpoint_url, "--bucket", f"cli-{unique}"]
-
-    code, out, _ = run(["drill", "backup", "--dsn", plan_db, *aws, "--create-bucket", "--json"], capsys)
-    assert code == 0, out
-    made = json.loads(out)
-    assert made["bucket"] == f"cli-{unique}" and made["key"].startswith("postgres/")
-    assert made["manifest_key"].rsplit("/", 1)[0] == made["key"].rsplit("/", 1)[0]
+    """The repository is written as pgBackRest writes it; the restore itself is in the e2e test."""
+    bucket = f"cli-{unique}"
+    s3 = aws("s3", moto_server)
+    s3.create_bucket(Bucket=bucket)
+    # The packaged plan: its service is the stanza, pgbackrest/<service> the default repository path.
+    labels = put_backup_sets(
+        s3, bucket, 10, 0.5, stanza="markethub-mobile", prefix="pgbackrest/markethub-mobile"
+    )
     code, out, err = run(
-        ["drill", "backup-restore", "--execute", "--restore-dsn", postgres.dsn, *aws,
+        ["drill", "backup-restore", "--aws-endpoint-url", moto_server.endpoint_url, "--bucket", bucket,
          "--report-dir", str(git_repo / "drills"), "--commit"],
         capsys,
     )  # fmt: skip
 
     assert code == 0, out + err
-    assert "backup-restore: passed" in out
-    reports = sorted((git_repo / "drills" / "backup-restore").glob("*.json"))
-    data = json.loads(reports[0].read_text())
-    assert {o["name"]: o["met"] for o in data["objectives"]} == {
-        "RPO (backup age)": True,
-        "RTO (restore time)": True,
-    }
+    assert "backup-restore: dry-run" in out
+    data = json.loads(sorted((git_repo / "drills" / "backup-restore").glob("*.json"))[0].read_text())
+    assert labels[1] in data["steps"][0]["detail"]
     log = subprocess.run(["git", "log", "-1", "--format=%s"], cwd=git_repo, capture_output=True, text=True)
-    assert log.stdout.strip() == "drill backup-restore: passed"
+    assert log.stdout.strip() == "drill backup-restore: dry-run"
 
 
 def test_a_failover_drill_without_the_secondarys_kubeconfig_fails_in_preflight_with_exit_1(
@@ -84,31 +79,10 @@ def test_a_failover_drill_without_the_secondarys_kubeconfig_fails_in_preflight_w
             "--endpoint: no probe URL",
         ),
         (["drill", "backup-restore", "--plan", "/nonexistent/plan.yaml"], "/nonexistent/plan.yaml"),
-        (["drill", "backup-restore", "--execute"], "--restore-dsn"),
+        (["drill", "backup-restore", "--execute"], "--source-dsn"),
         (["drill", "region-failover", "--inject-fault", "nope", "--endpoint", "a=b"], "--inject-fault"),
-        (
-            [
-                "drill",
-                "backup",
-                "--dsn",
-                "postgresql://postgres@127.0.0.1:1/none",
-                "--bucket",
-                "drill-cli-missing",
-            ],
-            "--bucket: no S3 bucket",
-        ),
-        (
-            [
-                "drill",
-                "backup",
-                "--dsn",
-                "postgresql://postgres@127.0.0.1:1/none",
-                "--bucket",
-                "drill-cli-bad-dsn",
-                "--create-bucket",
-            ],
-            "--dsn: ",
-        ),
+        (["drill", "backup", "--type", "weekly"], "--type: 'weekly' is not one of full, incremental"),
+        (["drill", "backup", "--type", "full"], "pgBackRest speaks S3 over https only"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
@@ -137,4 +111,4 @@ def test_json_prints_the_report_as_written_with_its_files(
     assert data == json.loads(json_file.read_text()) and md_file.is_file()
     assert html_file == json_file.with_suffix(".html") and "Verdict: FAILED" in html_file.read_text()
     assert (code, data["drill"], data["executed"], data["verdict"]) == (1, "backup-restore", False, "failed")
-    assert data["steps"][0]["name"] == "find-latest-dump" and data["steps"][0]["status"] == "failed"
+    assert data["steps"][0]["name"] == "check-backup-chain" and data["steps"][0]["status"] == "failed"

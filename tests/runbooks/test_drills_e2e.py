@@ -1,7 +1,8 @@
 """Both drills with --execute on the local two-region environment, through the `rollout` command line.
 
 Real: two Kubernetes control planes (kwok nodes make the Deployments Available), the moto server of
-the environment for S3 and Route 53, PostgreSQL with pg_dump / pg_restore, git. Stand-ins, and why:
+the environment for S3 and Route 53, the environment's PostgreSQL archiving WAL to pgBackRest (S3 on
+moto through the rig's TLS front), pgBackRest's backup and point-in-time restore, git. Stand-ins, and why:
 - the regions' HTTP endpoints are loopback servers (``devenv.health_standin``): no pod really serves HTTP on
   kwok's fake nodes;
 - Velero: the environment has Velero's CRDs but no Velero server. This test writes the velero.io/v1
@@ -28,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from drill_helpers import PRIMARY, SECONDARY, Regions, run
 from kubernetes import client, config
@@ -36,7 +38,6 @@ from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from devenv.local import LocalEnvironment
 from devenv.pytest_fixtures import local_env  # the session's environment
-from devenv.services import PostgreSQL
 from devenv.tools import tool
 from infra.flags import FlagsArgs, flags_manifest
 from infra.traffic.gateway_api import GatewayApiRouter
@@ -208,18 +209,21 @@ def test_both_drills_with_execute_on_the_local_environment(
     local_env: LocalEnvironment,
     workloads: dict[str, str],
     velero_standin: None,
-    plan_db: str,
-    postgres: PostgreSQL,
     regions: Regions,
     unique: str,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     env = ["--env", str(local_env.env_file)]
-    bucket = ["--bucket", f"e2e-{unique}"]
+    bucket: list[str] = []  # the environment's pgBackRest repository (env.json)
     reports = report_dir(tmp_path)
+    with psycopg.connect(local_env.info.database["dsn"]) as conn:
+        for table in load_plan(DEFAULT_PLAN).objectives.disaster_recovery.verify_tables:
+            conn.execute(f'CREATE TABLE IF NOT EXISTS "{table}" (id int PRIMARY KEY, payload text)')
+            conn.execute(f'INSERT INTO "{table}" SELECT g, md5(g::text) FROM generate_series(1, 300) g '
+                         "ON CONFLICT DO NOTHING")  # fmt: skip
 
-    code, out, err = run(["drill", "backup", "--dsn", plan_db, *env, *bucket, "--create-bucket"], capsys)
+    code, out, err = run(["drill", "backup", "--type", "full", *env], capsys)
     assert code == 0, out + err
 
     failover = ["drill", "region-failover", "--execute", *env, *bucket, "--namespace", NAMESPACE,
@@ -275,17 +279,17 @@ def test_both_drills_with_execute_on_the_local_environment(
     assert "dns-failover" not in [s["name"] for s in apart["steps"]]
 
     code, out, err = run(
-        ["drill", "backup-restore", "--execute", *env, *bucket, "--restore-dsn", postgres.dsn,
+        ["drill", "backup-restore", "--execute", *env, *bucket,
          "--namespace", NAMESPACE, "--velero-wait", "30", "--report-dir", str(reports)],
         capsys,
     )  # fmt: skip
     assert code == 0, out + err
     assert "backup-restore: passed" in out
     restore = _latest_report(reports / "backup-restore")
-    assert [step["status"] for step in restore["steps"]] == ["passed"] * 8
+    assert [step["status"] for step in restore["steps"]] == ["passed"] * 9
     assert {o["name"]: o["met"] for o in restore["objectives"]} == {
-        "RPO (backup age)": True,
-        "RTO (restore time)": True,
+        "RPO (source's newest commit - newest restored)": True,
+        "RTO (restore to verified)": True,
     }
     with api(workloads[PRIMARY]) as kube:
         restores = client.CustomObjectsApi(kube).list_namespaced_custom_object(

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from drill_helpers import PREFIX, PRIMARY, SECONDARY, VERIFY_TABLES, Regions, hours_ago
+from drill_helpers import PRIMARY, SECONDARY, Regions, put_backup_sets
 
 from infra.flags import FlagsArgs, flag_definitions
 from infra.traffic.gateway_api import GatewayApiRouter
@@ -25,7 +25,6 @@ from infra.traffic.split import TrafficSplitArgs, route_spec
 from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
 from rollout_policies.plan.model import Feature, FeatureState, Plan
 from rollout_policies.state import Colour, Release, RolloutState
-from runbooks.backup import make_backup
 from runbooks.region_failover import (
     Bounds,
     DeploymentStatus,
@@ -101,8 +100,8 @@ def alike(stage_id: str = "limited", step: int = 2) -> RecordedLive:
 
 
 @pytest.fixture
-def backed_up(app_db: str, s3: Any, bucket: str) -> None:
-    make_backup(dsn=app_db, s3=s3, bucket=bucket, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(0.2))
+def backed_up(s3: Any, bucket: str) -> None:
+    put_backup_sets(s3, bucket, 10, 0.2)
 
 
 @pytest.fixture
@@ -200,10 +199,9 @@ def test_a_secondary_that_is_not_ready_stops_the_drill_before_dns(
 def test_a_stale_backup_stops_the_drill(
     make_drill: Callable[..., FailoverDrill],
     s3: Any,
-    app_db: str,
     bucket: str,
 ) -> None:
-    make_backup(dsn=app_db, s3=s3, bucket=bucket, prefix=PREFIX, tables=VERIFY_TABLES, now=hours_ago(5))
+    put_backup_sets(s3, bucket, 10, 5)
 
     report = make_drill().run(execute=True)
 

@@ -19,6 +19,7 @@ on the same clusters) and ``backup.s3Endpoint`` is the moto server.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -100,14 +101,18 @@ def _copy_repository(target: Path) -> None:
             shutil.copy2(source, target / name)
 
 
-def _point_production_stacks_here(seed: Path, moto_url: str) -> None:
+def _point_production_stacks_here(seed: Path, s3_endpoint: str, primary_bucket: str) -> None:
+    """The stacks' S3 is moto behind the environment's TLS front (pgBackRest speaks https only); the
+    primary's backup bucket is the one the environment's database archives its WAL to."""
     for path in production_stacks(seed):
         text = path.read_text()
+        if "markethub-rollout:region: us-east-1\n" in text:
+            text = re.sub(r"(markethub-rollout:backup:\n    bucket: )\S+", rf"\g<1>{primary_bucket}", text)
         text = text.replace(
             "markethub-rollout:namespace: markethub\n", f"markethub-rollout:namespace: {NAMESPACE}\n"
         )
         text = text.replace(
-            "  markethub-rollout:backup:\n", f"  markethub-rollout:backup:\n    s3Endpoint: {moto_url}\n"
+            "  markethub-rollout:backup:\n", f"  markethub-rollout:backup:\n    s3Endpoint: {s3_endpoint}\n"
         )
         path.write_text(text)
 
@@ -168,7 +173,10 @@ def team(
     subprocess.run(["git", "clone", "-q", str(remote), str(seed)], check=True, capture_output=True)
     _copy_repository(seed)
     moto_url = local_env.info.moto_url
-    _point_production_stacks_here(seed, moto_url)
+    database = local_env.info.database
+    _point_production_stacks_here(
+        seed, database["s3_endpoint"], database["pgbackrest"]["PGBACKREST_REPO1_S3_BUCKET"]
+    )
     git(seed, "add", "-A")
     git(
         seed,
@@ -194,7 +202,8 @@ def team(
         kwargs = (
             {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
         )
-        s3.create_bucket(Bucket=bucket, **kwargs)
+        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):  # the database's, made by env up
+            s3.create_bucket(Bucket=bucket, **kwargs)
     for info in local_env.info.regions.values():
         _ensure_namespace(info.kubeconfig, "velero")
 
@@ -221,7 +230,8 @@ def team(
             "secrets.SLACK_WEBHOOK_URL": slack.url,
             "secrets.PAGERDUTY_ROUTING_KEY": "",
             "secrets.ROLLOUT_SQL_DSN": postgres.dsn,
-            "secrets.DRILL_RESTORE_DSN": postgres.dsn,
+            # The environment's database archives WAL to pgBackRest: the restore drill's source.
+            "secrets.DRILL_SOURCE_DSN": local_env.info.database["dsn"],
             "vars.ROLLOUT_PROMETHEUS_URL": prometheus.url,
             "vars.ROLLOUT_CLOUDWATCH_REGION": "us-east-1",
             "vars.ROLLOUT_CLOUDWATCH_ENDPOINT_URL": moto_url,
@@ -354,16 +364,26 @@ def test_preview_on_the_pull_request_then_up_on_merge(team: Team, local_env: Loc
     assert "up succeeded" in up.step("rollout deploy up").stdout
 
 
-def test_every_cronjob_runs_its_command_as_declared(team: Team, tmp_path: Path) -> None:
-    """The dump job first (the restore drill needs a dump), then the drills, each in an empty folder."""
-    secrets = {
-        ("markethub-db", "url"): team.app_db,
-        ("markethub-restore-db", "url"): team.values["secrets.DRILL_RESTORE_DSN"],
-    }
+def test_every_cronjob_runs_its_command_as_declared(
+    team: Team, local_env: LocalEnvironment, tmp_path: Path
+) -> None:
+    """The backups first (full, then incremental: the restore drill needs a chain), then the drills,
+    each in an empty folder. The local stack cannot hold the environment's ports, so the backup jobs
+    and the restore drill get the environment's pgBackRest settings (repository endpoint, and for
+    the backups where the database's files are) on top of the rendered ones, as a node would."""
+    database = local_env.info.database
+    secrets = {("markethub-db", "url"): database["dsn"]}
     notify = {PLAN.notifications.slack_webhook_env: team.slack.url}
     stack_file = team.checkout("cronjobs") / f"Pulumi.{STACK}.yaml"
-    jobs = sorted(rendered_cronjobs(stack_file), key=lambda j: "pg-dump" not in j.name)
-    assert jobs[0].name.endswith("pg-dump") and len(jobs) == 3
+    order = ("pgbackrest-full", "pgbackrest-incremental", "drill-")
+    jobs = sorted(rendered_cronjobs(stack_file), key=lambda j: [k in j.name for k in order].index(True))
+    assert [j.name.split("markethub-mobile-", 1)[1] for j in jobs][:2] == [
+        "pgbackrest-full-1d",
+        "pgbackrest-incremental-1h",
+    ] and len(jobs) == 4
+    with psycopg.connect(database["dsn"]) as conn:
+        for table in PLAN.objectives.disaster_recovery.verify_tables:
+            conn.execute(f'CREATE TABLE IF NOT EXISTS "{table}" (id int PRIMARY KEY, payload text)')
     before = len(team.slack.texts())
     started = __import__("time").time()
     for job in jobs:
@@ -374,6 +394,13 @@ def test_every_cronjob_runs_its_command_as_declared(team: Team, tmp_path: Path) 
             else:
                 ref = item["valueFrom"]["secretKeyRef"]
                 env[item["name"]] = secrets[(ref["name"], ref["key"])]
+        if "pgbackrest" in job.name or job.name.endswith("backup-restore"):
+            # moto's keys instead of the pod's web identity; for the backups, where the files are.
+            here: tuple[str, ...] = ("PGBACKREST_REPO1_S3_KEY", "PGBACKREST_LOCK_PATH")
+            if "pgbackrest" in job.name:
+                here += ("PGBACKREST_PG1_",)
+            env.update({k: v for k, v in database["pgbackrest"].items() if k.startswith(here)})
+            env["PGBACKREST_REPO1_S3_KEY_TYPE"] = "shared"
         for source in job.container.get("envFrom", []):
             assert source["secretRef"]["name"] == "markethub-rollout-notify"
             env.update(notify)
@@ -383,7 +410,7 @@ def test_every_cronjob_runs_its_command_as_declared(team: Team, tmp_path: Path) 
         done = subprocess.run(job.argv, cwd=pod, env=env, capture_output=True, text=True, timeout=600)
         output = done.stdout + done.stderr
         assert "No such option" not in output and done.returncode != 2, f"{job.name}: {output[-3000:]}"
-        if job.name.endswith("pg-dump"):
+        if "pgbackrest" in job.name:
             assert done.returncode == 0, output[-3000:]
         else:
             # A drill's verdict may be a finding here (no second region deployed, no Velero server);

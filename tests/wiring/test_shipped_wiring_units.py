@@ -196,10 +196,10 @@ def test_actions_are_pinned_by_full_commit_sha_and_dependabot_keeps_them_current
 # ------------------------------------------------------------------ CronJobs
 
 
-def test_the_program_declares_the_drill_and_dump_cronjobs() -> None:
+def test_the_program_declares_the_drill_and_database_backup_cronjobs() -> None:
     names = {job.name for job in CRONJOBS}
     assert {"markethub-mobile-drill-backup-restore", "markethub-mobile-drill-region-failover"} <= names
-    assert "markethub-mobile-pg-dump" in names
+    assert {"markethub-mobile-pgbackrest-full-1d", "markethub-mobile-pgbackrest-incremental-1h"} <= names
 
 
 @pytest.mark.parametrize("job", CRONJOBS, ids=lambda j: f"{j.stack}:{j.name}")
