@@ -56,29 +56,14 @@ class LocalPod:
     root: Path  # each emptyDir volume becomes root/<volume name>
     secrets: SecretReader
     config_maps: SecretReader = field(default=lambda name, key: None)
-    # Every key of a Secret (None when it does not exist): ``secret`` volumes and ``envFrom``.
-    secret_items: Callable[[str], Mapping[str, str] | None] = field(default=lambda name: None)
 
     def volume_dir(self, spec: Mapping[str, Any], volume: str) -> Path:
         declared = {v["name"]: v for v in spec.get("volumes", []) or []}
         if volume not in declared:
             raise PodError(f"volumeMount {volume}: no such volume in the pod")
-        path = self.root / volume
-        if "secret" in declared[volume]:
-            # The kubelet writes each key of the Secret as a file of the mounted folder.
-            name = declared[volume]["secret"]["secretName"]
-            items = self.secret_items(name)
-            if items is None:
-                if not declared[volume]["secret"].get("optional"):
-                    raise PodError(f"volume {volume}: Secret {name} does not exist")
-                items = {}
-            path.mkdir(parents=True, exist_ok=True)
-            for key, value in items.items():
-                (path / key).write_text(value)
-                (path / key).chmod(0o600)
-            return path
         if "emptyDir" not in declared[volume]:
-            raise PodError(f"volume {volume}: only emptyDir and secret volumes can be made locally")
+            raise PodError(f"volume {volume}: only emptyDir volumes can be made locally")
+        path = self.root / volume
         path.mkdir(parents=True, exist_ok=True)
         return path
 
@@ -94,14 +79,6 @@ class LocalPod:
 
     def environment(self, container: Mapping[str, Any]) -> dict[str, str]:
         env: dict[str, str] = {}
-        for source in container.get("envFrom", []) or []:
-            if "secretRef" not in source:
-                raise PodError(f"envFrom {sorted(source)}: only secretRef is supported here")
-            ref = source["secretRef"]
-            items = self.secret_items(ref["name"])
-            if items is None and not ref.get("optional"):
-                raise PodError(f"envFrom: Secret {ref['name']} does not exist")
-            env.update({f"{source.get('prefix', '')}{k}": v for k, v in (items or {}).items()})
         for item in container.get("env", []) or []:
             name = item["name"]
             if "value" in item:
@@ -215,27 +192,6 @@ def impersonating_kubeconfig(kubeconfig: Path, namespace: str, account: str, tar
     return target
 
 
-def secret_items_reader(kubeconfig: Path, namespace: str) -> Callable[[str], Mapping[str, str] | None]:
-    """Every key of a Secret from the API server (None when the Secret does not exist)."""
-    import base64
-
-    from kubernetes import client, config
-    from kubernetes.client.exceptions import ApiException
-
-    api = client.CoreV1Api(config.new_client_from_config(str(kubeconfig)))
-
-    def read(name: str) -> Mapping[str, str] | None:
-        try:
-            data = api.read_namespaced_secret(name, namespace).data or {}
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            raise
-        return {key: base64.b64decode(value).decode() for key, value in data.items()}
-
-    return read
-
-
 def secret_reader(kubeconfig: Path, namespace: str) -> SecretReader:
     """Reads a Secret's key from the API server (None when the Secret or the key is missing)."""
     import base64
@@ -306,14 +262,7 @@ def run_deployment(
     }
     pod_ip = free_loopback_address(next(iter(ports.values()), 8080))
     root.mkdir(parents=True, exist_ok=True)
-    pod = LocalPod(
-        f"{name}-local",
-        namespace,
-        pod_ip,
-        root / "volumes",
-        secret_reader(kubeconfig, namespace),
-        secret_items=secret_items_reader(kubeconfig, namespace),
-    )
+    pod = LocalPod(f"{name}-local", namespace, pod_ip, root / "volumes", secret_reader(kubeconfig, namespace))
     argv, env, workdir = pod.process(pod_spec, container, image_env(root))
     account = pod_spec.get("serviceAccountName") or "default"
     env["KUBECONFIG"] = str(
@@ -343,38 +292,3 @@ def run_deployment(
             running.stop()
             raise PodError(f"{namespace}/{name} {container}: not ready in {ready_within:.0f}s (log: {log})")
         time.sleep(0.5)
-
-
-def run_cronjob(
-    kubeconfig: Path, namespace: str, name: str, root: Path, timeout: float = 600
-) -> tuple[int, str, list[str]]:
-    """One Job of a live CronJob, its first container run to completion here as the kubelet would:
-    (exit status, output, argv). A timeout is exit status -1."""
-    import subprocess
-
-    from kubernetes import client, config
-
-    api_client = config.new_client_from_config(str(kubeconfig))
-    live = client.BatchV1Api(api_client).read_namespaced_cron_job(name, namespace)
-    pod_spec = api_client.sanitize_for_serialization(live.spec.job_template.spec.template.spec)
-    container = pod_spec["containers"][0]["name"]
-    root.mkdir(parents=True, exist_ok=True)
-    pod = LocalPod(
-        f"{name}-local",
-        namespace,
-        "127.0.0.1",
-        root / "volumes",
-        secret_reader(kubeconfig, namespace),
-        secret_items=secret_items_reader(kubeconfig, namespace),
-    )
-    argv, env, workdir = pod.process(pod_spec, container, image_env(root))
-    account = pod_spec.get("serviceAccountName") or "default"
-    env.setdefault(
-        "KUBECONFIG",
-        str(impersonating_kubeconfig(kubeconfig, namespace, account, root / "in-cluster.kubeconfig")),
-    )
-    try:
-        done = subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return -1, f"timed out after {timeout:.0f}s", argv
-    return done.returncode, (done.stdout + done.stderr).strip(), argv
