@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # Commands that change something (git, a cluster, a forge, a report folder) or run as a server.
 CHANGES = {
     "promote": "pushes promotion branches and opens pull requests",
+    "report": "writes a stack's HTML gate report and its JSON data to --html",
     "rollback": "commits to main and applies; closes the stacks' open promotion pull requests",
     "abort": "commits a rollback with paused: true to main and applies; closes open promotion pull requests",
     "release start": "commits the next release (colours swapped, first stage step 0) to main",

@@ -92,6 +92,39 @@ def test_promote_html_writes_each_stacks_gate_report_and_links_it_from_the_pull_
     assert f"[the gate report]({link}) (`prod-us.html` among the run's artifacts)" in standin.pulls[0].body
 
 
+def test_report_renders_the_gate_report_promote_attaches_and_pushes_nothing(
+    setup: tuple[Remote, Path, Path, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    remote, clone, plan_file, metrics = setup
+    before = remote.branches()
+    page = tmp_path / "local" / "prod-us.html"
+    code, out, err = run(
+        [
+            "report", "--plan", str(plan_file), "--repo", str(clone), "--stack", "prod-us",
+            "--metrics-file", str(metrics), "--now", "2026-11-20T10:30:00Z", "--html", str(page),
+        ],
+        capsys,
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    assert out.startswith(f"wrote {page}: ")
+    data = json.loads(page.with_suffix(".json").read_text())
+    assert (data["stack"], data["decisions"][-1]["decision"]) == ("prod-us", "promote")
+    assert "Decision: PROMOTE" in page.read_text()
+    assert remote.branches() == before
+
+
+def test_report_names_exactly_one_stack(
+    setup: tuple[Remote, Path, Path, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    _, clone, plan_file, _ = setup
+    code, _, err = run(
+        ["report", "--plan", str(plan_file), "--repo", str(clone), "--html", str(tmp_path / "r.html")],
+        capsys,
+    )
+    assert code == 2 and err == "rollout: error: --stack: name exactly one stack to report on\n"
+    assert not (tmp_path / "r.html").exists()
+
+
 def test_promote_exits_3_and_leaves_no_branch_when_a_rollback_is_needed(
     setup: tuple[Remote, Path, Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
