@@ -122,6 +122,7 @@ class KubeLiveState:
         namespace = settings["namespace"]
         apps, autoscaling = client.AppsV1Api(api), client.AutoscalingV2Api(api)
         health: dict[str, dict[str, dict[str, Any]]] = {}
+        what = f"namespace {namespace}"
         try:
             for colour in Colour:
                 name = f"{settings['service']}-{colour.value}"
@@ -131,15 +132,15 @@ class KubeLiveState:
                 }
                 health[colour.value] = {}
                 for kind, (read, judge) in reads.items():
+                    what = f"{kind} {namespace}/{name}"
                     try:
                         found = api.sanitize_for_serialization(read(name, namespace, _request_timeout=10))
                         health[colour.value][kind] = judge(found)
                     except ApiException as err:
-                        health[colour.value][kind] = {
-                            "why": f"{kind} {namespace}/{name}: HTTP {err.status} {err.reason}"
-                        }
+                        health[colour.value][kind] = {"why": f"{what}: HTTP {err.status} {err.reason}"}
         except (HTTPError, OSError) as err:
-            return WorkloadsReading(None, f"namespace {namespace}: {one_line(err)}")
+            # the cluster itself is unreachable: say so once, not once per resource
+            return WorkloadsReading(None, f"{what}: {one_line(err)}")
         finally:
             api.close()
         return WorkloadsReading(health)

@@ -161,9 +161,49 @@ def test_rollback_then_status_then_rollback_again(
     assert row["weights"] == {"blue": 100, "green": 0}
     assert row["rolled_back"] is True
     assert row["drift"] == "unknown"
+    assert row["next_promotion"] == {
+        "in_seconds": None,
+        "at": None,
+        "note": "rolled back: `rollout retry` first",
+    }
 
     code, out, _ = run(["rollback", *common, "--reason", "crash spike"], capsys)
     assert code == 0 and out.startswith("already-rolled-back: already rolled back by ")
+
+
+def test_status_gives_the_time_to_the_next_promotion_and_gate_verdicts_only_when_asked(
+    setup: tuple[Remote, Path, Path, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    _, clone, plan_file, _ = setup
+    common = ["status", "--plan", str(plan_file), "--repo", str(clone), "--stack", "prod-us"]
+    # limited step 0 started 09:00 and bakes 1h
+    code, out, _ = run([*common, "--now", "2026-11-20T09:20:00Z", "--json"], capsys)
+    (row,) = json.loads(out)
+    assert code == 0
+    assert (row["next_promotion"]["in_seconds"], row["next_promotion"]["at"]) == (
+        2400,
+        "2026-11-20T10:00:00Z",
+    )
+    assert (row["gates"], row["gates_unknown_why"]) == (None, "not evaluated: --gates not asked")
+    assert row["workloads"] is None and row["workloads_unknown_why"].startswith("not asked: --live none")
+
+    metrics = tmp_path / "now.yaml"
+    metrics.write_text(METRICS.replace("10:29:00", "09:39:00"))
+    gates = ["--gates", "--metrics-file", str(metrics), "--now", "2026-11-20T09:40:00Z"]
+    code, out, _ = run([*common, *gates, "--json"], capsys)
+    (row,) = json.loads(out)
+    assert code == 0 and row["next_promotion"]["in_seconds"] == 1200
+    assert [(g["metric"], g["verdict"], g["value"]) for g in row["gates"]] == [
+        ("crash_rate", "meets_target", 0.4)
+    ]
+    assert row["gates_decision"] == "hold"  # the bake is not done
+
+    code, out, _ = run([*common, *gates], capsys)
+    assert (
+        "    next promotion: in 20m (at 2026-11-20T10:00:00Z): clocks hold it; then the gates decide\n" in out
+    )
+    assert "    gates: crash_rate meets_target (decision now: hold)\n" in out
+    assert "    workloads: unknown (not asked: --live none" in out
 
 
 @pytest.mark.parametrize(
@@ -178,6 +218,7 @@ def test_rollback_then_status_then_rollback_again(
         (["promote", "--now", "yesterday", "--no-pr"], "--now: not a time"),
         (["promote", "--stack", "prod-us"], "--forge-repo: required"),
         (["status", "--live", "kube"], "Invalid value for '--live'"),
+        (["status", "--metrics-file", "m.yaml"], "--metrics-file: only with --gates"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
