@@ -33,6 +33,7 @@ CHANGES = {
     "retry": "commits the rolled-back stage's step 0 to main",
     "pause": "commits paused: true to main",
     "resume": "commits paused: false to main",
+    "bootstrap health-checks": "creates Route 53 health checks, writes their ids into the stack configs",
     "deploy preview": "runs pulumi preview and comments on the pull request",
     "deploy up": "runs pulumi up",
     "drill region-failover": "fails DNS over (with --execute) and writes a report",
