@@ -921,7 +921,7 @@ def _next_promotion_text(row: dict[str, Any]) -> str:
 
     nxt = row["next_promotion"]
     if nxt["in_seconds"] is None:
-        return nxt["note"]
+        return str(nxt["note"])
     if nxt["in_seconds"] == 0:
         return f"now: {nxt['note']}"
     return f"in {span(timedelta(seconds=nxt['in_seconds']))} (at {nxt['at']}): {nxt['note']}"
@@ -929,7 +929,7 @@ def _next_promotion_text(row: dict[str, Any]) -> str:
 
 def _gates_text(row: dict[str, Any]) -> str:
     if row["gates"] is None:
-        return row["gates_unknown_why"]
+        return str(row["gates_unknown_why"])
     verdicts = ", ".join(f"{gate['metric']} {gate['verdict']}" for gate in row["gates"]) or "no gates"
     return f"{verdicts} (decision now: {row['gates_decision']})"
 
