@@ -26,6 +26,7 @@ from rollout_policies.gitops.kube_live import (
     route_weights,
 )
 from rollout_policies.gitops.repo import GitRepo
+from rollout_policies.gitops.seams import WorkloadsReading
 from rollout_policies.gitops.stack_config import state_from_text
 from rollout_policies.plan.model import Plan
 from rollout_policies.state import Colour
@@ -175,3 +176,49 @@ def test_status_reports_in_sync_then_drift_from_the_live_route(
     (drifted,) = ops.status(["prod-us"], live)
     assert drifted.drift == "drift"
     assert drifted.live == {"blue": 50, "green": 50}
+
+
+@pytest.mark.e2e
+def test_workloads_read_each_colours_deployment_and_hpa_from_the_cluster(
+    plan: Plan, cluster: object, tmp_path: Path
+) -> None:
+    import time
+
+    from kubernetes import client
+
+    namespace = "health"
+    (tmp_path / "Pulumi.prod-us.yaml").write_text(
+        STACK_CONFIG.replace("config:\n", f"config:\n  markethub-rollout:namespace: {namespace}\n", 1)
+    )
+    api = cluster.api_client()  # type: ignore[attr-defined]
+    client.CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
+    deployment, hpa = rendered_workloads(plan, Colour.BLUE)
+    for manifest in (deployment, hpa):
+        manifest["metadata"]["namespace"] = namespace
+    deployment["spec"]["replicas"] = 2  # what the autoscaler would set
+    client.AppsV1Api(api).create_namespaced_deployment(namespace, deployment)
+    client.AutoscalingV2Api(api).create_namespaced_horizontal_pod_autoscaler(namespace, hpa)
+    kubeconfig = yaml.safe_load(cluster.kubeconfig.read_text())  # type: ignore[attr-defined]
+    kubeconfig["contexts"][0]["name"] = kubeconfig["current-context"] = "prod-us"
+    (tmp_path / "kubeconfig").write_text(yaml.safe_dump(kubeconfig))
+    live = KubeLiveState(tmp_path, SERVICE, kubeconfig=tmp_path / "kubeconfig")
+
+    def ready(reading: WorkloadsReading) -> bool:
+        return bool(reading.health and reading.health["blue"]["deployment"].get("healthy"))
+
+    deadline = time.monotonic() + 15  # the controller manager scales it, kwok marks the pods ready
+    reading = live.workloads("prod-us")
+    while not ready(reading) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        reading = live.workloads("prod-us")
+    assert reading.why is None and reading.health is not None
+    assert reading.health["blue"]["deployment"] == {"ready": 2, "desired": 2, "healthy": True}
+    assert (reading.health["blue"]["hpa"]["min"], reading.health["blue"]["hpa"]["max"]) == (
+        hpa["spec"]["minReplicas"],
+        hpa["spec"]["maxReplicas"],
+    )
+    # green was never deployed: unknown, and the answer says which resource and how
+    assert reading.health["green"] == {
+        "deployment": {"why": f"deployment {namespace}/{SERVICE}-green: HTTP 404 Not Found"},
+        "hpa": {"why": f"hpa {namespace}/{SERVICE}-green: HTTP 404 Not Found"},
+    }
