@@ -1,4 +1,4 @@
-"""``rollout promote``, ``rollback``, ``abort``, ``pause``, ``resume``, ``release``, ``retry`` and
+"""``rollout promote``, ``report``, ``rollback``, ``abort``, ``pause``, ``resume``, ``release``, ``retry`` and
 ``status``: wiring for the gitops engine."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from rollout_policies import envvars
-from rollout_policies.core import Evidence, StageDecision
+from rollout_policies.core import Evidence, StageDecision, time_to_promotion
 from rollout_policies.errors import UserError
 from rollout_policies.gitops.engine import GitOps, PromotionOutcome, StackStatus, default_actor
 from rollout_policies.gitops.forge import DEFAULT_API_URL, Forge, make_forge
@@ -29,7 +29,14 @@ from rollout_policies.gitops.owners import (
     reviewers_for,
 )
 from rollout_policies.gitops.repo import GitRepo
-from rollout_policies.gitops.seams import LIVE_STATES, applier_names, make_applier, make_live_state
+from rollout_policies.gitops.seams import (
+    LIVE_STATES,
+    WorkloadsReading,
+    applier_names,
+    make_applier,
+    make_live_state,
+    read_workloads,
+)
 from rollout_policies.gitops.stack_config import config_name, stack_environment, stacks_in
 from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
 from rollout_policies.plan.model import Plan
@@ -296,21 +303,18 @@ def promote(
         ledger=None if dry_run else DecisionLedger(repo),
         report_link=report_link if html_dir is not None else "",
     )
-    judged: dict[str, tuple[RolloutState, Evidence]] = {}
-
-    def recorded(stack: str) -> Callable[[RolloutState], Evidence]:
-        def source(state: RolloutState) -> Evidence:
-            judged[stack] = (state, evidence_for(state))
-            return judged[stack][1]
-
-        return source
-
-    outcomes = []
-    for stack in stacks:
-        outcome = ops.promote(stack, recorded(stack), now=now, dry_run=dry_run, open_pull=not no_pr)
-        outcomes.append(outcome)
-        if html_dir is not None and stack in judged:
-            _gate_page(html_dir / f"{stack}.html", plan, stack, *judged[stack], outcome.decision)
+    outcomes = [
+        decide_with_page(
+            ops,
+            stack,
+            evidence_for,
+            now=now,
+            page=None if html_dir is None else html_dir / f"{stack}.html",
+            dry_run=dry_run,
+            open_pull=not no_pr,
+        )
+        for stack in stacks
+    ]
     lines = [f"skipped: {stack}: not a {target} stack (name it with --stack)" for stack in skipped]
     for outcome in outcomes:
         lines.append(f"{outcome.result}: {outcome.message}")
@@ -320,6 +324,33 @@ def promote(
     _emit(as_json, [_promotion_dict(o) for o in outcomes], lines)
     if any(o.result == "rollback-needed" for o in outcomes):
         sys.exit(EXIT_ROLLBACK_NEEDED)
+
+
+def decide_with_page(
+    ops: GitOps,
+    stack: str,
+    evidence_for: Callable[[RolloutState], Evidence],
+    *,
+    now: datetime,
+    page: Path | None,
+    dry_run: bool,
+    open_pull: bool,
+) -> PromotionOutcome:
+    """One stack's decision on the promotion path; with ``page``, its gate report written there.
+
+    `rollout promote --html` and `rollout report` both come here, so the report a person renders
+    locally is the one a promotion pull request links to.
+    """
+    judged: list[tuple[RolloutState, Evidence]] = []
+
+    def recorded(state: RolloutState) -> Evidence:
+        judged.append((state, evidence_for(state)))
+        return judged[-1][1]
+
+    outcome = ops.promote(stack, recorded, now=now, dry_run=dry_run, open_pull=open_pull)
+    if page is not None and judged:
+        _gate_page(page, ops.plan, stack, *judged[-1], outcome.decision)
+    return outcome
 
 
 def _gate_page(
@@ -391,6 +422,53 @@ def _promotion_dict(outcome: PromotionOutcome) -> dict[str, Any]:
         "diff": list(outcome.diff),
         "warnings": list(outcome.warnings),
     }
+
+
+@click.command("report")
+@repository_options
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="Where to write the gate report (its data goes beside it as <name>.json).",
+)
+@click.option(
+    "--metrics-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Measurements standing in for live providers (the `rollout evaluate` format).",
+)
+@click.option("--signoff", "signoffs", multiple=True, help="A manual criterion id signed off (repeatable).")
+@click.option(
+    "--now", "now_text", default=None, help="Decision time, ISO 8601 with zone (default: the clock)."
+)
+def report(
+    plan_path: Path,
+    repo_dir: Path,
+    config_dir: str,
+    remote: str,
+    main_branch: str,
+    stacks: tuple[str, ...],
+    html_path: Path,
+    metrics_file: Path | None,
+    signoffs: tuple[str, ...],
+    now_text: str | None,
+) -> None:
+    """Render one stack's HTML gate report locally: the page `promote --html` attaches to its PR.
+
+    The decision is made as `promote --dry-run` makes it; nothing is pushed, committed or posted.
+    """
+    if len(stacks) != 1:
+        raise UserError("--stack: name exactly one stack to report on")
+    now = _now(now_text)
+    plan, repo, stacks = open_repository(plan_path, repo_dir, config_dir, remote, main_branch, stacks)
+    evidence_for = _evidence_source(plan, metrics_file, signoffs, now, drill_reports=repo_dir / DRILL_REPORTS)
+    ops = GitOps(repo=repo, plan=plan, config_dir=config_dir)
+    outcome = decide_with_page(
+        ops, stacks[0], evidence_for, now=now, page=html_path, dry_run=True, open_pull=False
+    )
+    click.echo(f"wrote {html_path}: {outcome.message}")
 
 
 def _rollback_command(verb: str, summary: str) -> click.Command:
@@ -641,6 +719,20 @@ def _pending_apply_line(commit: str | None) -> list[str]:
     help="Seconds between refreshes with --watch.",
 )
 @click.option("--count", type=click.IntRange(min=1), default=None, help="Stop after N refreshes (--watch).")
+@click.option(
+    "--gates",
+    "with_gates",
+    is_flag=True,
+    help="Also each gate's verdict now, decided as `promote` decides (from --metrics-file, else the "
+    "live providers); without it gates show 'not evaluated'.",
+)
+@click.option(
+    "--metrics-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="With --gates: measurements standing in for live providers (the `rollout evaluate` format).",
+)
+@click.option("--now", "now_text", default=None, help="The time to measure clocks from (default: the clock).")
 def status(
     plan_path: Path,
     repo_dir: Path,
@@ -653,27 +745,48 @@ def status(
     watch: bool,
     interval: float,
     count: int | None,
+    with_gates: bool,
+    metrics_file: Path | None,
+    now_text: str | None,
 ) -> None:
-    """Per stack: stage, step, versions, weights, since when, last decision and its commit, drift.
+    """Per stack: stage, step, versions, weights, since when, last decision and its commit, drift,
+    the time the clocks still hold the next promotion, and with --live kubernetes each colour's
+    Deployment and HPA replicas; with --gates, each gate's verdict now.
 
     With --watch, per stack and region, refreshed: stage and step, weights in git and in the cluster
     (or why the cluster's are unknown), drift and the last decision.
     """
     if count is not None and not watch:
         raise UserError("--count: only with --watch")
+    if metrics_file is not None and not with_gates:
+        raise UserError("--metrics-file: only with --gates")
+    if now_text is not None and watch:
+        raise UserError("--now: not with --watch (each refresh reads the clock)")
     plan, repo, stacks = open_repository(plan_path, repo_dir, config_dir, remote, main_branch, stacks)
     ops = GitOps(repo=repo, plan=plan, config_dir=config_dir)
     project = repo_dir / config_dir
     live_state = make_live_state(live, project, plan.service)
+
+    def rows_at(now: datetime) -> list[dict[str, Any]]:
+        evidence_for = (
+            _evidence_source(plan, metrics_file, (), now, drill_reports=repo_dir / DRILL_REPORTS)
+            if with_gates
+            else None
+        )
+        return [
+            _status_row(item, project, plan, now, evidence_for, read_workloads(live_state, item.stack))
+            for item in ops.status(stacks, live_state)
+        ]
+
     if not watch:
-        rows = [_status_row(item, project) for item in ops.status(stacks, live_state)]
+        rows = rows_at(_now(now_text))
         _emit(as_json, rows, [line for row in rows for line in _status_lines(row)])
         return
     refreshes = 0
     try:
         while True:
             now = datetime.now(UTC)
-            rows = [_status_row(item, project) for item in ops.status(stacks, live_state)]
+            rows = rows_at(now)
             refreshes += 1
             if as_json:
                 click.echo(json.dumps({"refreshed_at": _iso(now), "stacks": rows}, default=str))
@@ -698,8 +811,67 @@ def _region(project: Path, stack: str) -> str | None:
     return str(region) if region else None
 
 
-def _status_row(item: StackStatus, project: Path) -> dict[str, Any]:
+def _next_promotion(plan: Plan, s: RolloutState, now: datetime) -> dict[str, Any]:
+    """When the clocks let the stack be promoted next (bake, and min_duration at the stage's last
+    step); a paused, rolled-back or released stack has no next promotion until a person acts."""
+    if s.paused:
+        return {"in_seconds": None, "at": None, "note": "paused: `rollout resume` first"}
+    if s.rolled_back:
+        return {"in_seconds": None, "at": None, "note": "rolled back: `rollout retry` first"}
+    if s.released:
+        return {"in_seconds": None, "at": None, "note": "released: `rollout release start` begins the next"}
+    try:
+        wait = time_to_promotion(
+            plan,
+            s.stage,
+            s.step,
+            now=now,
+            stage_started_at=s.stage_started_at,
+            step_started_at=s.step_started_at,
+        )
+    except UserError as err:
+        return {"in_seconds": None, "at": None, "note": str(err)}
+    note = "clocks done; the gates decide" if not wait else "clocks hold it; then the gates decide"
+    return {"in_seconds": int(wait.total_seconds()), "at": _iso(now + wait), "note": note}
+
+
+def _gate_verdicts(
+    plan: Plan, s: RolloutState, now: datetime, evidence_for: Callable[[RolloutState], Evidence] | None
+) -> dict[str, Any]:
+    """Each gate's verdict now, decided as `promote` decides (no comparison memory: the same result)."""
+    if evidence_for is None:
+        return {"decision": None, "gates": None, "why": "not evaluated: --gates not asked"}
+    from rollout_policies.core import decide
+
+    try:
+        decision = decide(
+            plan,
+            s.stage,
+            s.step,
+            evidence_for(s),
+            now=now,
+            stage_started_at=s.stage_started_at,
+            step_started_at=s.step_started_at,
+        )
+    except UserError as err:
+        return {"decision": None, "gates": None, "why": f"not evaluated: {err}"}
+    gates = [
+        {"metric": g.metric, "name": g.name, "verdict": g.verdict.value, "value": g.value, "unit": g.unit}
+        for g in decision.gates
+    ]
+    return {"decision": decision.action.value, "gates": gates, "why": None}
+
+
+def _status_row(
+    item: StackStatus,
+    project: Path,
+    plan: Plan,
+    now: datetime,
+    evidence_for: Callable[[RolloutState], Evidence] | None,
+    workloads: WorkloadsReading,
+) -> dict[str, Any]:
     s = item.state
+    verdicts = _gate_verdicts(plan, s, now, evidence_for)
     return {
         "stack": item.stack,
         "region": _region(project, item.stack),
@@ -723,6 +895,12 @@ def _status_row(item: StackStatus, project: Path) -> dict[str, Any]:
         "live_weights": item.live,
         "live_unknown_why": item.live_unknown_why,
         "drift": item.drift,
+        "next_promotion": _next_promotion(plan, s, now),
+        "gates": verdicts["gates"],
+        "gates_decision": verdicts["decision"],
+        "gates_unknown_why": verdicts["why"],
+        "workloads": workloads.health,
+        "workloads_unknown_why": workloads.why,
     }
 
 
@@ -734,6 +912,44 @@ def _decision_text(row: dict[str, Any]) -> str:
 
 def _weights_text(weights: dict[str, int] | None) -> str:
     return "-" if weights is None else " ".join(f"{colour} {weight}%" for colour, weight in weights.items())
+
+
+def _next_promotion_text(row: dict[str, Any]) -> str:
+    from datetime import timedelta
+
+    from rollout_policies.core.durations import span
+
+    nxt = row["next_promotion"]
+    if nxt["in_seconds"] is None:
+        return str(nxt["note"])
+    if nxt["in_seconds"] == 0:
+        return f"now: {nxt['note']}"
+    return f"in {span(timedelta(seconds=nxt['in_seconds']))} (at {nxt['at']}): {nxt['note']}"
+
+
+def _gates_text(row: dict[str, Any]) -> str:
+    if row["gates"] is None:
+        return str(row["gates_unknown_why"])
+    verdicts = ", ".join(f"{gate['metric']} {gate['verdict']}" for gate in row["gates"]) or "no gates"
+    return f"{verdicts} (decision now: {row['gates_decision']})"
+
+
+def _replicas_text(health: dict[str, Any]) -> str:
+    if "why" in health:
+        return f"unknown ({health['why']})"
+    mark = "" if health["healthy"] else " NOT HEALTHY"
+    if "ready" in health:
+        return f"{health['ready']}/{health['desired']} ready{mark}"
+    return f"{health['current']}/{health['desired']} (min {health['min']}, max {health['max']}){mark}"
+
+
+def _workloads_text(row: dict[str, Any]) -> str:
+    if row["workloads"] is None:
+        return f"unknown ({row['workloads_unknown_why']})"
+    return "; ".join(
+        f"{colour}: deployment {_replicas_text(kinds['deployment'])}, hpa {_replicas_text(kinds['hpa'])}"
+        for colour, kinds in row["workloads"].items()
+    )
 
 
 def _status_lines(row: dict[str, Any]) -> list[str]:
@@ -752,6 +968,9 @@ def _status_lines(row: dict[str, Any]) -> list[str]:
         *_pending_apply_line(row["pending_apply"]),
         f"    drift: {row['drift']}"
         + (f" (live {live})" if live is not None else f" ({row['live_unknown_why']})"),
+        f"    workloads: {_workloads_text(row)}",
+        f"    next promotion: {_next_promotion_text(row)}",
+        f"    gates: {_gates_text(row)}",
     ]
 
 
@@ -768,6 +987,7 @@ def _draw_watch(rows: list[dict[str, Any]], now: datetime, interval: float) -> N
             "git weights",
             "live weights",
             "drift",
+            "next promotion",
             "last decision",
         ),
         [
@@ -782,11 +1002,14 @@ def _draw_watch(rows: list[dict[str, Any]], now: datetime, interval: float) -> N
                 _weights_text(row["weights"]),
                 _weights_text(row["live_weights"]),
                 row["drift"],
+                _next_promotion_text(row),
                 _decision_text(row),
             )
             for row in rows
         ],
     )
+    health = [f"{row['stack']}: workloads: {_workloads_text(row)}" for row in rows]
+    verdicts = [f"{row['stack']}: gates: {_gates_text(row)}" for row in rows]
     unknown = [
         f"{row['stack']}: live weights unknown: {row['live_unknown_why']}"
         for row in rows
@@ -803,6 +1026,8 @@ def _draw_watch(rows: list[dict[str, Any]], now: datetime, interval: float) -> N
             "",
             table,
             *unknown,
+            *health,
+            *verdicts,
             *pending,
         ],
         clear=True,

@@ -28,6 +28,7 @@ COMMANDS: dict[str, Entry] = {
         "rollout_policies.cli.evaluate_cmd:evaluate", "Each gate's verdict and the stage decision."
     ),
     "promote": Entry("rollout_policies.cli.gitops_cmd:promote", "Propose each stack's next step as a PR."),
+    "report": Entry("rollout_policies.cli.gitops_cmd:report", "Render a stack's HTML gate report."),
     "rollback": Entry("rollout_policies.cli.gitops_cmd:rollback", "Stable 100% in one commit on main."),
     "abort": Entry("rollout_policies.cli.gitops_cmd:abort", "Roll back and pause until resumed."),
     "release": Entry("rollout_policies.cli.gitops_cmd:release", "Start the next release, or finalize one."),

@@ -4,7 +4,15 @@ No I/O and no clock: plan, measurements and "now" come in as values. This module
 """
 
 from rollout_policies.core.criteria import CriterionResult, CriterionStatus, evaluate_criterion
-from rollout_policies.core.decision import Action, Reason, ReasonCode, StageDecision, decide, hold_paused
+from rollout_policies.core.decision import (
+    Action,
+    Reason,
+    ReasonCode,
+    StageDecision,
+    decide,
+    hold_paused,
+    time_to_promotion,
+)
 from rollout_policies.core.gates import (
     ComparisonState,
     ComparisonVerdict,
@@ -86,5 +94,6 @@ __all__ = [
     "render_text",
     "retry_target",
     "rollback_target",
+    "time_to_promotion",
     "within_range",
 ]

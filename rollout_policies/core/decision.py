@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from rollout_policies.core.criteria import CriterionResult, CriterionStatus, evaluate_criterion
@@ -163,6 +163,28 @@ def hold_paused(decision: StageDecision, why: str) -> StageDecision:
     paused = Reason(ReasonCode.PAUSED, f"{decision.stage}/step {decision.step}", why)
     kept = tuple(r for r in decision.reasons if r.code is not ReasonCode.READY)
     return replace(decision, action=Action.HOLD, reasons=(paused, *kept))
+
+
+def time_to_promotion(
+    plan: Plan,
+    stage_id: str,
+    step: int,
+    *,
+    now: datetime,
+    stage_started_at: datetime,
+    step_started_at: datetime,
+) -> timedelta:
+    """How long the clock still holds the next promotion: what is left of the step's bake and, at the
+    stage's last step, of the stage's min_duration. Zero when the clock asks for nothing more; the
+    gates and criteria may hold it longer, so this is a lower bound, never a promise."""
+    require_aware(now, "now")
+    require_aware(stage_started_at, "stage_started_at")
+    require_aware(step_started_at, "step_started_at")
+    stage = _stage_at(plan, stage_id, step)
+    waits = [stage.steps[step].bake - (now - step_started_at)]
+    if step == len(stage.steps) - 1:
+        waits.append(stage.min_duration - (now - stage_started_at))
+    return max(timedelta(0), *waits)
 
 
 def _stage_at(plan: Plan, stage_id: str, step: int) -> Stage:

@@ -1,6 +1,6 @@
 """Live traffic weights from the cluster: the weighted rule of the stack's HTTPRoute, read with the
-Kubernetes client. Used by ``rollout status --live kubernetes`` to report drift between git and the
-cluster.
+Kubernetes client, and the health of each colour's Deployment and HPA. Used by ``rollout status
+--live kubernetes`` to report drift between git and the cluster, and replicas ready against desired.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rollout_policies.errors import UserError
-from rollout_policies.gitops.seams import LiveReading
+from rollout_policies.gitops.seams import LiveReading, WorkloadsReading
 from rollout_policies.stack_file import config_name, read_config
 from rollout_policies.state import Colour
 
@@ -43,6 +43,27 @@ def route_weights(route: Mapping[str, Any], service: str) -> dict[Colour, int] |
     return None
 
 
+def deployment_replicas(deployment: Mapping[str, Any]) -> dict[str, Any]:
+    """A Deployment's ready replicas against the replicas it asks for (``spec.replicas``, default 1)."""
+    desired = int((deployment.get("spec") or {}).get("replicas", 1))
+    ready = int((deployment.get("status") or {}).get("readyReplicas") or 0)
+    return {"ready": ready, "desired": desired, "healthy": ready >= desired}
+
+
+def hpa_replicas(hpa: Mapping[str, Any]) -> dict[str, Any]:
+    """An HPA's current replicas against the ones it wants, inside its min and max."""
+    spec, status = hpa.get("spec") or {}, hpa.get("status") or {}
+    current = int(status.get("currentReplicas") or 0)
+    desired = int(status.get("desiredReplicas") or 0)
+    return {
+        "current": current,
+        "desired": desired,
+        "min": spec.get("minReplicas", 1),
+        "max": spec.get("maxReplicas"),
+        "healthy": current == desired and desired > 0,
+    }
+
+
 @dataclass
 class KubeLiveState:
     """Reads each stack's HTTPRoute from the cluster its config points at.
@@ -68,17 +89,15 @@ class KubeLiveState:
     def live_weights(self, stack: str) -> dict[Colour, int] | None:
         return self.read(stack).weights
 
-    def read(self, stack: str) -> LiveReading:
-        """The route's weights, or None and why not, in one line (the client's own message)."""
-        from kubernetes import client, config
-        from kubernetes.client.exceptions import ApiException
+    def _client(self, stack: str) -> tuple[dict[str, Any], Any] | str:
+        """The stack's settings and an API client for its cluster, or why there is none, in one line."""
+        from kubernetes import config
         from kubernetes.config.config_exception import ConfigException
-        from urllib3.exceptions import HTTPError
 
         try:
             settings = self._settings(stack)
         except (UserError, OSError) as err:
-            return LiveReading(None, one_line(err))
+            return one_line(err)
         try:
             kubeconfig = self.kubeconfig or settings["kubeconfig"]
             api = config.new_client_from_config(
@@ -86,7 +105,56 @@ class KubeLiveState:
             )
         except (OSError, ConfigException) as err:
             where = f"kubeconfig context {settings['context']}" if settings["context"] else "kubeconfig"
-            return LiveReading(None, f"{where}: {one_line(err)}")
+            return f"{where}: {one_line(err)}"
+        return settings, api
+
+    def workloads(self, stack: str) -> WorkloadsReading:
+        """Each colour's Deployment and HPA (both ``<service>-<colour>``): replicas ready or current
+        against desired; a resource that cannot be read carries why instead."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        opened = self._client(stack)
+        if isinstance(opened, str):
+            return WorkloadsReading(None, opened)
+        settings, api = opened
+        namespace = settings["namespace"]
+        apps, autoscaling = client.AppsV1Api(api), client.AutoscalingV2Api(api)
+        health: dict[str, dict[str, dict[str, Any]]] = {}
+        what = f"namespace {namespace}"
+        try:
+            for colour in Colour:
+                name = f"{settings['service']}-{colour.value}"
+                reads = {
+                    "deployment": (apps.read_namespaced_deployment, deployment_replicas),
+                    "hpa": (autoscaling.read_namespaced_horizontal_pod_autoscaler, hpa_replicas),
+                }
+                health[colour.value] = {}
+                for kind, (read, judge) in reads.items():
+                    what = f"{kind} {namespace}/{name}"
+                    try:
+                        found = api.sanitize_for_serialization(read(name, namespace, _request_timeout=10))
+                        health[colour.value][kind] = judge(found)
+                    except ApiException as err:
+                        health[colour.value][kind] = {"why": f"{what}: HTTP {err.status} {err.reason}"}
+        except (HTTPError, OSError) as err:
+            # the cluster itself is unreachable: say so once, not once per resource
+            return WorkloadsReading(None, f"{what}: {one_line(err)}")
+        finally:
+            api.close()
+        return WorkloadsReading(health)
+
+    def read(self, stack: str) -> LiveReading:
+        """The route's weights, or None and why not, in one line (the client's own message)."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        opened = self._client(stack)
+        if isinstance(opened, str):
+            return LiveReading(None, opened)
+        settings, api = opened
         route_name = f"HTTPRoute {settings['namespace']}/{settings['service']}"
         try:
             custom = client.CustomObjectsApi(api)

@@ -72,6 +72,24 @@ def read_live(live: LiveState, stack: str) -> LiveReading:
     return LiveReading(weights, None if weights is not None else f"{type(live).__name__} gave no weights")
 
 
+class WorkloadsReading(NamedTuple):
+    """Per colour, the health of its Deployment and HPA (replicas), or None and why it is unknown."""
+
+    health: dict[str, dict[str, dict[str, Any]]] | None
+    why: str | None = None
+
+
+def read_workloads(live: LiveState, stack: str) -> WorkloadsReading:
+    """A live state's Deployment and HPA health where it can read them (the Kubernetes reader)."""
+    workloads = getattr(live, "workloads", None)
+    if callable(workloads):
+        reading: WorkloadsReading = workloads(stack)
+        return reading
+    if isinstance(live, NoLiveState):
+        return WorkloadsReading(None, live.read(stack).why)
+    return WorkloadsReading(None, f"{type(live).__name__} reads no Deployments or HPAs")
+
+
 class ApplyError(UserError):
     """Applying the traffic change failed; git already holds the rollback."""
 

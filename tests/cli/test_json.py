@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # Commands that change something (git, a cluster, a forge, a report folder) or run as a server.
 CHANGES = {
     "promote": "pushes promotion branches and opens pull requests",
+    "report": "writes a stack's HTML gate report and its JSON data to --html",
     "rollback": "commits to main and applies; closes the stacks' open promotion pull requests",
     "abort": "commits a rollback with paused: true to main and applies; closes open promotion pull requests",
     "release start": "commits the next release (colours swapped, first stage step 0) to main",
@@ -32,6 +33,7 @@ CHANGES = {
     "retry": "commits the rolled-back stage's step 0 to main",
     "pause": "commits paused: true to main",
     "resume": "commits paused: false to main",
+    "bootstrap health-checks": "creates Route 53 health checks, writes their ids into the stack configs",
     "deploy preview": "runs pulumi preview and comments on the pull request",
     "deploy up": "runs pulumi up",
     "drill region-failover": "fails DNS over (with --execute) and writes a report",

@@ -83,10 +83,15 @@ def test_an_unreachable_cluster_is_unknown_with_the_reason(repo: Path, tmp_path:
     assert f"port={port}" in why[reachable] and "Connection refused" in why[reachable]
     assert why[missing].startswith(f"kubeconfig context {missing}: ConfigException: ")
     assert all("\n" not in reason for reason in why.values())
+    health = {row["stack"]: row["workloads_unknown_why"] for row in document["stacks"]}
+    assert health[reachable].startswith("deployment ") and "Connection refused" in health[reachable]
+    assert health[missing] == why[missing]
 
     text = rollout(*args, env={**env, "COLUMNS": "300"})
     assert text.returncode == 0
     assert f"{reachable}: live weights unknown: {why[reachable]}" in text.stdout.splitlines()
+    assert f"{reachable}: workloads: unknown ({health[reachable]})" in text.stdout.splitlines()
+    assert f"{reachable}: gates: not evaluated: --gates not asked" in text.stdout.splitlines()
 
 
 def test_each_refresh_reads_git_again(repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 from core_plans import BETA, PLAN, PLAN_WITH_TRIGGERS, T0, TECHNICAL, at, ok, plan
 
-from rollout_policies.core import Action, Evidence, Measurement, StageDecision, decide, hold_paused
+from rollout_policies.core import (
+    Action,
+    Evidence,
+    Measurement,
+    StageDecision,
+    decide,
+    hold_paused,
+    time_to_promotion,
+)
 from rollout_policies.errors import UserError
 from rollout_policies.plan.model import Plan
 
@@ -328,3 +336,32 @@ def test_a_pause_never_blocks_a_rollback() -> None:
     crashing = beta(replace(GOOD_BETA, fresh("crash_rate", 9.0), "crash_rate"))
     assert crashing.action is Action.ROLLBACK
     assert hold_paused(crashing, "freeze") == crashing
+
+
+def wait(stage_id: str, step: int, *, now: datetime, step_started_at: datetime) -> timedelta:
+    return time_to_promotion(
+        PLAN, stage_id, step, now=now, stage_started_at=T0, step_started_at=step_started_at
+    )
+
+
+def test_time_to_promotion_before_the_last_step_is_the_bake_left() -> None:
+    # limited step 0 bakes 1d; the stage's 4d minimum applies only at its last step
+    assert wait("limited", 0, now=at(hours=5), step_started_at=T0) == timedelta(hours=19)
+
+
+def test_time_to_promotion_at_the_last_step_waits_for_the_longer_of_bake_and_min_duration() -> None:
+    # limited step 2 started at day 1 bakes 2d (until day 3); the stage's 4d minimum ends at day 4
+    assert wait("limited", 2, now=at(days=2), step_started_at=at(days=1)) == timedelta(days=2)
+    # started at day 3, its bake (until day 5) outlasts the minimum
+    assert wait("limited", 2, now=at(days=3, hours=12), step_started_at=at(days=3)) == timedelta(
+        days=1, hours=12
+    )
+
+
+def test_time_to_promotion_is_zero_once_the_clocks_are_done() -> None:
+    assert wait("beta", 0, now=at(days=9), step_started_at=T0) == timedelta(0)
+
+
+def test_time_to_promotion_rejects_a_step_not_in_the_stage() -> None:
+    with pytest.raises(UserError, match=r"stage limited has steps 0\.\.2; step 3"):
+        wait("limited", 3, now=at(days=1), step_started_at=T0)

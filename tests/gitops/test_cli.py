@@ -92,6 +92,39 @@ def test_promote_html_writes_each_stacks_gate_report_and_links_it_from_the_pull_
     assert f"[the gate report]({link}) (`prod-us.html` among the run's artifacts)" in standin.pulls[0].body
 
 
+def test_report_renders_the_gate_report_promote_attaches_and_pushes_nothing(
+    setup: tuple[Remote, Path, Path, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    remote, clone, plan_file, metrics = setup
+    before = remote.branches()
+    page = tmp_path / "local" / "prod-us.html"
+    code, out, err = run(
+        [
+            "report", "--plan", str(plan_file), "--repo", str(clone), "--stack", "prod-us",
+            "--metrics-file", str(metrics), "--now", "2026-11-20T10:30:00Z", "--html", str(page),
+        ],
+        capsys,
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    assert out.startswith(f"wrote {page}: ")
+    data = json.loads(page.with_suffix(".json").read_text())
+    assert (data["stack"], data["decisions"][-1]["decision"]) == ("prod-us", "promote")
+    assert "Decision: PROMOTE" in page.read_text()
+    assert remote.branches() == before
+
+
+def test_report_names_exactly_one_stack(
+    setup: tuple[Remote, Path, Path, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    _, clone, plan_file, _ = setup
+    code, _, err = run(
+        ["report", "--plan", str(plan_file), "--repo", str(clone), "--html", str(tmp_path / "r.html")],
+        capsys,
+    )
+    assert code == 2 and err == "rollout: error: --stack: name exactly one stack to report on\n"
+    assert not (tmp_path / "r.html").exists()
+
+
 def test_promote_exits_3_and_leaves_no_branch_when_a_rollback_is_needed(
     setup: tuple[Remote, Path, Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -128,9 +161,49 @@ def test_rollback_then_status_then_rollback_again(
     assert row["weights"] == {"blue": 100, "green": 0}
     assert row["rolled_back"] is True
     assert row["drift"] == "unknown"
+    assert row["next_promotion"] == {
+        "in_seconds": None,
+        "at": None,
+        "note": "rolled back: `rollout retry` first",
+    }
 
     code, out, _ = run(["rollback", *common, "--reason", "crash spike"], capsys)
     assert code == 0 and out.startswith("already-rolled-back: already rolled back by ")
+
+
+def test_status_gives_the_time_to_the_next_promotion_and_gate_verdicts_only_when_asked(
+    setup: tuple[Remote, Path, Path, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    _, clone, plan_file, _ = setup
+    common = ["status", "--plan", str(plan_file), "--repo", str(clone), "--stack", "prod-us"]
+    # limited step 0 started 09:00 and bakes 1h
+    code, out, _ = run([*common, "--now", "2026-11-20T09:20:00Z", "--json"], capsys)
+    (row,) = json.loads(out)
+    assert code == 0
+    assert (row["next_promotion"]["in_seconds"], row["next_promotion"]["at"]) == (
+        2400,
+        "2026-11-20T10:00:00Z",
+    )
+    assert (row["gates"], row["gates_unknown_why"]) == (None, "not evaluated: --gates not asked")
+    assert row["workloads"] is None and row["workloads_unknown_why"].startswith("not asked: --live none")
+
+    metrics = tmp_path / "now.yaml"
+    metrics.write_text(METRICS.replace("10:29:00", "09:39:00"))
+    gates = ["--gates", "--metrics-file", str(metrics), "--now", "2026-11-20T09:40:00Z"]
+    code, out, _ = run([*common, *gates, "--json"], capsys)
+    (row,) = json.loads(out)
+    assert code == 0 and row["next_promotion"]["in_seconds"] == 1200
+    assert [(g["metric"], g["verdict"], g["value"]) for g in row["gates"]] == [
+        ("crash_rate", "meets_target", 0.4)
+    ]
+    assert row["gates_decision"] == "hold"  # the bake is not done
+
+    code, out, _ = run([*common, *gates], capsys)
+    assert (
+        "    next promotion: in 20m (at 2026-11-20T10:00:00Z): clocks hold it; then the gates decide\n" in out
+    )
+    assert "    gates: crash_rate meets_target (decision now: hold)\n" in out
+    assert "    workloads: unknown (not asked: --live none" in out
 
 
 @pytest.mark.parametrize(
@@ -145,6 +218,7 @@ def test_rollback_then_status_then_rollback_again(
         (["promote", "--now", "yesterday", "--no-pr"], "--now: not a time"),
         (["promote", "--stack", "prod-us"], "--forge-repo: required"),
         (["status", "--live", "kube"], "Invalid value for '--live'"),
+        (["status", "--metrics-file", "m.yaml"], "--metrics-file: only with --gates"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
