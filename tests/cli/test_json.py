@@ -39,7 +39,6 @@ CHANGES = {
     "drill region-failover": "fails DNS over (with --execute) and writes a report",
     "drill backup-restore": "restores into a scratch database and writes a report",
     "drill backup": "takes a pgBackRest backup into the repository",
-    "bootstrap health-checks": "creates Route 53 health checks and writes their ids into the stack configs",
     "serve": "a long-running webhook server that rolls back",
     "watch": "a long-running poller that rolls back",
     "env up": "starts the local environment",
