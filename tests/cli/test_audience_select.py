@@ -122,9 +122,9 @@ def test_a_quota_the_database_cannot_fill_is_one_line_naming_it(analytics, tmp_p
     code, out, err = run(["audience", "select", "--stage", "beta", "--query", query], capsys)
 
     assert code == 2 and out == ""
-    assert (
-        err
-        == "rollout: error: stage beta: cannot fill the android quota of 20 users: only 5 android users meet the criteria\n"
+    assert err == (
+        "rollout: error: stage beta: cannot fill the android quota of 20 users:"
+        " only 5 android users meet the criteria\n"
     )
     assert not (tmp_path / "cohorts").exists()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from itertools import pairwise
 
 import pytest
 
@@ -39,7 +40,7 @@ def test_every_candidate_user_stays_on_the_candidate_as_the_weight_grows_and_all
     population = users(seed, 20_000)
     on = [{u for u in population if on_candidate(u, salt, w)} for w in STEPS]
 
-    for smaller, larger in zip(on, on[1:], strict=False):
+    for smaller, larger in pairwise(on):
         assert smaller, "a step with no candidate user proves nothing"
         assert smaller <= larger  # 100% of the candidate users stay
     for weight, chosen in zip(STEPS, on, strict=True):
