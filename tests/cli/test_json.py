@@ -34,6 +34,7 @@ CHANGES = {
     "resume": "commits paused: false to main",
     "deploy preview": "runs pulumi preview and comments on the pull request",
     "deploy up": "runs pulumi up",
+    "audience select": "writes the cohort file (cohorts/STAGE.yaml) to commit",
     "drill region-failover": "fails DNS over (with --execute) and writes a report",
     "drill backup-restore": "restores into a scratch database and writes a report",
     "drill backup": "uploads a database dump",
