@@ -173,7 +173,10 @@ def test_a_step_within_a_stage_updates_only_the_httproute(rollout: Rollout) -> N
 
     stack_ = rollout.applier().stack(stack)
     stack_.preview(color="never", diff=True, on_event=record)
-    assert changes == {"update": [HTTPROUTE_TYPE]}
+    # the route's weights, and the flags' split of the features by user at the new weight
+    assert {op: sorted(types) for op, types in changes.items()} == {
+        "update": sorted([HTTPROUTE_TYPE, "kubernetes:core/v1:ConfigMap"])
+    }
 
     stack_.up(color="never")
     assert rollout.live_weights(stack) == {Colour.BLUE: 95, Colour.GREEN: 5}
