@@ -21,7 +21,7 @@ from infra.bluegreen import BlueGreenArgs, BlueGreenService
 from infra.controller import ControllerArgs, RolloutController
 from infra.drills import DrillArgs, DrillSchedule
 from infra.failover import FailoverArgs, RegionalFailover
-from infra.flags import FeatureFlags, FlagsArgs, config_map_name
+from infra.flags import FeatureFlags, FlagsArgs, config_map_name, sticky_for
 from infra.settings import KEYS, NAMESPACE, Alerts, StackSettings, drill_options, read_settings
 from infra.traffic import TrafficSplit, TrafficSplitArgs
 from rollout_policies.errors import UserError
@@ -180,6 +180,13 @@ def serving(scope: Scope) -> tuple[FeatureFlags, BlueGreenService, TrafficSplit,
             namespace=ns,
             stage=scope.stage,
             stable_features=scope.plan.stable_feature_set() if state.rolled_back else None,
+            sticky=sticky_for(
+                scope.plan,
+                scope.stage,
+                state.candidate_weight,
+                rolled_back=state.rolled_back,
+                cohort=settings.cohort_value,
+            ),
         ),
         scope.options(),
     )

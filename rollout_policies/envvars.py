@@ -43,6 +43,8 @@ JSON_BASE_URLS = "ROLLOUT_JSON_BASE_URLS"
 CLOUDWATCH_REGION = "ROLLOUT_CLOUDWATCH_REGION"
 CLOUDWATCH_ENDPOINT_URL = "ROLLOUT_CLOUDWATCH_ENDPOINT_URL"
 SQL_DSN = "ROLLOUT_SQL_DSN"
+# `rollout audience select`: the secret salt of the cohort file's pseudonymous ids (never in git).
+AUDIENCE_SALT = "ROLLOUT_AUDIENCE_SALT"
 PROVIDER_TIMEOUT = "ROLLOUT_PROVIDER_TIMEOUT"
 PROVIDER_ATTEMPTS = "ROLLOUT_PROVIDER_ATTEMPTS"
 
@@ -64,7 +66,8 @@ READ = MappingProxyType(
         PROMETHEUS_URL: "Prometheus server URL (providers, rollout watch)",
         CLOUDWATCH_ENDPOINT_URL: "CloudWatch endpoint; empty: AWS itself",
         CLOUDWATCH_REGION: "CloudWatch region; default AWS_REGION, AWS_DEFAULT_REGION",
-        SQL_DSN: "analytics database DSN",
+        SQL_DSN: "analytics database DSN (metric gates, rollout audience select)",
+        AUDIENCE_SALT: "secret salt of the cohort file's pseudonymous user ids (rollout audience select)",
         JSON_BASE_URLS: "JSON API base URLs by name: crash_reporter=https://...,issue_tracker=...",
         "ROLLOUT_METRICS_FILE": "the metrics file a metric with provider metrics_file reads",
         PROVIDER_TIMEOUT: "seconds per provider request",

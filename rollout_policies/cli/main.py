@@ -37,6 +37,7 @@ COMMANDS: dict[str, Entry] = {
     "resume": Entry("rollout_policies.cli.gitops_cmd:resume", "Let a paused stack be promoted again."),
     "status": Entry("rollout_policies.cli.gitops_cmd:status", "Per stack: stage, step, weights, drift."),
     "digest": Entry("rollout_policies.cli.digest_cmd:digest", "Daily stand-up digest, weekly report."),
+    "audience": Entry("rollout_policies.cli.audience_cmd:audience", "Select a stage's cohort (beta)."),
     "drill": Entry("rollout_policies.cli.drill_cmd:drill", "Disaster-recovery drills, with reports."),
     "bootstrap": Entry(
         "rollout_policies.cli.bootstrap_cmd:bootstrap", "One-off cloud setup: Route 53 health checks."

@@ -36,6 +36,7 @@ CHANGES = {
     "bootstrap health-checks": "creates Route 53 health checks, writes their ids into the stack configs",
     "deploy preview": "runs pulumi preview and comments on the pull request",
     "deploy up": "runs pulumi up",
+    "audience select": "writes the cohort file (cohorts/STAGE.yaml) to commit",
     "drill region-failover": "fails DNS over (with --execute) and writes a report",
     "drill backup-restore": "restores into a scratch database and writes a report",
     "drill backup": "takes a pgBackRest backup into the repository",

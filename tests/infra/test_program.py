@@ -27,16 +27,18 @@ def _changed(before, after) -> set[str]:
     }
 
 
-def test_a_step_within_a_stage_changes_only_the_http_route(plan):
+# A percentage stage's flags split its features by user at the step's weight (infra/flags.py), so a
+# step or a weight change also rewrites the flags ConfigMap in place (flagd reloads it, no restart).
+def test_a_step_within_a_stage_changes_only_the_http_route_and_the_flags_split(plan):
     before = deploy(settings(state=rollout("limited", 0, 2)), plan)
     after = deploy(settings(state=rollout("limited", 1, 5)), plan)
-    assert _changed(before, after) == {"HTTPRoute/markethub-mobile"}
+    assert _changed(before, after) == {"HTTPRoute/markethub-mobile", "ConfigMap/markethub-mobile-flags"}
 
 
-def test_a_rollback_changes_only_the_http_route(plan):
+def test_a_rollback_changes_only_the_http_route_and_the_flags_split(plan):
     before = deploy(settings(state=rollout("limited", 2, 10)), plan)
     after = deploy(settings(state=rollout("limited", 2, 0)), plan)
-    assert _changed(before, after) == {"HTTPRoute/markethub-mobile"}
+    assert _changed(before, after) == {"HTTPRoute/markethub-mobile", "ConfigMap/markethub-mobile-flags"}
 
 
 def test_a_stage_promotion_updates_in_place_and_never_touches_a_deployment(plan):
@@ -47,6 +49,7 @@ def test_a_stage_promotion_updates_in_place_and_never_touches_a_deployment(plan)
         "HorizontalPodAutoscaler/markethub-mobile-green",  # floor 1 -> 2 for the stage's 10%
         "ConfigMap/markethub-mobile-rollout-dashboard",  # the stage's thresholds
         "PrometheusRule/markethub-mobile-stage-alerts",  # the stage's alert thresholds
+        "ConfigMap/markethub-mobile-flags",  # the features now split by user at 2%
     }
 
 

@@ -12,7 +12,8 @@ from devenv.rehearsal import analysis, wiring
 from devenv.rehearsal.faults import DEFAULT_SPEC, parse_faults
 from devenv.rehearsal.run import agreement_problems, check_boxes, load_signoffs
 from devenv.rehearsal.scale import Scales, scale_plan_text, scale_sql
-from infra.flags import flag_definitions
+from infra.flags import flag_definitions, sticky_for
+from infra.settings import StackSettings
 from rollout_policies.errors import UserError
 from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
 from rollout_policies.plan.model import Plan
@@ -176,13 +177,25 @@ def _state(stage: str, green: int, started: datetime | None = None) -> RolloutSt
     )
 
 
+def limited_flags(plan: Plan, weight: int) -> dict[str, object]:
+    """What infra/program.py serves in the limited stage at this weight: its features split by user."""
+    stage = plan.stage("limited")
+    cohort = StackSettings.model_fields["cohort_value"].default
+    return flag_definitions(stage.features, sticky_for(plan, stage, weight, rolled_back=False, cohort=cohort))
+
+
 def test_agreement_holds_when_weights_cohort_and_flags_match(plan: Plan) -> None:
     live = {
         "weights": {"blue": 98, "green": 2},
         "cohort_rule": True,
-        "flags": flag_definitions(plan.stage("limited").features),
+        "flags": limited_flags(plan, 2),
     }
     assert agreement_problems(plan, _state("limited", 2), live) == []
+    # the flags split at another weight are not this step's
+    live = {**live, "flags": limited_flags(plan, 5)}
+    assert agreement_problems(plan, _state("limited", 2), live) == [
+        "flags: live flags are not stage limited's"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -193,7 +206,7 @@ def test_agreement_holds_when_weights_cohort_and_flags_match(plan: Plan) -> None
     ],
 )
 def test_disagreement_names_what_differs(plan: Plan, live: dict[str, object], problem: str) -> None:
-    live = {**live, "flags": flag_definitions(plan.stage("limited").features)}
+    live = {**live, "flags": limited_flags(plan, 2)}
     assert agreement_problems(plan, _state("limited", 2), live)[0].startswith(problem)
 
 
@@ -201,7 +214,7 @@ def test_a_rolled_back_stack_must_have_no_cohort_rule_live(plan: Plan) -> None:
     live = {
         "weights": {"blue": 100, "green": 0},
         "cohort_rule": True,
-        "flags": flag_definitions(plan.stage("limited").features),
+        "flags": limited_flags(plan, 2),
     }
     assert agreement_problems(plan, _state("limited", 0), live)[0].startswith("cohort rule")
 

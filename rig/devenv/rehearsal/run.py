@@ -657,7 +657,8 @@ def load_signoffs(path: Path | None, plan: Plan) -> dict[str, str]:
 
 def agreement_problems(plan: Plan, state: RolloutState, live: dict[str, Any]) -> list[str]:
     """What differs between a stack's state on main and its live objects (empty: they agree)."""
-    from infra.flags import flag_definitions
+    from infra.flags import flag_definitions, sticky_for
+    from infra.settings import StackSettings
 
     problems = []
     weights = live.get("weights")
@@ -675,7 +676,16 @@ def agreement_problems(plan: Plan, state: RolloutState, live: dict[str, Any]) ->
         )
     flags = live.get("flags")
     # A rolled-back stack serves the stable feature set (issue 12), which this check does not model.
-    wanted = None if is_rolled_back(plan, state) else flag_definitions(plan.stage(state.stage).features)
+    # A percentage stage splits the candidate's features by user (infra/flags.py, sticky_for).
+    stage = plan.stage(state.stage)
+    sticky = sticky_for(
+        plan,
+        stage,
+        state.candidate_weight,
+        rolled_back=False,
+        cohort=StackSettings.model_fields["cohort_value"].default,
+    )
+    wanted = None if is_rolled_back(plan, state) else flag_definitions(stage.features, sticky)
     if flags is not None and wanted is not None and flags != wanted:
         problems.append(f"flags: live flags are not stage {state.stage}'s")
     return problems
