@@ -31,10 +31,14 @@ class TableFingerprint:
 
 
 def postgres_tool(name: str) -> str:
-    """The path of a PostgreSQL program: on PATH, else Debian's PostgreSQL 15 folder."""
+    """The path of a PostgreSQL program: on PATH, else Debian's PostgreSQL 15 folder.
+
+    The link is resolved: the restore drill starts ``postgres`` as the ``postgres`` user when it runs
+    as root, and a link in a folder only root can enter (``/root/.cache/.../tools/bin``, where the
+    toolchain puts Debian's server programs on PATH) would be "permission denied" for that user."""
     found = shutil.which(name)
     if found:
-        return found
+        return os.path.realpath(found)
     debian = Path("/usr/lib/postgresql/15/bin") / name
     if debian.exists():
         return str(debian)

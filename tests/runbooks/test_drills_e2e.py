@@ -363,7 +363,10 @@ def test_the_scheduled_failover_drill_run_as_its_cronjob_declares_commits_its_re
     secret_dir.mkdir()
     (secret_dir / "config").write_text(yaml.safe_dump(merged))
 
-    bucket = f"cron-{unique}"
+    # The environment's database archives to pgBackRest in the local stack's bucket (env.json).
+    from infra.settings import settings_from_stack_file
+
+    bucket = settings_from_stack_file(ROOT / "Pulumi.local-us-east-1.yaml").backup.bucket
     shipped = (ROOT / "Pulumi.prod-us-east-1.yaml").read_text()
     text = (
         shipped.replace(
@@ -371,7 +374,7 @@ def test_the_scheduled_failover_drill_run_as_its_cronjob_declares_commits_its_re
         )
         .replace(
             "bucket: markethub-backups-us-east-1\n",
-            f"bucket: {bucket}\n    s3Endpoint: {local_env.info.moto_url}\n",
+            f"bucket: {bucket}\n    s3Endpoint: {local_env.info.database['s3_endpoint']}\n",
         )
         .replace("zone: markethub.example.\n", f"zone: {regions.zone}\n")
         .replace("    hostname: api.markethub.example\n", f"    hostname: {regions.record.rstrip('.')}\n")
@@ -387,9 +390,7 @@ def test_the_scheduled_failover_drill_run_as_its_cronjob_declares_commits_its_re
     (job,) = [j for j in rendered_cronjobs(stack_file) if j.name.endswith("drill-region-failover")]
 
     # What production has before a drill: a fresh backup, the failover records, traffic split 50/50.
-    prefix = job.argv[job.argv.index("--prefix") + 1]
-    code, out, err = run(["drill", "backup", "--dsn", plan_db, "--aws-endpoint-url", local_env.info.moto_url,
-                          "--bucket", bucket, "--prefix", prefix, "--create-bucket"], capsys)  # fmt: skip
+    code, out, err = run(["drill", "backup", "--type", "full", "--env", str(local_env.env_file)], capsys)
     assert code == 0, out + err
     target = FailoverTarget(
         zone=regions.zone,

@@ -237,6 +237,8 @@ def team(
             "vars.ROLLOUT_CLOUDWATCH_ENDPOINT_URL": moto_url,
             # Nothing listens on port 9 (discard): configured, unreachable, as a service that is down.
             "vars.ROLLOUT_JSON_BASE_URLS": ",".join(f"{b}=http://127.0.0.1:9" for b in json_bases),
+            # Not set in a production repository: GitHub gives "" (docs/deploy.md).
+            "vars.ROLLOUT_ENVIRONMENT": "",
         }
         venv_bin = str(Path(sys.executable).parent)
         runner_env = {
