@@ -15,7 +15,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_rehearsal_report import CHROMIUM_FLAGS, chromium
+from pages.headless import FLAGS as CHROMIUM_FLAGS
+from pages.headless import chromium
 
 from devenv.local import LocalEnvironment
 from devenv.rehearsal.cmd import DEFAULT_RESPONSE_SCALE

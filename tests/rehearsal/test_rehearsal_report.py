@@ -8,34 +8,18 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
+from pages.headless import FLAGS as CHROMIUM_FLAGS
+from pages.headless import chromium
 
 from devenv.rehearsal.faults import FaultRecord, parse_faults
 from devenv.rehearsal.report import write_report
 from devenv.rehearsal.run import Event, Record
 from devenv.rehearsal.scale import Scales
 from rollout_policies.plan.loader import DEFAULT_PLAN, load_plan
-
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
-
-
-def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    return found
 
 
 def sample_record() -> Record:
